@@ -1,0 +1,199 @@
+//! The access service's SQL: the only module that knows its tables. Functions take the
+//! caller's connection (inside the request's transaction) rather than the pool, so a
+//! handler's reads and writes commit or roll back together.
+//!
+//! Every query filters by business explicitly, although row-level security would hide
+//! other businesses' rows anyway: the filter is the first layer, RLS the backstop.
+
+use sqlx::{PgConnection, PgPool};
+use till_http::auth::Role;
+use till_kit::{ApiKeyId, AuditEventId, BusinessId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{IssuedApiKey, KeyName, NewBusiness};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BusinessRow {
+    pub id: Uuid,
+    pub legal_name: String,
+    pub country: String,
+    pub default_currency: String,
+    pub tax_registration_kind: Option<String>,
+    pub tax_registration: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+pub async fn insert_business(
+    connection: &mut PgConnection,
+    id: BusinessId,
+    business: &NewBusiness,
+) -> Result<BusinessRow, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO access.businesses (id, legal_name, country, default_currency, tax_registration_kind, tax_registration)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING id, legal_name, country, default_currency, tax_registration_kind, tax_registration, created_at",
+    )
+    .bind(id.as_uuid())
+    .bind(business.legal_name.as_str())
+    .bind(business.country.code())
+    .bind(business.default_currency.code())
+    .bind(business.tax_registration.as_ref().map(|registration| registration.kind()))
+    .bind(business.tax_registration.as_ref().map(|registration| registration.as_str()))
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn find_business(connection: &mut PgConnection, id: BusinessId) -> Result<Option<BusinessRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, legal_name, country, default_currency, tax_registration_kind, tax_registration, created_at
+           FROM access.businesses WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(connection)
+    .await
+}
+
+const API_KEY_COLUMNS: &str = "id, business_id, name, role, created_at, last_used_at, revoked_at";
+
+pub async fn insert_api_key(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    key: &IssuedApiKey,
+    name: &KeyName,
+    role: Role,
+    created_by: &str,
+) -> Result<ApiKeyRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO access.api_keys (id, business_id, name, role, secret_hash, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING {API_KEY_COLUMNS}"
+    ))
+    .bind(key.id.as_uuid())
+    .bind(business.as_uuid())
+    .bind(name.as_str())
+    .bind(role.as_str())
+    .bind(key.secret_hash.as_slice())
+    .bind(created_by)
+    .fetch_one(connection)
+    .await
+}
+
+/// Newest first, `limit` rows, strictly older than `starting_after` when given.
+pub async fn list_api_keys(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    starting_after: Option<ApiKeyId>,
+    limit: i64,
+) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {API_KEY_COLUMNS} FROM access.api_keys
+          WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2)
+          ORDER BY id DESC
+          LIMIT $3"
+    ))
+    .bind(business.as_uuid())
+    .bind(starting_after.map(|id| id.as_uuid()))
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+pub async fn find_api_key(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    id: ApiKeyId,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {API_KEY_COLUMNS} FROM access.api_keys WHERE business_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(business.as_uuid())
+    .bind(id.as_uuid())
+    .fetch_optional(connection)
+    .await
+}
+
+pub async fn revoke_api_key(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    id: ApiKeyId,
+) -> Result<ApiKeyRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE access.api_keys SET revoked_at = now()
+          WHERE business_id = $1 AND id = $2 AND revoked_at IS NULL
+          RETURNING {API_KEY_COLUMNS}"
+    ))
+    .bind(business.as_uuid())
+    .bind(id.as_uuid())
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn record_audit(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    action: &str,
+    actor: &str,
+    details: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO access.audit_log (id, business_id, action, actor, details) VALUES ($1, $2, $3, $4, $5)")
+        .bind(AuditEventId::generate().as_uuid())
+        .bind(business.as_uuid())
+        .bind(action)
+        .bind(actor)
+        .bind(details)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyCredentials {
+    pub business_id: Uuid,
+    pub role: String,
+    pub secret_hash: Vec<u8>,
+    pub revoked: bool,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// Cross-tenant by necessity: see `access.api_key_credentials` in the migration.
+pub async fn key_credentials(pool: &PgPool, id: ApiKeyId) -> Result<Option<KeyCredentials>, sqlx::Error> {
+    sqlx::query_as("SELECT business_id, role, secret_hash, revoked, last_used_at FROM access.api_key_credentials($1)")
+        .bind(id.as_uuid())
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn touch_api_key(pool: &PgPool, id: ApiKeyId) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT access.touch_api_key($1)").bind(id.as_uuid()).execute(pool).await?;
+    Ok(())
+}
+
+pub async fn record_security_event(
+    pool: &PgPool,
+    business: Option<BusinessId>,
+    action: &str,
+    actor: &str,
+    details: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT access.record_security_event($1, $2, $3, $4, $5)")
+        .bind(AuditEventId::generate().as_uuid())
+        .bind(business.map(|id| id.as_uuid()))
+        .bind(action)
+        .bind(actor)
+        .bind(details)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! Till's HTTP kit: the conventions of API.md, implemented once and shared by every service.
+//!
+//! - [`problem`]: RFC 9457 problem+json errors with stable codes ([`ApiError`]).
+//! - [`request_id`]: the `Request-Id` of every response and the request's tracing span.
+//! - [`extract`]: JSON, query and path extractors whose rejections are problems.
+//! - [`pagination`]: cursor pagination (`limit`, `starting_after`, `has_more`).
+//! - [`auth`]: roles, the authenticated [`auth::Principal`] and the route permission check.
+//! - [`rate_limit`]: a token bucket per API key.
+//! - [`unit_of_work`]: one database transaction per request, and for every POST the
+//!   Idempotency-Key protocol, stored in that same transaction.
+
+pub mod auth;
+pub mod extract;
+pub mod fallback;
+pub mod pagination;
+pub mod problem;
+pub mod rate_limit;
+pub mod request_id;
+pub mod unit_of_work;
+
+pub use problem::{ApiError, Problem};
+
+/// The migrations of the HTTP kit's own tables (schema `api`: idempotency keys).
+pub static MIGRATIONS: till_db::SchemaMigrations = till_db::SchemaMigrations { schema: "api", migrator: &MIGRATOR };
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

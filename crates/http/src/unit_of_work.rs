@@ -1,0 +1,322 @@
+//! One database transaction per request, and the Idempotency-Key protocol for every POST.
+//!
+//! Routes get this by being mounted behind [`middleware`]; a handler asks for its
+//! transaction with the [`Tx`] extractor and never begins, commits or rolls back itself.
+//!
+//! For a GET, PATCH or DELETE the transaction commits when the response is a success and
+//! rolls back otherwise.
+//!
+//! For a POST (API.md, "Idempotency"):
+//! 1. `Idempotency-Key` must be present and 1–255 printable ASCII characters (400).
+//! 2. The request is fingerprinted: SHA-256 of method, path with query, and body.
+//! 3. In the request's transaction, `pg_try_advisory_xact_lock` on (scope, key). Not
+//!    granted means the same key is running now: 409 `idempotency_key_in_use`, at once,
+//!    without waiting. The lock ends with the transaction, also when the process dies,
+//!    so a key can never stay stuck "in flight".
+//! 4. A stored row for the key: same fingerprint, replay its response byte for byte with
+//!    `Idempotent-Replayed: true`; another fingerprint, 422 `idempotency_key_reused`.
+//! 5. Otherwise `SAVEPOINT effect`, run the handler, then:
+//!    - 2xx: store the response and commit the effect and the key together;
+//!    - 4xx: roll back to the savepoint (a refusal leaves no partial effect), store the
+//!      refusal and commit, so a retry gets the same answer;
+//!    - 5xx: roll back everything and store nothing: the failure was not a decision, and
+//!      a retry with the same key runs again.
+//!
+//! This covers effects that are local to the database. An effect on an outside party
+//! (a payment gateway) will need recovery points around the external call; the payments
+//! service will build that on the same table.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::auth::Scope;
+use crate::extract::body_too_large;
+use crate::problem::ApiError;
+
+pub static IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+pub static IDEMPOTENT_REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
+/// Responses bigger than this are not stored for replay (none of Till's are near it).
+const RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Response headers that are part of the stored response.
+const STORED_HEADERS: [HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];
+
+#[derive(Clone)]
+pub struct UnitOfWorkState {
+    pub pool: PgPool,
+    pub body_bytes_max: usize,
+}
+
+/// The request's transaction, shared between the middleware and the handler.
+#[derive(Clone)]
+struct UnitOfWork(Arc<Mutex<Transaction<'static, Postgres>>>);
+
+impl UnitOfWork {
+    fn new(transaction: Transaction<'static, Postgres>) -> UnitOfWork {
+        UnitOfWork(Arc::new(Mutex::new(transaction)))
+    }
+
+    /// Takes the transaction back after the handler has answered.
+    fn into_transaction(self) -> Result<Transaction<'static, Postgres>, ApiError> {
+        Arc::try_unwrap(self.0)
+            .map(Mutex::into_inner)
+            .map_err(|_| ApiError::internal(&"a handler kept the request's transaction after answering"))
+    }
+}
+
+/// The request's transaction, for handlers. Derefs to the connection that store
+/// functions take.
+pub struct Tx(OwnedMutexGuard<Transaction<'static, Postgres>>);
+
+impl Deref for Tx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.0
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Tx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let work = parts.extensions.get::<UnitOfWork>().cloned().ok_or_else(|| {
+            ApiError::internal(&"a handler asked for a transaction on a route without the unit of work")
+        })?;
+        Ok(Tx(work.0.lock_owned().await))
+    }
+}
+
+/// Route-layer middleware, after authentication (which leaves the request's [`Scope`]).
+pub async fn middleware(State(state): State<UnitOfWorkState>, request: Request, next: Next) -> Response {
+    let Some(scope) = request.extensions().get::<Scope>().copied() else {
+        return ApiError::internal(&"the unit of work ran before authentication").into_response();
+    };
+    let outcome = if request.method() == Method::POST {
+        idempotent(&state, scope, request, next).await
+    } else {
+        transactional(&state, scope, request, next).await
+    };
+    outcome.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn begin(pool: &PgPool, scope: Scope) -> Result<Transaction<'static, Postgres>, ApiError> {
+    let transaction = match scope {
+        Scope::Business(business) => till_db::begin_tenant(pool, business).await,
+        Scope::Platform => till_db::begin_platform(pool).await,
+    };
+    transaction.map_err(ApiError::database)
+}
+
+async fn transactional(
+    state: &UnitOfWorkState,
+    scope: Scope,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let work = UnitOfWork::new(begin(&state.pool, scope).await?);
+    request.extensions_mut().insert(work.clone());
+    let response = next.run(request).await;
+    let transaction = work.into_transaction()?;
+    if response.status().is_success() {
+        transaction.commit().await.map_err(ApiError::database)?;
+    } else {
+        rollback(transaction).await;
+    }
+    Ok(response)
+}
+
+async fn rollback(transaction: Transaction<'static, Postgres>) {
+    // A failed rollback leaves nothing to undo: the connection is discarded by the pool
+    // and the server rolls the transaction back when the session ends.
+    if let Err(error) = transaction.rollback().await {
+        tracing::warn!(%error, "rollback failed; the connection will be discarded");
+    }
+}
+
+/// Validates the Idempotency-Key header.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY_HEADER) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency_key_missing",
+            "Idempotency-Key missing",
+            "Every POST needs an Idempotency-Key header (1–255 printable ASCII characters), so that it is safe to retry.",
+        )
+        .with_param("Idempotency-Key"));
+    };
+    let bytes = value.as_bytes();
+    let printable = bytes.iter().all(|byte| (0x20..=0x7e).contains(byte));
+    if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_CHARS_MAX || !printable {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency_key_invalid",
+            "Idempotency-Key invalid",
+            "The Idempotency-Key must be 1–255 printable ASCII characters.",
+        )
+        .with_param("Idempotency-Key"));
+    }
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+fn fingerprint(method: &Method, uri: &Uri, body: &[u8]) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/").as_bytes());
+    hasher.update([0]);
+    hasher.update(body);
+    hasher.finalize().to_vec()
+}
+
+async fn read_body(body: Body, bytes_max: usize) -> Result<bytes::Bytes, ApiError> {
+    match http_body_util::Limited::new(body, bytes_max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(body_too_large()),
+        Err(error) => Err(ApiError::invalid("body", format!("The request body could not be read: {error}"))),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredResponse {
+    fingerprint: Vec<u8>,
+    response_status: i16,
+    response_headers: serde_json::Value,
+    response_body: Vec<u8>,
+}
+
+impl StoredResponse {
+    fn replay(self) -> Result<Response, ApiError> {
+        let status = u16::try_from(self.response_status)
+            .ok()
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .ok_or_else(|| ApiError::internal(&"a stored idempotent response has an invalid status"))?;
+        let mut response = Response::new(Body::from(self.response_body));
+        *response.status_mut() = status;
+        if let Some(headers) = self.response_headers.as_object() {
+            for (name, value) in headers {
+                let name = HeaderName::try_from(name.as_str());
+                let value = value.as_str().map(HeaderValue::from_str);
+                if let (Ok(name), Some(Ok(value))) = (name, value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+        }
+        response.headers_mut().insert(IDEMPOTENT_REPLAYED_HEADER.clone(), HeaderValue::from_static("true"));
+        Ok(response)
+    }
+}
+
+async fn idempotent(state: &UnitOfWorkState, scope: Scope, request: Request, next: Next) -> Result<Response, ApiError> {
+    let key = idempotency_key(request.headers())?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, state.body_bytes_max).await?;
+    let fingerprint = fingerprint(&parts.method, &parts.uri, &body);
+    let scope_key = scope.idempotency_scope();
+
+    let mut transaction = begin(&state.pool, scope).await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("idempotency\u{1f}{scope_key}\u{1f}{key}"))
+        .fetch_one(&mut *transaction)
+        .await?;
+    if !locked {
+        return Err(ApiError::conflict(
+            "idempotency_key_in_use",
+            "A request with this Idempotency-Key is still running. Retry after it finishes to get its response.",
+        )
+        .with_param("Idempotency-Key"));
+    }
+    let stored = sqlx::query_as::<_, StoredResponse>(
+        "SELECT fingerprint, response_status, response_headers, response_body
+           FROM api.idempotency_keys WHERE scope = $1 AND key = $2",
+    )
+    .bind(&scope_key)
+    .bind(&key)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    if let Some(stored) = stored {
+        rollback(transaction).await;
+        if stored.fingerprint != fingerprint {
+            return Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "Idempotency-Key reused",
+                "This Idempotency-Key was used with another method, path or body. Use a new key for a new request.",
+            )
+            .with_param("Idempotency-Key"));
+        }
+        return stored.replay();
+    }
+
+    sqlx::query("SAVEPOINT effect").execute(&mut *transaction).await?;
+    let work = UnitOfWork::new(transaction);
+    let method = parts.method.to_string();
+    let path = parts.uri.path().to_string();
+    let mut request = Request::from_parts(parts, Body::from(body));
+    request.extensions_mut().insert(work.clone());
+    let response = next.run(request).await;
+    let mut transaction = work.into_transaction()?;
+
+    let status = response.status();
+    if status.is_server_error() {
+        rollback(transaction).await;
+        return Ok(response);
+    }
+    let (response_parts, response_body) = response.into_parts();
+    let response_body = axum::body::to_bytes(response_body, RESPONSE_BYTES_MAX)
+        .await
+        .map_err(|error| ApiError::internal(&format_args!("reading the response to store it: {error}")))?;
+    if !status.is_success() {
+        sqlx::query("ROLLBACK TO SAVEPOINT effect").execute(&mut *transaction).await?;
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = STORED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = response_parts.headers.get(name)?.to_str().ok()?;
+            Some((name.as_str().to_string(), serde_json::Value::String(value.to_string())))
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO api.idempotency_keys
+             (scope, key, method, path, fingerprint, response_status, response_headers, response_body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&scope_key)
+    .bind(&key)
+    .bind(method)
+    .bind(path)
+    .bind(fingerprint)
+    .bind(i16::try_from(status.as_u16()).unwrap_or(i16::MAX))
+    .bind(serde_json::Value::Object(headers))
+    .bind(response_body.as_ref())
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await.map_err(ApiError::database)?;
+    Ok(Response::from_parts(response_parts, Body::from(response_body)))
+}
+
+/// Deletes keys older than `retention_hours` (at least 24), at most `batch_rows_max` at a
+/// time; returns how many went.
+pub async fn purge_expired_keys(pool: &PgPool, retention_hours: u32, batch_rows_max: i32) -> Result<i64, sqlx::Error> {
+    let retention = format!("{retention_hours} hours");
+    sqlx::query_scalar("SELECT api.purge_idempotency_keys($1::interval, $2)")
+        .bind(retention)
+        .bind(batch_rows_max)
+        .fetch_one(pool)
+        .await
+}

@@ -1,0 +1,89 @@
+//! Metadata: the small free-form string map that clients may attach to resources.
+//! The limits are API.md's: at most 20 keys of at most 40 characters, values of at most
+//! 500 characters.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const METADATA_KEYS_MAX: usize = 20;
+pub const METADATA_KEY_CHARS_MAX: usize = 40;
+pub const METADATA_VALUE_CHARS_MAX: usize = 500;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Metadata(BTreeMap<String, String>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata has more than {METADATA_KEYS_MAX} keys")]
+    TooManyKeys,
+    #[error("metadata keys must be 1 to {METADATA_KEY_CHARS_MAX} characters")]
+    KeyLength,
+    #[error("metadata values must be at most {METADATA_VALUE_CHARS_MAX} characters")]
+    ValueLength,
+}
+
+impl Metadata {
+    pub fn parse(map: BTreeMap<String, String>) -> Result<Metadata, MetadataError> {
+        if map.len() > METADATA_KEYS_MAX {
+            return Err(MetadataError::TooManyKeys);
+        }
+        for (key, value) in &map {
+            let key_chars = key.chars().count();
+            if key_chars == 0 || key_chars > METADATA_KEY_CHARS_MAX {
+                return Err(MetadataError::KeyLength);
+            }
+            if value.chars().count() > METADATA_VALUE_CHARS_MAX {
+                return Err(MetadataError::ValueLength);
+            }
+        }
+        Ok(Metadata(map))
+    }
+
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
+        Metadata::parse(map).map_err(serde::de::Error::custom)
+    }
+}
+
+impl utoipa::PartialSchema for Metadata {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .additional_properties(Some(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .max_length(Some(METADATA_VALUE_CHARS_MAX)),
+            ))
+            .max_properties(Some(METADATA_KEYS_MAX))
+            .description(Some(
+                "Up to 20 string keys (at most 40 characters) with string values (at most 500 characters).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Metadata {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        let many: BTreeMap<String, String> = (0..21).map(|i| (format!("k{i}"), String::new())).collect();
+        assert_eq!(Metadata::parse(many), Err(MetadataError::TooManyKeys));
+        let long_key = BTreeMap::from([("k".repeat(41), String::new())]);
+        assert_eq!(Metadata::parse(long_key), Err(MetadataError::KeyLength));
+        let long_value = BTreeMap::from([("k".to_string(), "v".repeat(501))]);
+        assert_eq!(Metadata::parse(long_value), Err(MetadataError::ValueLength));
+        let fine = BTreeMap::from([("k".repeat(40), "é".repeat(500))]);
+        assert!(Metadata::parse(fine).is_ok());
+    }
+}

@@ -1,0 +1,151 @@
+//! The router and its middleware stack.
+//!
+//! Outermost first, every request passes:
+//! 1. `request_id`: assigns the Request-Id, opens the request span, stamps the response;
+//! 2. `catch_panic`: a panic becomes an opaque 500 problem (the request's transaction is
+//!    dropped with the handler, so it rolls back);
+//! 3. the body limit (413 beyond `body_bytes_max`);
+//! 4. routing; unknown routes are 404 problems, known routes with another method 405.
+//!
+//! Tenant routes then pass, as route layers: authentication (API key or JWT → Principal)
+//! → rate limit (per key) → authorization (the permission table) → unit of work (the
+//! transaction; the idempotency protocol for POST) → handler. Platform routes pass
+//! platform authentication → unit of work → handler.
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::middleware::from_fn_with_state;
+use axum::Router;
+use sqlx::PgPool;
+use till_access::authn::Authenticator;
+use till_access::jwt::JwtVerifier;
+use till_http::auth::RoutePermission;
+use till_http::rate_limit::RateLimiter;
+use till_http::unit_of_work::UnitOfWorkState;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Config;
+use crate::openapi::ApiDoc;
+use crate::permissions;
+
+/// What the server is built from.
+pub struct AppParts {
+    pub config: Config,
+    /// Sessions run as `till_app` (row-level security applies).
+    pub pool: PgPool,
+}
+
+/// Routes added by an embedder (the test harness adds routes that exercise failure
+/// paths), mounted like any tenant route and subject to the same permission table.
+#[derive(Default)]
+pub struct Extension {
+    pub tenant_routes: OpenApiRouter,
+    pub permissions: Vec<RoutePermission>,
+}
+
+pub struct Built {
+    pub router: Router,
+    pub openapi: utoipa::openapi::OpenApi,
+    pub rate_limiter: RateLimiter,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("invalid JWT configuration: {0}")]
+    Jwt(#[from] till_access::jwt::JwtConfigError),
+}
+
+pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError> {
+    let AppParts { config, pool } = parts;
+    config.validate()?;
+    let jwt = JwtVerifier::new(
+        &config.jwt_keys,
+        config.jwt_issuer.as_deref(),
+        config.jwt_audience.as_deref(),
+        config.jwt_leeway_seconds,
+    )?;
+    let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token);
+    let rate_limiter = RateLimiter::new(config.rate_limit);
+    let permission_table = permissions::permission_table(extension.permissions);
+    let unit_of_work = UnitOfWorkState { pool: pool.clone(), body_bytes_max: config.body_bytes_max };
+
+    let (tenant, tenant_api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(till_access::api::tenant_routes())
+        .merge(extension.tenant_routes)
+        .split_for_parts();
+    let tenant = tenant
+        .route_layer(from_fn_with_state(unit_of_work.clone(), till_http::unit_of_work::middleware))
+        .route_layer(from_fn_with_state(permission_table, till_http::auth::authorize))
+        .route_layer(from_fn_with_state(rate_limiter.clone(), till_http::rate_limit::middleware))
+        .route_layer(from_fn_with_state(authenticator.clone(), till_access::authn::tenant));
+
+    let (platform, platform_api) = till_access::api::platform_routes().split_for_parts();
+    let platform = platform
+        .route_layer(from_fn_with_state(unit_of_work, till_http::unit_of_work::middleware))
+        .route_layer(from_fn_with_state(authenticator, till_access::authn::platform));
+
+    let (operations, operations_api) =
+        OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).with_state(pool).split_for_parts();
+
+    let mut openapi = tenant_api;
+    openapi.merge(platform_api);
+    openapi.merge(operations_api);
+    add_openapi_document_path(&mut openapi);
+
+    let docs = SwaggerUi::new("/docs")
+        .url("/v1/openapi.json", openapi.clone())
+        .config(utoipa_swagger_ui::Config::default().validator_url("none").try_it_out_enabled(true));
+
+    let router = Router::new()
+        .merge(tenant)
+        .merge(platform)
+        .merge(operations)
+        .merge(docs)
+        .fallback(till_http::fallback::route_not_found)
+        .method_not_allowed_fallback(till_http::fallback::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.body_bytes_max))
+        .layer(CatchPanicLayer::custom(till_http::fallback::panic_response))
+        .layer(axum::middleware::from_fn(till_http::request_id::middleware));
+    Ok(Built { router, openapi, rate_limiter })
+}
+
+/// The document describes its own route too, so the permission table and the document
+/// list the same operations.
+fn add_openapi_document_path(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+    let operation = OperationBuilder::new()
+        .tag("operations")
+        .summary(Some("This OpenAPI 3.1 document."))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The document.")
+                .content("application/json", ContentBuilder::new().build())
+                .build(),
+        )
+        .build();
+    openapi.paths.paths.insert("/v1/openapi.json".to_string(), PathItem::new(HttpMethod::Get, operation));
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive.", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = String),
+        (status = 503, body = till_http::Problem, content_type = "application/problem+json"),
+    ))]
+async fn readyz(State(pool): State<PgPool>) -> Result<&'static str, till_http::ApiError> {
+    sqlx::query("SELECT 1").execute(&pool).await.map_err(|error| till_http::ApiError::unavailable(&error))?;
+    Ok("ready")
+}

@@ -1,0 +1,70 @@
+//! Typed, validated configuration. The CLI fills it from flags and environment; anything
+//! invalid fails at start-up with a message that names the setting.
+
+use std::num::NonZeroU32;
+
+use till_access::jwt::JwtKeyConfig;
+use till_http::rate_limit::RateLimitConfig;
+use till_kit::Secret;
+
+pub const BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+pub const IDEMPOTENCY_RETENTION_HOURS_MIN: u32 = 24;
+
+#[derive(Clone)]
+pub struct Config {
+    pub body_bytes_max: usize,
+    pub rate_limit: RateLimitConfig,
+    pub idempotency_retention_hours: u32,
+    pub admin_token: Secret<String>,
+    pub jwt_keys: Vec<JwtKeyConfig>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_leeway_seconds: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting}: {why}")]
+    Invalid { setting: &'static str, why: String },
+}
+
+impl Config {
+    /// Defaults for everything but the admin token.
+    pub fn new(admin_token: Secret<String>) -> Config {
+        Config {
+            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+            rate_limit: RateLimitConfig {
+                requests_per_second: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+                burst: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
+            },
+            idempotency_retention_hours: IDEMPOTENCY_RETENTION_HOURS_MIN,
+            admin_token,
+            jwt_keys: Vec::new(),
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_seconds: 30,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.idempotency_retention_hours < IDEMPOTENCY_RETENTION_HOURS_MIN {
+            return Err(ConfigError::Invalid {
+                setting: "TILL_IDEMPOTENCY_RETENTION_HOURS",
+                why: format!("must be at least {IDEMPOTENCY_RETENTION_HOURS_MIN} (API.md promises a day)"),
+            });
+        }
+        if self.admin_token.expose_secret().len() < 32 {
+            return Err(ConfigError::Invalid {
+                setting: "TILL_ADMIN_TOKEN",
+                why: "must be at least 32 characters".into(),
+            });
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.body_bytes_max) {
+            return Err(ConfigError::Invalid {
+                setting: "TILL_BODY_BYTES_MAX",
+                why: "must be between 1 KiB and 64 MiB".into(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! Background jobs: purging expired idempotency keys and forgetting idle rate-limit
+//! buckets. Each runs until the shutdown signal flips, finishing its current step.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use till_http::rate_limit::RateLimiter;
+use tokio::sync::watch;
+
+const PURGE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+const PURGE_BATCH_ROWS_MAX: i32 = 10_000;
+const LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+pub fn spawn(
+    pool: PgPool,
+    retention_hours: u32,
+    limiter: RateLimiter,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut purge = tokio::time::interval(PURGE_INTERVAL);
+        let mut sweep = tokio::time::interval(LIMITER_SWEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = purge.tick() => purge_idempotency_keys(&pool, retention_hours).await,
+                _ = sweep.tick() => limiter.forget_idle(),
+            }
+        }
+    })
+}
+
+async fn purge_idempotency_keys(pool: &PgPool, retention_hours: u32) {
+    // Delete in bounded batches so one purge never holds a long transaction.
+    loop {
+        match till_http::unit_of_work::purge_expired_keys(pool, retention_hours, PURGE_BATCH_ROWS_MAX).await {
+            Ok(purged) if purged >= i64::from(PURGE_BATCH_ROWS_MAX) => continue,
+            Ok(purged) => {
+                if purged > 0 {
+                    tracing::info!(purged, "purged expired idempotency keys");
+                }
+                return;
+            }
+            Err(error) => {
+                // The next tick tries again; expired keys staying a little longer is harmless.
+                tracing::warn!(%error, "purging idempotency keys failed");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The test harness (zero2prod's `spawn_app`, crates.io's template databases).
+//!
+//! - One PostgreSQL cluster per test binary run, provisioned by `till_db::embedded` (the
+//!   code `till up` uses) in a temporary directory, and stopped and deleted by its
+//!   watchdog when the test binary exits.
+//! - The schemas are migrated once into a template database; every test gets its own
+//!   database cloned from it (`CREATE DATABASE … TEMPLATE`), which is much faster than
+//!   migrating per test and keeps tests independent.
+//! - `spawn_app` runs the real server (the same router `till up` builds) on 127.0.0.1:0.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgPool};
+use till_db::embedded::{Cluster, ClusterOptions};
+use till_kit::Secret;
+use till_server::{AppParts, Config, Extension};
+
+const TEMPLATE_DATABASE: &str = "till_template";
+
+struct SharedCluster {
+    port: u16,
+    password: String,
+}
+
+static CLUSTER: OnceLock<Result<SharedCluster, String>> = OnceLock::new();
+
+/// Starts the run's cluster on first use. It runs on a thread of its own, with its own
+/// runtime, so it outlives every test's runtime; it stops when the process exits.
+fn cluster() -> anyhow::Result<&'static SharedCluster> {
+    let shared = CLUSTER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("till-test-postgres".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = sender.send(Err(format!("building the cluster runtime: {error}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match start_cluster().await {
+                    Ok((cluster, shared)) => {
+                        let _ = sender.send(Ok(shared));
+                        // Keep the cluster (and its watchdog's lifeline) until the process exits.
+                        let _cluster: Cluster = cluster;
+                        std::future::pending::<()>().await;
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(format!("{error:#}")));
+                    }
+                }
+            });
+        });
+        match spawned {
+            Ok(_) => receiver.recv().unwrap_or_else(|_| Err("the cluster thread died".into())),
+            Err(error) => Err(format!("spawning the cluster thread: {error}")),
+        }
+    });
+    shared.as_ref().map_err(|error| anyhow::anyhow!("test cluster: {error}"))
+}
+
+async fn start_cluster() -> anyhow::Result<(Cluster, SharedCluster)> {
+    till_telemetry::init();
+    let data_dir = std::env::temp_dir().join(format!("till-test-{}", uuid::Uuid::now_v7().simple()));
+    let options = ClusterOptions { data_dir, port: None, durable: false, ephemeral: true, connections_max: 400 };
+    let cluster = Cluster::start(&options).await.context("starting the test cluster")?;
+    cluster.ensure_database(TEMPLATE_DATABASE).await?;
+    let pool = till_db::connect_owner_pool(cluster.connect_options(TEMPLATE_DATABASE), 1).await?;
+    till_db::migrate(&pool, &till_server::migrations()).await?;
+    pool.close().await;
+    let shared = SharedCluster { port: cluster.port(), password: options_password(&cluster) };
+    Ok((cluster, shared))
+}
+
+fn options_password(cluster: &Cluster) -> String {
+    let path = cluster.data_dir().join("postgres.password");
+    std::fs::read_to_string(path).map(|text| text.trim().to_string()).unwrap_or_default()
+}
+
+fn connect_options(shared: &SharedCluster, database: &str) -> PgConnectOptions {
+    PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(shared.port)
+        .username(till_db::embedded::SUPERUSER)
+        .password(&shared.password)
+        .database(database)
+}
+
+/// A fresh database cloned from the migrated template.
+pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
+    let shared = cluster()?;
+    let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+    let mut connection = sqlx::PgConnection::connect_with(&connect_options(shared, "postgres")).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE {TEMPLATE_DATABASE}")).execute(&mut connection).await?;
+    connection.close().await?;
+    let options = connect_options(shared, &name);
+    Ok(TestDatabase { options, name })
+}
+
+pub struct TestDatabase {
+    /// Superuser options for this database (owner of the tables).
+    pub options: PgConnectOptions,
+    pub name: String,
+}
+
+impl TestDatabase {
+    /// A pool whose sessions run as `till_app`, like the server's.
+    pub async fn app_pool(&self, connections_max: u32) -> anyhow::Result<PgPool> {
+        Ok(till_db::connect_app_pool(self.options.clone(), connections_max).await?)
+    }
+
+    /// A pool with the owner's rights (bypasses row-level security): for assertions.
+    pub async fn owner_pool(&self) -> anyhow::Result<PgPool> {
+        Ok(till_db::connect_owner_pool(self.options.clone(), 4).await?)
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub admin_token: String,
+    pub database: TestDatabase,
+    /// The server's pool (as `till_app`).
+    pub pool: PgPool,
+    /// The owner's pool, for assertions that must see every business.
+    pub owner_pool: PgPool,
+    pub openapi: utoipa_json::Document,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The OpenAPI document as JSON, so tests need no utoipa types.
+pub mod utoipa_json {
+    pub type Document = serde_json::Value;
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A business created through the platform API, with its owner key.
+#[derive(Debug, Clone)]
+pub struct TestBusiness {
+    pub id: String,
+    pub owner_key: String,
+    pub body: Value,
+}
+
+pub fn test_config() -> Config {
+    let mut config = Config::new(Secret::new(format!("test-admin-token-{}", uuid::Uuid::now_v7().simple())));
+    // Generous by default so ordinary tests never meet the limiter; rate-limit tests lower it.
+    config.rate_limit.requests_per_second = std::num::NonZeroU32::new(100_000).unwrap_or(std::num::NonZeroU32::MIN);
+    config.rate_limit.burst = std::num::NonZeroU32::new(100_000).unwrap_or(std::num::NonZeroU32::MIN);
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_config(), Extension::default()).await
+}
+
+/// Spawns the real server with `config` and extra routes. Panics (failing the test) if
+/// anything cannot start.
+pub async fn spawn_app_with(config: Config, extension: Extension) -> TestApp {
+    try_spawn_app(config, extension).await.unwrap_or_else(|error| panic!("spawning the app: {error:#}"))
+}
+
+async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<TestApp> {
+    let database = fresh_database().await?;
+    let pool = database.app_pool(10).await?;
+    let owner_pool = database.owner_pool().await?;
+    let admin_token = config.admin_token.expose_secret().clone();
+    let built = till_server::build(AppParts { config, pool: pool.clone() }, extension)?;
+    let openapi = serde_json::to_value(&built.openapi)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(till_server::serve(listener, built.router, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    Ok(TestApp { address, client, admin_token, database, pool, owner_pool, openapi, shutdown: Some(shutdown) })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A request with a bearer credential.
+    pub fn request(&self, method: Method, path: &str, credential: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(credential)
+    }
+
+    pub async fn get(&self, path: &str, credential: &str) -> Response {
+        self.request(Method::GET, path, credential).send().await.unwrap_or_else(|error| panic!("GET {path}: {error}"))
+    }
+
+    /// A POST with a JSON body and an Idempotency-Key.
+    pub async fn post(&self, path: &str, credential: &str, idempotency_key: &str, body: &Value) -> Response {
+        self.request(Method::POST, path, credential)
+            .header("Idempotency-Key", idempotency_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("POST {path}: {error}"))
+    }
+
+    pub async fn create_business(&self, country: &str) -> TestBusiness {
+        let body = serde_json::json!({ "legal_name": format!("Test {country} Ltd"), "country": country });
+        let key = uuid::Uuid::now_v7().to_string();
+        let response = self.post("/v1/platform/businesses", &self.admin_token, &key, &body).await;
+        assert_eq!(response.status().as_u16(), 201, "creating a business");
+        let created: Value = response.json().await.unwrap_or_default();
+        TestBusiness {
+            id: created["business"]["id"].as_str().unwrap_or_default().to_string(),
+            owner_key: created["api_key"]["secret"].as_str().unwrap_or_default().to_string(),
+            body: created,
+        }
+    }
+
+    /// Creates an API key with `role` for `business`.
+    pub async fn create_key(&self, business: &TestBusiness, role: &str) -> String {
+        let body = serde_json::json!({ "name": format!("{role} key"), "role": role });
+        let key = uuid::Uuid::now_v7().to_string();
+        let response = self.post("/v1/api_keys", &business.owner_key, &key, &body).await;
+        assert_eq!(response.status().as_u16(), 201, "creating a {role} key");
+        let created: Value = response.json().await.unwrap_or_default();
+        created["secret"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Reads a problem+json body and checks its shape.
+pub async fn problem(response: Response) -> Value {
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert_eq!(content_type, "application/problem+json", "errors are problem+json");
+    let body: Value = response.json().await.unwrap_or_default();
+    assert!(
+        body["code"].is_string() && body["status"].is_u64() && body["request_id"].is_string(),
+        "problem shape: {body}"
+    );
+    body
+}

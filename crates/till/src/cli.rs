@@ -1,0 +1,108 @@
+//! Flags and environment variables. Every setting is typed here and validated before
+//! anything starts.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "till", version, about = "Till: ledger, payments and commerce for small businesses.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run Till: embedded PostgreSQL (unless DATABASE_URL is set), migrations, the API.
+    Up(UpArgs),
+    /// Platform operations.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a business and its first owner API key.
+    CreateBusiness(CreateBusinessArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Where Till keeps its state: the embedded cluster, its password, the admin token.
+    #[arg(long, env = "TILL_DATA_DIR", default_value = ".till")]
+    pub data_dir: PathBuf,
+    /// Use this PostgreSQL server instead of the embedded one; nothing is provisioned.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// TCP port of the embedded PostgreSQL on 127.0.0.1 (default: the previous one if
+    /// free, otherwise any free port).
+    #[arg(long, env = "TILL_PG_PORT")]
+    pub pg_port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The API's port.
+    #[arg(long, env = "TILL_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// The API's address. The default keeps it on this machine.
+    #[arg(long, env = "TILL_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// The platform admin token (at least 32 characters). Default: generated on the first
+    /// start and kept in <data-dir>/admin-token.
+    #[arg(long, env = "TILL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Requests per second per API key (token bucket refill rate).
+    #[arg(long, env = "TILL_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
+    pub rate_limit_per_second: u32,
+    /// Burst size per API key (token bucket capacity).
+    #[arg(long, env = "TILL_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+    /// Largest accepted request body.
+    #[arg(long, env = "TILL_BODY_BYTES_MAX", default_value_t = 1024 * 1024)]
+    pub body_bytes_max: usize,
+    /// How long idempotency keys are kept (at least 24).
+    #[arg(long, env = "TILL_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
+    pub idempotency_retention_hours: u32,
+    /// Trusted JWT keys for dashboard users: a JSON array of
+    /// {"kid", "alg" (EdDSA|ES256|RS256|HS256), "public_key_pem" | "secret"}.
+    #[arg(long, env = "TILL_JWT_KEYS", hide_env_values = true)]
+    pub jwt_keys: Option<String>,
+    /// Required `iss` of dashboard JWTs.
+    #[arg(long, env = "TILL_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of dashboard JWTs.
+    #[arg(long, env = "TILL_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock leeway for `exp` and `nbf`, at most 60 seconds.
+    #[arg(long, env = "TILL_JWT_LEEWAY_SECONDS", default_value_t = 30)]
+    pub jwt_leeway_seconds: u64,
+    /// Database connections for request handling.
+    #[arg(long, env = "TILL_DB_CONNECTIONS_MAX", default_value_t = 20)]
+    pub db_connections_max: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateBusinessArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The legal name.
+    #[arg(long)]
+    pub name: String,
+    /// GB or IN.
+    #[arg(long)]
+    pub country: String,
+    /// Default currency (default: GBP for GB, INR for IN).
+    #[arg(long)]
+    pub currency: Option<String>,
+    /// A UK VAT number (GB) or GSTIN (IN).
+    #[arg(long)]
+    pub tax_registration: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,208 @@
+//! `till up` and `till admin create-business`.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use rand::RngCore;
+use till_access::api::{create_business_with_owner_key, CreatedBusinessBody};
+use till_access::domain::NewBusiness;
+use till_access::jwt::JwtKeyConfig;
+use till_http::rate_limit::RateLimitConfig;
+use till_kit::Secret;
+use till_server::Config;
+
+use crate::cli::{CreateBusinessArgs, UpArgs};
+use crate::database::{self, Database};
+
+const ADMIN_TOKEN_FILE: &str = "admin-token";
+const DEMO_MARKER_FILE: &str = "demo-business";
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.database.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.database.data_dir.display()))?;
+    let (admin_token, admin_token_is_new) = admin_token(&args)?;
+    let config = config(&args, admin_token.clone())?;
+
+    let database = database::open_for_up(&args.database).await?;
+    // From here on, stop the cluster whatever happens.
+    let outcome = serve(&args, config, &database, admin_token_is_new.then_some(&admin_token)).await;
+    let stopped = database.stop().await;
+    outcome?;
+    stopped?;
+    println!("Till stopped.");
+    Ok(())
+}
+
+async fn serve(
+    args: &UpArgs,
+    config: Config,
+    database: &Database,
+    new_admin_token: Option<&Secret<String>>,
+) -> anyhow::Result<()> {
+    let owner_pool =
+        till_db::connect_owner_pool(database.owner_options.clone(), 2).await.context("connecting to PostgreSQL")?;
+    till_db::migrate(&owner_pool, &till_server::migrations()).await?;
+    owner_pool.close().await;
+    let pool = till_db::connect_app_pool(database.owner_options.clone(), args.db_connections_max).await?;
+    let retention_hours = config.idempotency_retention_hours;
+    let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
+
+    let address = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+
+    let demo = create_demo_business_once(&pool, &args.database.data_dir).await?;
+    print_banner(&base, database, demo.as_ref(), new_admin_token, &args.database.data_dir);
+
+    let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
+    let jobs = till_server::jobs::spawn(pool.clone(), retention_hours, built.rate_limiter.clone(), shutdown_receiver);
+    till_server::serve(listener, built.router, shutdown_signal()).await?;
+    tracing::info!("the API has stopped accepting and drained in-flight requests");
+    let _ = shutdown_sender.send(true);
+    jobs.await.context("joining background jobs")?;
+    pool.close().await;
+    Ok(())
+}
+
+fn config(args: &UpArgs, admin_token: Secret<String>) -> anyhow::Result<Config> {
+    let mut config = Config::new(admin_token);
+    config.rate_limit = RateLimitConfig {
+        requests_per_second: NonZeroU32::new(args.rate_limit_per_second)
+            .context("TILL_RATE_LIMIT_PER_SECOND must be at least 1")?,
+        burst: NonZeroU32::new(args.rate_limit_burst).context("TILL_RATE_LIMIT_BURST must be at least 1")?,
+    };
+    config.body_bytes_max = args.body_bytes_max;
+    config.idempotency_retention_hours = args.idempotency_retention_hours;
+    if let Some(keys) = &args.jwt_keys {
+        config.jwt_keys =
+            serde_json::from_str::<Vec<JwtKeyConfig>>(keys).context("TILL_JWT_KEYS is not a JSON array of keys")?;
+    }
+    config.jwt_issuer = args.jwt_issuer.clone();
+    config.jwt_audience = args.jwt_audience.clone();
+    config.jwt_leeway_seconds = args.jwt_leeway_seconds;
+    config.validate()?;
+    Ok(config)
+}
+
+/// The admin token: from the flag or environment, else the one stored in the data
+/// directory, else a new one (stored 0600 and printed once).
+fn admin_token(args: &UpArgs) -> anyhow::Result<(Secret<String>, bool)> {
+    if let Some(token) = &args.admin_token {
+        return Ok((Secret::new(token.clone()), false));
+    }
+    let path = args.database.data_dir.join(ADMIN_TOKEN_FILE);
+    if let Ok(stored) = std::fs::read_to_string(&path) {
+        let stored = stored.trim().to_string();
+        if !stored.is_empty() {
+            return Ok((Secret::new(stored), false));
+        }
+    }
+    let mut bytes = [0_u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = format!("till_admin_{}", hex::encode(bytes));
+    till_db::embedded::write_secret_file(&path, &token)?;
+    Ok((Secret::new(token), true))
+}
+
+async fn create_demo_business_once(
+    pool: &sqlx::PgPool,
+    data_dir: &Path,
+) -> anyhow::Result<Option<CreatedBusinessBody>> {
+    let marker = data_dir.join(DEMO_MARKER_FILE);
+    if marker.exists() {
+        return Ok(None);
+    }
+    let business = NewBusiness::parse("Till Demo Ltd", "GB", None, None).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let mut transaction = till_db::begin_platform(pool).await?;
+    let created = create_business_with_owner_key(&mut transaction, &business, "till up")
+        .await
+        .map_err(|error| anyhow::anyhow!("creating the demo business: {error}"))?;
+    transaction.commit().await?;
+    // The marker holds the id only; the key was shown once and is stored only as a hash.
+    std::fs::write(&marker, created.business.id.to_string()).context("recording the demo business")?;
+    Ok(Some(created))
+}
+
+fn print_banner(
+    base: &str,
+    database: &Database,
+    demo: Option<&CreatedBusinessBody>,
+    new_admin_token: Option<&Secret<String>>,
+    data_dir: &Path,
+) {
+    println!("Till is up.");
+    println!("  API:      {base}/v1");
+    println!("  Docs:     {base}/docs");
+    println!("  OpenAPI:  {base}/v1/openapi.json");
+    println!("  Database: {}", database.description);
+    if let Some(demo) = demo {
+        println!();
+        println!("Created the demo business {} ({}).", demo.business.id, demo.business.legal_name);
+        println!("Its owner API key, shown this once:");
+        println!("  {}", demo.api_key.secret);
+        println!("Try it:");
+        println!("  curl -H \"Authorization: Bearer {}\" {base}/v1/business", demo.api_key.secret);
+    }
+    if let Some(token) = new_admin_token {
+        println!();
+        println!("Platform admin token (kept in {}, shown this once):", data_dir.join(ADMIN_TOKEN_FILE).display());
+        println!("  {}", token.expose_secret());
+    }
+    println!();
+    println!("Press Ctrl-C to stop.");
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop Till");
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => tracing::info!("Ctrl-C: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+pub async fn create_business(args: CreateBusinessArgs) -> anyhow::Result<()> {
+    let business =
+        NewBusiness::parse(&args.name, &args.country, args.currency.as_deref(), args.tax_registration.as_deref())
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let database = database::open_for_command(&args.database).await?;
+    let outcome = create_business_in(&database, &business).await;
+    database.stop().await?;
+    let created = outcome?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&created)?);
+    } else {
+        println!(
+            "Created business {} ({}, {}).",
+            created.business.id, created.business.legal_name, created.business.country
+        );
+        println!("Owner API key, shown this once:");
+        println!("  {}", created.api_key.secret);
+    }
+    Ok(())
+}
+
+async fn create_business_in(database: &Database, business: &NewBusiness) -> anyhow::Result<CreatedBusinessBody> {
+    let owner_pool =
+        till_db::connect_owner_pool(database.owner_options.clone(), 1).await.context("connecting to PostgreSQL")?;
+    till_db::migrate(&owner_pool, &till_server::migrations()).await?;
+    owner_pool.close().await;
+    let pool = till_db::connect_app_pool(database.owner_options.clone(), 1).await?;
+    let mut transaction = till_db::begin_platform(&pool).await?;
+    let created = match create_business_with_owner_key(&mut transaction, business, "till admin").await {
+        Ok(created) => created,
+        Err(error) => bail!("creating the business: {error}"),
+    };
+    transaction.commit().await?;
+    pool.close().await;
+    Ok(created)
+}
