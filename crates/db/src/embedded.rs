@@ -53,8 +53,8 @@ pub struct ClusterOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
     #[error(
-        "no PostgreSQL server binaries were found (looked in `pg_config --bindir`, PATH and \
-         /usr/lib/postgresql/*/bin).\nInstall them, for example `sudo apt-get install -y postgresql` \
+        "no PostgreSQL server binaries were found (looked in TILL_PG_BINDIR, or else `pg_config --bindir`, \
+         PATH and /usr/lib/postgresql/*/bin).\nInstall them, for example `sudo apt-get install -y postgresql` \
          on Debian/Ubuntu or `brew install postgresql` on macOS, or set DATABASE_URL to use an \
          existing server."
     )]
@@ -85,9 +85,14 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds a directory holding both `postgres` and `initdb`.
+    /// Finds a directory holding both `postgres` and `initdb`. `TILL_PG_BINDIR`, when set,
+    /// is the only place looked at.
     pub fn find() -> Result<Binaries, EmbeddedError> {
         let has_server = |dir: &Path| dir.join("postgres").is_file() && dir.join("initdb").is_file();
+        if let Some(only) = std::env::var_os("TILL_PG_BINDIR") {
+            let dir = PathBuf::from(only);
+            return if has_server(&dir) { Ok(Binaries { dir }) } else { Err(EmbeddedError::NoBinaries) };
+        }
         let from_pg_config = std::process::Command::new("pg_config")
             .arg("--bindir")
             .output()

@@ -99,13 +99,17 @@ pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
     sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE {TEMPLATE_DATABASE}")).execute(&mut connection).await?;
     connection.close().await?;
     let options = connect_options(shared, &name);
-    Ok(TestDatabase { options, name })
+    let url =
+        format!("postgres://{}:{}@127.0.0.1:{}/{name}", till_db::embedded::SUPERUSER, shared.password, shared.port);
+    Ok(TestDatabase { options, name, url })
 }
 
 pub struct TestDatabase {
     /// Superuser options for this database (owner of the tables).
     pub options: PgConnectOptions,
     pub name: String,
+    /// The same as a URL, for `DATABASE_URL` (the password is a throwaway test one).
+    pub url: String,
 }
 
 impl TestDatabase {

@@ -1,0 +1,266 @@
+//! The Idempotency-Key conformance suite (API.md, "Idempotency").
+//!
+//! Every POST route has a case below; `every_post_route_has_a_case` fails when a new route
+//! is added without one. Each case is run through the same checks: missing and invalid
+//! keys, byte-identical replay, reuse with another request, 20 concurrent identical
+//! requests, and keys scoped per business.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use till_testkit::{problem, spawn_app, spawn_app_with, test_config, TestApp, TestBusiness};
+
+use crate::support;
+
+/// One mutating route, with a valid request and a way to count its effect.
+struct Case {
+    path: &'static str,
+    /// Whose credential: the platform admin token or the business's owner key.
+    platform: bool,
+    body: fn(u32) -> Value,
+    effect_table: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            path: "/v1/api_keys",
+            platform: false,
+            body: |n| json!({ "name": format!("conformance {n}"), "role": "viewer" }),
+            effect_table: "access.api_keys",
+        },
+        Case {
+            path: "/v1/platform/businesses",
+            platform: true,
+            body: |n| json!({ "legal_name": format!("Conformance {n} Ltd"), "country": "GB" }),
+            effect_table: "access.businesses",
+        },
+    ]
+}
+
+fn credential(app: &TestApp, business: &TestBusiness, case: &Case) -> String {
+    if case.platform {
+        app.admin_token.clone()
+    } else {
+        business.owner_key.clone()
+    }
+}
+
+async fn effects(app: &TestApp, case: &Case) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {}", case.effect_table))
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("counting effects")
+}
+
+#[tokio::test]
+async fn every_post_route_has_a_case() {
+    let app = spawn_app().await;
+    let documented: BTreeSet<String> = app.openapi["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .filter(|(_, item)| item.get("post").is_some())
+        .map(|(path, _)| path.clone())
+        .collect();
+    let covered: BTreeSet<String> = cases().iter().map(|case| case.path.to_string()).collect();
+    assert_eq!(documented, covered, "every POST route needs an idempotency conformance case");
+    for path in &documented {
+        let parameters = app.openapi["paths"][path]["post"]["parameters"].as_array().cloned().unwrap_or_default();
+        assert!(
+            parameters.iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"),
+            "{path} documents its Idempotency-Key header"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_or_invalid_keys_are_refused_and_nothing_runs() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    for case in cases() {
+        let before = effects(&app, &case).await;
+        let credential = credential(&app, &business, &case);
+        let missing = app.request(reqwest::Method::POST, case.path, &credential).json(&(case.body)(1)).send().await;
+        let missing = missing.expect("post");
+        assert_eq!(missing.status().as_u16(), 400, "{}", case.path);
+        assert_eq!(problem(missing).await["code"], "idempotency_key_missing");
+        for bad in ["x".repeat(256), "tab\there".to_string(), "é".to_string()] {
+            let response = app
+                .request(reqwest::Method::POST, case.path, &credential)
+                .header("Idempotency-Key", reqwest::header::HeaderValue::from_bytes(bad.as_bytes()).expect("header"))
+                .json(&(case.body)(1))
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(response.status().as_u16(), 400, "{} with {bad:?}", case.path);
+            assert_eq!(problem(response).await["code"], "idempotency_key_invalid");
+        }
+        assert_eq!(effects(&app, &case).await, before, "{}", case.path);
+    }
+}
+
+#[tokio::test]
+async fn a_retry_replays_the_stored_response_byte_for_byte() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    for case in cases() {
+        let before = effects(&app, &case).await;
+        let credential = credential(&app, &business, &case);
+        let first = app.post(case.path, &credential, "replay-1", &(case.body)(1)).await;
+        assert_eq!(first.status().as_u16(), 201, "{}", case.path);
+        assert!(first.headers().get("idempotent-replayed").is_none());
+        let first_body = first.bytes().await.expect("body");
+        for _ in 0..3 {
+            let again = app.post(case.path, &credential, "replay-1", &(case.body)(1)).await;
+            assert_eq!(again.status().as_u16(), 201);
+            assert_eq!(again.headers()["idempotent-replayed"], "true");
+            assert_eq!(again.headers()["content-type"], "application/json");
+            assert_eq!(again.bytes().await.expect("body"), first_body, "{} replays byte for byte", case.path);
+        }
+        assert_eq!(effects(&app, &case).await, before + 1, "{} ran once", case.path);
+    }
+}
+
+#[tokio::test]
+async fn reusing_a_key_for_another_request_is_422_and_runs_nothing() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    for case in cases() {
+        let credential = credential(&app, &business, &case);
+        let first = app.post(case.path, &credential, "reuse-1", &(case.body)(1)).await;
+        assert_eq!(first.status().as_u16(), 201);
+        let before = effects(&app, &case).await;
+        let other_body = app.post(case.path, &credential, "reuse-1", &(case.body)(2)).await;
+        assert_eq!(other_body.status().as_u16(), 422, "{}", case.path);
+        assert_eq!(problem(other_body).await["code"], "idempotency_key_reused");
+        let other_path = app.post(&format!("{}?x=1", case.path), &credential, "reuse-1", &(case.body)(1)).await;
+        assert_eq!(other_path.status().as_u16(), 422, "{} with a query string", case.path);
+        assert_eq!(effects(&app, &case).await, before, "{}", case.path);
+    }
+}
+
+#[tokio::test]
+async fn twenty_concurrent_identical_requests_have_one_effect() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    for case in cases() {
+        let before = effects(&app, &case).await;
+        let credential = credential(&app, &business, &case);
+        let body = (case.body)(7);
+        let responses = join_all((0..20).map(|_| app.post(case.path, &credential, "race-1", &body))).await;
+        let mut originals = Vec::new();
+        let mut replays = Vec::new();
+        let mut in_flight = 0;
+        for response in responses {
+            match (response.status().as_u16(), response.headers().contains_key("idempotent-replayed")) {
+                (201, false) => originals.push(response.bytes().await.expect("body")),
+                (201, true) => replays.push(response.bytes().await.expect("body")),
+                (409, _) => {
+                    assert_eq!(problem(response).await["code"], "idempotency_key_in_use");
+                    in_flight += 1;
+                }
+                (status, _) => panic!("{}: unexpected {status}", case.path),
+            }
+        }
+        assert_eq!(
+            originals.len(),
+            1,
+            "{}: exactly one request ran ({} replays, {in_flight} in flight)",
+            case.path,
+            replays.len()
+        );
+        assert!(replays.iter().all(|replay| replay == &originals[0]), "replays equal the original");
+        assert_eq!(effects(&app, &case).await, before + 1, "{}: one effect", case.path);
+    }
+}
+
+#[tokio::test]
+async fn the_same_key_in_two_businesses_stays_separate() {
+    let app = spawn_app().await;
+    let first = app.create_business("GB").await;
+    let second = app.create_business("IN").await;
+    let body = json!({ "name": "shared key name", "role": "viewer" });
+    let a = app.post("/v1/api_keys", &first.owner_key, "shared-key", &body).await;
+    let b = app.post("/v1/api_keys", &second.owner_key, "shared-key", &body).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (201, 201));
+    assert!(a.headers().get("idempotent-replayed").is_none() && b.headers().get("idempotent-replayed").is_none());
+    let a: Value = a.json().await.expect("json");
+    let b: Value = b.json().await.expect("json");
+    assert_ne!(a["id"], b["id"]);
+    let other_body = json!({ "name": "different", "role": "viewer" });
+    let c = app.post("/v1/api_keys", &second.owner_key, "another", &other_body).await;
+    assert_eq!(c.status().as_u16(), 201);
+    let reused_elsewhere = app.post("/v1/api_keys", &first.owner_key, "another", &other_body).await;
+    assert_eq!(reused_elsewhere.status().as_u16(), 201, "a key used by one business means nothing to another");
+}
+
+#[tokio::test]
+async fn a_refusal_is_stored_and_its_partial_effect_rolled_back() {
+    let app = spawn_app_with(test_config(), support::extension(Default::default())).await;
+    let business = app.create_business("GB").await;
+    let first = app.post(support::REFUSE_PATH, &business.owner_key, "refuse-1", &json!({})).await;
+    assert_eq!(first.status().as_u16(), 422);
+    let first_body = first.bytes().await.expect("body");
+    assert_eq!(
+        support::count_actions(&app.owner_pool, "test.before_refusal").await,
+        0,
+        "nothing of the refused effect stays"
+    );
+    let again = app.post(support::REFUSE_PATH, &business.owner_key, "refuse-1", &json!({})).await;
+    assert_eq!(again.status().as_u16(), 422);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["content-type"], "application/problem+json");
+    assert_eq!(again.bytes().await.expect("body"), first_body);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_not_stored_and_the_retry_runs() {
+    let budget = support::FlakyBudget::default();
+    budget.0.store(2, std::sync::atomic::Ordering::SeqCst);
+    let app = spawn_app_with(test_config(), support::extension(budget)).await;
+    let business = app.create_business("GB").await;
+    for attempt in 0..2 {
+        let response = app.post(support::FLAKY_PATH, &business.owner_key, "flaky-1", &json!({})).await;
+        assert_eq!(response.status().as_u16(), 503, "attempt {attempt}");
+        assert!(response.headers().get("idempotent-replayed").is_none());
+    }
+    assert_eq!(support::count_actions(&app.owner_pool, "test.flaky_effect").await, 0, "failed attempts left nothing");
+    let success = app.post(support::FLAKY_PATH, &business.owner_key, "flaky-1", &json!({})).await;
+    assert_eq!(success.status().as_u16(), 201);
+    let replay = app.post(support::FLAKY_PATH, &business.owner_key, "flaky-1", &json!({})).await;
+    assert_eq!(replay.status().as_u16(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(support::count_actions(&app.owner_pool, "test.flaky_effect").await, 1, "the effect happened once");
+}
+
+#[tokio::test]
+async fn keys_are_kept_a_day_and_then_purged() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    assert_eq!(
+        app.post("/v1/api_keys", &business.owner_key, "fresh", &json!({"name": "a", "role": "viewer"})).await.status(),
+        201
+    );
+    assert_eq!(
+        app.post("/v1/api_keys", &business.owner_key, "stale", &json!({"name": "b", "role": "viewer"})).await.status(),
+        201
+    );
+    sqlx::query("UPDATE api.idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'stale'")
+        .execute(&app.owner_pool)
+        .await
+        .expect("age a key");
+    assert!(till_http::unit_of_work::purge_expired_keys(&app.pool, 1, 100).await.is_err(), "under 24 hours is refused");
+    let purged = till_http::unit_of_work::purge_expired_keys(&app.pool, 24, 100).await.expect("purge");
+    assert_eq!(purged, 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM api.idempotency_keys ORDER BY key")
+        .fetch_all(&app.owner_pool)
+        .await
+        .expect("keys");
+    assert!(left.contains(&"fresh".to_string()) && !left.contains(&"stale".to_string()));
+    // A purged key is new again.
+    let reused = app.post("/v1/api_keys", &business.owner_key, "stale", &json!({"name": "c", "role": "viewer"})).await;
+    assert_eq!(reused.status().as_u16(), 201);
+    assert!(reused.headers().get("idempotent-replayed").is_none());
+}

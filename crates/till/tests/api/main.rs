@@ -1,0 +1,11 @@
+//! Black-box tests of the HTTP API: the real server on a loopback port, a real
+//! PostgreSQL (one cluster per run, a fresh database per test). One binary, so the
+//! cluster is started once.
+
+mod auth;
+mod conventions;
+mod idempotency;
+mod operations;
+mod roles;
+mod support;
+mod tenancy;

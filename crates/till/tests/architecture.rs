@@ -1,0 +1,62 @@
+//! Dependency rules from ARCHITECTURE.md that the compiler cannot enforce: the kit and
+//! every service's domain module stay free of I/O crates.
+
+use std::path::{Path, PathBuf};
+
+const IO_CRATES: [&str; 6] = ["axum", "sqlx", "reqwest", "tokio", "lapin", "hyper"];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn uses_io_crate(source: &str) -> Option<&'static str> {
+    IO_CRATES.into_iter().find(|name| {
+        source.lines().any(|line| {
+            let line = line.trim();
+            !line.starts_with("//") && (line.contains(&format!("{name}::")) || line.contains(&format!("use {name}")))
+        })
+    })
+}
+
+#[test]
+fn the_kit_has_no_io_dependencies() {
+    let manifest = std::fs::read_to_string(workspace().join("crates/kit/Cargo.toml")).expect("manifest");
+    for name in IO_CRATES {
+        assert!(!manifest.lines().any(|line| line.trim_start().starts_with(name)), "till-kit depends on {name}");
+    }
+    for entry in std::fs::read_dir(workspace().join("crates/kit/src")).expect("kit sources") {
+        let path = entry.expect("entry").path();
+        let source = std::fs::read_to_string(&path).expect("source");
+        assert_eq!(uses_io_crate(&source), None, "{} uses an I/O crate", path.display());
+    }
+}
+
+#[test]
+fn service_domains_have_no_io_dependencies() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
+        let crate_dir = entry.expect("entry").path();
+        for candidate in [crate_dir.join("src/domain.rs"), crate_dir.join("src/domain")] {
+            let files: Vec<PathBuf> = if candidate.is_dir() {
+                std::fs::read_dir(&candidate).expect("domain dir").map(|e| e.expect("entry").path()).collect()
+            } else if candidate.is_file() {
+                vec![candidate]
+            } else {
+                continue;
+            };
+            for file in files {
+                let source = std::fs::read_to_string(&file).expect("source");
+                assert_eq!(uses_io_crate(&source), None, "{} uses an I/O crate", file.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 1, "found the domain modules");
+}
+
+#[test]
+fn the_detector_sees_a_violation() {
+    assert_eq!(uses_io_crate("use sqlx::PgPool;"), Some("sqlx"));
+    assert_eq!(uses_io_crate("fn f() { axum::Json(1) }"), Some("axum"));
+    assert_eq!(uses_io_crate("// sqlx:: in a comment\nuse serde::Serialize;"), None);
+}

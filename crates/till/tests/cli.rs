@@ -1,0 +1,253 @@
+//! The `till` binary end to end: `till up` on an embedded cluster (first start, reuse,
+//! graceful stop on SIGTERM and Ctrl-C), `till admin create-business`, DATABASE_URL, no
+//! PostgreSQL binaries, a killed `till up`, and (when the tests run as root) `till up` as
+//! an ordinary user.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+struct Running {
+    child: Child,
+    output: Vec<String>,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("till-cli-{label}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn till() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_till"));
+    command.env_remove("DATABASE_URL").env_remove("TILL_ADMIN_TOKEN").env("RUST_LOG", "warn");
+    command
+}
+
+/// Starts `till up` and reads its banner up to "Press Ctrl-C".
+fn start_up(mut command: Command, port: u16) -> Running {
+    command.args(["up", "--port", &port.to_string()]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = command.spawn().expect("spawn till up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut output = Vec::new();
+    while let Ok(line) = receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let done = line.contains("Press Ctrl-C");
+        output.push(line);
+        if done {
+            return Running { child, output, port };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("till up did not become ready; it printed:\n{}", output.join("\n"));
+}
+
+fn api_key_in(output: &[String]) -> Option<String> {
+    output.iter().map(|line| line.trim()).find(|line| line.starts_with("till_sk_")).map(str::to_string)
+}
+
+fn get_business(port: u16, key: &str) -> (u16, serde_json::Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/v1/business"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    })
+}
+
+fn stop(mut running: Running, signal: Signal) {
+    let pid = Pid::from_raw(i32::try_from(running.child.id()).expect("pid"));
+    kill(pid, signal).expect("signal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = running.child.try_wait().expect("wait") {
+            assert!(status.success(), "till up exits cleanly after {signal:?}: {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "till up did not stop after {signal:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cluster_dir(data_dir: &Path) -> PathBuf {
+    PathBuf::from(std::fs::read_to_string(data_dir.join("pg.initialized")).expect("cluster recorded").trim())
+}
+
+fn wait_until_gone(path: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while path.exists() {
+        assert!(Instant::now() < deadline, "{what}: {} still exists", path.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn till_up_first_start_reuse_and_graceful_stops() {
+    let data_dir = temp_dir("up");
+    let port = free_port();
+    let mut first = till();
+    first.env("TILL_DATA_DIR", &data_dir);
+    let running = start_up(first, port);
+    let key = api_key_in(&running.output).expect("the first start prints a key");
+    assert!(running.output.iter().any(|line| line.contains(&format!("http://127.0.0.1:{port}/docs"))));
+    assert!(running.output.iter().any(|line| line.contains("till_admin_")), "the admin token is printed once");
+    let (status, business) = get_business(running.port, &key);
+    assert_eq!(status, 200);
+    assert_eq!(business["legal_name"], "Till Demo Ltd");
+    let pg_dir = cluster_dir(&data_dir);
+    stop(running, Signal::SIGTERM);
+    assert!(!pg_dir.join("postmaster.pid").exists(), "PostgreSQL stopped cleanly");
+    let log = std::fs::read_to_string(data_dir.join("postgres.log")).expect("log");
+    assert!(log.contains("database system is shut down"));
+    let token_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data_dir.join("admin-token")).expect("token").permissions(),
+    );
+    assert_eq!(token_mode & 0o777, 0o600);
+
+    // A business created from the CLI while Till is down (it starts the cluster itself).
+    let output = till()
+        .env("TILL_DATA_DIR", &data_dir)
+        .args(["admin", "create-business", "--name", "Chai Wala Pvt Ltd", "--country", "IN", "--json"])
+        .output()
+        .expect("admin create-business");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let indian_key = created["api_key"]["secret"].as_str().expect("secret").to_string();
+    assert_eq!(created["business"]["default_currency"], "INR");
+    assert!(!pg_dir.join("postmaster.pid").exists(), "the command stopped the cluster it started");
+
+    let mut second = till();
+    second.env("TILL_DATA_DIR", &data_dir);
+    let running = start_up(second, port);
+    assert_eq!(api_key_in(&running.output), None, "no second demo business or key");
+    assert!(!running.output.iter().any(|line| line.contains("till_admin_")), "the admin token is not printed again");
+    assert_eq!(get_business(running.port, &key).0, 200, "the cluster and its data are reused");
+    let (status, business) = get_business(running.port, &indian_key);
+    assert_eq!((status, business["country"].as_str()), (200, Some("IN")));
+    stop(running, Signal::SIGINT);
+    assert!(!pg_dir.join("postmaster.pid").exists());
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&pg_dir);
+}
+
+#[test]
+fn a_killed_till_up_does_not_leave_postgres_running() {
+    let data_dir = temp_dir("kill");
+    let mut command = till();
+    command.env("TILL_DATA_DIR", &data_dir);
+    let running = start_up(command, free_port());
+    let pid_file = cluster_dir(&data_dir).join("postmaster.pid");
+    assert!(pid_file.exists());
+    let mut child = running.child;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    wait_until_gone(&pid_file, "the watchdog stops PostgreSQL");
+    let pg_dir = cluster_dir(&data_dir);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&pg_dir);
+}
+
+#[test]
+fn without_postgres_binaries_it_says_how_to_install_them() {
+    let data_dir = temp_dir("nobin");
+    let output = till()
+        .env("TILL_DATA_DIR", &data_dir)
+        .env("TILL_PG_BINDIR", data_dir.join("nowhere"))
+        .args(["up", "--port", &free_port().to_string()])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no PostgreSQL server binaries were found"), "{stderr}");
+    assert!(stderr.contains("apt-get install -y postgresql") && stderr.contains("DATABASE_URL"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn with_database_url_nothing_is_provisioned() {
+    let database = till_testkit::fresh_database().await.expect("database");
+    let data_dir = temp_dir("url");
+    let url = database.url.clone();
+    let running = tokio::task::spawn_blocking(move || {
+        let mut command = till();
+        command.env("TILL_DATA_DIR", &data_dir).env("DATABASE_URL", &url);
+        (start_up(command, free_port()), data_dir)
+    })
+    .await
+    .expect("start");
+    let (running, data_dir) = running;
+    assert!(running.output.iter().any(|line| line.contains("(DATABASE_URL)")));
+    assert!(!data_dir.join("pg").exists() && !data_dir.join("pg.initialized").exists(), "no cluster was provisioned");
+    let key = api_key_in(&running.output).expect("key");
+    let port = running.port;
+    let (status, _) = tokio::task::spawn_blocking(move || get_business(port, &key)).await.expect("get");
+    assert_eq!(status, 200);
+    tokio::task::spawn_blocking(move || stop(running, Signal::SIGTERM)).await.expect("stop");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// PostgreSQL refuses root, so `till up` as root runs it as an unprivileged user (tested
+/// above whenever the suite runs as root). This checks the other half: an ordinary user
+/// runs `till up` too. It needs root to become that user, so it runs only as root.
+#[test]
+fn till_up_runs_as_an_ordinary_user() {
+    if !nix::unistd::geteuid().is_root() {
+        // Already an ordinary user: every other test here is this case.
+        return;
+    }
+    let Some(user) = nix::unistd::User::from_name("nobody").ok().flatten() else { return };
+    let data_dir = temp_dir("user");
+    std::os::unix::fs::chown(&data_dir, Some(user.uid.as_raw()), Some(user.gid.as_raw())).expect("chown");
+    // The build directory may sit under a directory the user cannot enter (root's home);
+    // give the user its own copy of the binary.
+    let binary = temp_dir("user-bin").join("till");
+    std::fs::copy(env!("CARGO_BIN_EXE_till"), &binary).expect("copy the binary");
+    for dir in [binary.parent().expect("parent"), binary.as_path()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid", &user.uid.to_string(), "--regid", &user.gid.to_string(), "--clear-groups", "--"])
+        .arg(&binary)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .env("TILL_DATA_DIR", &data_dir)
+        .env("HOME", &data_dir)
+        .current_dir(&data_dir);
+    let running = start_up(command, free_port());
+    let key = api_key_in(&running.output).expect("key");
+    assert_eq!(get_business(running.port, &key).0, 200);
+    let pg_dir = cluster_dir(&data_dir);
+    assert_eq!(pg_dir, data_dir.join("pg"), "an ordinary user keeps the cluster in its data directory");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&pg_dir).expect("pg")), user.uid.as_raw());
+    stop(running, Signal::SIGTERM);
+    assert!(!pg_dir.join("postmaster.pid").exists());
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(binary.parent().expect("parent"));
+}
