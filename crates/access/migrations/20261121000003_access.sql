@@ -114,6 +114,15 @@ CREATE FUNCTION access.record_security_event(event_id uuid, business uuid, event
         VALUES (event_id, business, event_action, event_actor, event_details)
     $$;
 
+-- Whether a business exists: a dashboard JWT names its business, and a token for a
+-- business that does not exist (or no longer does) must not authenticate.
+CREATE FUNCTION access.business_exists(business uuid) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT EXISTS (SELECT 1 FROM access.businesses WHERE id = business) $$;
+
+REVOKE ALL ON FUNCTION access.business_exists(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION access.business_exists(uuid) TO till_app;
 REVOKE ALL ON FUNCTION access.api_key_credentials(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION access.touch_api_key(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION access.record_security_event(uuid, uuid, text, text, jsonb) FROM PUBLIC;

@@ -85,6 +85,19 @@ impl Authenticator {
         })
     }
 
+    async fn user(&self, token: &str) -> Result<Principal, Failure> {
+        let principal = self.jwt.verify(token).map_err(|rejection| {
+            tracing::info!(%rejection, "JWT refused");
+            Failure::Invalid("invalid JWT")
+        })?;
+        // The issuer vouches for the claims, but only Till knows whether the business exists.
+        match store::business_exists(&self.pool, principal.business_id).await {
+            Ok(true) => Ok(principal),
+            Ok(false) => Err(Failure::Invalid("JWT for a business that does not exist")),
+            Err(error) => Err(Failure::Unavailable(error)),
+        }
+    }
+
     fn is_admin_token(&self, token: &str) -> bool {
         // Hash first so the comparison is constant-time whatever the lengths.
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -150,14 +163,7 @@ pub async fn tenant(State(auth): State<Authenticator>, mut request: Request, nex
     let Some(token) = bearer(request.headers()) else {
         return auth.refuse(source(&request), "no bearer credentials", "tenant").await;
     };
-    let outcome = if token.starts_with(API_KEY_PREFIX) {
-        auth.api_key(token).await
-    } else {
-        auth.jwt.verify(token).map_err(|rejection| {
-            tracing::info!(%rejection, "JWT refused");
-            Failure::Invalid("invalid JWT")
-        })
-    };
+    let outcome = if token.starts_with(API_KEY_PREFIX) { auth.api_key(token).await } else { auth.user(token).await };
     let principal = match outcome {
         Ok(principal) => principal,
         // The database could not answer: that is not the caller's fault, so not a 401.

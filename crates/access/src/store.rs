@@ -175,6 +175,11 @@ pub async fn key_credentials(pool: &PgPool, id: ApiKeyId) -> Result<Option<KeyCr
         .await
 }
 
+/// Cross-tenant by necessity: see `access.business_exists` in the migration.
+pub async fn business_exists(pool: &PgPool, id: BusinessId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT access.business_exists($1)").bind(id.as_uuid()).fetch_one(pool).await
+}
+
 pub async fn touch_api_key(pool: &PgPool, id: ApiKeyId) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT access.touch_api_key($1)").bind(id.as_uuid()).execute(pool).await?;
     Ok(())

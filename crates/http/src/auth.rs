@@ -136,7 +136,9 @@ impl PermissionTable {
         PermissionTable(Arc::new(rows))
     }
 
+    /// What `method path` needs. HEAD is answered by the GET route, so it needs what GET needs.
     pub fn lookup(&self, method: &Method, path: &str) -> Option<Access> {
+        let method = if method == Method::HEAD { &Method::GET } else { method };
         self.0.iter().find(|row| row.method == method && row.path == path).map(|row| row.access)
     }
 

@@ -210,6 +210,9 @@ async fn classic_jwt_attacks_are_refused() {
     let mut bad_role = good.clone();
     bad_role["role"] = json!("superuser");
     assert_unauthenticated(&app, Some(&bearer(sign(Algorithm::EdDSA, "ed", &bad_role))), "unknown role").await;
+    // A well-signed token for a business that does not exist.
+    let ghost = claims("biz_00000000000000000000000000000000");
+    assert_unauthenticated(&app, Some(&bearer(sign(Algorithm::EdDSA, "ed", &ghost))), "unknown business").await;
     // Garbage.
     assert_unauthenticated(&app, Some("Bearer a.b.c"), "garbage").await;
 }

@@ -27,6 +27,14 @@ async fn wrong_method_is_a_405_problem() {
 }
 
 #[tokio::test]
+async fn head_is_answered_like_get() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let response = app.request(Method::HEAD, "/v1/business", &business.owner_key).send().await.expect("head");
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test]
 async fn wrong_content_type_is_a_415_problem() {
     let app = spawn_app().await;
     let business = app.create_business("GB").await;
