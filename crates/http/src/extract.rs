@@ -113,3 +113,38 @@ where
         T::parse_id(&text).map(ApiPath).map_err(|_| ApiError::not_found(T::NOUN))
     }
 }
+
+/// A JSON body that may be left out entirely (for actions like "void" whose body is
+/// optional): an empty body is `T::default()`; a non-empty one is parsed like [`ApiJson`].
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJsonOrEmpty<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let has_json_type = is_json_content_type(request.headers());
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                body_too_large()
+            } else {
+                ApiError::invalid("body", rejection.body_text())
+            }
+        })?;
+        if bytes.is_empty() {
+            return Ok(ApiJsonOrEmpty(T::default()));
+        }
+        if !has_json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "Send the body as `Content-Type: application/json`.",
+            ));
+        }
+        parse_json(&bytes).map(ApiJsonOrEmpty)
+    }
+}

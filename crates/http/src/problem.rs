@@ -118,6 +118,11 @@ impl ApiError {
     }
 
     pub fn problem(&self) -> Problem {
+        self.problem_for(request_id::current().unwrap_or_default())
+    }
+
+    /// The problem body quoting `request_id` (for code running outside the request's task).
+    pub fn problem_for(&self, request_id: String) -> Problem {
         Problem {
             problem_type: format!("{PROBLEM_TYPE_BASE}{}", self.code.replace('_', "-")),
             title: self.title.to_string(),
@@ -125,7 +130,7 @@ impl ApiError {
             code: self.code.to_string(),
             detail: self.detail.clone(),
             param: self.param.clone(),
-            request_id: request_id::current().map(|id| id.to_string()).unwrap_or_default(),
+            request_id,
             retry_after_seconds: self.retry_after_seconds,
         }
     }

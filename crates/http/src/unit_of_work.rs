@@ -56,6 +56,129 @@ const STORED_HEADERS: [HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION]
 pub struct UnitOfWorkState {
     pub pool: PgPool,
     pub body_bytes_max: usize,
+    /// POST routes whose service applies the effect and stores the idempotent response
+    /// in its own transaction (the ledger's group-commit engine). For these the middleware
+    /// validates and fingerprints, leaves an [`IdempotencyContext`], and opens nothing.
+    pub delegated_paths: Arc<Vec<&'static str>>,
+}
+
+/// An idempotent request's key and fingerprint, for a service that stores the response
+/// in the same transaction as its effect itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyContext {
+    pub scope: String,
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+    pub method: String,
+    pub path: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<IdempotencyContext>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal(&"a delegated idempotent handler ran without its context"))
+    }
+}
+
+/// The 409 for a key whose first request is still running.
+pub fn key_in_use() -> ApiError {
+    ApiError::conflict(
+        "idempotency_key_in_use",
+        "A request with this Idempotency-Key is still running. Retry after it finishes to get its response.",
+    )
+    .with_param("Idempotency-Key")
+}
+
+/// The 422 for a key used before with another request.
+pub fn key_reused() -> ApiError {
+    ApiError::unprocessable(
+        "idempotency_key_reused",
+        "Idempotency-Key reused",
+        "This Idempotency-Key was used with another method, path or body. Use a new key for a new request.",
+    )
+    .with_param("Idempotency-Key")
+}
+
+/// Stored responses for `keys` in `scope` (one query for a whole batch).
+pub async fn find_stored(
+    connection: &mut PgConnection,
+    scope: &str,
+    keys: &[String],
+) -> Result<Vec<(String, StoredResponse)>, sqlx::Error> {
+    let rows: Vec<StoredRow> = sqlx::query_as(
+        "SELECT key, fingerprint, response_status, response_headers, response_body
+           FROM api.idempotency_keys WHERE scope = $1 AND key = ANY($2)",
+    )
+    .bind(scope)
+    .bind(keys)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let response = StoredResponse {
+                fingerprint: row.fingerprint,
+                response_status: row.response_status,
+                response_headers: row.response_headers,
+                response_body: row.response_body,
+            };
+            (row.key, response)
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredRow {
+    key: String,
+    fingerprint: Vec<u8>,
+    response_status: i16,
+    response_headers: serde_json::Value,
+    response_body: Vec<u8>,
+}
+
+/// A response to store under its idempotency key.
+pub struct ResponseRecord<'a> {
+    pub context: &'a IdempotencyContext,
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: &'a [u8],
+}
+
+/// Stores responses, in the caller's transaction (one statement for a whole batch).
+pub async fn record_responses(
+    connection: &mut PgConnection,
+    records: &[ResponseRecord<'_>],
+) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&ResponseRecord<'_>) -> String| records.iter().map(f).collect::<Vec<String>>();
+    let fingerprints: Vec<Vec<u8>> = records.iter().map(|r| r.context.fingerprint.clone()).collect();
+    let statuses: Vec<i16> = records.iter().map(|r| i16::try_from(r.status.as_u16()).unwrap_or(i16::MAX)).collect();
+    let headers: Vec<serde_json::Value> =
+        records.iter().map(|r| serde_json::json!({ "content-type": r.content_type })).collect();
+    let bodies: Vec<Vec<u8>> = records.iter().map(|r| r.body.to_vec()).collect();
+    sqlx::query(
+        "INSERT INTO api.idempotency_keys
+             (scope, key, method, path, fingerprint, response_status, response_headers, response_body)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int2[], $7::jsonb[], $8::bytea[])",
+    )
+    .bind(column(|r| r.context.scope.clone()))
+    .bind(column(|r| r.context.key.clone()))
+    .bind(column(|r| r.context.method.clone()))
+    .bind(column(|r| r.context.path.clone()))
+    .bind(fingerprints)
+    .bind(statuses)
+    .bind(headers)
+    .bind(bodies)
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
 /// The request's transaction, shared between the middleware and the handler.
@@ -108,7 +231,13 @@ pub async fn middleware(State(state): State<UnitOfWorkState>, request: Request, 
     let Some(scope) = request.extensions().get::<Scope>().copied() else {
         return ApiError::internal(&"the unit of work ran before authentication").into_response();
     };
-    let outcome = if request.method() == Method::POST {
+    let delegated = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|path| state.delegated_paths.contains(&path.as_str()));
+    let outcome = if request.method() == Method::POST && delegated {
+        delegate(&state, scope, request, next).await
+    } else if request.method() == Method::POST {
         idempotent(&state, scope, request, next).await
     } else {
         transactional(&state, scope, request, next).await
@@ -193,8 +322,7 @@ async fn read_body(body: Body, bytes_max: usize) -> Result<bytes::Bytes, ApiErro
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct StoredResponse {
+pub struct StoredResponse {
     fingerprint: Vec<u8>,
     response_status: i16,
     response_headers: serde_json::Value,
@@ -202,7 +330,12 @@ struct StoredResponse {
 }
 
 impl StoredResponse {
-    fn replay(self) -> Result<Response, ApiError> {
+    pub fn fingerprint(&self) -> &[u8] {
+        &self.fingerprint
+    }
+
+    /// The stored response again, byte for byte, marked `Idempotent-Replayed: true`.
+    pub fn replay(self) -> Result<Response, ApiError> {
         let status = u16::try_from(self.response_status)
             .ok()
             .and_then(|code| StatusCode::from_u16(code).ok())
@@ -223,6 +356,22 @@ impl StoredResponse {
     }
 }
 
+async fn delegate(state: &UnitOfWorkState, scope: Scope, request: Request, next: Next) -> Result<Response, ApiError> {
+    let key = idempotency_key(request.headers())?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, state.body_bytes_max).await?;
+    let context = IdempotencyContext {
+        scope: scope.idempotency_scope(),
+        key,
+        fingerprint: fingerprint(&parts.method, &parts.uri, &body),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+    };
+    let mut request = Request::from_parts(parts, Body::from(body));
+    request.extensions_mut().insert(context);
+    Ok(next.run(request).await)
+}
+
 async fn idempotent(state: &UnitOfWorkState, scope: Scope, request: Request, next: Next) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
     let (parts, body) = request.into_parts();
@@ -236,29 +385,13 @@ async fn idempotent(state: &UnitOfWorkState, scope: Scope, request: Request, nex
         .fetch_one(&mut *transaction)
         .await?;
     if !locked {
-        return Err(ApiError::conflict(
-            "idempotency_key_in_use",
-            "A request with this Idempotency-Key is still running. Retry after it finishes to get its response.",
-        )
-        .with_param("Idempotency-Key"));
+        return Err(key_in_use());
     }
-    let stored = sqlx::query_as::<_, StoredResponse>(
-        "SELECT fingerprint, response_status, response_headers, response_body
-           FROM api.idempotency_keys WHERE scope = $1 AND key = $2",
-    )
-    .bind(&scope_key)
-    .bind(&key)
-    .fetch_optional(&mut *transaction)
-    .await?;
-    if let Some(stored) = stored {
+    let stored = find_stored(&mut transaction, &scope_key, std::slice::from_ref(&key)).await?.pop();
+    if let Some((_, stored)) = stored {
         rollback(transaction).await;
         if stored.fingerprint != fingerprint {
-            return Err(ApiError::unprocessable(
-                "idempotency_key_reused",
-                "Idempotency-Key reused",
-                "This Idempotency-Key was used with another method, path or body. Use a new key for a new request.",
-            )
-            .with_param("Idempotency-Key"));
+            return Err(key_reused());
         }
         return stored.replay();
     }

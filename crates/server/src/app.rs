@@ -50,6 +50,7 @@ pub struct Built {
     pub router: Router,
     pub openapi: utoipa::openapi::OpenApi,
     pub rate_limiter: RateLimiter,
+    pub engine: till_ledger::engine::Engine,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +73,16 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token);
     let rate_limiter = RateLimiter::new(config.rate_limit);
     let permission_table = permissions::permission_table(extension.permissions);
-    let unit_of_work = UnitOfWorkState { pool: pool.clone(), body_bytes_max: config.body_bytes_max };
+    let engine = till_ledger::engine::Engine::new(pool.clone());
+    let unit_of_work = UnitOfWorkState {
+        pool: pool.clone(),
+        body_bytes_max: config.body_bytes_max,
+        delegated_paths: std::sync::Arc::new(till_ledger::api::ENGINE_PATHS.to_vec()),
+    };
 
     let (tenant, tenant_api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(till_access::api::tenant_routes())
+        .merge(till_ledger::api::routes(engine.clone()))
         .merge(extension.tenant_routes)
         .split_for_parts();
     let tenant = tenant
@@ -111,7 +118,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(CatchPanicLayer::custom(till_http::fallback::panic_response))
         .layer(axum::middleware::from_fn(till_http::request_id::middleware));
-    Ok(Built { router, openapi, rate_limiter })
+    Ok(Built { router, openapi, rate_limiter, engine })
 }
 
 /// The document describes its own route too, so the permission table and the document

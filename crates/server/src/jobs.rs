@@ -5,29 +5,46 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use till_http::rate_limit::RateLimiter;
+use till_ledger::engine::Engine;
 use tokio::sync::watch;
 
 const PURGE_INTERVAL: Duration = Duration::from_secs(15 * 60);
 const PURGE_BATCH_ROWS_MAX: i32 = 10_000;
 const LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+const HOLD_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const HOLD_SWEEP_ROWS_MAX: i32 = 1_000;
 
 pub fn spawn(
     pool: PgPool,
     retention_hours: u32,
     limiter: RateLimiter,
+    engine: Engine,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut purge = tokio::time::interval(PURGE_INTERVAL);
         let mut sweep = tokio::time::interval(LIMITER_SWEEP_INTERVAL);
+        let mut holds = tokio::time::interval(HOLD_SWEEP_INTERVAL);
+        holds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = purge.tick() => purge_idempotency_keys(&pool, retention_hours).await,
                 _ = sweep.tick() => limiter.forget_idle(),
+                _ = holds.tick() => expire_holds(&engine).await,
             }
         }
     })
+}
+
+/// Expires overdue holds, a bounded number per tick; a backlog drains over a few ticks.
+async fn expire_holds(engine: &Engine) {
+    match till_ledger::engine::expire_overdue_holds(engine, HOLD_SWEEP_ROWS_MAX).await {
+        Ok(0) => {}
+        Ok(expired) => tracing::info!(expired, "expired overdue holds"),
+        // The next tick tries again; a hold past its expiry cannot be posted meanwhile.
+        Err(error) => tracing::warn!(%error, "sweeping overdue holds failed"),
+    }
 }
 
 async fn purge_idempotency_keys(pool: &PgPool, retention_hours: u32) {

@@ -12,8 +12,8 @@ pub use app::{build, AppParts, Extension};
 pub use config::Config;
 
 /// Every schema's migrations, in the order they must run.
-pub fn migrations() -> [&'static till_db::SchemaMigrations; 3] {
-    [&till_db::MIGRATIONS, &till_http::MIGRATIONS, &till_access::MIGRATIONS]
+pub fn migrations() -> [&'static till_db::SchemaMigrations; 4] {
+    [&till_db::MIGRATIONS, &till_http::MIGRATIONS, &till_access::MIGRATIONS, &till_ledger::MIGRATIONS]
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and

@@ -18,6 +18,7 @@ ids are prefixed strings; errors are RFC 9457 problem+json with a stable `code`;
     tags(
         (name = "access", description = "The caller's business and its API keys."),
         (name = "platform", description = "Platform operators: creating businesses."),
+        (name = "ledger", description = "Double-entry accounts, transfers, holds, batches, reversals, balances and the invariant checker. Amounts are integer minor units."),
         (name = "operations", description = "Health and readiness."),
     )
 )]

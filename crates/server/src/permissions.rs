@@ -19,6 +19,21 @@ pub fn table() -> Vec<RoutePermission> {
         row(Method::GET, "/v1/api_keys", Access::Role(Role::Admin)),
         row(Method::POST, "/v1/api_keys", Access::Role(Role::Admin)),
         row(Method::DELETE, "/v1/api_keys/{id}", Access::Role(Role::Admin)),
+        // The ledger: viewers read, finance moves money, admins change accounts' limits.
+        row(Method::GET, "/v1/accounts", Access::Role(Role::Viewer)),
+        row(Method::POST, "/v1/accounts", Access::Role(Role::Finance)),
+        row(Method::GET, "/v1/accounts/{id}", Access::Role(Role::Viewer)),
+        row(Method::PATCH, "/v1/accounts/{id}", Access::Role(Role::Admin)),
+        row(Method::GET, "/v1/accounts/{id}/entries", Access::Role(Role::Viewer)),
+        row(Method::GET, "/v1/accounts/{id}/balance", Access::Role(Role::Viewer)),
+        row(Method::GET, "/v1/transfers", Access::Role(Role::Viewer)),
+        row(Method::POST, "/v1/transfers", Access::Role(Role::Finance)),
+        row(Method::GET, "/v1/transfers/{id}", Access::Role(Role::Viewer)),
+        row(Method::POST, "/v1/transfers/{id}/post", Access::Role(Role::Finance)),
+        row(Method::POST, "/v1/transfers/{id}/void", Access::Role(Role::Finance)),
+        row(Method::POST, "/v1/transfers/{id}/reverse", Access::Role(Role::Finance)),
+        row(Method::POST, "/v1/transfers/batch", Access::Role(Role::Finance)),
+        row(Method::GET, "/v1/ledger/check", Access::Role(Role::Viewer)),
     ]
 }
 

@@ -13,7 +13,12 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing),
 /// which the test harness relies on.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    init_with_default("info,sqlx=warn");
+}
+
+/// Like [`init`], with another filter when `RUST_LOG` is unset (tests use `warn`).
+pub fn init_with_default(default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _already_installed = if std::io::stderr().is_terminal() {
         builder.try_init()

@@ -65,7 +65,7 @@ fn cluster() -> anyhow::Result<&'static SharedCluster> {
 }
 
 async fn start_cluster() -> anyhow::Result<(Cluster, SharedCluster)> {
-    till_telemetry::init();
+    till_telemetry::init_with_default("warn");
     let data_dir = std::env::temp_dir().join(format!("till-test-{}", uuid::Uuid::now_v7().simple()));
     let options = ClusterOptions { data_dir, port: None, durable: false, ephemeral: true, connections_max: 400 };
     let cluster = Cluster::start(&options).await.context("starting the test cluster")?;
@@ -186,8 +186,12 @@ async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<T
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (jobs_stop, jobs_stopped) = tokio::sync::watch::channel(false);
+    // The background jobs run as under `till up` (the hold sweeper among them).
+    till_server::jobs::spawn(pool.clone(), 24, built.rate_limiter.clone(), built.engine.clone(), jobs_stopped);
     tokio::spawn(till_server::serve(listener, built.router, async move {
         let _ = stopped.await;
+        let _ = jobs_stop.send(true);
     }));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))

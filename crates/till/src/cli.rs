@@ -20,6 +20,24 @@ pub enum Command {
     /// Platform operations.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Ledger operations.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Run the invariant checker over every business's ledger; exits 1 if any fails.
+    Check(LedgerCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerCheckArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Print the full reports as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

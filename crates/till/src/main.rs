@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             cli::Command::Up(args) => up::run(args).await,
             cli::Command::Admin(cli::AdminCommand::CreateBusiness(args)) => up::create_business(args).await,
+            cli::Command::Ledger(cli::LedgerCommand::Check(args)) => up::check_ledger(args).await,
         }
     })
 }

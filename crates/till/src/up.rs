@@ -13,7 +13,7 @@ use till_http::rate_limit::RateLimitConfig;
 use till_kit::Secret;
 use till_server::Config;
 
-use crate::cli::{CreateBusinessArgs, UpArgs};
+use crate::cli::{CreateBusinessArgs, LedgerCheckArgs, UpArgs};
 use crate::database::{self, Database};
 
 const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -57,7 +57,13 @@ async fn serve(
     print_banner(&base, database, demo.as_ref(), new_admin_token, &args.database.data_dir);
 
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
-    let jobs = till_server::jobs::spawn(pool.clone(), retention_hours, built.rate_limiter.clone(), shutdown_receiver);
+    let jobs = till_server::jobs::spawn(
+        pool.clone(),
+        retention_hours,
+        built.rate_limiter.clone(),
+        built.engine.clone(),
+        shutdown_receiver,
+    );
     till_server::serve(listener, built.router, shutdown_signal()).await?;
     tracing::info!("the API has stopped accepting and drained in-flight requests");
     let _ = shutdown_sender.send(true);
@@ -205,4 +211,48 @@ async fn create_business_in(database: &Database, business: &NewBusiness) -> anyh
     transaction.commit().await?;
     pool.close().await;
     Ok(created)
+}
+
+/// `till ledger check`: every business's ledger, as the owner (across businesses).
+pub async fn check_ledger(args: LedgerCheckArgs) -> anyhow::Result<()> {
+    let database = database::open_for_command(&args.database).await?;
+    let outcome = check_all(&database).await;
+    database.stop().await?;
+    let reports = outcome?;
+    let failed = reports.iter().filter(|report| !report.ok).count();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            let verdict = if report.ok { "ok" } else { "FAILED" };
+            println!("{} {verdict}", report.business_id);
+            for invariant in report.invariants.iter().filter(|invariant| !invariant.ok) {
+                println!(
+                    "  {}: {} violation(s), e.g. {}",
+                    invariant.name,
+                    invariant.violations.len(),
+                    invariant.violations[0]
+                );
+            }
+        }
+        println!("{} ledger(s) checked, {failed} failed.", reports.len());
+    }
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn check_all(database: &Database) -> anyhow::Result<Vec<till_ledger::check::CheckReport>> {
+    let owner_pool =
+        till_db::connect_owner_pool(database.owner_options.clone(), 1).await.context("connecting to PostgreSQL")?;
+    till_db::migrate(&owner_pool, &till_server::migrations()).await?;
+    let mut connection = owner_pool.acquire().await?;
+    let mut reports = Vec::new();
+    for business in till_ledger::check::businesses(&mut connection).await? {
+        reports.push(till_ledger::check::run(&mut connection, business).await?);
+    }
+    drop(connection);
+    owner_pool.close().await;
+    Ok(reports)
 }

@@ -147,8 +147,17 @@ async fn a_panic_is_an_opaque_500_and_its_transaction_rolls_back() {
     let text = body.to_string();
     assert!(!text.contains("XYZ-42") && !text.contains("panic"), "the body leaks nothing: {text}");
     assert_eq!(support::count_actions(&app.owner_pool, "test.before_panic").await, 0, "the write rolled back");
-    // The server is still serving, and the key was not stored: a retry runs again.
-    let again = app.post(support::PANIC_PATH, &business.owner_key, "panic-1", &json!({})).await;
+    // The server is still serving, and the key was not stored: a retry runs again. The
+    // dropped transaction's rollback (which frees the key's lock) is sent when its
+    // connection is next used, so a retry right away may briefly still see 409.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let again = loop {
+        let again = app.post(support::PANIC_PATH, &business.owner_key, "panic-1", &json!({})).await;
+        if again.status().as_u16() != 409 || std::time::Instant::now() > deadline {
+            break again;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(again.status().as_u16(), 500);
     assert!(again.headers().get("idempotent-replayed").is_none());
     assert_eq!(app.get("/v1/business", &business.owner_key).await.status().as_u16(), 200);

@@ -11,15 +11,40 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use till_testkit::{problem, spawn_app, spawn_app_with, test_config, TestApp, TestBusiness};
 
+use crate::ledger_helpers as ledger;
 use crate::support;
 
-/// One mutating route, with a valid request and a way to count its effect.
+/// One mutating route: how to prepare a valid request, and how to count its effect.
 struct Case {
+    /// The route as documented.
     path: &'static str,
     /// Whose credential: the platform admin token or the business's owner key.
     platform: bool,
-    body: fn(u32) -> Value,
-    effect_table: &'static str,
+    /// SQL counting the route's effects.
+    effects: &'static str,
+    prepare: for<'a> fn(&'a TestApp, &'a TestBusiness) -> BoxFuture<'a, Target>,
+}
+
+/// A concrete request for a case: its path, and a body for variant `n` (variants 1 and 2
+/// are different requests, where the route's body allows it).
+struct Target {
+    path: String,
+    body: Box<dyn Fn(u32) -> Value + Send + Sync>,
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+fn target(path: impl Into<String>, body: impl Fn(u32) -> Value + Send + Sync + 'static) -> Target {
+    Target { path: path.into(), body: Box::new(body) }
+}
+
+/// Two funded wallets of the business.
+async fn funded_pair(app: &TestApp, business: &TestBusiness) -> (String, String) {
+    let k = &business.owner_key;
+    let (bank, payer, payee) =
+        (ledger::source(app, k, "GBP").await, ledger::wallet(app, k, "GBP").await, ledger::wallet(app, k, "GBP").await);
+    ledger::posted(app, k, &bank, &payer, 1_000_000).await;
+    (payer, payee)
 }
 
 fn cases() -> Vec<Case> {
@@ -27,14 +52,102 @@ fn cases() -> Vec<Case> {
         Case {
             path: "/v1/api_keys",
             platform: false,
-            body: |n| json!({ "name": format!("conformance {n}"), "role": "viewer" }),
-            effect_table: "access.api_keys",
+            effects: "SELECT count(*) FROM access.api_keys",
+            prepare: |_, _| {
+                Box::pin(async {
+                    target("/v1/api_keys", |n| json!({ "name": format!("conformance {n}"), "role": "viewer" }))
+                })
+            },
         },
         Case {
             path: "/v1/platform/businesses",
             platform: true,
-            body: |n| json!({ "legal_name": format!("Conformance {n} Ltd"), "country": "GB" }),
-            effect_table: "access.businesses",
+            effects: "SELECT count(*) FROM access.businesses",
+            prepare: |_, _| {
+                Box::pin(async {
+                    target(
+                        "/v1/platform/businesses",
+                        |n| json!({ "legal_name": format!("Conformance {n} Ltd"), "country": "GB" }),
+                    )
+                })
+            },
+        },
+        Case {
+            path: "/v1/accounts",
+            platform: false,
+            effects: "SELECT count(*) FROM ledger.accounts",
+            prepare: |_, _| {
+                Box::pin(async {
+                    target(
+                        "/v1/accounts",
+                        |n| json!({ "name": format!("Account {n}"), "currency": "GBP", "normal_balance": "credit" }),
+                    )
+                })
+            },
+        },
+        Case {
+            path: "/v1/transfers",
+            platform: false,
+            effects: "SELECT count(*) FROM ledger.transfers",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let (payer, payee) = funded_pair(app, business).await;
+                    target("/v1/transfers", move |n| ledger::transfer_body(&payer, &payee, i64::from(n)))
+                })
+            },
+        },
+        Case {
+            path: "/v1/transfers/batch",
+            platform: false,
+            effects: "SELECT count(*) FROM ledger.transfers",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let (payer, payee) = funded_pair(app, business).await;
+                    target(
+                        "/v1/transfers/batch",
+                        move |n| json!({ "transfers": [ledger::transfer_body(&payer, &payee, i64::from(n))] }),
+                    )
+                })
+            },
+        },
+        Case {
+            path: "/v1/transfers/{id}/post",
+            platform: false,
+            effects: "SELECT count(*) FROM ledger.hold_resolutions",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let (payer, payee) = funded_pair(app, business).await;
+                    let held = ledger::hold(app, &business.owner_key, &payer, &payee, 1_000, None).await;
+                    target(format!("/v1/transfers/{held}/post"), |n| json!({ "amount": n }))
+                })
+            },
+        },
+        Case {
+            path: "/v1/transfers/{id}/void",
+            platform: false,
+            effects: "SELECT count(*) FROM ledger.hold_resolutions",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let (payer, payee) = funded_pair(app, business).await;
+                    let held = ledger::hold(app, &business.owner_key, &payer, &payee, 1_000, None).await;
+                    target(format!("/v1/transfers/{held}/void"), |_| json!({}))
+                })
+            },
+        },
+        Case {
+            path: "/v1/transfers/{id}/reverse",
+            platform: false,
+            effects: "SELECT count(*) FROM ledger.transfers WHERE reverses_id IS NOT NULL",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let (payer, payee) = funded_pair(app, business).await;
+                    let payment = ledger::posted(app, &business.owner_key, &payer, &payee, 500).await;
+                    target(
+                        format!("/v1/transfers/{payment}/reverse"),
+                        |n| json!({ "description": format!("refund {n}") }),
+                    )
+                })
+            },
         },
     ]
 }
@@ -48,10 +161,7 @@ fn credential(app: &TestApp, business: &TestBusiness, case: &Case) -> String {
 }
 
 async fn effects(app: &TestApp, case: &Case) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {}", case.effect_table))
-        .fetch_one(&app.owner_pool)
-        .await
-        .expect("counting effects")
+    sqlx::query_scalar(case.effects).fetch_one(&app.owner_pool).await.expect("counting effects")
 }
 
 #[tokio::test]
@@ -80,17 +190,19 @@ async fn missing_or_invalid_keys_are_refused_and_nothing_runs() {
     let app = spawn_app().await;
     let business = app.create_business("GB").await;
     for case in cases() {
+        let target = (case.prepare)(&app, &business).await;
         let before = effects(&app, &case).await;
         let credential = credential(&app, &business, &case);
-        let missing = app.request(reqwest::Method::POST, case.path, &credential).json(&(case.body)(1)).send().await;
+        let missing =
+            app.request(reqwest::Method::POST, &target.path, &credential).json(&(target.body)(1)).send().await;
         let missing = missing.expect("post");
         assert_eq!(missing.status().as_u16(), 400, "{}", case.path);
         assert_eq!(problem(missing).await["code"], "idempotency_key_missing");
         for bad in ["x".repeat(256), "tab\there".to_string(), "é".to_string()] {
             let response = app
-                .request(reqwest::Method::POST, case.path, &credential)
+                .request(reqwest::Method::POST, &target.path, &credential)
                 .header("Idempotency-Key", reqwest::header::HeaderValue::from_bytes(bad.as_bytes()).expect("header"))
-                .json(&(case.body)(1))
+                .json(&(target.body)(1))
                 .send()
                 .await
                 .expect("post");
@@ -106,15 +218,18 @@ async fn a_retry_replays_the_stored_response_byte_for_byte() {
     let app = spawn_app().await;
     let business = app.create_business("GB").await;
     for case in cases() {
+        let target = (case.prepare)(&app, &business).await;
         let before = effects(&app, &case).await;
         let credential = credential(&app, &business, &case);
-        let first = app.post(case.path, &credential, "replay-1", &(case.body)(1)).await;
-        assert_eq!(first.status().as_u16(), 201, "{}", case.path);
+        let first = app.post(&target.path, &credential, &format!("replay-1-{}", case.path), &(target.body)(1)).await;
+        let status = first.status().as_u16();
+        assert!(status == 200 || status == 201, "{}: {status}", case.path);
         assert!(first.headers().get("idempotent-replayed").is_none());
         let first_body = first.bytes().await.expect("body");
         for _ in 0..3 {
-            let again = app.post(case.path, &credential, "replay-1", &(case.body)(1)).await;
-            assert_eq!(again.status().as_u16(), 201);
+            let again =
+                app.post(&target.path, &credential, &format!("replay-1-{}", case.path), &(target.body)(1)).await;
+            assert_eq!(again.status().as_u16(), status);
             assert_eq!(again.headers()["idempotent-replayed"], "true");
             assert_eq!(again.headers()["content-type"], "application/json");
             assert_eq!(again.bytes().await.expect("body"), first_body, "{} replays byte for byte", case.path);
@@ -128,14 +243,20 @@ async fn reusing_a_key_for_another_request_is_422_and_runs_nothing() {
     let app = spawn_app().await;
     let business = app.create_business("GB").await;
     for case in cases() {
+        let target = (case.prepare)(&app, &business).await;
         let credential = credential(&app, &business, &case);
-        let first = app.post(case.path, &credential, "reuse-1", &(case.body)(1)).await;
-        assert_eq!(first.status().as_u16(), 201);
+        let first = app.post(&target.path, &credential, &format!("reuse-1-{}", case.path), &(target.body)(1)).await;
+        assert!(first.status().is_success(), "{}", case.path);
         let before = effects(&app, &case).await;
-        let other_body = app.post(case.path, &credential, "reuse-1", &(case.body)(2)).await;
-        assert_eq!(other_body.status().as_u16(), 422, "{}", case.path);
-        assert_eq!(problem(other_body).await["code"], "idempotency_key_reused");
-        let other_path = app.post(&format!("{}?x=1", case.path), &credential, "reuse-1", &(case.body)(1)).await;
+        if (target.body)(1) != (target.body)(2) {
+            let other_body =
+                app.post(&target.path, &credential, &format!("reuse-1-{}", case.path), &(target.body)(2)).await;
+            assert_eq!(other_body.status().as_u16(), 422, "{}", case.path);
+            assert_eq!(problem(other_body).await["code"], "idempotency_key_reused");
+        }
+        let other_path = app
+            .post(&format!("{}?x=1", target.path), &credential, &format!("reuse-1-{}", case.path), &(target.body)(1))
+            .await;
         assert_eq!(other_path.status().as_u16(), 422, "{} with a query string", case.path);
         assert_eq!(effects(&app, &case).await, before, "{}", case.path);
     }
@@ -146,17 +267,19 @@ async fn twenty_concurrent_identical_requests_have_one_effect() {
     let app = spawn_app().await;
     let business = app.create_business("GB").await;
     for case in cases() {
+        let target = (case.prepare)(&app, &business).await;
         let before = effects(&app, &case).await;
         let credential = credential(&app, &business, &case);
-        let body = (case.body)(7);
-        let responses = join_all((0..20).map(|_| app.post(case.path, &credential, "race-1", &body))).await;
+        let body = (target.body)(7);
+        let race_key = format!("race-1-{}", case.path);
+        let responses = join_all((0..20).map(|_| app.post(&target.path, &credential, &race_key, &body))).await;
         let mut originals = Vec::new();
         let mut replays = Vec::new();
         let mut in_flight = 0;
         for response in responses {
             match (response.status().as_u16(), response.headers().contains_key("idempotent-replayed")) {
-                (201, false) => originals.push(response.bytes().await.expect("body")),
-                (201, true) => replays.push(response.bytes().await.expect("body")),
+                (200 | 201, false) => originals.push(response.bytes().await.expect("body")),
+                (200 | 201, true) => replays.push(response.bytes().await.expect("body")),
                 (409, _) => {
                     assert_eq!(problem(response).await["code"], "idempotency_key_in_use");
                     in_flight += 1;
@@ -252,8 +375,9 @@ async fn keys_are_kept_a_day_and_then_purged() {
         .await
         .expect("age a key");
     assert!(till_http::unit_of_work::purge_expired_keys(&app.pool, 1, 100).await.is_err(), "under 24 hours is refused");
+    // The server's purge job may get there first; either way the stale key goes.
     let purged = till_http::unit_of_work::purge_expired_keys(&app.pool, 24, 100).await.expect("purge");
-    assert_eq!(purged, 1);
+    assert!(purged <= 1);
     let left: Vec<String> = sqlx::query_scalar("SELECT key FROM api.idempotency_keys ORDER BY key")
         .fetch_all(&app.owner_pool)
         .await

@@ -5,6 +5,9 @@
 mod auth;
 mod conventions;
 mod idempotency;
+mod ledger;
+mod ledger_concurrency;
+mod ledger_helpers;
 mod operations;
 mod roles;
 mod support;

@@ -1,0 +1,626 @@
+//! The ledger's rules, as a pure state machine.
+//!
+//! A [`Book`] holds the accounts and transfers that a batch of commands touches. Each
+//! [`Command`] is applied atomically: it either changes the book (and records the rows to
+//! write) or is refused with a [`Refusal`] and changes nothing. The engine loads a book,
+//! applies a batch of commands, writes what the book recorded, and commits; property
+//! tests apply random command sequences and check the invariants after every step.
+//!
+//! Vocabulary (docs/GLOSSARY.md): a *transfer* debits one account and credits another by
+//! the same amount; a *hold* is a pending transfer that reserves funds until it is
+//! *posted* (in full or in part), *voided* or *expired*; a *reversal* is a new posted
+//! transfer in the opposite direction; an *entry* is one movement on one account.
+//!
+//! Balances are kept as four totals per account (TigerBeetle's model). An account's
+//! `balance` is its posted total in its normal direction. Pending amounts that would
+//! reduce the balance count against `available` at once; pending amounts that would
+//! increase it count only once posted. `min_balance` bounds `available` from below and
+//! `max_balance` bounds `balance` from above, and no committed state breaks either.
+
+use std::collections::HashMap;
+
+use till_kit::{Currency, Metadata};
+use time::OffsetDateTime;
+
+use crate::{AccountId, EntryId, TransferId};
+
+/// The largest amount of one transfer, in minor units (10^15: ten trillion pounds). Keeps
+/// every total far from i64 overflow for any realistic history.
+pub const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
+/// The longest a hold may last before it expires.
+pub const HOLD_SECONDS_MAX: i64 = 30 * 24 * 60 * 60;
+/// The most transfers in one atomic batch.
+pub const BATCH_TRANSFERS_MAX: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Debit,
+    Credit,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Debit => "debit",
+            Side::Credit => "credit",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Side> {
+        match text {
+            "debit" => Some(Side::Debit),
+            "credit" => Some(Side::Credit),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Frozen,
+    Closed,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Frozen => "frozen",
+            AccountStatus::Closed => "closed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AccountStatus> {
+        match text {
+            "active" => Some(AccountStatus::Active),
+            "frozen" => Some(AccountStatus::Frozen),
+            "closed" => Some(AccountStatus::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// The four running totals of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub debits_posted: i64,
+    pub credits_posted: i64,
+    pub debits_pending: i64,
+    pub credits_pending: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub currency: Currency,
+    pub normal_balance: Side,
+    /// Lower bound of `available` (None: unbounded). 0 means no overdraft.
+    pub min_balance: Option<i64>,
+    /// Upper bound of `balance` (None: unbounded).
+    pub max_balance: Option<i64>,
+    pub status: AccountStatus,
+    pub totals: Totals,
+}
+
+/// Balances derived from the totals, in the account's normal direction. Computed in
+/// i128 so that no intermediate can overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balances {
+    pub balance: i128,
+    /// Pending amounts that will reduce the balance if posted.
+    pub pending_outgoing: i128,
+    /// Pending amounts that will increase the balance if posted.
+    pub pending_incoming: i128,
+    pub available: i128,
+}
+
+impl Account {
+    pub fn balances(&self) -> Balances {
+        let t = self.totals;
+        let (increase_posted, decrease_posted, increase_pending, decrease_pending) = match self.normal_balance {
+            Side::Credit => (t.credits_posted, t.debits_posted, t.credits_pending, t.debits_pending),
+            Side::Debit => (t.debits_posted, t.credits_posted, t.debits_pending, t.credits_pending),
+        };
+        let balance = i128::from(increase_posted) - i128::from(decrease_posted);
+        let pending_outgoing = i128::from(decrease_pending);
+        Balances {
+            balance,
+            pending_outgoing,
+            pending_incoming: i128::from(increase_pending),
+            available: balance - pending_outgoing,
+        }
+    }
+
+    /// Whether the account's state respects its bounds, and which refusal if not.
+    pub fn check_bounds(&self) -> Result<(), Refusal> {
+        let balances = self.balances();
+        let representable = |value: i128| i64::try_from(value).is_ok();
+        if !representable(balances.balance) || !representable(balances.available) {
+            return Err(Refusal::BalanceLimitExceeded { account: self.id });
+        }
+        if let Some(min) = self.min_balance {
+            if balances.available < i128::from(min) {
+                return Err(Refusal::InsufficientFunds { account: self.id });
+            }
+        }
+        if let Some(max) = self.max_balance {
+            if balances.balance > i128::from(max) {
+                return Err(Refusal::BalanceLimitExceeded { account: self.id });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a hold ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolutionKind {
+    Posted,
+    Voided,
+    Expired,
+}
+
+impl ResolutionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolutionKind::Posted => "posted",
+            ResolutionKind::Voided => "voided",
+            ResolutionKind::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ResolutionKind> {
+        match text {
+            "posted" => Some(ResolutionKind::Posted),
+            "voided" => Some(ResolutionKind::Voided),
+            "expired" => Some(ResolutionKind::Expired),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolution {
+    pub kind: ResolutionKind,
+    /// The amount posted (0 unless `Posted`).
+    pub posted_amount: i64,
+    pub resolved_at: OffsetDateTime,
+}
+
+/// A transfer as the ledger knows it, with what happened to it since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub id: TransferId,
+    pub debit_account: AccountId,
+    pub credit_account: AccountId,
+    pub amount: i64,
+    pub currency: Currency,
+    pub pending: bool,
+    pub expires_at: Option<OffsetDateTime>,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+    /// The transfer this one reverses.
+    pub reverses: Option<TransferId>,
+    pub created_at: OffsetDateTime,
+    /// For a hold: how it ended, once it has.
+    pub resolution: Option<Resolution>,
+    /// The reversal of this transfer, once reversed.
+    pub reversed_by: Option<TransferId>,
+}
+
+/// What a transfer is now, as clients see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferStatus {
+    Pending,
+    Posted,
+    Voided,
+    Expired,
+}
+
+impl Transfer {
+    pub fn status(&self) -> TransferStatus {
+        match (self.pending, self.resolution.map(|resolution| resolution.kind)) {
+            (false, _) => TransferStatus::Posted,
+            (true, None) => TransferStatus::Pending,
+            (true, Some(ResolutionKind::Posted)) => TransferStatus::Posted,
+            (true, Some(ResolutionKind::Voided)) => TransferStatus::Voided,
+            (true, Some(ResolutionKind::Expired)) => TransferStatus::Expired,
+        }
+    }
+
+    /// The amount that actually moved (posted), so far.
+    pub fn posted_amount(&self) -> i64 {
+        match (self.pending, self.resolution) {
+            (false, _) => self.amount,
+            (true, Some(resolution)) => resolution.posted_amount,
+            (true, None) => 0,
+        }
+    }
+
+    pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
+        self.pending && self.resolution.is_none() && self.expires_at.is_some_and(|expires_at| expires_at <= now)
+    }
+}
+
+/// A transfer requested by a client, already parsed: ids, a positive bounded amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTransfer {
+    pub id: TransferId,
+    pub debit_account: AccountId,
+    pub credit_account: AccountId,
+    pub amount: i64,
+    pub currency: Currency,
+    /// `Some` for a hold; the inner value is when it expires, if ever.
+    pub hold: Option<Option<OffsetDateTime>>,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Transfer(NewTransfer),
+    /// All or nothing.
+    Batch(Vec<NewTransfer>),
+    /// Post a hold, in full (`None`) or in part.
+    Post {
+        hold: TransferId,
+        amount: Option<i64>,
+    },
+    Void {
+        hold: TransferId,
+    },
+    /// Expire an overdue hold (the sweeper's command).
+    Expire {
+        hold: TransferId,
+    },
+    Reverse {
+        transfer: TransferId,
+        reversal: TransferId,
+        description: Option<String>,
+        metadata: Metadata,
+    },
+}
+
+impl Command {
+    /// Accounts the command may touch, to load (and lock) before applying it.
+    pub fn accounts(&self, transfers: &HashMap<TransferId, Transfer>) -> Vec<AccountId> {
+        let of_transfer = |id: &TransferId| {
+            transfers.get(id).map(|transfer| vec![transfer.debit_account, transfer.credit_account]).unwrap_or_default()
+        };
+        match self {
+            Command::Transfer(new) => vec![new.debit_account, new.credit_account],
+            Command::Batch(news) => news.iter().flat_map(|new| [new.debit_account, new.credit_account]).collect(),
+            Command::Post { hold, .. } | Command::Void { hold } | Command::Expire { hold } => of_transfer(hold),
+            Command::Reverse { transfer, .. } => of_transfer(transfer),
+        }
+    }
+
+    /// Existing transfers the command needs.
+    pub fn transfers(&self) -> Vec<TransferId> {
+        match self {
+            Command::Transfer(_) | Command::Batch(_) => Vec::new(),
+            Command::Post { hold, .. } | Command::Void { hold } | Command::Expire { hold } => vec![*hold],
+            Command::Reverse { transfer, .. } => vec![*transfer],
+        }
+    }
+}
+
+/// Why a command was refused. Nothing of a refused command is applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no such account {account}")]
+    AccountNotFound { account: AccountId },
+    #[error("a transfer needs two different accounts")]
+    SameAccount,
+    #[error("the transfer is in {transfer} but account {account} holds {account_currency}")]
+    CurrencyMismatch { account: AccountId, transfer: Currency, account_currency: Currency },
+    #[error("account {account} is {status}")]
+    AccountNotActive { account: AccountId, status: &'static str },
+    #[error("account {account} does not have enough available funds")]
+    InsufficientFunds { account: AccountId },
+    #[error("the transfer would take account {account} past its maximum balance")]
+    BalanceLimitExceeded { account: AccountId },
+    #[error("no such transfer {transfer}")]
+    TransferNotFound { transfer: TransferId },
+    #[error("transfer {transfer} is not a hold")]
+    NotAHold { transfer: TransferId },
+    #[error("hold {transfer} is already {status}")]
+    HoldResolved { transfer: TransferId, status: &'static str },
+    #[error("hold {transfer} has expired")]
+    HoldExpired { transfer: TransferId },
+    #[error("hold {transfer} has not expired yet")]
+    HoldNotExpired { transfer: TransferId },
+    #[error("the amount to post is more than the hold's {held}")]
+    AmountExceedsHold { held: i64 },
+    #[error("transfer {transfer} cannot be reversed: {why}")]
+    NotReversible { transfer: TransferId, why: &'static str },
+    #[error("transfer {index} of the batch: {refusal}")]
+    InBatch { index: usize, refusal: Box<Refusal> },
+}
+
+/// One row of a hold's resolution, to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolutionRecord {
+    pub hold: TransferId,
+    pub resolution: Resolution,
+}
+
+/// One movement on one account, with the account's totals after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: EntryId,
+    pub account: AccountId,
+    pub transfer: TransferId,
+    pub side: Side,
+    /// `posted` (a posted transfer), `hold`, `post`, `void` or `expire`.
+    pub kind: &'static str,
+    /// Change to the posted total of `side` (never negative).
+    pub posted_delta: i64,
+    /// Change to the pending total of `side` (negative when a hold ends).
+    pub pending_delta: i64,
+    pub totals_after: Totals,
+    pub created_at: OffsetDateTime,
+}
+
+/// What the command did, for the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Transfer(Transfer),
+    Batch(Vec<Transfer>),
+}
+
+/// Rows recorded by applied commands, to be written by the engine.
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub transfers: Vec<Transfer>,
+    pub resolutions: Vec<ResolutionRecord>,
+    pub entries: Vec<Entry>,
+}
+
+/// The accounts and transfers a batch touches, and what it has done to them.
+#[derive(Debug)]
+pub struct Book {
+    pub accounts: HashMap<AccountId, Account>,
+    pub transfers: HashMap<TransferId, Transfer>,
+    pub writes: Writes,
+    now: OffsetDateTime,
+}
+
+impl Book {
+    pub fn new(accounts: Vec<Account>, transfers: Vec<Transfer>, now: OffsetDateTime) -> Book {
+        Book {
+            accounts: accounts.into_iter().map(|account| (account.id, account)).collect(),
+            transfers: transfers.into_iter().map(|transfer| (transfer.id, transfer)).collect(),
+            writes: Writes::default(),
+            now,
+        }
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.now
+    }
+
+    /// Applies `command` atomically: on refusal the book is exactly as before.
+    pub fn apply(&mut self, command: &Command) -> Result<Outcome, Refusal> {
+        let touched: Vec<AccountId> = command.accounts(&self.transfers);
+        let saved_accounts: Vec<Account> = touched.iter().filter_map(|id| self.accounts.get(id).cloned()).collect();
+        let saved_transfers: Vec<Transfer> =
+            command.transfers().iter().filter_map(|id| self.transfers.get(id).cloned()).collect();
+        let marks = (self.writes.transfers.len(), self.writes.resolutions.len(), self.writes.entries.len());
+        let outcome = self.apply_unguarded(command);
+        if outcome.is_err() {
+            for account in saved_accounts {
+                self.accounts.insert(account.id, account);
+            }
+            // New transfers of the refused command were inserted into `transfers` too.
+            for written in &self.writes.transfers[marks.0..] {
+                self.transfers.remove(&written.id);
+            }
+            for transfer in saved_transfers {
+                self.transfers.insert(transfer.id, transfer);
+            }
+            self.writes.transfers.truncate(marks.0);
+            self.writes.resolutions.truncate(marks.1);
+            self.writes.entries.truncate(marks.2);
+        }
+        outcome
+    }
+
+    fn apply_unguarded(&mut self, command: &Command) -> Result<Outcome, Refusal> {
+        match command {
+            Command::Transfer(new) => self.create(new).map(Outcome::Transfer),
+            Command::Batch(news) => {
+                let mut created = Vec::with_capacity(news.len());
+                for (index, new) in news.iter().enumerate() {
+                    let transfer =
+                        self.create(new).map_err(|refusal| Refusal::InBatch { index, refusal: Box::new(refusal) })?;
+                    created.push(transfer);
+                }
+                Ok(Outcome::Batch(created))
+            }
+            Command::Post { hold, amount } => {
+                self.resolve(*hold, ResolutionKind::Posted, *amount).map(Outcome::Transfer)
+            }
+            Command::Void { hold } => self.resolve(*hold, ResolutionKind::Voided, None).map(Outcome::Transfer),
+            Command::Expire { hold } => self.resolve(*hold, ResolutionKind::Expired, None).map(Outcome::Transfer),
+            Command::Reverse { transfer, reversal, description, metadata } => {
+                self.reverse(*transfer, *reversal, description.clone(), metadata.clone()).map(Outcome::Transfer)
+            }
+        }
+    }
+
+    fn usable_account(&self, id: AccountId, currency: Currency) -> Result<&Account, Refusal> {
+        let account = self.accounts.get(&id).ok_or(Refusal::AccountNotFound { account: id })?;
+        if account.status != AccountStatus::Active {
+            return Err(Refusal::AccountNotActive { account: id, status: account.status.as_str() });
+        }
+        if account.currency != currency {
+            return Err(Refusal::CurrencyMismatch {
+                account: id,
+                transfer: currency,
+                account_currency: account.currency,
+            });
+        }
+        Ok(account)
+    }
+
+    /// Adds deltas to one side of an account, checked, and records the entry.
+    fn move_side(
+        &mut self,
+        account: AccountId,
+        transfer: TransferId,
+        side: Side,
+        kind: &'static str,
+        posted_delta: i64,
+        pending_delta: i64,
+    ) -> Result<(), Refusal> {
+        let entry_account = self.accounts.get_mut(&account).ok_or(Refusal::AccountNotFound { account })?;
+        let overflow = Refusal::BalanceLimitExceeded { account };
+        let totals = &mut entry_account.totals;
+        let (posted, pending) = match side {
+            Side::Debit => (&mut totals.debits_posted, &mut totals.debits_pending),
+            Side::Credit => (&mut totals.credits_posted, &mut totals.credits_pending),
+        };
+        *posted = posted.checked_add(posted_delta).ok_or_else(|| overflow.clone())?;
+        *pending = pending.checked_add(pending_delta).ok_or(overflow)?;
+        let totals_after = *totals;
+        self.writes.entries.push(Entry {
+            id: EntryId::generate(),
+            account,
+            transfer,
+            side,
+            kind,
+            posted_delta,
+            pending_delta,
+            totals_after,
+            created_at: self.now,
+        });
+        Ok(())
+    }
+
+    fn check(&self, ids: [AccountId; 2]) -> Result<(), Refusal> {
+        for id in ids {
+            self.accounts.get(&id).ok_or(Refusal::AccountNotFound { account: id })?.check_bounds()?;
+        }
+        Ok(())
+    }
+
+    fn create(&mut self, new: &NewTransfer) -> Result<Transfer, Refusal> {
+        if new.debit_account == new.credit_account {
+            return Err(Refusal::SameAccount);
+        }
+        self.usable_account(new.debit_account, new.currency)?;
+        self.usable_account(new.credit_account, new.currency)?;
+        let (kind, posted, pending) =
+            if new.hold.is_some() { ("hold", 0, new.amount) } else { ("posted", new.amount, 0) };
+        self.move_side(new.debit_account, new.id, Side::Debit, kind, posted, pending)?;
+        self.move_side(new.credit_account, new.id, Side::Credit, kind, posted, pending)?;
+        self.check([new.debit_account, new.credit_account])?;
+        let transfer = Transfer {
+            id: new.id,
+            debit_account: new.debit_account,
+            credit_account: new.credit_account,
+            amount: new.amount,
+            currency: new.currency,
+            pending: new.hold.is_some(),
+            expires_at: new.hold.flatten(),
+            description: new.description.clone(),
+            metadata: new.metadata.clone(),
+            reverses: None,
+            created_at: self.now,
+            resolution: None,
+            reversed_by: None,
+        };
+        self.writes.transfers.push(transfer.clone());
+        self.transfers.insert(transfer.id, transfer.clone());
+        Ok(transfer)
+    }
+
+    fn resolve(&mut self, id: TransferId, kind: ResolutionKind, amount: Option<i64>) -> Result<Transfer, Refusal> {
+        let hold = self.transfers.get(&id).cloned().ok_or(Refusal::TransferNotFound { transfer: id })?;
+        if !hold.pending {
+            return Err(Refusal::NotAHold { transfer: id });
+        }
+        if let Some(resolution) = hold.resolution {
+            return Err(Refusal::HoldResolved { transfer: id, status: resolution.kind.as_str() });
+        }
+        let overdue = hold.is_overdue(self.now);
+        match kind {
+            ResolutionKind::Expired if !overdue => return Err(Refusal::HoldNotExpired { transfer: id }),
+            ResolutionKind::Posted | ResolutionKind::Voided if overdue => {
+                return Err(Refusal::HoldExpired { transfer: id });
+            }
+            _ => {}
+        }
+        let posted_amount = match (kind, amount) {
+            (ResolutionKind::Posted, None) => hold.amount,
+            (ResolutionKind::Posted, Some(amount)) if amount > hold.amount => {
+                return Err(Refusal::AmountExceedsHold { held: hold.amount });
+            }
+            (ResolutionKind::Posted, Some(amount)) => amount,
+            _ => 0,
+        };
+        // Posting needs the accounts usable now; voiding and expiring release funds and
+        // are allowed whatever the accounts' status, so a frozen account's holds can end.
+        if kind == ResolutionKind::Posted {
+            self.usable_account(hold.debit_account, hold.currency)?;
+            self.usable_account(hold.credit_account, hold.currency)?;
+        }
+        let entry_kind = match kind {
+            ResolutionKind::Posted => "post",
+            ResolutionKind::Voided => "void",
+            ResolutionKind::Expired => "expire",
+        };
+        self.move_side(hold.debit_account, id, Side::Debit, entry_kind, posted_amount, -hold.amount)?;
+        self.move_side(hold.credit_account, id, Side::Credit, entry_kind, posted_amount, -hold.amount)?;
+        self.check([hold.debit_account, hold.credit_account])?;
+        let resolution = Resolution { kind, posted_amount, resolved_at: self.now };
+        self.writes.resolutions.push(ResolutionRecord { hold: id, resolution });
+        let resolved = Transfer { resolution: Some(resolution), ..hold };
+        self.transfers.insert(id, resolved.clone());
+        Ok(resolved)
+    }
+
+    fn reverse(
+        &mut self,
+        id: TransferId,
+        reversal: TransferId,
+        description: Option<String>,
+        metadata: Metadata,
+    ) -> Result<Transfer, Refusal> {
+        let original = self.transfers.get(&id).cloned().ok_or(Refusal::TransferNotFound { transfer: id })?;
+        if original.reversed_by.is_some() {
+            return Err(Refusal::NotReversible { transfer: id, why: "it is already reversed" });
+        }
+        if original.reverses.is_some() {
+            return Err(Refusal::NotReversible { transfer: id, why: "it is itself a reversal" });
+        }
+        let amount = original.posted_amount();
+        if original.status() != TransferStatus::Posted || amount == 0 {
+            return Err(Refusal::NotReversible { transfer: id, why: "only posted money can be reversed" });
+        }
+        let new = NewTransfer {
+            id: reversal,
+            debit_account: original.credit_account,
+            credit_account: original.debit_account,
+            amount,
+            currency: original.currency,
+            hold: None,
+            description: description.or_else(|| Some(format!("Reversal of {id}"))),
+            metadata,
+        };
+        let mut created = self.create(&new)?;
+        created.reverses = Some(id);
+        if let Some(written) = self.writes.transfers.last_mut() {
+            written.reverses = Some(id);
+        }
+        self.transfers.insert(created.id, created.clone());
+        let reversed = Transfer { reversed_by: Some(reversal), ..original };
+        self.transfers.insert(id, reversed);
+        Ok(created)
+    }
+}
+
+#[cfg(test)]
+mod tests;

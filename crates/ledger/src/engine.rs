@@ -1,0 +1,395 @@
+//! The group-commit engine: how ledger commands reach the database.
+//!
+//! One writer task per business (started on demand, ended when idle) takes commands from
+//! a bounded queue. It takes everything queued, up to a limit, as one batch and applies
+//! the batch in one transaction:
+//!
+//! 1. `pg_advisory_xact_lock` on the business: batches of one business are serial, also
+//!    across Till instances, so the book loaded in step 3 cannot change under it;
+//! 2. look up the Idempotency-Keys of the batch (replay, or 422 on reuse);
+//! 3. load the transfers the commands name and lock the accounts they touch, in id order;
+//! 4. apply each command to the pure [`Book`], in arrival order; each one is atomic on
+//!    its own and gets its own outcome (a refusal refuses only its command);
+//! 5. write transfers, resolutions, entries, the accounts' new totals and every rendered
+//!    response (2xx and 4xx) under its key, one statement per table, and commit.
+//!
+//! So a batch of N transfers costs a handful of statements and one commit, and a hot
+//! account is just an entry in memory: it does not serialize requests on a row lock.
+//! Serialization failures and deadlocks are retried here with backoff; a batch that still
+//! fails answers every command with a 5xx and stores nothing, so each retries cleanly.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use sqlx::{PgConnection, PgPool};
+use till_http::unit_of_work::{self, IdempotencyContext, ResponseRecord, StoredResponse};
+use till_http::ApiError;
+use till_kit::BusinessId;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{Book, Command, Outcome, Refusal};
+use crate::store::{self, CorruptRow};
+use crate::view::{refusal_error, BatchBody, TransferBody};
+
+/// Commands waiting for one business's writer; beyond this, callers wait to enqueue.
+const QUEUE_COMMANDS_MAX: usize = 10_000;
+/// Commands in one batch (one transaction).
+const BATCH_COMMANDS_MAX: usize = 2_000;
+/// A writer with nothing to do for this long ends; the next command starts a new one.
+const WRITER_IDLE: Duration = Duration::from_secs(30);
+const RETRY_ATTEMPTS_MAX: u32 = 5;
+const RETRY_BACKOFF_BASE_MS: u64 = 5;
+
+/// A command and what to do with its response.
+struct Job {
+    command: Command,
+    idempotency: Option<IdempotencyContext>,
+    /// For problem bodies, which quote the request id.
+    request_id: String,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The answer to one command.
+pub enum Reply {
+    /// Applied or refused now; the response was stored under its key (if any).
+    Fresh { status: StatusCode, content_type: &'static str, body: Vec<u8> },
+    /// The key's stored response, to replay.
+    Replay(StoredResponse),
+    /// Not applied and not stored (key reuse, a duplicate in flight, a failed batch).
+    Error(ApiError),
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pool: PgPool,
+    writers: Arc<Mutex<HashMap<BusinessId, mpsc::Sender<Job>>>>,
+}
+
+impl Engine {
+    pub fn new(pool: PgPool) -> Engine {
+        Engine { pool, writers: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// Runs `command` for `business` and waits for its reply.
+    pub async fn submit(
+        &self,
+        business: BusinessId,
+        command: Command,
+        idempotency: Option<IdempotencyContext>,
+        request_id: String,
+    ) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        let mut job = Job { command, idempotency, request_id, reply };
+        // A writer may end (idle) between our lookup and our send; then start another.
+        for _ in 0..2 {
+            let sender = self.writer(business);
+            match sender.send(job).await {
+                Ok(()) => {
+                    return answer
+                        .await
+                        .unwrap_or_else(|_| Reply::Error(ApiError::internal(&"the ledger writer dropped a command")));
+                }
+                Err(mpsc::error::SendError(returned)) => {
+                    job = returned;
+                    self.forget_writer(business, &sender);
+                }
+            }
+        }
+        Reply::Error(ApiError::unavailable(&"no ledger writer could take the command"))
+    }
+
+    fn writer(&self, business: BusinessId) -> mpsc::Sender<Job> {
+        let mut writers = self.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = writers.get(&business).filter(|sender| !sender.is_closed()) {
+            return sender.clone();
+        }
+        let (sender, receiver) = mpsc::channel(QUEUE_COMMANDS_MAX);
+        writers.insert(business, sender.clone());
+        tokio::spawn(run_writer(self.clone(), business, receiver));
+        sender
+    }
+
+    fn forget_writer(&self, business: BusinessId, stale: &mpsc::Sender<Job>) {
+        let mut writers = self.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if writers.get(&business).is_some_and(|current| current.same_channel(stale)) {
+            writers.remove(&business);
+        }
+    }
+}
+
+async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Receiver<Job>) {
+    loop {
+        let first = match tokio::time::timeout(WRITER_IDLE, receiver.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) | Err(_) => {
+                // Close first so that senders fail fast and start a new writer, then drain
+                // whatever arrived in between.
+                receiver.close();
+                let mut rest = Vec::new();
+                while let Ok(job) = receiver.try_recv() {
+                    rest.push(job);
+                }
+                if !rest.is_empty() {
+                    process(&engine.pool, business, rest).await;
+                }
+                let mut writers = engine.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if writers.get(&business).is_some_and(mpsc::Sender::is_closed) {
+                    writers.remove(&business);
+                }
+                return;
+            }
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH_COMMANDS_MAX {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        process(&engine.pool, business, jobs).await;
+    }
+}
+
+/// The outcome of one job within a batch, before replying.
+enum Decided {
+    Fresh { status: StatusCode, content_type: &'static str, body: Vec<u8> },
+    Replay(usize),
+    Error(ApiError),
+}
+
+async fn process(pool: &PgPool, business: BusinessId, jobs: Vec<Job>) {
+    // The same key twice in one batch: the first runs, the others are "in flight".
+    let mut seen = HashSet::new();
+    let duplicate: Vec<bool> = jobs
+        .iter()
+        .map(|job| job.idempotency.as_ref().is_some_and(|context| !seen.insert(context.key.clone())))
+        .collect();
+    let mut attempt = 0;
+    let (decided, stored) = loop {
+        match try_batch(pool, business, &jobs, &duplicate).await {
+            Ok(result) => break result,
+            Err(BatchError::Database(error)) if is_retryable(&error) && attempt < RETRY_ATTEMPTS_MAX => {
+                attempt += 1;
+                let backoff = RETRY_BACKOFF_BASE_MS << attempt;
+                tracing::info!(%error, attempt, "retrying a ledger batch");
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            Err(error) => {
+                let failure = match error {
+                    BatchError::Database(error) => ApiError::database(error),
+                    BatchError::Corrupt(error) => ApiError::internal(&error),
+                };
+                for job in jobs {
+                    let _ = job.reply.send(Reply::Error(failure.clone()));
+                }
+                return;
+            }
+        }
+    };
+    let mut stored: Vec<Option<StoredResponse>> = stored.into_iter().map(Some).collect();
+    for (job, decided) in jobs.into_iter().zip(decided) {
+        let reply = match decided {
+            Decided::Fresh { status, content_type, body } => Reply::Fresh { status, content_type, body },
+            Decided::Replay(index) => match stored.get_mut(index).and_then(Option::take) {
+                Some(response) => Reply::Replay(response),
+                None => Reply::Error(ApiError::internal(&"a replayed response was used twice")),
+            },
+            Decided::Error(error) => Reply::Error(error),
+        };
+        // The caller may have gone away (client disconnected); the effect stands.
+        let _ = job.reply.send(reply);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRow),
+}
+
+fn is_retryable(error: &sqlx::Error) -> bool {
+    let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
+    matches!(code.as_deref(), Some("40001" | "40P01"))
+}
+
+async fn try_batch(
+    pool: &PgPool,
+    business: BusinessId,
+    jobs: &[Job],
+    duplicate: &[bool],
+) -> Result<(Vec<Decided>, Vec<StoredResponse>), BatchError> {
+    let mut transaction = till_db::begin_tenant(pool, business).await?;
+    let now: time::OffsetDateTime = sqlx::query_scalar(
+        "SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked",
+    )
+    .bind(format!("ledger\u{1f}{business}"))
+    .fetch_one(&mut *transaction)
+    .await?;
+
+    let mut decided: Vec<Option<Decided>> = duplicate
+        .iter()
+        .map(|&is_duplicate| is_duplicate.then(|| Decided::Error(unit_of_work::key_in_use())))
+        .collect();
+    let mut replays = Vec::new();
+    let keys: Vec<String> = jobs.iter().filter_map(|job| job.idempotency.as_ref().map(|c| c.key.clone())).collect();
+    if !keys.is_empty() {
+        let scope = business.as_uuid().to_string();
+        let mut stored: HashMap<String, StoredResponse> =
+            unit_of_work::find_stored(&mut transaction, &scope, &keys).await?.into_iter().collect();
+        for (index, job) in jobs.iter().enumerate() {
+            let Some(context) = job.idempotency.as_ref().filter(|_| decided[index].is_none()) else { continue };
+            if let Some(response) = stored.remove(&context.key) {
+                decided[index] = Some(if response.fingerprint() == context.fingerprint.as_slice() {
+                    replays.push(response);
+                    Decided::Replay(replays.len() - 1)
+                } else {
+                    Decided::Error(unit_of_work::key_reused())
+                });
+            }
+        }
+    }
+
+    let pending: Vec<usize> = (0..jobs.len()).filter(|&index| decided[index].is_none()).collect();
+    let mut book =
+        load_book(&mut transaction, business, pending.iter().map(|&index| &jobs[index].command), now).await?;
+    let mut records: Vec<(usize, StatusCode, &'static str, Vec<u8>)> = Vec::with_capacity(pending.len());
+    for &index in &pending {
+        let job = &jobs[index];
+        let outcome = book.apply(&job.command);
+        if let Err(Refusal::HoldExpired { transfer }) = &outcome {
+            // The hold is overdue but the sweeper has not reached it: expire it now, in
+            // this batch, so its funds are released with the refusal.
+            let _ = book.apply(&Command::Expire { hold: *transfer });
+        }
+        let (status, content_type, body) = render(&outcome, &job.request_id);
+        records.push((index, status, content_type, body));
+    }
+
+    let touched: HashSet<_> = book.writes.entries.iter().map(|entry| entry.account).collect();
+    let accounts: Vec<_> = book.accounts.values().filter(|account| touched.contains(&account.id)).collect();
+    store::write(&mut transaction, business, &book.writes, &accounts).await?;
+    let responses: Vec<ResponseRecord<'_>> = records
+        .iter()
+        .filter_map(|(index, status, content_type, body)| {
+            jobs[*index].idempotency.as_ref().map(|context| ResponseRecord {
+                context,
+                status: *status,
+                content_type,
+                body,
+            })
+        })
+        .collect();
+    unit_of_work::record_responses(&mut transaction, &responses).await?;
+    transaction.commit().await?;
+
+    for (index, status, content_type, body) in records {
+        decided[index] = Some(Decided::Fresh { status, content_type, body });
+    }
+    let decided = decided
+        .into_iter()
+        .map(|decision| decision.unwrap_or_else(|| Decided::Error(ApiError::internal(&"a command was not decided"))))
+        .collect();
+    Ok((decided, replays))
+}
+
+/// Loads the transfers the commands name and locks the accounts they touch.
+async fn load_book<'a>(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    commands: impl Iterator<Item = &'a Command> + Clone,
+    now: time::OffsetDateTime,
+) -> Result<Book, BatchError> {
+    let transfer_ids: Vec<uuid::Uuid> = commands
+        .clone()
+        .flat_map(Command::transfers)
+        .map(|id| id.as_uuid())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let transfers = if transfer_ids.is_empty() {
+        Vec::new()
+    } else {
+        store::load_transfers(connection, business, &transfer_ids)
+            .await?
+            .into_iter()
+            .map(store::TransferRow::transfer)
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let known: HashMap<_, _> = transfers.iter().map(|transfer| (transfer.id, transfer.clone())).collect();
+    let account_ids: Vec<uuid::Uuid> = commands
+        .flat_map(|command| command.accounts(&known))
+        .map(|id| id.as_uuid())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let accounts = store::lock_accounts(connection, business, &account_ids)
+        .await?
+        .iter()
+        .map(store::AccountRow::account)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Book::new(accounts, transfers, now))
+}
+
+/// The HTTP response for a command's outcome: 201 with the transfer (or the batch) when
+/// a transfer was created, 200 when a hold was posted or voided, the refusal's problem
+/// otherwise.
+fn render(outcome: &Result<Outcome, Refusal>, request_id: &str) -> (StatusCode, &'static str, Vec<u8>) {
+    let json = |status, value: serde_json::Result<Vec<u8>>| match value {
+        Ok(body) => (status, "application/json", body),
+        Err(error) => problem(&ApiError::internal(&error), request_id),
+    };
+    match outcome {
+        Ok(Outcome::Transfer(transfer)) => {
+            let status = if transfer.resolution.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+            json(status, serde_json::to_vec(&TransferBody::from(transfer)))
+        }
+        Ok(Outcome::Batch(transfers)) => {
+            let body = BatchBody { data: transfers.iter().map(TransferBody::from).collect() };
+            json(StatusCode::CREATED, serde_json::to_vec(&body))
+        }
+        Err(refusal) => problem(&refusal_error(refusal), request_id),
+    }
+}
+
+fn problem(error: &ApiError, request_id: &str) -> (StatusCode, &'static str, Vec<u8>) {
+    let body = serde_json::to_vec(&error.problem_for(request_id.to_string())).unwrap_or_default();
+    (error.status, till_http::problem::PROBLEM_CONTENT_TYPE, body)
+}
+
+/// Expires overdue holds of every business through their engines. Returns how many.
+pub async fn expire_overdue_holds(engine: &Engine, rows_max: i32) -> Result<usize, sqlx::Error> {
+    let overdue: Vec<(uuid::Uuid, uuid::Uuid)> =
+        sqlx::query_as("SELECT business_id, transfer_id FROM ledger.overdue_holds($1)")
+            .bind(rows_max)
+            .fetch_all(&engine.pool)
+            .await?;
+    let count = overdue.len();
+    let submissions = overdue.into_iter().map(|(business, transfer)| {
+        let engine = engine.clone();
+        async move {
+            let command = Command::Expire { hold: crate::TransferId::from_uuid(transfer) };
+            engine.submit(BusinessId::from_uuid(business), command, None, "sweeper".into()).await
+        }
+    });
+    for reply in futures_join(submissions).await {
+        if let Reply::Error(error) = reply {
+            tracing::warn!(%error, "expiring a hold failed; the next sweep retries");
+        }
+    }
+    Ok(count)
+}
+
+async fn futures_join<F: std::future::Future<Output = Reply> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<Reply> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut replies = Vec::with_capacity(handles.len());
+    for handle in handles {
+        replies.push(handle.await.unwrap_or_else(|_| Reply::Error(ApiError::internal(&"an expiry task panicked"))));
+    }
+    replies
+}

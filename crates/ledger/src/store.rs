@@ -1,0 +1,448 @@
+//! The ledger's SQL: the only module that knows the `ledger` schema. Functions take the
+//! caller's connection, inside its transaction; every query filters by business (RLS is
+//! the backstop). Batch writes use `UNNEST` so that a batch of any size is one statement
+//! per table.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgConnection;
+use till_kit::{BusinessId, Currency, Metadata};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{Account, AccountStatus, Resolution, ResolutionKind, Side, Totals, Transfer, Writes};
+use crate::{AccountId, EntryId, TransferId};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountRow {
+    pub id: Uuid,
+    pub name: String,
+    pub currency: String,
+    pub normal_balance: String,
+    pub min_balance: Option<i64>,
+    pub max_balance: Option<i64>,
+    pub status: String,
+    pub metadata: serde_json::Value,
+    pub version: i32,
+    pub debits_posted: i64,
+    pub credits_posted: i64,
+    pub debits_pending: i64,
+    pub credits_pending: i64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A stored value that the schema's constraints should have made impossible.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt ledger row: {0}")]
+pub struct CorruptRow(pub String);
+
+pub fn metadata_from(value: serde_json::Value) -> Result<Metadata, CorruptRow> {
+    let map: BTreeMap<String, String> = serde_json::from_value(value).map_err(|error| CorruptRow(error.to_string()))?;
+    Metadata::parse(map).map_err(|error| CorruptRow(error.to_string()))
+}
+
+pub fn metadata_json(metadata: &Metadata) -> serde_json::Value {
+    serde_json::to_value(metadata.as_map()).unwrap_or_default()
+}
+
+impl AccountRow {
+    pub fn account(&self) -> Result<Account, CorruptRow> {
+        Ok(Account {
+            id: AccountId::from_uuid(self.id),
+            currency: Currency::parse(&self.currency).map_err(|error| CorruptRow(error.to_string()))?,
+            normal_balance: Side::parse(&self.normal_balance).ok_or_else(|| CorruptRow(self.normal_balance.clone()))?,
+            min_balance: self.min_balance,
+            max_balance: self.max_balance,
+            status: AccountStatus::parse(&self.status).ok_or_else(|| CorruptRow(self.status.clone()))?,
+            totals: Totals {
+                debits_posted: self.debits_posted,
+                credits_posted: self.credits_posted,
+                debits_pending: self.debits_pending,
+                credits_pending: self.credits_pending,
+            },
+        })
+    }
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "id, name, currency, normal_balance, min_balance, max_balance, status, metadata, version, \
+     debits_posted, credits_posted, debits_pending, credits_pending, created_at, updated_at";
+
+pub struct NewAccount<'a> {
+    pub id: AccountId,
+    pub name: &'a str,
+    pub currency: Currency,
+    pub normal_balance: Side,
+    pub min_balance: Option<i64>,
+    pub max_balance: Option<i64>,
+    pub metadata: &'a Metadata,
+}
+
+pub async fn insert_account(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    account: &NewAccount<'_>,
+) -> Result<AccountRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO ledger.accounts (id, business_id, name, currency, normal_balance, min_balance, max_balance, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         RETURNING {ACCOUNT_COLUMNS}"
+    ))
+    .bind(account.id.as_uuid())
+    .bind(business.as_uuid())
+    .bind(account.name)
+    .bind(account.currency.code())
+    .bind(account.normal_balance.as_str())
+    .bind(account.min_balance)
+    .bind(account.max_balance)
+    .bind(metadata_json(account.metadata))
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn find_account(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    id: AccountId,
+    for_update: bool,
+) -> Result<Option<AccountRow>, sqlx::Error> {
+    let lock = if for_update { " FOR UPDATE" } else { "" };
+    sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts WHERE business_id = $1 AND id = $2{lock}"))
+        .bind(business.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(connection)
+        .await
+}
+
+pub async fn list_accounts(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    currency: Option<Currency>,
+    status: Option<AccountStatus>,
+    starting_after: Option<AccountId>,
+    limit: i64,
+) -> Result<Vec<AccountRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts
+          WHERE business_id = $1
+            AND ($2::text IS NULL OR currency = $2)
+            AND ($3::text IS NULL OR status = $3)
+            AND ($4::uuid IS NULL OR id < $4)
+          ORDER BY id DESC LIMIT $5"
+    ))
+    .bind(business.as_uuid())
+    .bind(currency.map(Currency::code))
+    .bind(status.map(AccountStatus::as_str))
+    .bind(starting_after.map(|id| id.as_uuid()))
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+pub struct AccountChanges<'a> {
+    pub name: &'a str,
+    pub metadata: &'a Metadata,
+    pub status: AccountStatus,
+    pub min_balance: Option<i64>,
+    pub max_balance: Option<i64>,
+}
+
+pub async fn update_account(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    id: AccountId,
+    changes: &AccountChanges<'_>,
+) -> Result<AccountRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE ledger.accounts
+            SET name = $3, metadata = $4, status = $5, min_balance = $6, max_balance = $7,
+                version = version + 1, updated_at = now()
+          WHERE business_id = $1 AND id = $2
+          RETURNING {ACCOUNT_COLUMNS}"
+    ))
+    .bind(business.as_uuid())
+    .bind(id.as_uuid())
+    .bind(changes.name)
+    .bind(metadata_json(changes.metadata))
+    .bind(changes.status.as_str())
+    .bind(changes.min_balance)
+    .bind(changes.max_balance)
+    .fetch_one(connection)
+    .await
+}
+
+/// Locks the business's accounts among `ids`, in id order (so two lockers never
+/// deadlock), and returns them. Ids of other businesses are simply not found.
+pub async fn lock_accounts(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    ids: &[Uuid],
+) -> Result<Vec<AccountRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts
+          WHERE business_id = $1 AND id = ANY($2)
+          ORDER BY id FOR UPDATE"
+    ))
+    .bind(business.as_uuid())
+    .bind(ids)
+    .fetch_all(connection)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TransferRow {
+    pub id: Uuid,
+    pub debit_account_id: Uuid,
+    pub credit_account_id: Uuid,
+    pub amount: i64,
+    pub currency: String,
+    pub pending: bool,
+    pub expires_at: Option<OffsetDateTime>,
+    pub description: Option<String>,
+    pub metadata: serde_json::Value,
+    pub reverses_id: Option<Uuid>,
+    pub created_at: OffsetDateTime,
+    pub resolution_kind: Option<String>,
+    pub posted_amount: Option<i64>,
+    pub resolved_at: Option<OffsetDateTime>,
+    pub reversed_by_id: Option<Uuid>,
+}
+
+impl TransferRow {
+    pub fn transfer(self) -> Result<Transfer, CorruptRow> {
+        let resolution = match (self.resolution_kind, self.posted_amount, self.resolved_at) {
+            (Some(kind), Some(posted_amount), Some(resolved_at)) => Some(Resolution {
+                kind: ResolutionKind::parse(&kind).ok_or(CorruptRow(kind))?,
+                posted_amount,
+                resolved_at,
+            }),
+            _ => None,
+        };
+        Ok(Transfer {
+            id: TransferId::from_uuid(self.id),
+            debit_account: AccountId::from_uuid(self.debit_account_id),
+            credit_account: AccountId::from_uuid(self.credit_account_id),
+            amount: self.amount,
+            currency: Currency::parse(&self.currency).map_err(|error| CorruptRow(error.to_string()))?,
+            pending: self.pending,
+            expires_at: self.expires_at,
+            description: self.description,
+            metadata: metadata_from(self.metadata)?,
+            reverses: self.reverses_id.map(TransferId::from_uuid),
+            created_at: self.created_at,
+            resolution,
+            reversed_by: self.reversed_by_id.map(TransferId::from_uuid),
+        })
+    }
+}
+
+const TRANSFER_SELECT: &str = "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount, t.currency, t.pending,
+            t.expires_at, t.description, t.metadata, t.reverses_id, t.created_at,
+            r.kind AS resolution_kind, r.posted_amount, r.resolved_at, rev.id AS reversed_by_id
+       FROM ledger.transfers t
+       LEFT JOIN ledger.hold_resolutions r ON r.transfer_id = t.id
+       LEFT JOIN ledger.transfers rev ON rev.reverses_id = t.id";
+
+pub async fn load_transfers(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    ids: &[Uuid],
+) -> Result<Vec<TransferRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{TRANSFER_SELECT} WHERE t.business_id = $1 AND t.id = ANY($2)"))
+        .bind(business.as_uuid())
+        .bind(ids)
+        .fetch_all(connection)
+        .await
+}
+
+pub async fn list_transfers(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    account: Option<AccountId>,
+    starting_after: Option<TransferId>,
+    limit: i64,
+) -> Result<Vec<TransferRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{TRANSFER_SELECT}
+          WHERE t.business_id = $1
+            AND ($2::uuid IS NULL OR t.debit_account_id = $2 OR t.credit_account_id = $2)
+            AND ($3::uuid IS NULL OR t.id < $3)
+          ORDER BY t.id DESC LIMIT $4"
+    ))
+    .bind(business.as_uuid())
+    .bind(account.map(|id| id.as_uuid()))
+    .bind(starting_after.map(|id| id.as_uuid()))
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+/// Writes what a batch recorded and the accounts' new totals: one statement per table.
+pub async fn write(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    writes: &Writes,
+    accounts: &[&Account],
+) -> Result<(), sqlx::Error> {
+    let business = business.as_uuid();
+    if !writes.transfers.is_empty() {
+        let t = &writes.transfers;
+        sqlx::query(
+            "INSERT INTO ledger.transfers (id, business_id, debit_account_id, credit_account_id, amount, currency,
+                                           pending, expires_at, description, metadata, reverses_id, created_at)
+             SELECT u.id, $1, u.debit, u.credit, u.amount, u.currency, u.pending, u.expires_at, u.description,
+                    u.metadata, u.reverses, u.created_at
+               FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::int8[], $6::text[], $7::bool[], $8::timestamptz[],
+                           $9::text[], $10::jsonb[], $11::uuid[], $12::timestamptz[])
+                    AS u(id, debit, credit, amount, currency, pending, expires_at, description, metadata, reverses, created_at)",
+        )
+        .bind(business)
+        .bind(t.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.debit_account.as_uuid()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.credit_account.as_uuid()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.amount).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.currency.code()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.pending).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.expires_at).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.description.clone()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| metadata_json(&x.metadata)).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.reverses.map(|id| id.as_uuid())).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.created_at).collect::<Vec<_>>())
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !writes.resolutions.is_empty() {
+        let r = &writes.resolutions;
+        sqlx::query(
+            "INSERT INTO ledger.hold_resolutions (transfer_id, business_id, kind, posted_amount, resolved_at)
+             SELECT u.id, $1, u.kind, u.posted, u.at
+               FROM UNNEST($2::uuid[], $3::text[], $4::int8[], $5::timestamptz[]) AS u(id, kind, posted, at)",
+        )
+        .bind(business)
+        .bind(r.iter().map(|x| x.hold.as_uuid()).collect::<Vec<_>>())
+        .bind(r.iter().map(|x| x.resolution.kind.as_str()).collect::<Vec<_>>())
+        .bind(r.iter().map(|x| x.resolution.posted_amount).collect::<Vec<_>>())
+        .bind(r.iter().map(|x| x.resolution.resolved_at).collect::<Vec<_>>())
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !writes.entries.is_empty() {
+        let e = &writes.entries;
+        sqlx::query(
+            "INSERT INTO ledger.entries (id, business_id, account_id, transfer_id, side, kind, posted_delta, pending_delta,
+                                         debits_posted, credits_posted, debits_pending, credits_pending, created_at)
+             SELECT u.id, $1, u.account, u.transfer, u.side, u.kind, u.posted_delta, u.pending_delta,
+                    u.dp, u.cp, u.dpe, u.cpe, u.at
+               FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int8[], $8::int8[],
+                           $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::timestamptz[])
+                    AS u(id, account, transfer, side, kind, posted_delta, pending_delta, dp, cp, dpe, cpe, at)",
+        )
+        .bind(business)
+        .bind(e.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.account.as_uuid()).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.transfer.as_uuid()).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.side.as_str()).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.kind).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.posted_delta).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.pending_delta).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.totals_after.debits_posted).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.totals_after.credits_posted).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.totals_after.debits_pending).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.totals_after.credits_pending).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.created_at).collect::<Vec<_>>())
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !accounts.is_empty() {
+        sqlx::query(
+            "UPDATE ledger.accounts a
+                SET debits_posted = u.dp, credits_posted = u.cp, debits_pending = u.dpe, credits_pending = u.cpe,
+                    updated_at = now()
+               FROM UNNEST($2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) AS u(id, dp, cp, dpe, cpe)
+              WHERE a.business_id = $1 AND a.id = u.id",
+        )
+        .bind(business)
+        .bind(accounts.iter().map(|a| a.id.as_uuid()).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.totals.debits_posted).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.totals.credits_posted).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.totals.debits_pending).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.totals.credits_pending).collect::<Vec<_>>())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EntryRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub transfer_id: Uuid,
+    pub side: String,
+    pub kind: String,
+    pub posted_delta: i64,
+    pub pending_delta: i64,
+    pub debits_posted: i64,
+    pub credits_posted: i64,
+    pub debits_pending: i64,
+    pub credits_pending: i64,
+    pub created_at: OffsetDateTime,
+}
+
+impl EntryRow {
+    pub fn totals(&self) -> Totals {
+        Totals {
+            debits_posted: self.debits_posted,
+            credits_posted: self.credits_posted,
+            debits_pending: self.debits_pending,
+            credits_pending: self.credits_pending,
+        }
+    }
+
+    pub fn entry_id(&self) -> EntryId {
+        EntryId::from_uuid(self.id)
+    }
+}
+
+const ENTRY_COLUMNS: &str = "id, account_id, transfer_id, side, kind, posted_delta, pending_delta, \
+     debits_posted, credits_posted, debits_pending, credits_pending, created_at";
+
+pub async fn list_entries(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    account: AccountId,
+    starting_after: Option<EntryId>,
+    limit: i64,
+) -> Result<Vec<EntryRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM ledger.entries
+          WHERE business_id = $1 AND account_id = $2 AND ($3::uuid IS NULL OR id < $3)
+          ORDER BY id DESC LIMIT $4"
+    ))
+    .bind(business.as_uuid())
+    .bind(account.as_uuid())
+    .bind(starting_after.map(|id| id.as_uuid()))
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+/// The account's last entry at or before `as_of` (None: no movement by then).
+pub async fn entry_as_of(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    account: AccountId,
+    as_of: OffsetDateTime,
+) -> Result<Option<EntryRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM ledger.entries
+          WHERE business_id = $1 AND account_id = $2 AND created_at <= $3
+          ORDER BY created_at DESC, id DESC LIMIT 1"
+    ))
+    .bind(business.as_uuid())
+    .bind(account.as_uuid())
+    .bind(as_of)
+    .fetch_optional(connection)
+    .await
+}

@@ -1,0 +1,229 @@
+//! The ledger's API bodies, and how domain values and refusals become them. Shared by the
+//! handlers and by the engine, which renders each response in the transaction that
+//! stores it for idempotent replay.
+
+use axum::http::StatusCode;
+use serde::Serialize;
+use till_http::ApiError;
+use till_kit::{Currency, Metadata};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::domain::{Account, Refusal, Transfer, TransferStatus};
+use crate::{AccountId, EntryId, TransferId};
+
+/// A ledger account with its balances (minor units of `currency`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AccountBody {
+    pub id: AccountId,
+    #[schema(example = "Merchant settlement")]
+    pub name: String,
+    pub currency: Currency,
+    /// `debit` or `credit`: the direction in which the balance grows.
+    #[schema(example = "credit")]
+    pub normal_balance: String,
+    /// Lower bound of `available` (null: unbounded). An overdraft of 500.00 is -50000.
+    pub min_balance: Option<i64>,
+    /// Upper bound of `balance` (null: unbounded).
+    pub max_balance: Option<i64>,
+    /// `active`, `frozen` or `closed`.
+    #[schema(example = "active")]
+    pub status: String,
+    pub metadata: Metadata,
+    /// For `If-Match` on updates.
+    pub version: i32,
+    /// Posted, in the normal direction.
+    pub balance: i64,
+    /// Pending in the normal direction: incoming minus outgoing holds.
+    pub pending: i64,
+    /// `balance` minus outgoing holds: what can be spent now.
+    pub available: i64,
+    pub debits_posted: i64,
+    pub credits_posted: i64,
+    pub debits_pending: i64,
+    pub credits_pending: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+pub struct AccountExtras {
+    pub name: String,
+    pub metadata: Metadata,
+    pub version: i32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// Narrows a derived balance; the engine never commits a state where this fails.
+fn narrow(value: i128) -> Result<i64, ApiError> {
+    i64::try_from(value).map_err(|_| ApiError::internal(&"a stored balance does not fit in i64"))
+}
+
+impl AccountBody {
+    pub fn new(account: &Account, extras: AccountExtras) -> Result<AccountBody, ApiError> {
+        let balances = account.balances();
+        Ok(AccountBody {
+            id: account.id,
+            name: extras.name,
+            currency: account.currency,
+            normal_balance: account.normal_balance.as_str().to_string(),
+            min_balance: account.min_balance,
+            max_balance: account.max_balance,
+            status: account.status.as_str().to_string(),
+            metadata: extras.metadata,
+            version: extras.version,
+            balance: narrow(balances.balance)?,
+            pending: narrow(balances.pending_incoming - balances.pending_outgoing)?,
+            available: narrow(balances.available)?,
+            debits_posted: account.totals.debits_posted,
+            credits_posted: account.totals.credits_posted,
+            debits_pending: account.totals.debits_pending,
+            credits_pending: account.totals.credits_pending,
+            created_at: extras.created_at,
+            updated_at: extras.updated_at,
+        })
+    }
+}
+
+/// A transfer: posted, or a hold (pending until posted, voided or expired).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TransferBody {
+    pub id: TransferId,
+    pub debit_account_id: AccountId,
+    pub credit_account_id: AccountId,
+    /// Minor units of `currency`; for a hold, the amount held.
+    pub amount: i64,
+    pub currency: Currency,
+    /// `pending`, `posted`, `voided` or `expired`.
+    #[schema(example = "posted")]
+    pub status: String,
+    /// Whether it was created as a hold.
+    pub pending: bool,
+    /// What actually moved: `amount` for a posted transfer, the posted part of a hold.
+    pub posted_amount: i64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When a hold was posted, voided or expired.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub resolved_at: Option<OffsetDateTime>,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+    /// The transfer this one reverses.
+    pub reverses: Option<TransferId>,
+    /// The reversal of this transfer.
+    pub reversed_by: Option<TransferId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&Transfer> for TransferBody {
+    fn from(transfer: &Transfer) -> TransferBody {
+        let status = match transfer.status() {
+            TransferStatus::Pending => "pending",
+            TransferStatus::Posted => "posted",
+            TransferStatus::Voided => "voided",
+            TransferStatus::Expired => "expired",
+        };
+        TransferBody {
+            id: transfer.id,
+            debit_account_id: transfer.debit_account,
+            credit_account_id: transfer.credit_account,
+            amount: transfer.amount,
+            currency: transfer.currency,
+            status: status.to_string(),
+            pending: transfer.pending,
+            posted_amount: transfer.posted_amount(),
+            expires_at: transfer.expires_at,
+            resolved_at: transfer.resolution.map(|resolution| resolution.resolved_at),
+            description: transfer.description.clone(),
+            metadata: transfer.metadata.clone(),
+            reverses: transfer.reverses,
+            reversed_by: transfer.reversed_by,
+            created_at: transfer.created_at,
+        }
+    }
+}
+
+/// The transfers of an applied batch, in request order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchBody {
+    pub data: Vec<TransferBody>,
+}
+
+/// One movement on an account, with the account's totals after it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EntryBody {
+    pub id: EntryId,
+    pub account_id: AccountId,
+    pub transfer_id: TransferId,
+    /// `debit` or `credit`.
+    pub side: String,
+    /// `posted`, `hold`, `post`, `void` or `expire`.
+    pub kind: String,
+    /// Change of this side's posted total.
+    pub posted_delta: i64,
+    /// Change of this side's pending total (negative when a hold ends).
+    pub pending_delta: i64,
+    /// The account's posted balance after this entry, in its normal direction.
+    pub balance_after: i64,
+    pub available_after: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// An account's balances at a moment.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BalanceBody {
+    pub account_id: AccountId,
+    pub currency: Currency,
+    #[serde(with = "time::serde::rfc3339")]
+    pub as_of: OffsetDateTime,
+    pub balance: i64,
+    pub pending: i64,
+    pub available: i64,
+    pub debits_posted: i64,
+    pub credits_posted: i64,
+    pub debits_pending: i64,
+    pub credits_pending: i64,
+}
+
+/// The problem for a refused command, naming the field at fault.
+pub fn refusal_error(refusal: &Refusal) -> ApiError {
+    let detail = refusal.to_string();
+    match refusal {
+        Refusal::AccountNotFound { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Not found", detail).with_param("account_id")
+        }
+        Refusal::SameAccount => ApiError::invalid("credit_account_id", detail),
+        Refusal::CurrencyMismatch { .. } => {
+            ApiError::unprocessable("currency_mismatch", "Currency mismatch", detail).with_param("currency")
+        }
+        Refusal::AccountNotActive { .. } => {
+            ApiError::unprocessable("account_not_active", "Account not active", detail).with_param("account_id")
+        }
+        Refusal::InsufficientFunds { .. } => {
+            ApiError::unprocessable("insufficient_funds", "Insufficient funds", detail).with_param("amount")
+        }
+        Refusal::BalanceLimitExceeded { .. } => {
+            ApiError::unprocessable("balance_limit_exceeded", "Balance limit exceeded", detail).with_param("amount")
+        }
+        Refusal::TransferNotFound { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Not found", detail)
+        }
+        Refusal::NotAHold { .. } => ApiError::conflict("transfer_not_pending", detail),
+        Refusal::HoldResolved { .. } => ApiError::conflict("hold_already_resolved", detail),
+        Refusal::HoldExpired { .. } => ApiError::conflict("hold_expired", detail),
+        Refusal::HoldNotExpired { .. } => ApiError::conflict("hold_not_expired", detail),
+        Refusal::AmountExceedsHold { .. } => {
+            ApiError::unprocessable("amount_exceeds_hold", "Amount exceeds hold", detail).with_param("amount")
+        }
+        Refusal::NotReversible { .. } => ApiError::conflict("transfer_not_reversible", detail),
+        Refusal::InBatch { index, refusal } => {
+            let inner = refusal_error(refusal);
+            let field = inner.param.clone().unwrap_or_else(|| "amount".to_string());
+            ApiError { param: Some(format!("transfers[{index}].{field}")), detail, ..inner }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The ledger under concurrency, through the HTTP API: overdraft races, holds resolved
+//! by racing commands, and conservation of money under many concurrent clients.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use till_testkit::spawn_app;
+
+use crate::ledger_helpers::*;
+
+/// An account with 100 and two concurrent debits of 60, 200 times: exactly one succeeds
+/// every time, and the other is refused for funds.
+#[tokio::test]
+async fn overdraft_race_exactly_one_of_two_debits_succeeds() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, shop) = (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    for trial in 0..200 {
+        let payer = wallet(&app, k, "GBP").await;
+        posted(&app, k, &bank, &payer, 100).await;
+        let (a, b) = tokio::join!(transfer(&app, k, &payer, &shop, 60), transfer(&app, k, &payer, &shop, 60));
+        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 422], "trial {trial}");
+        assert_eq!(balance(&app, k, &payer).await, 40, "trial {trial}");
+    }
+    assert_eq!(check(&app, k).await["ok"], true);
+}
+
+/// Ten concurrent debits of 15 against 100: exactly six succeed.
+#[tokio::test]
+async fn ten_concurrent_debits_of_fifteen_against_a_hundred() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, shop) = (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    for trial in 0..20 {
+        let payer = wallet(&app, k, "GBP").await;
+        posted(&app, k, &bank, &payer, 100).await;
+        let responses = join_all((0..10).map(|_| transfer(&app, k, &payer, &shop, 15))).await;
+        let succeeded = responses.iter().filter(|response| response.status().as_u16() == 201).count();
+        let refused = responses.iter().filter(|response| response.status().as_u16() == 422).count();
+        assert_eq!((succeeded, refused), (6, 4), "trial {trial}");
+        assert_eq!(balance(&app, k, &payer).await, 10);
+    }
+}
+
+/// Post and void sent together on the same hold: exactly one wins, every time; and holds
+/// that expire while post and void race the sweeper end exactly once too.
+#[tokio::test]
+async fn post_void_and_expire_racing_on_one_hold_resolve_it_once() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, payer, shop) =
+        (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    posted(&app, k, &bank, &payer, 1_000_000).await;
+    for trial in 0..40 {
+        let held = hold(&app, k, &payer, &shop, 100, None).await;
+        let (post, void) = tokio::join!(resolve(&app, k, &held, "post"), resolve(&app, k, &held, "void"));
+        let mut statuses = [post, void];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "trial {trial}");
+    }
+    // Holds that expire in a second; post and void arrive around the expiry while the
+    // sweeper runs.
+    let mut holds = Vec::new();
+    for _ in 0..10 {
+        holds.push(hold(&app, k, &payer, &shop, 100, Some(1)).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let app_ref = &app;
+    let races = holds
+        .iter()
+        .map(|held| async move { tokio::join!(resolve(app_ref, k, held, "post"), resolve(app_ref, k, held, "void")) });
+    let outcomes = join_all(races).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    for (held, (post, void)) in holds.iter().zip(outcomes) {
+        let body: Value = app.get(&format!("/v1/transfers/{held}"), k).await.json().await.expect("json");
+        let winners = [post, void].iter().filter(|status| **status == 200).count();
+        match body["status"].as_str() {
+            Some("expired") => assert_eq!(winners, 0, "{held}: expired, so neither post nor void won"),
+            Some("posted") => assert_eq!((post, void), (200, 409), "{held}"),
+            Some("voided") => assert_eq!((post, void), (409, 200), "{held}"),
+            other => panic!("{held} is still {other:?}"),
+        }
+    }
+    let resolutions: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.hold_resolutions")
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("count");
+    assert_eq!(resolutions, 50, "every hold ended exactly once");
+    assert_eq!(check(&app, k).await["ok"], true);
+}
+
+async fn resolve(app: &till_testkit::TestApp, credential: &str, hold: &str, action: &str) -> u16 {
+    let response = app.post(&format!("/v1/transfers/{hold}/{action}"), credential, &key(), &json!({})).await;
+    response.status().as_u16()
+}
+
+/// Ten accounts, sixteen concurrent clients, thousands of random transfers (many refused
+/// for funds), and readers summing all balances throughout: the sum never changes, no
+/// request gets a 5xx, and the final balances equal a replay of the successful transfers.
+#[tokio::test]
+async fn money_is_conserved_under_concurrent_load() {
+    const ACCOUNTS: usize = 10;
+    const CLIENTS: usize = 16;
+    const TRANSFERS_PER_CLIENT: usize = 150;
+    const START: i64 = 1_000;
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = business.owner_key.clone();
+    let bank = source(&app, &k, "GBP").await;
+    let mut accounts = Vec::new();
+    for _ in 0..ACCOUNTS {
+        let account = wallet(&app, &k, "GBP").await;
+        posted(&app, &k, &bank, &account, START).await;
+        accounts.push(account);
+    }
+    let total = START * ACCOUNTS as i64;
+    let done = Arc::new(AtomicBool::new(false));
+
+    let reader = {
+        let (done, app_url, client, k, accounts) =
+            (done.clone(), app.url("/v1/accounts?limit=100"), app.client.clone(), k.clone(), accounts.clone());
+        tokio::spawn(async move {
+            let mut reads = 0;
+            while !done.load(Ordering::SeqCst) || reads == 0 {
+                let page: Value =
+                    client.get(&app_url).bearer_auth(&k).send().await.expect("read").json().await.expect("json");
+                let sum: i64 = page["data"]
+                    .as_array()
+                    .expect("data")
+                    .iter()
+                    .filter(|account| accounts.iter().any(|id| account["id"] == id.as_str()))
+                    .map(|account| account["balance"].as_i64().expect("balance"))
+                    .sum();
+                assert_eq!(sum, total, "a concurrent read saw money appear or vanish");
+                reads += 1;
+            }
+            reads
+        })
+    };
+
+    let clients = (0..CLIENTS).map(|client| {
+        let (app, k, accounts) = (&app, &k, &accounts);
+        async move {
+            let mut moves = Vec::new();
+            let mut seed = 0x9e37_79b9_u64.wrapping_mul(client as u64 + 1);
+            let mut next = |bound: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % bound
+            };
+            for _ in 0..TRANSFERS_PER_CLIENT {
+                let from = next(ACCOUNTS as u64) as usize;
+                let to = (from + 1 + next(ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
+                let amount = 1 + next(400) as i64;
+                let response = transfer(app, k, &accounts[from], &accounts[to], amount).await;
+                let status = response.status().as_u16();
+                assert!(status < 500, "a 5xx under load: {status}");
+                match status {
+                    201 => moves.push((from, to, amount)),
+                    422 => {}
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            moves
+        }
+    });
+    let moves: Vec<(usize, usize, i64)> = join_all(clients).await.into_iter().flatten().collect();
+    done.store(true, Ordering::SeqCst);
+    let reads = reader.await.expect("reader");
+    assert!(reads > 0);
+    assert!(!moves.is_empty() && moves.len() < CLIENTS * TRANSFERS_PER_CLIENT, "some succeed and some are refused");
+
+    let mut expected = [START; ACCOUNTS];
+    for (from, to, amount) in &moves {
+        expected[*from] -= amount;
+        expected[*to] += amount;
+    }
+    for (index, account) in accounts.iter().enumerate() {
+        assert_eq!(balance(&app, &k, account).await, expected[index], "account {index} equals the replay");
+    }
+    assert_eq!(check(&app, &k).await["ok"], true);
+}
