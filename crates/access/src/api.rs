@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::authn::KeyCache;
 use crate::domain::{AccessError, IssuedApiKey, KeyName, NewBusiness};
 use crate::store::{self, ApiKeyRow, BusinessRow};
 
@@ -243,6 +244,7 @@ async fn list_api_keys(
 async fn revoke_api_key(
     principal: Principal,
     mut tx: Tx,
+    axum::Extension(keys): axum::Extension<KeyCache>,
     ApiPath(id): ApiPath<ApiKeyId>,
 ) -> Result<axum::Json<ApiKeyBody>, ApiError> {
     // Lock the key so that two concurrent revocations record one audit event.
@@ -260,6 +262,7 @@ async fn revoke_api_key(
         return Ok(axum::Json(existing.try_into()?));
     }
     let row = store::revoke_api_key(&mut tx, principal.business_id, id).await?;
+    keys.forget(id);
     let details = serde_json::json!({ "api_key_id": id.to_string() });
     store::record_audit(&mut tx, principal.business_id, "api_key.revoked", &actor(&principal), details).await?;
     Ok(axum::Json(row.try_into()?))

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use till_http::auth::{Credential, Principal, Role, Scope};
 use till_http::ApiError;
-use till_kit::{BusinessId, Secret};
+use till_kit::{ApiKeyId, BusinessId, Secret};
 use time::OffsetDateTime;
 
 use crate::domain::{PresentedApiKey, API_KEY_PREFIX};
@@ -30,6 +30,48 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 pub const FAILURE_BURST_THRESHOLD: u32 = 20;
 const FAILURE_SOURCES_MAX: usize = 10_000;
 const TOUCH_INTERVAL_SECONDS: i64 = 60;
+/// How long a verified API key is trusted without asking the database again. A key
+/// revoked through this instance is forgotten at once; through another instance, it
+/// stops working here within this time.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+const KEY_CACHE_ENTRIES_MAX: usize = 10_000;
+
+/// Recently verified API keys, so that authentication is not a database round trip on
+/// every request. Entries hold the stored secret hash, and each use is still compared
+/// in constant time.
+#[derive(Clone, Default)]
+pub struct KeyCache(Arc<Mutex<HashMap<ApiKeyId, CachedKey>>>);
+
+struct CachedKey {
+    secret_hash: Vec<u8>,
+    principal: Principal,
+    verified_at: Instant,
+}
+
+impl KeyCache {
+    fn get(&self, presented: &PresentedApiKey) -> Option<Principal> {
+        let cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cached = cache.get(&presented.id)?;
+        (cached.verified_at.elapsed() < KEY_CACHE_TTL && presented.matches(&cached.secret_hash))
+            .then(|| cached.principal.clone())
+    }
+
+    fn put(&self, id: ApiKeyId, secret_hash: Vec<u8>, principal: Principal) {
+        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= KEY_CACHE_ENTRIES_MAX {
+            cache.retain(|_, cached| cached.verified_at.elapsed() < KEY_CACHE_TTL);
+            if cache.len() >= KEY_CACHE_ENTRIES_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(id, CachedKey { secret_hash, principal, verified_at: Instant::now() });
+    }
+
+    /// Forgets a key (it was revoked), so this instance refuses it from now on.
+    pub fn forget(&self, id: ApiKeyId) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+    }
+}
 
 enum Failure {
     /// The credentials are wrong; the reason is for the log only.
@@ -44,20 +86,25 @@ pub struct Authenticator {
     jwt: Arc<JwtVerifier>,
     admin_token_hash: [u8; 32],
     failures: Arc<Mutex<HashMap<String, (Instant, u32)>>>,
+    keys: KeyCache,
 }
 
 impl Authenticator {
-    pub fn new(pool: PgPool, jwt: JwtVerifier, admin_token: &Secret<String>) -> Authenticator {
+    pub fn new(pool: PgPool, jwt: JwtVerifier, admin_token: &Secret<String>, keys: KeyCache) -> Authenticator {
         Authenticator {
             pool,
             jwt: Arc::new(jwt),
             admin_token_hash: Sha256::digest(admin_token.expose_secret().as_bytes()).into(),
             failures: Arc::new(Mutex::new(HashMap::new())),
+            keys,
         }
     }
 
     async fn api_key(&self, token: &str) -> Result<Principal, Failure> {
         let presented = PresentedApiKey::parse(token).ok_or(Failure::Invalid("malformed API key"))?;
+        if let Some(principal) = self.keys.get(&presented) {
+            return Ok(principal);
+        }
         let credentials = store::key_credentials(&self.pool, presented.id)
             .await
             .map_err(Failure::Unavailable)?
@@ -78,11 +125,13 @@ impl Authenticator {
                 tracing::warn!(%error, "could not record API key use");
             }
         }
-        Ok(Principal {
+        let principal = Principal {
             business_id: BusinessId::from_uuid(credentials.business_id),
             role,
             credential: Credential::ApiKey(presented.id),
-        })
+        };
+        self.keys.put(presented.id, credentials.secret_hash, principal.clone());
+        Ok(principal)
     }
 
     async fn user(&self, token: &str) -> Result<Principal, Failure> {

@@ -167,6 +167,7 @@ async fn process(pool: &PgPool, business: BusinessId, jobs: Vec<Job>) {
         .map(|job| job.idempotency.as_ref().is_some_and(|context| !seen.insert(context.key.clone())))
         .collect();
     let mut attempt = 0;
+    let started = std::time::Instant::now();
     let (decided, stored) = loop {
         match try_batch(pool, business, &jobs, &duplicate).await {
             Ok(result) => break result,
@@ -188,6 +189,12 @@ async fn process(pool: &PgPool, business: BusinessId, jobs: Vec<Job>) {
             }
         }
     };
+    tracing::debug!(
+        commands = jobs.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        attempt,
+        "ledger batch committed"
+    );
     let mut stored: Vec<Option<StoredResponse>> = stored.into_iter().map(Some).collect();
     for (job, decided) in jobs.into_iter().zip(decided) {
         let reply = match decided {
@@ -222,11 +229,16 @@ async fn try_batch(
     jobs: &[Job],
     duplicate: &[bool],
 ) -> Result<(Vec<Decided>, Vec<StoredResponse>), BatchError> {
-    let mut transaction = till_db::begin_tenant(pool, business).await?;
+    // One round trip: scope the transaction to the business (for row-level security),
+    // take the business's writer lock, then read the clock (after the lock, so that
+    // entries' times follow the order in which batches commit).
+    let mut transaction = pool.begin().await?;
     let now: time::OffsetDateTime = sqlx::query_scalar(
-        "SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked",
+        "SELECT clock_timestamp()
+           FROM (SELECT set_config('till.business_id', $1, true), set_config('till.scope', $1, true)) AS scoped,
+                LATERAL (SELECT pg_advisory_xact_lock(hashtextextended('ledger' || chr(31) || $1, 0))) AS locked",
     )
-    .bind(format!("ledger\u{1f}{business}"))
+    .bind(business.as_uuid().to_string())
     .fetch_one(&mut *transaction)
     .await?;
 

@@ -278,99 +278,86 @@ pub async fn list_transfers(
     .await
 }
 
-/// Writes what a batch recorded and the accounts' new totals: one statement per table.
+/// Writes what a batch recorded and the accounts' new totals, in one statement: a
+/// data-modifying CTE per table, each fed by `UNNEST` of column arrays (empty arrays
+/// insert nothing). Foreign keys between the new rows are checked at the end of the
+/// statement, so entries may reference transfers inserted beside them.
 pub async fn write(
     connection: &mut PgConnection,
     business: BusinessId,
     writes: &Writes,
     accounts: &[&Account],
 ) -> Result<(), sqlx::Error> {
-    let business = business.as_uuid();
-    if !writes.transfers.is_empty() {
-        let t = &writes.transfers;
-        sqlx::query(
-            "INSERT INTO ledger.transfers (id, business_id, debit_account_id, credit_account_id, amount, currency,
+    if writes.transfers.is_empty() && writes.resolutions.is_empty() && writes.entries.is_empty() && accounts.is_empty()
+    {
+        return Ok(());
+    }
+    let (t, r, e) = (&writes.transfers, &writes.resolutions, &writes.entries);
+    sqlx::query(
+        "WITH new_transfers AS (
+             INSERT INTO ledger.transfers (id, business_id, debit_account_id, credit_account_id, amount, currency,
                                            pending, expires_at, description, metadata, reverses_id, created_at)
              SELECT u.id, $1, u.debit, u.credit, u.amount, u.currency, u.pending, u.expires_at, u.description,
                     u.metadata, u.reverses, u.created_at
                FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::int8[], $6::text[], $7::bool[], $8::timestamptz[],
                            $9::text[], $10::jsonb[], $11::uuid[], $12::timestamptz[])
-                    AS u(id, debit, credit, amount, currency, pending, expires_at, description, metadata, reverses, created_at)",
-        )
-        .bind(business)
-        .bind(t.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.debit_account.as_uuid()).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.credit_account.as_uuid()).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.amount).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.currency.code()).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.pending).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.expires_at).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.description.clone()).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| metadata_json(&x.metadata)).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.reverses.map(|id| id.as_uuid())).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.created_at).collect::<Vec<_>>())
-        .execute(&mut *connection)
-        .await?;
-    }
-    if !writes.resolutions.is_empty() {
-        let r = &writes.resolutions;
-        sqlx::query(
-            "INSERT INTO ledger.hold_resolutions (transfer_id, business_id, kind, posted_amount, resolved_at)
+                    AS u(id, debit, credit, amount, currency, pending, expires_at, description, metadata, reverses, created_at)
+         ), new_resolutions AS (
+             INSERT INTO ledger.hold_resolutions (transfer_id, business_id, kind, posted_amount, resolved_at)
              SELECT u.id, $1, u.kind, u.posted, u.at
-               FROM UNNEST($2::uuid[], $3::text[], $4::int8[], $5::timestamptz[]) AS u(id, kind, posted, at)",
-        )
-        .bind(business)
-        .bind(r.iter().map(|x| x.hold.as_uuid()).collect::<Vec<_>>())
-        .bind(r.iter().map(|x| x.resolution.kind.as_str()).collect::<Vec<_>>())
-        .bind(r.iter().map(|x| x.resolution.posted_amount).collect::<Vec<_>>())
-        .bind(r.iter().map(|x| x.resolution.resolved_at).collect::<Vec<_>>())
-        .execute(&mut *connection)
-        .await?;
-    }
-    if !writes.entries.is_empty() {
-        let e = &writes.entries;
-        sqlx::query(
-            "INSERT INTO ledger.entries (id, business_id, account_id, transfer_id, side, kind, posted_delta, pending_delta,
+               FROM UNNEST($13::uuid[], $14::text[], $15::int8[], $16::timestamptz[]) AS u(id, kind, posted, at)
+         ), new_entries AS (
+             INSERT INTO ledger.entries (id, business_id, account_id, transfer_id, side, kind, posted_delta, pending_delta,
                                          debits_posted, credits_posted, debits_pending, credits_pending, created_at)
              SELECT u.id, $1, u.account, u.transfer, u.side, u.kind, u.posted_delta, u.pending_delta,
                     u.dp, u.cp, u.dpe, u.cpe, u.at
-               FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int8[], $8::int8[],
-                           $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::timestamptz[])
-                    AS u(id, account, transfer, side, kind, posted_delta, pending_delta, dp, cp, dpe, cpe, at)",
-        )
-        .bind(business)
-        .bind(e.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.account.as_uuid()).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.transfer.as_uuid()).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.side.as_str()).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.kind).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.posted_delta).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.pending_delta).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.totals_after.debits_posted).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.totals_after.credits_posted).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.totals_after.debits_pending).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.totals_after.credits_pending).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.created_at).collect::<Vec<_>>())
-        .execute(&mut *connection)
-        .await?;
-    }
-    if !accounts.is_empty() {
-        sqlx::query(
-            "UPDATE ledger.accounts a
+               FROM UNNEST($17::uuid[], $18::uuid[], $19::uuid[], $20::text[], $21::text[], $22::int8[], $23::int8[],
+                           $24::int8[], $25::int8[], $26::int8[], $27::int8[], $28::timestamptz[])
+                    AS u(id, account, transfer, side, kind, posted_delta, pending_delta, dp, cp, dpe, cpe, at)
+         ), new_totals AS (
+             UPDATE ledger.accounts a
                 SET debits_posted = u.dp, credits_posted = u.cp, debits_pending = u.dpe, credits_pending = u.cpe,
                     updated_at = now()
-               FROM UNNEST($2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) AS u(id, dp, cp, dpe, cpe)
-              WHERE a.business_id = $1 AND a.id = u.id",
-        )
-        .bind(business)
-        .bind(accounts.iter().map(|a| a.id.as_uuid()).collect::<Vec<_>>())
-        .bind(accounts.iter().map(|a| a.totals.debits_posted).collect::<Vec<_>>())
-        .bind(accounts.iter().map(|a| a.totals.credits_posted).collect::<Vec<_>>())
-        .bind(accounts.iter().map(|a| a.totals.debits_pending).collect::<Vec<_>>())
-        .bind(accounts.iter().map(|a| a.totals.credits_pending).collect::<Vec<_>>())
-        .execute(&mut *connection)
-        .await?;
-    }
+               FROM UNNEST($29::uuid[], $30::int8[], $31::int8[], $32::int8[], $33::int8[]) AS u(id, dp, cp, dpe, cpe)
+              WHERE a.business_id = $1 AND a.id = u.id
+         )
+         SELECT 1",
+    )
+    .bind(business.as_uuid())
+    .bind(t.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| x.debit_account.as_uuid()).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| x.credit_account.as_uuid()).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| x.amount).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| x.currency.code()).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| x.pending).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| x.expires_at).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| x.description.clone()).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| metadata_json(&x.metadata)).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| x.reverses.map(|id| id.as_uuid())).collect::<Vec<_>>())
+    .bind(t.iter().map(|x| x.created_at).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.hold.as_uuid()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.resolution.kind.as_str()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.resolution.posted_amount).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.resolution.resolved_at).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.account.as_uuid()).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.transfer.as_uuid()).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.side.as_str()).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.kind).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.posted_delta).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.pending_delta).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.totals_after.debits_posted).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.totals_after.credits_posted).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.totals_after.debits_pending).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.totals_after.credits_pending).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.created_at).collect::<Vec<_>>())
+    .bind(accounts.iter().map(|a| a.id.as_uuid()).collect::<Vec<_>>())
+    .bind(accounts.iter().map(|a| a.totals.debits_posted).collect::<Vec<_>>())
+    .bind(accounts.iter().map(|a| a.totals.credits_posted).collect::<Vec<_>>())
+    .bind(accounts.iter().map(|a| a.totals.debits_pending).collect::<Vec<_>>())
+    .bind(accounts.iter().map(|a| a.totals.credits_pending).collect::<Vec<_>>())
+    .execute(connection)
+    .await?;
     Ok(())
 }
 
@@ -417,8 +404,10 @@ pub async fn list_entries(
 ) -> Result<Vec<EntryRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {ENTRY_COLUMNS} FROM ledger.entries
-          WHERE business_id = $1 AND account_id = $2 AND ($3::uuid IS NULL OR id < $3)
-          ORDER BY id DESC LIMIT $4"
+          WHERE business_id = $1 AND account_id = $2
+            AND ($3::uuid IS NULL
+                 OR (created_at, id) < (SELECT c.created_at, c.id FROM ledger.entries c WHERE c.id = $3 AND c.account_id = $2))
+          ORDER BY created_at DESC, id DESC LIMIT $4"
     ))
     .bind(business.as_uuid())
     .bind(account.as_uuid())

@@ -70,7 +70,8 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         config.jwt_audience.as_deref(),
         config.jwt_leeway_seconds,
     )?;
-    let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token);
+    let key_cache = till_access::authn::KeyCache::default();
+    let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token, key_cache.clone());
     let rate_limiter = RateLimiter::new(config.rate_limit);
     let permission_table = permissions::permission_table(extension.permissions);
     let engine = till_ledger::engine::Engine::new(pool.clone());
@@ -86,6 +87,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .merge(extension.tenant_routes)
         .split_for_parts();
     let tenant = tenant
+        .layer(axum::Extension(key_cache))
         .route_layer(from_fn_with_state(unit_of_work.clone(), till_http::unit_of_work::middleware))
         .route_layer(from_fn_with_state(permission_table, till_http::auth::authorize))
         .route_layer(from_fn_with_state(rate_limiter.clone(), till_http::rate_limit::middleware))

@@ -23,6 +23,31 @@ pub enum Command {
     /// Ledger operations.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Benchmarks, reported as ratios to a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The ledger through the HTTP API against pgbench TPC-B on the same PostgreSQL.
+    Ledger(BenchLedgerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLedgerArgs {
+    /// Concurrent clients, for pgbench and for Till.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Accounts the uniform load spreads over.
+    #[arg(long, default_value_t = 10_000)]
+    pub accounts: usize,
+    /// pgbench's scale factor (branches); at least the client count avoids branch contention.
+    #[arg(long, default_value_t = 32)]
+    pub pgbench_scale: u32,
 }
 
 #[derive(Debug, Subcommand)]

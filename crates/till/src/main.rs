@@ -5,6 +5,7 @@
 //! - `till admin create-business`: creates a business and its owner key, in the same
 //!   database `till up` uses.
 
+mod bench;
 mod cli;
 mod database;
 mod up;
@@ -20,6 +21,7 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Up(args) => up::run(args).await,
             cli::Command::Admin(cli::AdminCommand::CreateBusiness(args)) => up::create_business(args).await,
             cli::Command::Ledger(cli::LedgerCommand::Check(args)) => up::check_ledger(args).await,
+            cli::Command::Bench(cli::BenchCommand::Ledger(args)) => bench::ledger(args).await,
         }
     })
 }

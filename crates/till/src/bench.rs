@@ -1,0 +1,457 @@
+#![allow(clippy::float_arithmetic)] // Rates, ratios and latencies: measurements, never money.
+//! `till bench ledger`: the ledger's throughput and latency, measured against pgbench's
+//! TPC-B on the same PostgreSQL in the same run, so results are ratios to a baseline
+//! rather than absolute numbers from a machine nobody else has.
+//!
+//! It provisions a throwaway embedded cluster (durable settings, like `till up`), runs
+//! pgbench, starts Till as a separate process (so its peak RSS is its own), creates the
+//! accounts, and drives load from this process over loopback HTTP.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use till_db::embedded::{Binaries, Cluster, ClusterOptions};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::cli::BenchLedgerArgs;
+
+struct Load {
+    transfers: u64,
+    refused: u64,
+    failed: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Load {
+    fn per_second(&self) -> f64 {
+        self.transfers as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, quantile: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
+        sorted[index] as f64 / 1000.0
+    }
+}
+
+pub async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
+    let data_dir = std::env::temp_dir().join(format!("till-bench-{}", uuid_simple()));
+    let options =
+        ClusterOptions { data_dir: data_dir.clone(), port: None, durable: true, ephemeral: true, connections_max: 200 };
+    let cluster = Cluster::start(&options).await.context("starting the benchmark's PostgreSQL")?;
+    let outcome = run(&args, &cluster, &data_dir).await;
+    cluster.stop().await?;
+    outcome
+}
+
+fn uuid_simple() -> String {
+    format!("{:x}", std::process::id()) + &format!("{:x}", Instant::now().elapsed().as_nanos())
+}
+
+async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyhow::Result<()> {
+    println!("till bench ledger: {} clients, {} s per phase, {} accounts", args.clients, args.seconds, args.accounts);
+    let password = std::fs::read_to_string(data_dir.join("postgres.password"))?.trim().to_string();
+
+    // 1. The baseline: pgbench's TPC-B, prepared statements, the same client count.
+    cluster.ensure_database("pgbench").await?;
+    let baseline_tps = pgbench(cluster, &password, args).await?;
+    println!("1. pgbench TPC-B (-M prepared, -c {}): {baseline_tps:.0} tps", args.clients);
+
+    // Till, as its own process, on the same cluster.
+    cluster.ensure_database("till").await?;
+    let url = format!("postgres://{}:{password}@127.0.0.1:{}/till", till_db::embedded::SUPERUSER, cluster.port());
+    let server_dir = data_dir.join("server");
+    std::fs::create_dir_all(&server_dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["up", "--port", &port.to_string()])
+        .env("DATABASE_URL", &url)
+        .env("TILL_DATA_DIR", &server_dir)
+        .env("TILL_RATE_LIMIT_PER_SECOND", "10000000")
+        .env("TILL_RATE_LIMIT_BURST", "10000000")
+        .env("TILL_DB_CONNECTIONS_MAX", "16")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting till up")?;
+    let stdout = server.stdout.take().context("till up's stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut api_key = None;
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().starts_with("till_sk_") {
+            api_key = Some(line.trim().to_string());
+        }
+        if line.contains("Press Ctrl-C") {
+            break;
+        }
+    }
+    let api_key = api_key.context("till up printed no API key")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
+    let outcome = phases(args, &client, &base, &api_key, baseline_tps, server.id(), &url).await;
+    if let Some(pid) = server.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    }
+    let _ = server.wait().await;
+    outcome
+}
+
+async fn phases(
+    args: &BenchLedgerArgs,
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    baseline_tps: f64,
+    server_pid: Option<u32>,
+    url: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let accounts = create_accounts(client, base, key, args).await?;
+    println!("   (created and funded {} accounts in {:.1} s)", accounts.len(), started.elapsed().as_secs_f64());
+    let accounts = Arc::new(accounts);
+    let duration = Duration::from_secs(args.seconds);
+
+    let uniform = drive(client, base, key, args.clients, duration, accounts.clone(), Pattern::Uniform, None).await;
+    let uniform_tps = uniform.per_second();
+    println!(
+        "2. single transfers over HTTP, uniform over {} accounts: {uniform_tps:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms, {:.2}x pgbench (goal >= 1.5x); refused {}, 5xx/errors {}",
+        accounts.len(),
+        uniform.percentile_ms(0.50),
+        uniform.percentile_ms(0.99),
+        uniform_tps / baseline_tps,
+        uniform.refused,
+        uniform.failed
+    );
+    let hot = drive(client, base, key, args.clients, duration, accounts.clone(), Pattern::HotAccount, None).await;
+    println!(
+        "3. every transfer touching one hot account: {:.0} transfers/s, p99 {:.2} ms, {:.2}x uniform (goal >= 0.8x); 5xx/errors {}",
+        hot.per_second(),
+        hot.percentile_ms(0.99),
+        hot.per_second() / uniform_tps,
+        hot.failed
+    );
+    let batched = drive(client, base, key, args.clients, duration, accounts.clone(), Pattern::Batch(100), None).await;
+    println!(
+        "4. /transfers/batch, 100 per batch: {:.0} transfers/s (goal >= 33000); 5xx/errors {}",
+        batched.per_second(),
+        batched.failed
+    );
+    let half_rate = (uniform_tps / 2.0).max(1.0);
+    let paced =
+        drive(client, base, key, args.clients, duration, accounts.clone(), Pattern::Uniform, Some(half_rate)).await;
+    println!(
+        "   at half of (2)'s rate ({half_rate:.0}/s offered): {:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms (goal p99 <= 10 ms)",
+        paced.per_second(),
+        paced.percentile_ms(0.50),
+        paced.percentile_ms(0.99)
+    );
+    if let Some(pid) = server_pid {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let peak_kb: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        println!("5. server peak RSS: {:.1} MB (goal <= 150 MB)", peak_kb as f64 / 1024.0);
+    }
+    idempotency_cost(args, url, &accounts).await?;
+    Ok(())
+}
+
+async fn pgbench(cluster: &Cluster, password: &str, args: &BenchLedgerArgs) -> anyhow::Result<f64> {
+    let binaries = Binaries::find()?;
+    let pgbench = binaries.dir.join("pgbench");
+    let common = |command: &mut tokio::process::Command| {
+        command.env("PGPASSWORD", password).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            till_db::embedded::SUPERUSER,
+        ]);
+    };
+    let mut init = tokio::process::Command::new(&pgbench);
+    common(&mut init);
+    let init = init.args(["-i", "-q", "-s", &args.pgbench_scale.to_string(), "pgbench"]).output().await?;
+    if !init.status.success() {
+        bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    let mut run = tokio::process::Command::new(&pgbench);
+    common(&mut run);
+    let output = run
+        .args([
+            "-M",
+            "prepared",
+            "-n",
+            "-c",
+            &args.clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &args.seconds.to_string(),
+            "pgbench",
+        ])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find(|line| line.starts_with("tps = "))
+        .and_then(|line| line.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|tps| tps.parse().ok())
+        .with_context(|| format!("no tps in pgbench's output: {text}{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+async fn create_accounts(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    args: &BenchLedgerArgs,
+) -> anyhow::Result<Vec<String>> {
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .header("Idempotency-Key", format!("setup-{}", uuid_simple() + &rand_suffix()))
+            .json(&body)
+            .send()
+    };
+    let source: Value = post(
+        "/v1/accounts",
+        json!({"name": "bench source", "currency": "GBP", "normal_balance": "debit", "min_balance": null}),
+    )
+    .await?
+    .json()
+    .await?;
+    let source = source["id"].as_str().context("source id")?.to_string();
+    let created = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(args.accounts)));
+    let next = Arc::new(AtomicU64::new(0));
+    let workers = (0..args.clients.min(32)).map(|_| {
+        let (client, base, key, created, next, total) =
+            (client.clone(), base.to_string(), key.to_string(), created.clone(), next.clone(), args.accounts as u64);
+        tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < total {
+                let response = client
+                    .post(format!("{base}/v1/accounts"))
+                    .bearer_auth(&key)
+                    .header("Idempotency-Key", format!("account-{}", rand_suffix()))
+                    .json(&json!({"name": "bench wallet", "currency": "GBP", "normal_balance": "credit"}))
+                    .send()
+                    .await?;
+                let body: Value = response.json().await?;
+                let id = body["id"].as_str().context("account id")?.to_string();
+                created.lock().await.push(id);
+            }
+            anyhow::Ok(())
+        })
+    });
+    for worker in workers.collect::<Vec<_>>() {
+        worker.await??;
+    }
+    let accounts = std::mem::take(&mut *created.lock().await);
+    for chunk in accounts.chunks(1000) {
+        let legs: Vec<Value> = chunk
+            .iter()
+            .map(|id| json!({"debit_account_id": source, "credit_account_id": id, "amount": 1_000_000_000_i64, "currency": "GBP"}))
+            .collect();
+        let response = post("/v1/transfers/batch", json!({ "transfers": legs })).await?;
+        if response.status().as_u16() != 201 {
+            bail!("funding failed: {}", response.text().await?);
+        }
+    }
+    Ok(accounts)
+}
+
+fn rand_suffix() -> String {
+    use rand::Rng;
+    format!("{:032x}", rand::thread_rng().gen::<u128>())
+}
+
+#[derive(Clone, Copy)]
+enum Pattern {
+    Uniform,
+    HotAccount,
+    Batch(usize),
+}
+
+/// Drives `clients` concurrent connections for `duration`. With `rate`, clients pace
+/// themselves to offer that many transfers per second in total (open loop).
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    clients: usize,
+    duration: Duration,
+    accounts: Arc<Vec<String>>,
+    pattern: Pattern,
+    rate: Option<f64>,
+) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, base, key, accounts, stop) = (client.clone(), base.to_string(), key.to_string(), accounts.clone(), stop.clone());
+            tokio::spawn(async move {
+                use rand::Rng;
+                let mut load = Load { transfers: 0, refused: 0, failed: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+                let interval = rate.map(|rate| Duration::from_secs_f64(clients as f64 / rate));
+                let mut next_at = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(interval) = interval {
+                        next_at += interval;
+                        let now = Instant::now();
+                        if next_at > now {
+                            tokio::time::sleep(next_at - now).await;
+                        }
+                    }
+                    let (path, body, count) = {
+                        let mut rng = rand::thread_rng();
+                        let leg = |rng: &mut rand::rngs::ThreadRng| {
+                            let a = rng.gen_range(0..accounts.len());
+                            let mut b = rng.gen_range(0..accounts.len() - 1);
+                            if b >= a {
+                                b += 1;
+                            }
+                            let (debit, credit) = match pattern {
+                                Pattern::HotAccount if a != 0 => (&accounts[a], &accounts[0]),
+                                Pattern::HotAccount => (&accounts[0], &accounts[1]),
+                                _ => (&accounts[a], &accounts[b]),
+                            };
+                            json!({"debit_account_id": debit, "credit_account_id": credit, "amount": rng.gen_range(1..100), "currency": "GBP"})
+                        };
+                        match pattern {
+                            Pattern::Batch(size) => {
+                                let legs: Vec<Value> = (0..size).map(|_| leg(&mut rng)).collect();
+                                ("/v1/transfers/batch", json!({ "transfers": legs }), size as u64)
+                            }
+                            _ => ("/v1/transfers", leg(&mut rng), 1),
+                        }
+                    };
+                    let sent = Instant::now();
+                    let response = client
+                        .post(format!("{base}{path}"))
+                        .bearer_auth(&key)
+                        .header("Idempotency-Key", rand_suffix())
+                        .json(&body)
+                        .send()
+                        .await;
+                    let status = response.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                    if let Ok(response) = response {
+                        let _ = response.bytes().await;
+                    }
+                    load.latencies_us.push(sent.elapsed().as_micros() as u64);
+                    match status {
+                        200 | 201 => load.transfers += count,
+                        400..=499 => load.refused += count,
+                        _ => load.failed += count,
+                    }
+                }
+                load
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Load { transfers: 0, refused: 0, failed: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+    for task in tasks {
+        if let Ok(load) = task.await {
+            total.transfers += load.transfers;
+            total.refused += load.refused;
+            total.failed += load.failed;
+            total.latencies_us.extend(load.latencies_us);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// The ledger-side cost of idempotency: the same commands through the engine with and
+/// without Idempotency-Keys (a key adds a lookup and a stored response to each batch).
+/// The HTTP side of the protocol (validating the header, hashing the body) is CPU work of
+/// microseconds and is included in (2).
+async fn idempotency_cost(args: &BenchLedgerArgs, url: &str, accounts: &[String]) -> anyhow::Result<()> {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    let pool = till_db::connect_app_pool(options.clone(), 16).await?;
+    let owner = till_db::connect_owner_pool(options, 1).await?;
+    let business: uuid::Uuid =
+        sqlx::query_scalar("SELECT business_id FROM ledger.accounts LIMIT 1").fetch_one(&owner).await?;
+    owner.close().await;
+    let business = till_kit::BusinessId::from_uuid(business);
+    let ids: Arc<Vec<till_ledger::AccountId>> =
+        Arc::new(accounts.iter().filter_map(|id| till_ledger::AccountId::parse(id).ok()).collect());
+    let engine = till_ledger::engine::Engine::new(pool.clone());
+    let duration = Duration::from_secs(args.seconds.max(2) / 2);
+    let mut rates = Vec::new();
+    for with_keys in [false, true, false, true] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..args.clients)
+            .map(|_| {
+                let (engine, ids, stop, done) = (engine.clone(), ids.clone(), stop.clone(), done.clone());
+                tokio::spawn(async move {
+                    use rand::Rng;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (a, b) = {
+                            let mut rng = rand::thread_rng();
+                            let a = rng.gen_range(0..ids.len());
+                            (a, (a + 1 + rng.gen_range(0..ids.len() - 1)) % ids.len())
+                        };
+                        let command = till_ledger::domain::Command::Transfer(till_ledger::domain::NewTransfer {
+                            id: till_ledger::TransferId::generate(),
+                            debit_account: ids[a],
+                            credit_account: ids[b],
+                            amount: 1,
+                            currency: till_kit::Currency::GBP,
+                            hold: None,
+                            description: None,
+                            metadata: till_kit::Metadata::default(),
+                        });
+                        let context = with_keys.then(|| till_http::unit_of_work::IdempotencyContext {
+                            scope: business.as_uuid().to_string(),
+                            key: rand_suffix(),
+                            fingerprint: vec![0; 32],
+                            method: "POST".into(),
+                            path: "/v1/transfers".into(),
+                        });
+                        if let till_ledger::engine::Reply::Fresh { .. } =
+                            engine.submit(business, command, context, String::new()).await
+                        {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            let _ = task.await;
+        }
+        rates.push((with_keys, done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()));
+    }
+    let mean = |keys: bool| {
+        let picked: Vec<f64> = rates.iter().filter(|(k, _)| *k == keys).map(|(_, rate)| *rate).collect();
+        picked.iter().sum::<f64>() / picked.len() as f64
+    };
+    let (without, with) = (mean(false), mean(true));
+    println!(
+        "   idempotency in the engine: {without:.0}/s without keys, {with:.0}/s with: costs {:.1}% (goal <= 15%)",
+        (1.0 - with / without) * 100.0
+    );
+    pool.close().await;
+    Ok(())
+}
