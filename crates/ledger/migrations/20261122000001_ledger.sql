@@ -72,8 +72,12 @@ CREATE INDEX transfers_open_holds_by_expiry ON ledger.transfers (expires_at) WHE
 CREATE TABLE ledger.entries (
     id              uuid        PRIMARY KEY,
     business_id     uuid        NOT NULL,
-    account_id      uuid        NOT NULL REFERENCES ledger.accounts (id),
-    transfer_id     uuid        NOT NULL REFERENCES ledger.transfers (id),
+    -- No foreign keys here: entries are written only by the engine, in the transaction
+    -- that writes their transfer and updates their account, and the checker compares
+    -- them with both. Two referential checks per entry would double the engine's
+    -- per-transfer work for nothing those guarantees do not already give.
+    account_id      uuid        NOT NULL,
+    transfer_id     uuid        NOT NULL,
     side            text        NOT NULL CHECK (side IN ('debit', 'credit')),
     kind            text        NOT NULL CHECK (kind IN ('posted', 'hold', 'post', 'void', 'expire')),
     posted_delta    bigint      NOT NULL CHECK (posted_delta >= 0),

@@ -207,9 +207,8 @@ async fn get_account(
     mut tx: Tx,
     ApiPath(id): ApiPath<AccountId>,
 ) -> Result<axum::Json<AccountBody>, ApiError> {
-    let row = store::find_account(&mut tx, principal.business_id, id, false)
-        .await?
-        .ok_or_else(|| ApiError::not_found("account"))?;
+    let row =
+        store::find_account(&mut tx, principal.business_id, id).await?.ok_or_else(|| ApiError::not_found("account"))?;
     Ok(axum::Json(account_body(row)?))
 }
 
@@ -249,10 +248,11 @@ async fn update_account(
     headers: HeaderMap,
     ApiJson(request): ApiJson<UpdateAccountRequest>,
 ) -> Result<axum::Json<AccountBody>, ApiError> {
-    // Lock the row: the engine locks it too, so bounds cannot change under a batch.
-    let row = store::find_account(&mut tx, principal.business_id, id, true)
-        .await?
-        .ok_or_else(|| ApiError::not_found("account"))?;
+    // Take the ledger writer lock, as the engine does for every batch: the bounds and
+    // status cannot change under a batch, nor the balances under this check.
+    store::lock_business(&mut tx, principal.business_id).await?;
+    let row =
+        store::find_account(&mut tx, principal.business_id, id).await?.ok_or_else(|| ApiError::not_found("account"))?;
     if let Some(expected) = headers.get(header::IF_MATCH) {
         let expected = expected.to_str().unwrap_or_default().trim().trim_matches('"');
         if expected != row.version.to_string() {
@@ -347,9 +347,8 @@ async fn list_entries(
 ) -> Result<axum::Json<Page<EntryBody>>, ApiError> {
     let page =
         ListParams { limit: params.limit, starting_after: params.starting_after }.page(|t| EntryId::parse(t).ok())?;
-    let row = store::find_account(&mut tx, principal.business_id, id, false)
-        .await?
-        .ok_or_else(|| ApiError::not_found("account"))?;
+    let row =
+        store::find_account(&mut tx, principal.business_id, id).await?.ok_or_else(|| ApiError::not_found("account"))?;
     let account = row.account().map_err(corrupt)?;
     let rows = store::list_entries(&mut tx, principal.business_id, id, page.starting_after, page.fetch_limit()).await?;
     let mut bodies = Vec::with_capacity(rows.len());
@@ -394,9 +393,8 @@ async fn balance(
             .map_err(|_| ApiError::invalid("as_of", "as_of must be an RFC 3339 timestamp."))?,
         None => OffsetDateTime::now_utc(),
     };
-    let row = store::find_account(&mut tx, principal.business_id, id, false)
-        .await?
-        .ok_or_else(|| ApiError::not_found("account"))?;
+    let row =
+        store::find_account(&mut tx, principal.business_id, id).await?.ok_or_else(|| ApiError::not_found("account"))?;
     let mut account = row.account().map_err(corrupt)?;
     account.totals = match store::entry_as_of(&mut tx, principal.business_id, id, as_of).await? {
         Some(entry) => entry.totals(),

@@ -4,10 +4,11 @@
 //! a bounded queue. It takes everything queued, up to a limit, as one batch and applies
 //! the batch in one transaction:
 //!
-//! 1. `pg_advisory_xact_lock` on the business: batches of one business are serial, also
-//!    across Till instances, so the book loaded in step 3 cannot change under it;
+//! 1. the business's writer lock (`pg_advisory_xact_lock`, also taken by account
+//!    updates): batches of one business are serial, also across Till instances, so the
+//!    book loaded in step 3 cannot change under it;
 //! 2. look up the Idempotency-Keys of the batch (replay, or 422 on reuse);
-//! 3. load the transfers the commands name and lock the accounts they touch, in id order;
+//! 3. load the transfers the commands name and the accounts they touch;
 //! 4. apply each command to the pure [`Book`], in arrival order; each one is atomic on
 //!    its own and gets its own outcome (a refusal refuses only its command);
 //! 5. write transfers, resolutions, entries, the accounts' new totals and every rendered
@@ -308,7 +309,8 @@ async fn try_batch(
     Ok((decided, replays))
 }
 
-/// Loads the transfers the commands name and locks the accounts they touch.
+/// Loads the transfers the commands name and the accounts they touch (under the
+/// business's writer lock, taken when the batch began).
 async fn load_book<'a>(
     connection: &mut PgConnection,
     business: BusinessId,
@@ -338,7 +340,7 @@ async fn load_book<'a>(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let accounts = store::lock_accounts(connection, business, &account_ids)
+    let accounts = store::load_accounts(connection, business, &account_ids)
         .await?
         .iter()
         .map(store::AccountRow::account)

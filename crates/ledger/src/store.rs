@@ -105,10 +105,8 @@ pub async fn find_account(
     connection: &mut PgConnection,
     business: BusinessId,
     id: AccountId,
-    for_update: bool,
 ) -> Result<Option<AccountRow>, sqlx::Error> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
-    sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts WHERE business_id = $1 AND id = $2{lock}"))
+    sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts WHERE business_id = $1 AND id = $2"))
         .bind(business.as_uuid())
         .bind(id.as_uuid())
         .fetch_optional(connection)
@@ -139,6 +137,17 @@ pub async fn list_accounts(
     .fetch_all(connection)
     .await
 }
+
+/// Takes the business's ledger writer lock for the rest of the transaction. The engine
+/// takes it for every batch, and account updates take it too, so balances and bounds
+/// only ever change one writer at a time (also across Till instances).
+pub async fn lock_business(connection: &mut PgConnection, business: BusinessId) -> Result<(), sqlx::Error> {
+    sqlx::query(WRITER_LOCK).bind(business.as_uuid().to_string()).execute(connection).await?;
+    Ok(())
+}
+
+/// The writer lock's statement; `$1` is the business id as text.
+pub const WRITER_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('ledger' || chr(31) || $1, 0))";
 
 pub struct AccountChanges<'a> {
     pub name: &'a str,
@@ -172,17 +181,17 @@ pub async fn update_account(
     .await
 }
 
-/// Locks the business's accounts among `ids`, in id order (so two lockers never
-/// deadlock), and returns them. Ids of other businesses are simply not found.
-pub async fn lock_accounts(
+/// The business's accounts among `ids`. Ids of other businesses are simply not found.
+/// Callers hold the business's writer lock ([`lock_business`]), which every writer of
+/// account balances and bounds takes, so the rows cannot change under them.
+pub async fn load_accounts(
     connection: &mut PgConnection,
     business: BusinessId,
     ids: &[Uuid],
 ) -> Result<Vec<AccountRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts
-          WHERE business_id = $1 AND id = ANY($2)
-          ORDER BY id FOR UPDATE"
+          WHERE business_id = $1 AND id = ANY($2)"
     ))
     .bind(business.as_uuid())
     .bind(ids)

@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::cli::BenchLedgerArgs;
 
 struct Load {
+    from_wrk: bool,
     transfers: u64,
     refused: u64,
     failed: u64,
@@ -36,6 +37,11 @@ impl Load {
     fn percentile_ms(&self, quantile: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return f64::NAN;
+        }
+        if self.from_wrk {
+            // wrk's summary: [p50, p99].
+            let index = usize::from(quantile > 0.5);
+            return self.latencies_us[index] as f64 / 1000.0;
         }
         let mut sorted = self.latencies_us.clone();
         sorted.sort_unstable();
@@ -62,11 +68,6 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
     println!("till bench ledger: {} clients, {} s per phase, {} accounts", args.clients, args.seconds, args.accounts);
     let password = std::fs::read_to_string(data_dir.join("postgres.password"))?.trim().to_string();
 
-    // 1. The baseline: pgbench's TPC-B, prepared statements, the same client count.
-    cluster.ensure_database("pgbench").await?;
-    let baseline_tps = pgbench(cluster, &password, args).await?;
-    println!("1. pgbench TPC-B (-M prepared, -c {}): {baseline_tps:.0} tps", args.clients);
-
     // Till, as its own process, on the same cluster.
     cluster.ensure_database("till").await?;
     let url = format!("postgres://{}:{password}@127.0.0.1:{}/till", till_db::embedded::SUPERUSER, cluster.port());
@@ -80,7 +81,7 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
         .env("TILL_RATE_LIMIT_PER_SECOND", "10000000")
         .env("TILL_RATE_LIMIT_BURST", "10000000")
         .env("TILL_DB_CONNECTIONS_MAX", "16")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("TILL_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -99,12 +100,25 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
     let api_key = api_key.context("till up printed no API key")?;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
-    let outcome = phases(args, &client, &base, &api_key, baseline_tps, server.id(), &url).await;
+    let outcome = phases(args, &client, &base, &api_key, server.id(), &url).await;
     if let Some(pid) = server.id() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
     }
     let _ = server.wait().await;
-    outcome
+    let results = outcome?;
+
+    // 1. The baseline, measured after Till's phases so that its load (a database of
+    // `scale` x 100 000 rows, checkpoints, autovacuum) does not slow Till's phases down:
+    // pgbench's TPC-B with prepared statements and the same client count.
+    cluster.ensure_database("pgbench").await?;
+    let baseline_tps = pgbench(cluster, &password, args).await?;
+    println!("1. pgbench TPC-B (-M prepared, -c {}) on the same PostgreSQL: {baseline_tps:.0} tps", args.clients);
+    println!("   so (2) is {:.2}x pgbench (goal >= 1.5x)", results.uniform_tps / baseline_tps);
+    Ok(())
+}
+
+struct Results {
+    uniform_tps: f64,
 }
 
 async fn phases(
@@ -112,46 +126,76 @@ async fn phases(
     client: &reqwest::Client,
     base: &str,
     key: &str,
-    baseline_tps: f64,
     server_pid: Option<u32>,
     url: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Results> {
     let started = Instant::now();
     let accounts = create_accounts(client, base, key, args).await?;
     println!("   (created and funded {} accounts in {:.1} s)", accounts.len(), started.elapsed().as_secs_f64());
     let accounts = Arc::new(accounts);
     let duration = Duration::from_secs(args.seconds);
 
-    let uniform = drive(client, base, key, args.clients, duration, accounts.clone(), Pattern::Uniform, None).await;
+    let wrk = find_wrk();
+    match &wrk {
+        Some(path) => println!("   (load from {}; install nothing else)", path.display()),
+        None => println!(
+            "   (wrk not found: load from this process with reqwest, which competes for CPU; apt-get install wrk)"
+        ),
+    }
+    let run = |pattern: Pattern, pacing: Option<(f64, f64)>| {
+        let (wrk, accounts) = (wrk.clone(), accounts.clone());
+        async move {
+            match wrk {
+                Some(wrk) => {
+                    // Pace each connection so that all of them together offer `rate`.
+                    let delay_ms = pacing
+                        .map(|(rate, latency_ms)| ((args.clients as f64 * 1000.0 / rate) - latency_ms).max(0.0) as u64);
+                    drive_wrk(&wrk, base, key, args.clients, duration, &accounts, pattern, delay_ms).await
+                }
+                None => Ok(drive(
+                    client,
+                    base,
+                    key,
+                    args.clients,
+                    duration,
+                    accounts,
+                    pattern,
+                    pacing.map(|(rate, _)| rate),
+                )
+                .await),
+            }
+        }
+    };
+    let uniform = run(Pattern::Uniform, None).await?;
     let uniform_tps = uniform.per_second();
     println!(
-        "2. single transfers over HTTP, uniform over {} accounts: {uniform_tps:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms, {:.2}x pgbench (goal >= 1.5x); refused {}, 5xx/errors {}",
+        "2. single transfers over HTTP, uniform over {} accounts: {uniform_tps:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms; refused {}, 5xx/errors {}",
         accounts.len(),
         uniform.percentile_ms(0.50),
         uniform.percentile_ms(0.99),
-        uniform_tps / baseline_tps,
         uniform.refused,
         uniform.failed
     );
-    let hot = drive(client, base, key, args.clients, duration, accounts.clone(), Pattern::HotAccount, None).await;
+    let hot = run(Pattern::HotAccount, None).await?;
     println!(
-        "3. every transfer touching one hot account: {:.0} transfers/s, p99 {:.2} ms, {:.2}x uniform (goal >= 0.8x); 5xx/errors {}",
+        "3. every transfer touching one hot account: {:.0} transfers/s, p99 {:.2} ms, {:.2}x uniform (goal >= 0.8x); refused {}, 5xx/errors {}",
         hot.per_second(),
         hot.percentile_ms(0.99),
         hot.per_second() / uniform_tps,
+        hot.refused,
         hot.failed
     );
-    let batched = drive(client, base, key, args.clients, duration, accounts.clone(), Pattern::Batch(100), None).await;
+    let batched = run(Pattern::Batch(100), None).await?;
     println!(
-        "4. /transfers/batch, 100 per batch: {:.0} transfers/s (goal >= 33000); 5xx/errors {}",
+        "4. /transfers/batch, 100 per batch: {:.0} transfers/s (goal >= 33000); refused {}, 5xx/errors {}",
         batched.per_second(),
+        batched.refused,
         batched.failed
     );
     let half_rate = (uniform_tps / 2.0).max(1.0);
-    let paced =
-        drive(client, base, key, args.clients, duration, accounts.clone(), Pattern::Uniform, Some(half_rate)).await;
+    let paced = run(Pattern::Uniform, Some((half_rate, uniform.percentile_ms(0.50)))).await?;
     println!(
-        "   at half of (2)'s rate ({half_rate:.0}/s offered): {:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms (goal p99 <= 10 ms)",
+        "   at about half of (2)'s rate ({half_rate:.0}/s aimed): {:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms (goal p99 <= 10 ms)",
         paced.per_second(),
         paced.percentile_ms(0.50),
         paced.percentile_ms(0.99)
@@ -166,7 +210,7 @@ async fn phases(
         println!("5. server peak RSS: {:.1} MB (goal <= 150 MB)", peak_kb as f64 / 1024.0);
     }
     idempotency_cost(args, url, &accounts).await?;
-    Ok(())
+    Ok(Results { uniform_tps })
 }
 
 async fn pgbench(cluster: &Cluster, password: &str, args: &BenchLedgerArgs) -> anyhow::Result<f64> {
@@ -305,7 +349,7 @@ async fn drive(
             let (client, base, key, accounts, stop) = (client.clone(), base.to_string(), key.to_string(), accounts.clone(), stop.clone());
             tokio::spawn(async move {
                 use rand::Rng;
-                let mut load = Load { transfers: 0, refused: 0, failed: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+                let mut load = Load { from_wrk: false, transfers: 0, refused: 0, failed: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
                 let interval = rate.map(|rate| Duration::from_secs_f64(clients as f64 / rate));
                 let mut next_at = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
@@ -364,7 +408,14 @@ async fn drive(
         .collect();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let mut total = Load { transfers: 0, refused: 0, failed: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+    let mut total = Load {
+        from_wrk: false,
+        transfers: 0,
+        refused: 0,
+        failed: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
     for task in tasks {
         if let Ok(load) = task.await {
             total.transfers += load.transfers;
@@ -375,6 +426,99 @@ async fn drive(
     }
     total.elapsed = started.elapsed();
     total
+}
+
+/// Drives the load with wrk (a C load generator) when it is installed, so that the
+/// client's own CPU use on a small machine does not decide the result. A generated Lua
+/// script picks random accounts and a fresh Idempotency-Key per request; `delay_ms`
+/// paces each connection (open loop, approximately).
+#[allow(clippy::too_many_arguments)]
+async fn drive_wrk(
+    wrk: &Path,
+    base: &str,
+    key: &str,
+    clients: usize,
+    duration: Duration,
+    accounts: &[String],
+    pattern: Pattern,
+    delay_ms: Option<u64>,
+) -> anyhow::Result<Load> {
+    let (path, legs, hot) = match pattern {
+        Pattern::Uniform => ("/v1/transfers", 0, false),
+        Pattern::HotAccount => ("/v1/transfers", 0, true),
+        Pattern::Batch(size) => ("/v1/transfers/batch", size, false),
+    };
+    let ids: String = accounts.iter().map(|id| format!("\"{id}\",")).collect();
+    let script = format!(
+        r#"
+local accounts = {{ {ids} }}
+local n = #accounts
+local counter = 0
+local prefix = ""
+local threads = {{}}
+function setup(thread) table.insert(threads, thread); thread:set("seed", math.random(1, 1000000000)) end
+function init(args) math.randomseed(seed); prefix = tostring(seed) .. "-" .. tostring(os.time()) end
+local function leg()
+  local a = math.random(1, n)
+  local b = math.random(1, n - 1)
+  if b >= a then b = b + 1 end
+  if {hot} then
+    if a == 1 then b = 2 else b = 1 end
+  end
+  return '{{"debit_account_id":"' .. accounts[a] .. '","credit_account_id":"' .. accounts[b] .. '","amount":' .. math.random(1, 99) .. ',"currency":"GBP"}}'
+end
+function request()
+  counter = counter + 1
+  local body
+  if {legs} > 0 then
+    local parts = {{}}
+    for i = 1, {legs} do parts[i] = leg() end
+    body = '{{"transfers":[' .. table.concat(parts, ",") .. ']}}'
+  else
+    body = leg()
+  end
+  return wrk.format("POST", "{path}", {{["Authorization"] = "Bearer {key}", ["Idempotency-Key"] = prefix .. "-" .. counter, ["Content-Type"] = "application/json"}}, body)
+end
+{delay}
+function done(summary, latency, requests)
+  io.write(string.format("TILLBENCH %d %d %d %d %d %d\n", summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, summary.duration, latency:percentile(50), latency:percentile(99)))
+end
+"#,
+        hot = if hot { "true" } else { "false" },
+        delay = delay_ms.map(|ms| format!("function delay() return {ms} end")).unwrap_or_default(),
+    );
+    let script_path = std::env::temp_dir().join(format!("till-bench-{}.lua", rand_suffix()));
+    std::fs::write(&script_path, script)?;
+    let output = tokio::process::Command::new(wrk)
+        .args(["-t", "2", "-c", &clients.to_string(), "-d", &format!("{}s", duration.as_secs()), "--latency", "-s"])
+        .arg(&script_path)
+        .arg(base)
+        .output()
+        .await?;
+    let _ = std::fs::remove_file(&script_path);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let numbers: Vec<u64> = text
+        .lines()
+        .find_map(|line| line.strip_prefix("TILLBENCH "))
+        .map(|rest| rest.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .with_context(|| format!("no summary in wrk's output: {text}{}", String::from_utf8_lossy(&output.stderr)))?;
+    let [requests, non_2xx, socket_errors, duration_us, p50_us, p99_us] = numbers[..] else {
+        bail!("unexpected wrk summary: {numbers:?}");
+    };
+    let per_request = if legs > 0 { legs as u64 } else { 1 };
+    Ok(Load {
+        from_wrk: true,
+        transfers: requests.saturating_sub(non_2xx) * per_request,
+        refused: non_2xx * per_request,
+        failed: socket_errors,
+        elapsed: Duration::from_micros(duration_us),
+        // wrk reports percentiles, not samples: keep the two that are printed.
+        latencies_us: vec![p50_us, p99_us],
+    })
+}
+
+fn find_wrk() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("wrk")).find(|path| path.is_file())
 }
 
 /// The ledger-side cost of idempotency: the same commands through the engine with and
