@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use till_events::{Event, EventType};
 use till_http::auth::{Credential, Principal, Role};
 use till_http::extract::{ApiJson, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
@@ -154,6 +155,32 @@ pub fn platform_routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
     OpenApiRouter::new().routes(routes!(create_business))
 }
 
+/// The access service's outbox (see the events crate).
+pub const OUTBOX: &str = "access.outbox";
+
+/// An API key event, in the caller's transaction: created is 1, revoked is 2.
+async fn record_key_event(
+    connection: &mut sqlx::PgConnection,
+    business: BusinessId,
+    event_type: EventType,
+    key: &ApiKeyBody,
+) -> Result<(), ApiError> {
+    let sequence = if event_type == EventType::ApiKeyRevoked { 2 } else { 1 };
+    let occurred_at = key.revoked_at.unwrap_or(key.created_at);
+    let data = serde_json::to_value(key).map_err(|error| ApiError::internal(&error))?;
+    let event = Event::new(
+        event_type,
+        business,
+        key.id.to_string(),
+        sequence,
+        occurred_at,
+        till_http::request_id::current(),
+        data,
+    );
+    till_events::outbox::append(connection, OUTBOX, &[event]).await?;
+    Ok(())
+}
+
 fn actor(principal: &Principal) -> String {
     match &principal.credential {
         Credential::ApiKey(id) => format!("api_key:{id}"),
@@ -207,7 +234,9 @@ async fn create_api_key(
     let row = store::insert_api_key(&mut tx, principal.business_id, &issued, &name, request.role, &actor).await?;
     let details = serde_json::json!({ "api_key_id": issued.id.to_string(), "role": request.role.as_str() });
     store::record_audit(&mut tx, principal.business_id, "api_key.created", &actor, details).await?;
-    let body = CreatedApiKeyBody { key: row.try_into()?, secret: issued.token.into_exposed() };
+    let key: ApiKeyBody = row.try_into()?;
+    record_key_event(&mut tx, principal.business_id, EventType::ApiKeyCreated, &key).await?;
+    let body = CreatedApiKeyBody { key, secret: issued.token.into_exposed() };
     Ok((StatusCode::CREATED, axum::Json(body)))
 }
 
@@ -265,7 +294,9 @@ async fn revoke_api_key(
     keys.forget(id);
     let details = serde_json::json!({ "api_key_id": id.to_string() });
     store::record_audit(&mut tx, principal.business_id, "api_key.revoked", &actor(&principal), details).await?;
-    Ok(axum::Json(row.try_into()?))
+    let key: ApiKeyBody = row.try_into()?;
+    record_key_event(&mut tx, principal.business_id, EventType::ApiKeyRevoked, &key).await?;
+    Ok(axum::Json(key))
 }
 
 /// Create a business and its first (owner) API key. Platform operators only.
@@ -311,8 +342,10 @@ pub async fn create_business_with_owner_key(
     let created = serde_json::json!({ "country": business.country.code() });
     store::record_audit(&mut *connection, id, "business.created", actor, created).await?;
     store::record_audit(&mut *connection, id, "api_key.created", actor, details).await?;
+    let key: ApiKeyBody = key.try_into()?;
+    record_key_event(&mut *connection, id, EventType::ApiKeyCreated, &key).await?;
     Ok(CreatedBusinessBody {
         business: row.try_into()?,
-        api_key: CreatedApiKeyBody { key: key.try_into()?, secret: issued.token.into_exposed() },
+        api_key: CreatedApiKeyBody { key, secret: issued.token.into_exposed() },
     })
 }

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
+use till_events::{Event, EventType};
 use till_http::auth::Principal;
 use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
@@ -90,6 +91,28 @@ fn check_bound(value: Option<i64>, param: &str) -> Result<Option<i64>, ApiError>
     }
 }
 
+/// An account event, in the request's transaction. The sequence is the account's
+/// version: 1 when opened, then one more per update.
+async fn record_account_event(
+    tx: &mut Tx,
+    principal: &Principal,
+    event_type: EventType,
+    body: &AccountBody,
+) -> Result<(), ApiError> {
+    let data = serde_json::to_value(body).map_err(|error| ApiError::internal(&error))?;
+    let event = Event::new(
+        event_type,
+        principal.business_id,
+        body.id.to_string(),
+        i64::from(body.version),
+        body.updated_at,
+        till_http::request_id::current(),
+        data,
+    );
+    till_events::outbox::append(tx, store::OUTBOX, &[event]).await?;
+    Ok(())
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
@@ -156,7 +179,9 @@ async fn create_account(
         metadata: &metadata,
     };
     let row = store::insert_account(&mut tx, principal.business_id, &new).await?;
-    Ok((StatusCode::CREATED, axum::Json(account_body(row)?)))
+    let body = account_body(row)?;
+    record_account_event(&mut tx, &principal, EventType::AccountCreated, &body).await?;
+    Ok((StatusCode::CREATED, axum::Json(body)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -324,7 +349,9 @@ async fn update_account(
         max_balance: account.max_balance,
     };
     let row = store::update_account(&mut tx, principal.business_id, id, &changes).await?;
-    Ok(axum::Json(account_body(row)?))
+    let body = account_body(row)?;
+    record_account_event(&mut tx, &principal, EventType::AccountUpdated, &body).await?;
+    Ok(axum::Json(body))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use sqlx::{PgConnection, PgPool};
+use till_events::{Event, EventType};
 use till_http::unit_of_work::{self, IdempotencyContext, ResponseRecord, StoredResponse};
 use till_http::ApiError;
 use till_kit::BusinessId;
@@ -270,14 +271,17 @@ async fn try_batch(
     let mut book =
         load_book(&mut transaction, business, pending.iter().map(|&index| &jobs[index].command), now).await?;
     let mut records: Vec<(usize, StatusCode, &'static str, Vec<u8>)> = Vec::with_capacity(pending.len());
+    let mut events = Vec::new();
     for &index in &pending {
         let job = &jobs[index];
+        let marks = (book.writes.transfers.len(), book.writes.resolutions.len());
         let outcome = book.apply(&job.command);
         if let Err(Refusal::HoldExpired { transfer }) = &outcome {
             // The hold is overdue but the sweeper has not reached it: expire it now, in
             // this batch, so its funds are released with the refusal.
             let _ = book.apply(&Command::Expire { hold: *transfer });
         }
+        events.extend(transfer_events(&book, marks, business, &job.request_id));
         let (status, content_type, body) = render(&outcome, &job.request_id);
         records.push((index, status, content_type, body));
     }
@@ -285,6 +289,7 @@ async fn try_batch(
     let touched: HashSet<_> = book.writes.entries.iter().map(|entry| entry.account).collect();
     let accounts: Vec<_> = book.accounts.values().filter(|account| touched.contains(&account.id)).collect();
     store::write(&mut transaction, business, &book.writes, &accounts).await?;
+    till_events::outbox::append(&mut transaction, store::OUTBOX, &events).await?;
     let responses: Vec<ResponseRecord<'_>> = records
         .iter()
         .filter_map(|(index, status, content_type, body)| {
@@ -346,6 +351,34 @@ async fn load_book<'a>(
         .map(store::AccountRow::account)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Book::new(accounts, transfers, now))
+}
+
+/// The events of what one command wrote (the book's writes from `marks` on). Sequences
+/// follow from the transfer's life, so they need no counter: created is 1; a hold's end
+/// is 2; a reversal of the original is 2 for a posted transfer, 3 for a posted hold.
+fn transfer_events(book: &Book, marks: (usize, usize), business: BusinessId, request_id: &str) -> Vec<Event> {
+    let request_id = (!request_id.is_empty()).then(|| request_id.to_string());
+    let event = |event_type, transfer: &crate::domain::Transfer, sequence| {
+        let data = serde_json::to_value(TransferBody::from(transfer)).unwrap_or_default();
+        Event::new(event_type, business, transfer.id.to_string(), sequence, book.now(), request_id.clone(), data)
+    };
+    let mut events = Vec::new();
+    for created in &book.writes.transfers[marks.0..] {
+        events.push(event(EventType::TransferCreated, created, 1));
+        if let Some(original) = created.reverses.and_then(|id| book.transfers.get(&id)) {
+            events.push(event(EventType::TransferReversed, original, if original.pending { 3 } else { 2 }));
+        }
+    }
+    for resolution in &book.writes.resolutions[marks.1..] {
+        let Some(hold) = book.transfers.get(&resolution.hold) else { continue };
+        let event_type = match resolution.resolution.kind {
+            crate::domain::ResolutionKind::Posted => EventType::TransferPosted,
+            crate::domain::ResolutionKind::Voided => EventType::TransferVoided,
+            crate::domain::ResolutionKind::Expired => EventType::TransferExpired,
+        };
+        events.push(event(event_type, hold, 2));
+    }
+    events
 }
 
 /// The HTTP response for a command's outcome: 201 with the transfer (or the batch) when

@@ -13,6 +13,9 @@ use uuid::Uuid;
 use crate::domain::{Account, AccountStatus, Resolution, ResolutionKind, Side, Totals, Transfer, Writes};
 use crate::{AccountId, EntryId, TransferId};
 
+/// The ledger's outbox (see the events crate).
+pub const OUTBOX: &str = "ledger.outbox";
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AccountRow {
     pub id: Uuid,

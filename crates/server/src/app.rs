@@ -84,6 +84,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     let (tenant, tenant_api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(till_access::api::tenant_routes())
         .merge(till_ledger::api::routes(engine.clone()))
+        .merge(till_events::api::routes())
         .merge(extension.tenant_routes)
         .split_for_parts();
     let tenant = tenant

@@ -21,6 +21,7 @@ pub fn spawn(
     engine: Engine,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(till_events::relay::run(pool.clone(), shutdown.clone()));
     tokio::spawn(async move {
         let mut purge = tokio::time::interval(PURGE_INTERVAL);
         let mut sweep = tokio::time::interval(LIMITER_SWEEP_INTERVAL);

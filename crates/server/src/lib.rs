@@ -12,8 +12,15 @@ pub use app::{build, AppParts, Extension};
 pub use config::Config;
 
 /// Every schema's migrations, in the order they must run.
-pub fn migrations() -> [&'static till_db::SchemaMigrations; 4] {
-    [&till_db::MIGRATIONS, &till_http::MIGRATIONS, &till_access::MIGRATIONS, &till_ledger::MIGRATIONS]
+pub fn migrations() -> [&'static till_db::SchemaMigrations; 5] {
+    // The events schema comes before the services, whose outboxes register with it.
+    [
+        &till_db::MIGRATIONS,
+        &till_http::MIGRATIONS,
+        &till_events::MIGRATIONS,
+        &till_access::MIGRATIONS,
+        &till_ledger::MIGRATIONS,
+    ]
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and

@@ -13,12 +13,20 @@ ids are prefixed strings; errors are RFC 9457 problem+json with a stable `code`;
 `Idempotency-Key`; lists use cursor pagination; every response carries `Request-Id`.",
         license(name = "Apache-2.0"),
     ),
-    components(schemas(till_http::Problem, till_http::auth::Role)),
+    components(schemas(
+        till_http::Problem,
+        till_http::auth::Role,
+        till_events::envelope::EventBody,
+        till_ledger::view::AccountBody,
+        till_ledger::view::TransferBody,
+        till_access::api::ApiKeyBody,
+    )),
     modifiers(&SecuritySchemes),
     tags(
         (name = "access", description = "The caller's business and its API keys."),
         (name = "platform", description = "Platform operators: creating businesses."),
         (name = "ledger", description = "Double-entry accounts, transfers, holds, batches, reversals, balances and the invariant checker. Amounts are integer minor units."),
+        (name = "events", description = "What happened to the business's resources, in order per resource. The catalogue of event types is docs/EVENTS.md; each event's `data` is the resource after it."),
         (name = "operations", description = "Health and readiness."),
     )
 )]

@@ -34,6 +34,8 @@ pub fn table() -> Vec<RoutePermission> {
         row(Method::POST, "/v1/transfers/{id}/reverse", Access::Role(Role::Finance)),
         row(Method::POST, "/v1/transfers/batch", Access::Role(Role::Finance)),
         row(Method::GET, "/v1/ledger/check", Access::Role(Role::Viewer)),
+        row(Method::GET, "/v1/events", Access::Role(Role::Viewer)),
+        row(Method::GET, "/v1/events/{id}", Access::Role(Role::Viewer)),
     ]
 }
 

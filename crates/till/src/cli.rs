@@ -23,9 +23,24 @@ pub enum Command {
     /// Ledger operations.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// The events backbone.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Benchmarks, reported as ratios to a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Events waiting in each outbox for the relay, and the age of the oldest.
+    Backlog(EventsBacklogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsBacklogArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Admin(cli::AdminCommand::CreateBusiness(args)) => up::create_business(args).await,
             cli::Command::Ledger(cli::LedgerCommand::Check(args)) => up::check_ledger(args).await,
             cli::Command::Bench(cli::BenchCommand::Ledger(args)) => bench::ledger(args).await,
+            cli::Command::Events(cli::EventsCommand::Backlog(args)) => up::events_backlog(args).await,
         }
     })
 }

@@ -13,7 +13,7 @@ use till_http::rate_limit::RateLimitConfig;
 use till_kit::Secret;
 use till_server::Config;
 
-use crate::cli::{CreateBusinessArgs, LedgerCheckArgs, UpArgs};
+use crate::cli::{CreateBusinessArgs, EventsBacklogArgs, LedgerCheckArgs, UpArgs};
 use crate::database::{self, Database};
 
 const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -255,4 +255,26 @@ async fn check_all(database: &Database) -> anyhow::Result<Vec<till_ledger::check
     drop(connection);
     owner_pool.close().await;
     Ok(reports)
+}
+
+/// `till events backlog`: what waits in each outbox for the relay (the relay's lag).
+pub async fn events_backlog(args: EventsBacklogArgs) -> anyhow::Result<()> {
+    let database = database::open_for_command(&args.database).await?;
+    let outcome = async {
+        let owner_pool = till_db::connect_owner_pool(database.owner_options.clone(), 1).await?;
+        till_db::migrate(&owner_pool, &till_server::migrations()).await?;
+        let now = time::OffsetDateTime::now_utc();
+        for outbox in till_events::relay::OUTBOXES {
+            let (waiting, oldest) = till_events::relay::backlog(&owner_pool, outbox).await?;
+            let age = oldest
+                .map(|oldest| format!("{} ms", (now - oldest).whole_milliseconds()))
+                .unwrap_or_else(|| "-".into());
+            println!("{outbox}: {waiting} waiting, oldest {age}");
+        }
+        owner_pool.close().await;
+        anyhow::Ok(())
+    }
+    .await;
+    database.stop().await?;
+    outcome
 }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod conventions;
+mod events;
 mod idempotency;
 mod ledger;
 mod ledger_concurrency;

@@ -1,0 +1,126 @@
+//! `GET /v1/events` and `GET /v1/events/{id}`: the business's own events, newest first.
+
+use serde::Deserialize;
+use till_http::auth::Principal;
+use till_http::extract::{ApiPath, ApiQuery};
+use till_http::pagination::{ListParams, Page};
+use till_http::unit_of_work::Tx;
+use till_http::{ApiError, Problem};
+use till_kit::BusinessId;
+use time::OffsetDateTime;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::envelope::{EventBody, EventType};
+use crate::EventId;
+
+pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new().routes(routes!(list_events)).routes(routes!(get_event))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct EventRow {
+    id: Uuid,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    version: i32,
+    business_id: Uuid,
+    resource_id: String,
+    sequence: i64,
+    occurred_at: OffsetDateTime,
+    request_id: Option<String>,
+    data: serde_json::Value,
+}
+
+impl From<EventRow> for EventBody {
+    fn from(row: EventRow) -> EventBody {
+        EventBody {
+            id: EventId::from_uuid(row.id),
+            event_type: row.event_type,
+            version: row.version,
+            business_id: BusinessId::from_uuid(row.business_id),
+            resource_id: row.resource_id,
+            sequence: row.sequence,
+            occurred_at: row.occurred_at,
+            request_id: row.request_id,
+            data: row.data,
+        }
+    }
+}
+
+const EVENT_COLUMNS: &str = "id, type, version, business_id, resource_id, sequence, occurred_at, request_id, data";
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventListParams {
+    pub limit: Option<u32>,
+    pub starting_after: Option<String>,
+    /// Only events of this type (e.g. `transfer.created`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// Only events about this resource (e.g. `tr_…`), oldest first when given.
+    pub resource_id: Option<String>,
+}
+
+/// The business's events, newest first (or one resource's, in sequence order).
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventListParams),
+    responses((status = 200, body = Page<EventBody>), (status = 400, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn list_events(
+    principal: Principal,
+    mut tx: Tx,
+    ApiQuery(params): ApiQuery<EventListParams>,
+) -> Result<axum::Json<Page<EventBody>>, ApiError> {
+    let page =
+        ListParams { limit: params.limit, starting_after: params.starting_after }.page(|t| EventId::parse(t).ok())?;
+    let event_type = params
+        .event_type
+        .as_deref()
+        .map(|name| {
+            EventType::parse(name).ok_or_else(|| ApiError::invalid("type", "Not an event type of docs/EVENTS.md."))
+        })
+        .transpose()?;
+    // One resource's events read in sequence order; otherwise newest first.
+    let order = if params.resource_id.is_some() { "sequence ASC" } else { "id DESC" };
+    let cursor = if params.resource_id.is_some() {
+        "($3::uuid IS NULL OR sequence > (SELECT c.sequence FROM events.log c WHERE c.id = $3))"
+    } else {
+        "($3::uuid IS NULL OR id < $3)"
+    };
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events.log
+          WHERE business_id = $1 AND ($2::text IS NULL OR type = $2) AND ($5::text IS NULL OR resource_id = $5) AND {cursor}
+          ORDER BY {order} LIMIT $4"
+    ))
+    .bind(principal.business_id.as_uuid())
+    .bind(event_type.map(EventType::name))
+    .bind(page.starting_after.map(|id| id.as_uuid()))
+    .bind(page.fetch_limit())
+    .bind(params.resource_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let bodies: Vec<EventBody> = rows.into_iter().map(EventBody::from).collect();
+    Ok(axum::Json(Page::from_rows(bodies, page.limit, |event| event.id.to_string())))
+}
+
+/// One event.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = EventId, Path)),
+    responses((status = 200, body = EventBody), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn get_event(
+    principal: Principal,
+    mut tx: Tx,
+    ApiPath(id): ApiPath<EventId>,
+) -> Result<axum::Json<EventBody>, ApiError> {
+    let row: Option<EventRow> =
+        sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events.log WHERE business_id = $1 AND id = $2"))
+            .bind(principal.business_id.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(axum::Json(row.ok_or_else(|| ApiError::not_found("event"))?.into()))
+}

@@ -1,0 +1,141 @@
+//! The event envelope (API.md, "Events and webhooks") and the catalogue of event types.
+//! docs/EVENTS.md is this catalogue in prose; a test keeps the two in step.
+
+use serde::Serialize;
+use till_kit::BusinessId;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::EventId;
+
+/// Every event type Till publishes, with its schema version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    AccountCreated,
+    AccountUpdated,
+    TransferCreated,
+    TransferPosted,
+    TransferVoided,
+    TransferExpired,
+    TransferReversed,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 9] = [
+        EventType::AccountCreated,
+        EventType::AccountUpdated,
+        EventType::TransferCreated,
+        EventType::TransferPosted,
+        EventType::TransferVoided,
+        EventType::TransferExpired,
+        EventType::TransferReversed,
+        EventType::ApiKeyCreated,
+        EventType::ApiKeyRevoked,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::AccountCreated => "account.created",
+            EventType::AccountUpdated => "account.updated",
+            EventType::TransferCreated => "transfer.created",
+            EventType::TransferPosted => "transfer.posted",
+            EventType::TransferVoided => "transfer.voided",
+            EventType::TransferExpired => "transfer.expired",
+            EventType::TransferReversed => "transfer.reversed",
+            EventType::ApiKeyCreated => "api_key.created",
+            EventType::ApiKeyRevoked => "api_key.revoked",
+        }
+    }
+
+    /// The version of the `data` schema; a breaking change to `data` is a new version.
+    pub fn version(self) -> i32 {
+        1
+    }
+
+    /// The OpenAPI schema of `data`: the resource as it is after the event.
+    pub fn data_schema(self) -> &'static str {
+        match self {
+            EventType::AccountCreated | EventType::AccountUpdated => "AccountBody",
+            EventType::ApiKeyCreated | EventType::ApiKeyRevoked => "ApiKeyBody",
+            _ => "TransferBody",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            EventType::AccountCreated => "A ledger account was opened.",
+            EventType::AccountUpdated => {
+                "An account's name, metadata, status or bounds changed (not its balance: transfers say that)."
+            }
+            EventType::TransferCreated => "A transfer was created: posted at once, or a hold (status pending).",
+            EventType::TransferPosted => "A hold was posted, in full or in part (posted_amount).",
+            EventType::TransferVoided => "A hold was voided; its funds were released.",
+            EventType::TransferExpired => "A hold expired; its funds were released.",
+            EventType::TransferReversed => {
+                "A posted transfer was reversed; reversed_by names the reversal (itself announced by transfer.created)."
+            }
+            EventType::ApiKeyCreated => "An API key was created (the secret is never in an event).",
+            EventType::ApiKeyRevoked => "An API key was revoked.",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|event_type| event_type.name() == name)
+    }
+}
+
+/// An event, as written to an outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: EventId,
+    pub event_type: EventType,
+    pub business_id: BusinessId,
+    /// The prefixed id of the resource the event is about.
+    pub resource_id: String,
+    /// Strictly increasing per resource, without gaps, starting at 1.
+    pub sequence: i64,
+    pub occurred_at: OffsetDateTime,
+    /// The request (or job) that caused it, for correlation.
+    pub request_id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    pub fn new(
+        event_type: EventType,
+        business_id: BusinessId,
+        resource_id: String,
+        sequence: i64,
+        occurred_at: OffsetDateTime,
+        request_id: Option<String>,
+        data: serde_json::Value,
+    ) -> Event {
+        Event { id: EventId::generate(), event_type, business_id, resource_id, sequence, occurred_at, request_id, data }
+    }
+}
+
+/// An event as the API and webhooks show it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "evt_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "type": "transfer.created", "version": 1,
+    "business_id": "biz_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "resource_id": "tr_01936f0e6c2a7cc2b0a6a4e5f3d2c1b1",
+    "sequence": 1, "occurred_at": "2026-11-22T10:00:00Z", "request_id": "req_01936f0e6c2a7cc2b0a6a4e5f3d2c1b2",
+    "data": {}
+}))]
+pub struct EventBody {
+    pub id: EventId,
+    /// One of the types in docs/EVENTS.md.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: i32,
+    pub business_id: BusinessId,
+    pub resource_id: String,
+    pub sequence: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub request_id: Option<String>,
+    /// The resource after the event; its schema is named in docs/EVENTS.md.
+    pub data: serde_json::Value,
+}

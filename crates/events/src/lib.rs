@@ -1,0 +1,22 @@
+//! The events backbone (first part: the embedded bus).
+//!
+//! - [`envelope`]: the event envelope of API.md and the catalogue of event types.
+//! - Each service writes its events to its own outbox table (`<schema>.outbox`), in the
+//!   same transaction as the state change; [`outbox::append`] is the writer.
+//! - [`relay`]: moves committed events, in order, from every registered outbox into the
+//!   embedded event log (`events.log`), which is the bus `till up` uses: consumers read it
+//!   with their own cursors. It wakes on NOTIFY and also polls, so a lost notification only
+//!   delays. One relay at a time per outbox (an advisory lock), so several may run.
+//! - [`api`]: `GET /v1/events` and `GET /v1/events/{id}`.
+
+pub mod api;
+pub mod envelope;
+pub mod outbox;
+pub mod relay;
+
+pub use envelope::{Event, EventType};
+
+pub static MIGRATIONS: till_db::SchemaMigrations = till_db::SchemaMigrations { schema: "events", migrator: &MIGRATOR };
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+till_kit::typed_id!(EventId, "evt", "event", "An event: something that happened to a resource.");

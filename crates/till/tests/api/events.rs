@@ -1,0 +1,230 @@
+//! The events backbone's embedded bus: what the services publish, in order per resource,
+//! moved from their outboxes to the event log exactly once, even with several relays and
+//! relays that die mid-move.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use sqlx::Connection;
+use till_testkit::{problem, spawn_app, TestApp};
+
+use crate::ledger_helpers::*;
+
+/// Polls the events API until `count` events of the business are visible.
+async fn events(app: &TestApp, credential: &str, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page: Value = app.get("/v1/events?limit=100", credential).await.json().await.expect("json");
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        if data.len() >= count {
+            return data;
+        }
+        assert!(Instant::now() < deadline, "only {} of {count} events arrived: {page}", data.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn ledger_and_key_changes_publish_events_in_order_per_resource() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, alice, shop) =
+        (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    let funding = app.post("/v1/transfers", k, &key(), &transfer_body(&bank, &alice, 1_000)).await;
+    let funding_request = funding.headers()["request-id"].to_str().expect("ascii").to_string();
+    let funding: Value = funding.json().await.expect("json");
+    let held = hold(&app, k, &alice, &shop, 300, None).await;
+    app.post(&format!("/v1/transfers/{held}/post"), k, &key(), &json!({"amount": 200})).await;
+    let voided = hold(&app, k, &alice, &shop, 50, None).await;
+    app.post(&format!("/v1/transfers/{voided}/void"), k, &key(), &json!({})).await;
+    let payment = posted(&app, k, &alice, &shop, 100).await;
+    let reversal: Value =
+        app.post(&format!("/v1/transfers/{payment}/reverse"), k, &key(), &json!({})).await.json().await.expect("json");
+    let response = app
+        .request(reqwest::Method::PATCH, &format!("/v1/accounts/{shop}"), k)
+        .json(&json!({"name": "Shop settlement"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status().as_u16(), 200);
+
+    // The owner key, 3 accounts and an update, the funding, hold + post, hold + void,
+    // the payment, and its reversal (created) + the payment's reversed.
+    let all = events(&app, k, 13).await;
+    assert_eq!(all.len(), 13);
+    let mut by_resource: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    for event in all.iter().rev() {
+        by_resource
+            .entry(event["resource_id"].as_str().expect("resource").to_string())
+            .or_default()
+            .push((event["sequence"].as_i64().expect("sequence"), event["type"].as_str().expect("type").to_string()));
+        assert_eq!(event["business_id"], business.id.as_str());
+        assert_eq!(event["version"], 1);
+        assert!(event["id"].as_str().is_some_and(|id| id.starts_with("evt_")));
+    }
+    let types = |resource: &str| by_resource.get(resource).cloned().unwrap_or_default();
+    assert_eq!(types(&held), vec![(1, "transfer.created".into()), (2, "transfer.posted".into())]);
+    assert_eq!(types(&voided), vec![(1, "transfer.created".into()), (2, "transfer.voided".into())]);
+    assert_eq!(types(&payment), vec![(1, "transfer.created".into()), (2, "transfer.reversed".into())]);
+    assert_eq!(types(reversal["id"].as_str().expect("id")), vec![(1, "transfer.created".into())]);
+    assert_eq!(types(&shop), vec![(1, "account.created".into()), (2, "account.updated".into())]);
+    let owner_keys = by_resource
+        .iter()
+        .filter(|(id, list)| id.starts_with("key_") && list == &&vec![(1, "api_key.created".to_string())])
+        .count();
+    assert_eq!(owner_keys, 1);
+
+    let funding_event = all.iter().find(|event| event["resource_id"] == funding["id"]).expect("funding event");
+    assert_eq!(funding_event["request_id"], funding_request.as_str(), "events carry the request id");
+    assert_eq!(funding_event["data"]["amount"], 1_000, "data is the resource");
+    let posted_event = all.iter().find(|e| e["resource_id"] == held.as_str() && e["sequence"] == 2).expect("posted");
+    assert_eq!(posted_event["data"]["posted_amount"], 200);
+
+    let one = app.get(&format!("/v1/events/{}", funding_event["id"].as_str().expect("id")), k).await;
+    assert_eq!(one.status().as_u16(), 200);
+    let filtered: Value = app.get("/v1/events?type=transfer.voided", k).await.json().await.expect("json");
+    assert_eq!(filtered["data"].as_array().expect("data").len(), 1);
+    let resource: Value = app.get(&format!("/v1/events?resource_id={held}"), k).await.json().await.expect("json");
+    let sequences: Vec<i64> =
+        resource["data"].as_array().expect("data").iter().filter_map(|e| e["sequence"].as_i64()).collect();
+    assert_eq!(sequences, vec![1, 2], "one resource's events in sequence order");
+    let bad = app.get("/v1/events?type=transfer.exploded", k).await;
+    assert_eq!(problem(bad).await["param"], "type");
+
+    // Another business sees none of it.
+    let other = app.create_business("IN").await;
+    let theirs = events(&app, &other.owner_key, 1).await;
+    assert!(theirs.iter().all(|event| event["business_id"] == other.id.as_str()));
+    let foreign = app.get(&format!("/v1/events/{}", funding_event["id"].as_str().expect("id")), &other.owner_key).await;
+    assert_eq!(foreign.status().as_u16(), 404);
+}
+
+async fn post_hold(app: &TestApp, credential: &str, held: &str) -> u16 {
+    app.post(&format!("/v1/transfers/{held}/post"), credential, &key(), &json!({})).await.status().as_u16()
+}
+
+async fn moved_in_order(app: &TestApp) -> (i64, i64) {
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events.log").fetch_one(&app.owner_pool).await.expect("count");
+    // Per resource, positions must follow sequences: no later event before an earlier one.
+    let disorder: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT sequence, lag(sequence) OVER (PARTITION BY resource_id ORDER BY position) AS previous
+               FROM events.log) s
+          WHERE previous IS NOT NULL AND sequence <> previous + 1",
+    )
+    .fetch_one(&app.owner_pool)
+    .await
+    .expect("order");
+    (total, disorder)
+}
+
+/// Drains every outbox until nothing waits. Another relay (the server's own, or one that
+/// died and whose connection PostgreSQL has not noticed yet) may hold an outbox for a
+/// moment, and then a drain moves nothing; so drain until empty, within a deadline.
+async fn drain_all(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for outbox in till_events::relay::OUTBOXES {
+            till_events::relay::drain(&app.pool, outbox).await.expect("drain");
+        }
+        if outbox_waiting(app).await == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the outboxes never drained");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn outbox_waiting(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT (SELECT count(*) FROM ledger.outbox) + (SELECT count(*) FROM access.outbox)")
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn concurrent_relays_publish_each_event_once_and_in_order() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, alice, shop) =
+        (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    posted(&app, k, &bank, &alice, 1_000_000).await;
+    let produce = async {
+        for _ in 0..20 {
+            let holds: Vec<String> = join_all((0..5).map(|_| hold(&app, k, &alice, &shop, 10, None))).await;
+            join_all(holds.iter().map(|held| post_hold(&app, k, held))).await;
+        }
+    };
+    let relays = async {
+        for _ in 0..40 {
+            let drains = (0..4).map(|_| till_events::relay::drain(&app.pool, "ledger.outbox"));
+            for outcome in join_all(drains).await {
+                outcome.expect("drain");
+            }
+        }
+    };
+    tokio::join!(produce, relays);
+    drain_all(&app).await;
+    let (total, disorder) = moved_in_order(&app).await;
+    // 1 key + 3 accounts + funding + 100 holds x (created, posted).
+    assert_eq!(total, 205);
+    assert_eq!(disorder, 0);
+    assert_eq!(outbox_waiting(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_relay_that_dies_mid_move_loses_nothing_and_duplicates_nothing() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, alice) = (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    let mut produced = 3; // the owner key and two accounts
+    for round in 0..25 {
+        posted(&app, k, &bank, &alice, 10).await;
+        produced += 1;
+        // A relay that moves events and then dies before committing: its connection
+        // drops mid-transaction, PostgreSQL rolls the move back, and the events are
+        // still in the outbox for the next relay.
+        let mut doomed = sqlx::PgConnection::connect_with(&app.database.options).await.expect("connect");
+        sqlx::query("SET ROLE till_app").execute(&mut doomed).await.expect("role");
+        sqlx::query("BEGIN").execute(&mut doomed).await.expect("begin");
+        let _moved: i32 = sqlx::query_scalar("SELECT events.relay('ledger.outbox', 1000)")
+            .fetch_one(&mut doomed)
+            .await
+            .unwrap_or_else(|error| panic!("round {round}: {error}"));
+        drop(doomed);
+    }
+    drain_all(&app).await;
+    let (total, disorder) = moved_in_order(&app).await;
+    assert_eq!((total, disorder), (produced, 0), "nothing lost, nothing twice, in order");
+    let (waiting, _) = till_events::relay::backlog(&app.pool, "ledger.outbox").await.expect("backlog");
+    assert_eq!(waiting, 0);
+}
+
+#[test]
+fn the_catalogue_documents_every_event_type() {
+    let catalogue =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/EVENTS.md")).expect("docs/EVENTS.md");
+    for event_type in till_events::EventType::ALL {
+        let row = format!("| `{}` | {} | `{}` |", event_type.name(), event_type.version(), event_type.data_schema());
+        assert!(catalogue.contains(&row), "docs/EVENTS.md lacks the row {row}");
+    }
+}
+
+#[tokio::test]
+async fn event_data_schemas_are_in_the_openapi_document() {
+    let app = spawn_app().await;
+    for event_type in till_events::EventType::ALL {
+        assert!(
+            app.openapi["components"]["schemas"][event_type.data_schema()].is_object(),
+            "{}",
+            event_type.data_schema()
+        );
+    }
+    assert!(app.openapi["components"]["schemas"]["EventBody"].is_object());
+}
