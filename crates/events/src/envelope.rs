@@ -20,10 +20,11 @@ pub enum EventType {
     TransferReversed,
     ApiKeyCreated,
     ApiKeyRevoked,
+    WebhookEndpointDisabled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::AccountCreated,
         EventType::AccountUpdated,
         EventType::TransferCreated,
@@ -33,6 +34,7 @@ impl EventType {
         EventType::TransferReversed,
         EventType::ApiKeyCreated,
         EventType::ApiKeyRevoked,
+        EventType::WebhookEndpointDisabled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +48,7 @@ impl EventType {
             EventType::TransferReversed => "transfer.reversed",
             EventType::ApiKeyCreated => "api_key.created",
             EventType::ApiKeyRevoked => "api_key.revoked",
+            EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
         }
     }
 
@@ -59,6 +62,7 @@ impl EventType {
         match self {
             EventType::AccountCreated | EventType::AccountUpdated => "AccountBody",
             EventType::ApiKeyCreated | EventType::ApiKeyRevoked => "ApiKeyBody",
+            EventType::WebhookEndpointDisabled => "WebhookEndpointBody",
             _ => "TransferBody",
         }
     }
@@ -78,6 +82,7 @@ impl EventType {
             }
             EventType::ApiKeyCreated => "An API key was created (the secret is never in an event).",
             EventType::ApiKeyRevoked => "An API key was revoked.",
+            EventType::WebhookEndpointDisabled => "A webhook endpoint kept failing for days and was disabled.",
         }
     }
 

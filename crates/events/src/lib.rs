@@ -8,11 +8,14 @@
 //!   with their own cursors. It wakes on NOTIFY and also polls, so a lost notification only
 //!   delays. One relay at a time per outbox (an advisory lock), so several may run.
 //! - [`api`]: `GET /v1/events` and `GET /v1/events/{id}`.
+//! - [`webhooks`]: merchant webhook endpoints, signed deliveries with retries in
+//!   per-resource order, replay, and the SSRF guard.
 
 pub mod api;
 pub mod envelope;
 pub mod outbox;
 pub mod relay;
+pub mod webhooks;
 
 pub use envelope::{Event, EventType};
 

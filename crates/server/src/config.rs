@@ -20,6 +20,7 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub jwt_leeway_seconds: u64,
+    pub webhooks: till_events::webhooks::WebhookConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,7 @@ impl Config {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway_seconds: 30,
+            webhooks: till_events::webhooks::WebhookConfig::default(),
         }
     }
 

@@ -19,9 +19,11 @@ pub fn spawn(
     retention_hours: u32,
     limiter: RateLimiter,
     engine: Engine,
+    webhooks: till_events::webhooks::WebhookConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(till_events::relay::run(pool.clone(), shutdown.clone()));
+    tokio::spawn(till_events::webhooks::worker::run(pool.clone(), webhooks, shutdown.clone()));
     tokio::spawn(async move {
         let mut purge = tokio::time::interval(PURGE_INTERVAL);
         let mut sweep = tokio::time::interval(LIMITER_SWEEP_INTERVAL);

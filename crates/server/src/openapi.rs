@@ -20,6 +20,7 @@ ids are prefixed strings; errors are RFC 9457 problem+json with a stable `code`;
         till_ledger::view::AccountBody,
         till_ledger::view::TransferBody,
         till_access::api::ApiKeyBody,
+        till_events::webhooks::api::WebhookEndpointBody,
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -27,6 +28,7 @@ ids are prefixed strings; errors are RFC 9457 problem+json with a stable `code`;
         (name = "platform", description = "Platform operators: creating businesses."),
         (name = "ledger", description = "Double-entry accounts, transfers, holds, batches, reversals, balances and the invariant checker. Amounts are integer minor units."),
         (name = "events", description = "What happened to the business's resources, in order per resource. The catalogue of event types is docs/EVENTS.md; each event's `data` is the resource after it."),
+        (name = "webhooks", description = "Webhook endpoints: events delivered to merchants, signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature), retried with backoff, in order per resource."),
         (name = "operations", description = "Health and readiness."),
     )
 )]

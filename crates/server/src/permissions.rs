@@ -36,6 +36,15 @@ pub fn table() -> Vec<RoutePermission> {
         row(Method::GET, "/v1/ledger/check", Access::Role(Role::Viewer)),
         row(Method::GET, "/v1/events", Access::Role(Role::Viewer)),
         row(Method::GET, "/v1/events/{id}", Access::Role(Role::Viewer)),
+        // Webhook endpoints: admins manage them (they receive the business's data).
+        row(Method::GET, "/v1/webhook_endpoints", Access::Role(Role::Viewer)),
+        row(Method::POST, "/v1/webhook_endpoints", Access::Role(Role::Admin)),
+        row(Method::GET, "/v1/webhook_endpoints/{id}", Access::Role(Role::Viewer)),
+        row(Method::PATCH, "/v1/webhook_endpoints/{id}", Access::Role(Role::Admin)),
+        row(Method::DELETE, "/v1/webhook_endpoints/{id}", Access::Role(Role::Admin)),
+        row(Method::POST, "/v1/webhook_endpoints/{id}/rotate_secret", Access::Role(Role::Admin)),
+        row(Method::GET, "/v1/webhook_endpoints/{id}/deliveries", Access::Role(Role::Viewer)),
+        row(Method::POST, "/v1/webhook_endpoints/{id}/replay", Access::Role(Role::Admin)),
     ]
 }
 

@@ -163,6 +163,12 @@ pub fn test_config() -> Config {
     // Generous by default so ordinary tests never meet the limiter; rate-limit tests lower it.
     config.rate_limit.requests_per_second = std::num::NonZeroU32::new(100_000).unwrap_or(std::num::NonZeroU32::MIN);
     config.rate_limit.burst = std::num::NonZeroU32::new(100_000).unwrap_or(std::num::NonZeroU32::MIN);
+    // Webhook receivers in tests listen on loopback, and retries are quick.
+    config.webhooks.allow_private_targets = true;
+    config.webhooks.retry_base = std::time::Duration::from_millis(50);
+    config.webhooks.retry_cap = std::time::Duration::from_millis(200);
+    config.webhooks.poll_interval = std::time::Duration::from_millis(50);
+    config.webhooks.request_timeout = std::time::Duration::from_secs(2);
     config
 }
 
@@ -181,6 +187,7 @@ async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<T
     let pool = database.app_pool(10).await?;
     let owner_pool = database.owner_pool().await?;
     let admin_token = config.admin_token.expose_secret().clone();
+    let webhooks = config.webhooks.clone();
     let built = till_server::build(AppParts { config, pool: pool.clone() }, extension)?;
     let openapi = serde_json::to_value(&built.openapi)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -188,7 +195,14 @@ async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<T
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let (jobs_stop, jobs_stopped) = tokio::sync::watch::channel(false);
     // The background jobs run as under `till up` (the hold sweeper among them).
-    till_server::jobs::spawn(pool.clone(), 24, built.rate_limiter.clone(), built.engine.clone(), jobs_stopped);
+    till_server::jobs::spawn(
+        pool.clone(),
+        24,
+        built.rate_limiter.clone(),
+        built.engine.clone(),
+        webhooks,
+        jobs_stopped,
+    );
     tokio::spawn(till_server::serve(listener, built.router, async move {
         let _ = stopped.await;
         let _ = jobs_stop.send(true);

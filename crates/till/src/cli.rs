@@ -139,6 +139,9 @@ pub struct UpArgs {
     /// Clock leeway for `exp` and `nbf`, at most 60 seconds.
     #[arg(long, env = "TILL_JWT_LEEWAY_SECONDS", default_value_t = 30)]
     pub jwt_leeway_seconds: u64,
+    /// Let webhooks go to http and to loopback/private addresses: local development only.
+    #[arg(long, env = "TILL_WEBHOOKS_ALLOW_PRIVATE_TARGETS", default_value_t = false)]
+    pub webhooks_allow_private_targets: bool,
     /// Database connections for request handling.
     #[arg(long, env = "TILL_DB_CONNECTIONS_MAX", default_value_t = 20)]
     pub db_connections_max: u32,

@@ -47,6 +47,7 @@ async fn serve(
     owner_pool.close().await;
     let pool = till_db::connect_app_pool(database.owner_options.clone(), args.db_connections_max).await?;
     let retention_hours = config.idempotency_retention_hours;
+    let built_webhooks = config.webhooks.clone();
     let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
     let address = SocketAddr::new(args.bind, args.port);
@@ -54,7 +55,14 @@ async fn serve(
     let base = format!("http://{}", listener.local_addr()?);
 
     let demo = create_demo_business_once(&pool, &args.database.data_dir).await?;
-    print_banner(&base, database, demo.as_ref(), new_admin_token, &args.database.data_dir);
+    print_banner(
+        &base,
+        database,
+        demo.as_ref(),
+        new_admin_token,
+        &args.database.data_dir,
+        args.webhooks_allow_private_targets,
+    );
 
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
     let jobs = till_server::jobs::spawn(
@@ -62,6 +70,7 @@ async fn serve(
         retention_hours,
         built.rate_limiter.clone(),
         built.engine.clone(),
+        built_webhooks,
         shutdown_receiver,
     );
     till_server::serve(listener, built.router, shutdown_signal()).await?;
@@ -88,6 +97,7 @@ fn config(args: &UpArgs, admin_token: Secret<String>) -> anyhow::Result<Config> 
     config.jwt_issuer = args.jwt_issuer.clone();
     config.jwt_audience = args.jwt_audience.clone();
     config.jwt_leeway_seconds = args.jwt_leeway_seconds;
+    config.webhooks.allow_private_targets = args.webhooks_allow_private_targets;
     config.validate()?;
     Ok(config)
 }
@@ -137,6 +147,7 @@ fn print_banner(
     demo: Option<&CreatedBusinessBody>,
     new_admin_token: Option<&Secret<String>>,
     data_dir: &Path,
+    allow_private_webhooks: bool,
 ) {
     println!("Till is up.");
     println!("  API:      {base}/v1");
@@ -155,6 +166,13 @@ fn print_banner(
         println!();
         println!("Platform admin token (kept in {}, shown this once):", data_dir.join(ADMIN_TOKEN_FILE).display());
         println!("  {}", token.expose_secret());
+    }
+    if allow_private_webhooks {
+        println!();
+        println!(
+            "WARNING: webhooks may go to http and to loopback/private addresses (TILL_WEBHOOKS_ALLOW_PRIVATE_TARGETS)."
+        );
+        println!("         That is for local development only: never in production.");
     }
     println!();
     println!("Press Ctrl-C to stop.");

@@ -149,7 +149,65 @@ fn cases() -> Vec<Case> {
                 })
             },
         },
+        Case {
+            path: "/v1/webhook_endpoints",
+            platform: false,
+            effects: "SELECT count(*) FROM events.webhook_endpoints",
+            prepare: |_, _| {
+                Box::pin(async {
+                    target(
+                        "/v1/webhook_endpoints",
+                        |n| json!({ "url": format!("https://hooks{n}.example.com/till"), "enabled_events": ["*"] }),
+                    )
+                })
+            },
+        },
+        Case {
+            path: "/v1/webhook_endpoints/{id}/rotate_secret",
+            platform: false,
+            effects: "SELECT coalesce(sum(version), 0) FROM events.webhook_endpoints",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let endpoint = webhook_endpoint(app, business).await;
+                    target(format!("/v1/webhook_endpoints/{endpoint}/rotate_secret"), |n| json!({ "grace_seconds": n }))
+                })
+            },
+        },
+        Case {
+            path: "/v1/webhook_endpoints/{id}/replay",
+            platform: false,
+            effects:
+                "SELECT count(DISTINCT (endpoint_id, generation)) FROM events.webhook_deliveries WHERE generation > 0",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let endpoint = webhook_endpoint(app, business).await;
+                    // A replay needs an event to replay: wait until the business has one.
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                    loop {
+                        let page: Value =
+                            app.get("/v1/events?limit=1", &business.owner_key).await.json().await.expect("json");
+                        if !page["data"].as_array().is_none_or(Vec::is_empty) {
+                            break;
+                        }
+                        assert!(std::time::Instant::now() < deadline, "an event arrives");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    target(
+                        format!("/v1/webhook_endpoints/{endpoint}/replay"),
+                        |n| json!({ "since": format!("20{:02}-01-01T00:00:00Z", n % 100) }),
+                    )
+                })
+            },
+        },
     ]
+}
+
+async fn webhook_endpoint(app: &TestApp, business: &TestBusiness) -> String {
+    let body = json!({ "url": "https://hooks.example.com/till", "enabled_events": ["*"] });
+    let response =
+        app.post("/v1/webhook_endpoints", &business.owner_key, &uuid::Uuid::now_v7().to_string(), &body).await;
+    let created: Value = response.json().await.expect("json");
+    created["id"].as_str().expect("id").to_string()
 }
 
 fn credential(app: &TestApp, business: &TestBusiness, case: &Case) -> String {

@@ -13,3 +13,4 @@ mod operations;
 mod roles;
 mod support;
 mod tenancy;
+mod webhooks;

@@ -1,0 +1,411 @@
+//! Merchant webhooks end to end: signed deliveries (verified here with ring's HMAC, an
+//! implementation independent of Till's), retries through failures, timeouts and slow
+//! receivers, per-resource order, secret rotation, replay, and the SSRF guard.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
+use serde_json::{json, Value};
+use till_testkit::{problem, spawn_app, spawn_app_with, test_config, TestApp};
+
+use crate::ledger_helpers::*;
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+    answered: u16,
+}
+
+/// A receiver on loopback: answers `plan[n]` to the n-th request (then 200), each a
+/// status and a delay.
+#[derive(Clone)]
+struct Receiver {
+    address: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+type ReceiverState = (Arc<Mutex<Vec<Received>>>, Arc<AtomicUsize>, Arc<Vec<(u16, u64)>>);
+
+async fn receive(
+    axum::extract::State((received, count, plan)): axum::extract::State<ReceiverState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> impl axum::response::IntoResponse {
+    let n = count.fetch_add(1, Ordering::SeqCst);
+    let (status, delay_ms) = plan.get(n).copied().unwrap_or((200, 0));
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect();
+    received.lock().expect("lock").push(Received { headers, body: body.to_vec(), answered: status });
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), [("location", "http://127.0.0.1:9/")], "ok")
+}
+
+async fn receiver(plan: Vec<(u16, u64)>) -> Receiver {
+    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let state: ReceiverState = (received.clone(), Arc::new(AtomicUsize::new(0)), Arc::new(plan));
+    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { address, received }
+}
+
+/// A listener that only counts connections: nothing may ever reach it.
+async fn canary() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (address, hits)
+}
+
+/// Standard Webhooks verification with ring (independent of Till's hmac crate).
+fn verify(secret: &str, received: &Received) -> bool {
+    let key = base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).expect("secret");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let id = &received.headers["webhook-id"];
+    let timestamp = &received.headers["webhook-timestamp"];
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(&received.body);
+    received.headers["webhook-signature"].split(' ').any(|signature| {
+        signature
+            .strip_prefix("v1,")
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .is_some_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok())
+    })
+}
+
+async fn create_endpoint(app: &TestApp, credential: &str, url: &str) -> (String, String) {
+    let response =
+        app.post("/v1/webhook_endpoints", credential, &key(), &json!({"url": url, "enabled_events": ["*"]})).await;
+    assert_eq!(response.status().as_u16(), 201, "creating an endpoint for {url}");
+    let body: Value = response.json().await.expect("json");
+    (body["id"].as_str().expect("id").to_string(), body["secret"].as_str().expect("secret").to_string())
+}
+
+async fn event_ids_since(app: &TestApp, credential: &str, since: &str) -> Vec<String> {
+    let since = time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339).expect("time");
+    let page: Value = app.get("/v1/events?limit=100", credential).await.json().await.expect("json");
+    page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter(|e| {
+            e["occurred_at"]
+                .as_str()
+                .and_then(|at| time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok())
+                .is_some_and(|at| at >= since)
+        })
+        .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Waits until every event of the business that occurred after the endpoint was created
+/// (earlier ones may or may not have been fanned out to it) has been answered 2xx.
+async fn until_all_delivered(
+    app: &TestApp,
+    credential: &str,
+    receiver: &Receiver,
+    endpoint: &str,
+    expected: usize,
+) -> Vec<Received> {
+    let created: Value =
+        app.get(&format!("/v1/webhook_endpoints/{endpoint}"), credential).await.json().await.expect("json");
+    let since = created["created_at"].as_str().expect("created_at").to_string();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let ids = event_ids_since(app, credential, &since).await;
+        let received = receiver.received.lock().expect("lock").clone();
+        let delivered: std::collections::HashSet<&String> =
+            received.iter().filter(|r| r.answered < 300).map(|r| &r.headers["webhook-id"]).collect();
+        if ids.len() >= expected && ids.iter().all(|id| delivered.contains(id)) {
+            return received;
+        }
+        assert!(Instant::now() < deadline, "{} of {} events delivered", delivered.len(), ids.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_retried_and_in_order_per_resource() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    // Fails twice, answers slowly once, then succeeds.
+    let receiver = receiver(vec![(500, 0), (503, 0), (200, 300)]).await;
+    let (endpoint, secret) = create_endpoint(&app, k, &format!("http://{}/hook", receiver.address)).await;
+    let (bank, alice, shop) =
+        (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    posted(&app, k, &bank, &alice, 1_000).await;
+    for _ in 0..3 {
+        let held = hold(&app, k, &alice, &shop, 100, None).await;
+        app.post(&format!("/v1/transfers/{held}/post"), k, &key(), &json!({})).await;
+    }
+    // 3 accounts, the funding, 3 holds created and posted.
+    let received = until_all_delivered(&app, k, &receiver, &endpoint, 10).await;
+    let mut last_sequence: HashMap<String, i64> = HashMap::new();
+    for delivery in received.iter().filter(|r| r.answered < 300) {
+        assert!(verify(&secret, delivery), "a valid Standard Webhooks signature");
+        let body: Value = serde_json::from_slice(&delivery.body).expect("json body");
+        assert_eq!(body["id"].as_str(), Some(delivery.headers["webhook-id"].as_str()));
+        let timestamp: i64 = delivery.headers["webhook-timestamp"].parse().expect("timestamp");
+        assert!((time::OffsetDateTime::now_utc().unix_timestamp() - timestamp).abs() < 120);
+        let resource = body["resource_id"].as_str().expect("resource").to_string();
+        let sequence = body["sequence"].as_i64().expect("sequence");
+        let previous = last_sequence.insert(resource.clone(), sequence).unwrap_or(0);
+        assert!(sequence > previous, "{resource}: {sequence} delivered after {previous}");
+    }
+    let deliveries: Value =
+        app.get(&format!("/v1/webhook_endpoints/{endpoint}/deliveries?limit=100"), k).await.json().await.expect("json");
+    let deliveries = deliveries["data"].as_array().expect("data").clone();
+    let retried: Vec<&Value> = deliveries.iter().filter(|d| d["attempts"].as_i64() > Some(1)).collect();
+    assert!(!retried.is_empty(), "the failures were retried");
+    let history = retried[0]["attempt_history"].as_array().expect("history");
+    assert!(history.iter().any(|a| a["status_code"] == 500 || a["status_code"] == 503));
+    assert!(history.iter().all(|a| a["latency_ms"].is_i64()));
+}
+
+#[tokio::test]
+async fn a_receiver_that_times_out_or_redirects_is_retried_and_never_followed() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (canary_address, hits) = canary().await;
+    // First a hang past the 2 s request timeout, then a redirect (to port 9; never
+    // followed), then success.
+    let receiver = receiver(vec![(200, 3_000), (302, 0)]).await;
+    let (endpoint, secret) = create_endpoint(&app, k, &format!("http://{}/hook", receiver.address)).await;
+    source(&app, k, "GBP").await;
+    let received = until_all_delivered(&app, k, &receiver, &endpoint, 1).await;
+    assert!(received.iter().filter(|r| r.answered < 300).all(|r| verify(&secret, r)));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let history = loop {
+        let page: Value =
+            app.get(&format!("/v1/webhook_endpoints/{endpoint}/deliveries"), k).await.json().await.expect("json");
+        let deliveries = page["data"].as_array().cloned().unwrap_or_default();
+        if deliveries.iter().all(|d| d["status"] == "succeeded") {
+            break deliveries
+                .iter()
+                .flat_map(|d| d["attempt_history"].as_array().cloned().unwrap_or_default())
+                .collect::<Vec<Value>>();
+        }
+        assert!(Instant::now() < deadline, "every delivery succeeds in the end: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        history.iter().any(|a| a["error"].as_str().is_some_and(|e| e.contains("timed out"))),
+        "a timeout: {history:?}"
+    );
+    assert!(history.iter().any(|a| a["status_code"] == 302), "a redirect is a failure, not followed: {history:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "{canary_address} got nothing");
+}
+
+#[tokio::test]
+async fn rotation_signs_with_both_secrets_and_replay_redelivers_in_order() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let receiver = receiver(Vec::new()).await;
+    let (endpoint, old_secret) = create_endpoint(&app, k, &format!("http://{}/hook", receiver.address)).await;
+    source(&app, k, "GBP").await;
+    until_all_delivered(&app, k, &receiver, &endpoint, 1).await;
+    let rotated: Value = app
+        .post(&format!("/v1/webhook_endpoints/{endpoint}/rotate_secret"), k, &key(), &json!({}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let new_secret = rotated["secret"].as_str().expect("secret").to_string();
+    assert_ne!(new_secret, old_secret);
+    let before = receiver.received.lock().expect("lock").len();
+    let replayed: Value = app
+        .post(&format!("/v1/webhook_endpoints/{endpoint}/replay"), k, &key(), &json!({"since": "2000-01-01T00:00:00Z"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(replayed["replayed"], 2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.received.lock().expect("lock").len() < before + 2 {
+        assert!(Instant::now() < deadline, "the replay arrives");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = receiver.received.lock().expect("lock")[before..].to_vec();
+    for delivery in &again {
+        assert!(
+            verify(&new_secret, delivery) && verify(&old_secret, delivery),
+            "both secrets sign during the grace period"
+        );
+        assert_eq!(delivery.headers["webhook-signature"].split(' ').count(), 2);
+    }
+    let sequences: Vec<i64> = again
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).expect("json")["sequence"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(sequences.len(), 2);
+    let bad =
+        app.post(&format!("/v1/webhook_endpoints/{endpoint}/replay"), k, &key(), &json!({"since": "yesterday"})).await;
+    assert_eq!(problem(bad).await["param"], "since");
+}
+
+/// Hostile URLs, with the development setting off (as in production).
+#[tokio::test]
+async fn hostile_urls_are_refused_and_nothing_internal_is_ever_called() {
+    let mut config = test_config();
+    config.webhooks.allow_private_targets = false;
+    let app = spawn_app_with(config, Default::default()).await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (canary_address, hits) = canary().await;
+    let port = canary_address.port();
+    let hostile = [
+        format!("http://127.0.0.1:{port}/"),
+        format!("https://127.0.0.1:{port}/"),
+        format!("https://2130706433:{port}/"),
+        format!("https://0x7f000001:{port}/"),
+        format!("https://0x7f.0x0.0x0.0x1:{port}/"),
+        format!("https://017700000001:{port}/"),
+        format!("https://0177.0.0.1:{port}/"),
+        format!("https://127.1:{port}/"),
+        format!("https://127.0.1:{port}/"),
+        format!("https://[::1]:{port}/"),
+        format!("https://[::ffff:127.0.0.1]:{port}/"),
+        format!("https://[::ffff:7f00:1]:{port}/"),
+        format!("https://[0:0:0:0:0:0:0:1]:{port}/"),
+        format!("https://[::127.0.0.1]:{port}/"),
+        "https://[64:ff9b::a9fe:a9fe]/".to_string(),
+        "https://[2002:7f00:1::]/".to_string(),
+        "https://[fd00:ec2::254]/latest/meta-data/".to_string(),
+        "https://[fe80::1]/".to_string(),
+        "https://169.254.169.254/latest/meta-data/".to_string(),
+        "https://10.0.0.1/".to_string(),
+        "https://172.16.5.4/".to_string(),
+        "https://192.168.0.1/".to_string(),
+        "https://100.64.0.1/".to_string(),
+        "https://0.0.0.0/".to_string(),
+        "https://224.0.0.1/".to_string(),
+        format!("https://localhost:{port}/"),
+        format!("https://LOCALHOST.:{port}/"),
+        "https://foo.localhost/".to_string(),
+        "https://metadata.google.internal/".to_string(),
+        format!("https://user:secret@127.0.0.1:{port}/"),
+        "file:///etc/passwd".to_string(),
+        "gopher://127.0.0.1:70/".to_string(),
+        "ftp://example.com/".to_string(),
+        "javascript:alert(1)".to_string(),
+        "data:text/plain,hi".to_string(),
+        "http://example.com/hook".to_string(),
+        "https://".to_string(),
+        format!("https://{}/", "a".repeat(3000)),
+    ];
+    assert!(hostile.len() >= 30);
+    for url in &hostile {
+        let response =
+            app.post("/v1/webhook_endpoints", k, &key(), &json!({"url": url, "enabled_events": ["*"]})).await;
+        assert_eq!(response.status().as_u16(), 400, "{url}");
+        assert_eq!(problem(response).await["param"], "url", "{url}");
+    }
+    // A name that passes registration but resolves to loopback (this machine's own host
+    // name, from /etc/hosts), and a URL stored before a policy change: both are refused
+    // at delivery time, by the resolver and by the re-check.
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();
+    let resolves_internally = !host.is_empty()
+        && tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .is_ok_and(|mut addresses| addresses.all(|a| till_events::webhooks::guard::is_forbidden(a.ip())));
+    if resolves_internally {
+        create_endpoint(&app, k, &format!("https://{host}:{port}/hook")).await;
+    }
+    let stored = {
+        let endpoint_id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO events.webhook_endpoints (id, business_id, url, enabled_events, secret)
+             VALUES ($1, $2, $3, ARRAY['*'], 'whsec_AAAA')",
+        )
+        .bind(endpoint_id)
+        .bind(uuid::Uuid::parse_str(business.id.trim_start_matches("biz_")).expect("uuid"))
+        .bind(format!("https://127.0.0.1:{port}/hook"))
+        .execute(&app.owner_pool)
+        .await
+        .expect("a legacy endpoint");
+        endpoint_id
+    };
+    // Cause events, and give the worker time to try every endpoint a few times.
+    source(&app, k, "GBP").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempts: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(attempts), 0) FROM events.webhook_deliveries WHERE endpoint_id = $1",
+        )
+        .bind(stored)
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("attempts");
+        if attempts >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker tried the stored endpoint");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM events.webhook_deliveries WHERE endpoint_id = $1 LIMIT 1")
+            .bind(stored)
+            .fetch_one(&app.owner_pool)
+            .await
+            .expect("error");
+    assert!(error.is_some_and(|e| e.contains("internal")), "refused by the re-check");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the canary on {canary_address} was never contacted");
+}
+
+#[tokio::test]
+async fn endpoints_are_validated_listed_updated_and_deleted() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let bad_events = app
+        .post(
+            "/v1/webhook_endpoints",
+            k,
+            &key(),
+            &json!({"url": "https://example.com/h", "enabled_events": ["transfer.exploded"]}),
+        )
+        .await;
+    assert_eq!(problem(bad_events).await["param"], "enabled_events");
+    let none = app
+        .post("/v1/webhook_endpoints", k, &key(), &json!({"url": "https://example.com/h", "enabled_events": []}))
+        .await;
+    assert_eq!(none.status().as_u16(), 400);
+    let (endpoint, _) = create_endpoint(&app, k, "https://example.com/h").await;
+    let listed: Value = app.get("/v1/webhook_endpoints", k).await.json().await.expect("json");
+    assert!(listed["data"][0].get("secret").is_none(), "secrets are shown once");
+    let updated = app
+        .request(reqwest::Method::PATCH, &format!("/v1/webhook_endpoints/{endpoint}"), k)
+        .json(&json!({"enabled_events": ["transfer.created"], "status": "disabled"}))
+        .send()
+        .await
+        .expect("patch");
+    let updated: Value = updated.json().await.expect("json");
+    assert_eq!(
+        (updated["status"].clone(), updated["enabled_events"].clone()),
+        (json!("disabled"), json!(["transfer.created"]))
+    );
+    let other = app.create_business("IN").await;
+    assert_eq!(app.get(&format!("/v1/webhook_endpoints/{endpoint}"), &other.owner_key).await.status().as_u16(), 404);
+    let deleted = app
+        .request(reqwest::Method::DELETE, &format!("/v1/webhook_endpoints/{endpoint}"), k)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert_eq!(app.get(&format!("/v1/webhook_endpoints/{endpoint}"), k).await.status().as_u16(), 404);
+}
