@@ -16,7 +16,8 @@ CREATE TABLE events.log (
     UNIQUE (resource_id, sequence)
 );
 
-CREATE INDEX log_business_newest_first ON events.log (business_id, id DESC);
+CREATE INDEX log_business_newest_first ON events.log (business_id, position DESC);
+
 
 ALTER TABLE events.log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY log_tenant ON events.log USING (business_id = till.current_business_id());

@@ -40,7 +40,7 @@ CREATE TABLE events.webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON events.webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_order ON events.webhook_deliveries (endpoint_id, resource_id, event_position) WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_endpoint_newest_first ON events.webhook_deliveries (endpoint_id, id DESC);
+CREATE INDEX webhook_deliveries_endpoint_newest_first ON events.webhook_deliveries (endpoint_id, created_at DESC, id DESC);
 
 CREATE TABLE events.webhook_attempts (
     delivery_id  uuid        NOT NULL REFERENCES events.webhook_deliveries (id) ON DELETE CASCADE,
@@ -79,6 +79,7 @@ GRANT SELECT ON events.webhook_attempts TO till_app;
 
 -- Turns new log events into deliveries for every enabled endpoint that wants them, and
 -- advances the consumer's cursor in the same transaction: each event fans out once.
+-- Returns how many events it consumed (rows_max means: call again).
 CREATE FUNCTION events.fan_out_webhooks(rows_max integer) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -86,10 +87,10 @@ CREATE FUNCTION events.fan_out_webhooks(rows_max integer) RETURNS integer
 DECLARE
     cursor_position bigint;
     last_position bigint;
-    created integer;
+    consumed integer;
 BEGIN
     SELECT position INTO cursor_position FROM events.consumers WHERE name = 'webhooks' FOR UPDATE;
-    SELECT max(position) INTO last_position
+    SELECT max(position), count(*) INTO last_position, consumed
       FROM (SELECT position FROM events.log WHERE position > cursor_position ORDER BY position LIMIT rows_max) batch;
     IF last_position IS NULL THEN
         RETURN 0;
@@ -102,9 +103,8 @@ BEGIN
        AND ('*' = ANY (e.enabled_events) OR l.type = ANY (e.enabled_events))
      WHERE l.position > cursor_position AND l.position <= last_position
     ON CONFLICT (endpoint_id, event_id, generation) DO NOTHING;
-    GET DIAGNOSTICS created = ROW_COUNT;
     UPDATE events.consumers SET position = last_position WHERE name = 'webhooks';
-    RETURN created;
+    RETURN consumed;
 END
 $$;
 
@@ -169,6 +169,9 @@ BEGIN
            finished_at = CASE WHEN succeeded OR record_webhook_attempt.next_attempt_at IS NULL THEN now() END
      WHERE w.id = delivery
     RETURNING * INTO d;
+    IF NOT FOUND THEN
+        RETURN;  -- the endpoint (and with it the delivery) was deleted mid-send
+    END IF;
     INSERT INTO events.webhook_attempts (delivery_id, attempt, business_id, status_code, latency_ms, error)
     VALUES (delivery, d.attempts, d.business_id, status_code, latency_ms, error);
     UPDATE events.webhook_endpoints e

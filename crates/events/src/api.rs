@@ -85,11 +85,13 @@ async fn list_events(
         })
         .transpose()?;
     // One resource's events read in sequence order; otherwise newest first.
-    let order = if params.resource_id.is_some() { "sequence ASC" } else { "id DESC" };
+    // The log's position is the order of publication (ids made by SQL are not
+    // time-ordered), so "newest first" is position descending.
+    let order = if params.resource_id.is_some() { "sequence ASC" } else { "position DESC" };
     let cursor = if params.resource_id.is_some() {
         "($3::uuid IS NULL OR sequence > (SELECT c.sequence FROM events.log c WHERE c.id = $3))"
     } else {
-        "($3::uuid IS NULL OR id < $3)"
+        "($3::uuid IS NULL OR position < (SELECT c.position FROM events.log c WHERE c.id = $3))"
     };
     let rows: Vec<EventRow> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM events.log

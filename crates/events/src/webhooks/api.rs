@@ -391,8 +391,10 @@ async fn list_deliveries(
                             FROM events.webhook_attempts a WHERE a.delivery_id = d.id), '[]'::jsonb) AS attempt_history,
                 d.created_at
            FROM events.webhook_deliveries d
-          WHERE d.business_id = $1 AND d.endpoint_id = $2 AND ($3::uuid IS NULL OR d.id < $3)
-          ORDER BY d.id DESC LIMIT $4",
+          WHERE d.business_id = $1 AND d.endpoint_id = $2
+            AND ($3::uuid IS NULL
+                 OR (d.created_at, d.id) < (SELECT c.created_at, c.id FROM events.webhook_deliveries c WHERE c.id = $3))
+          ORDER BY d.created_at DESC, d.id DESC LIMIT $4",
     )
     .bind(principal.business_id.as_uuid())
     .bind(id.as_uuid())

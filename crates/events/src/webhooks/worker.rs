@@ -19,6 +19,7 @@ const SENDS_CONCURRENT_MAX: usize = 16;
 /// Bytes of a receiver's response read at most; the rest is ignored.
 const RESPONSE_BYTES_MAX: usize = 16 * 1024;
 const ERROR_CHARS_MAX: usize = 300;
+const DISABLE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(sqlx::FromRow)]
 struct Claimed {
@@ -49,6 +50,15 @@ pub fn client(config: &WebhookConfig) -> Result<reqwest::Client, reqwest::Error>
         .build()
 }
 
+/// Disables endpoints that have failed for longer than `disable_after`.
+pub async fn disable_failing_endpoints(pool: &PgPool, config: &WebhookConfig) -> Result<i32, sqlx::Error> {
+    let disable_after = format!("{} milliseconds", config.disable_after.as_millis());
+    sqlx::query_scalar("SELECT events.disable_failing_endpoints($1::interval)")
+        .bind(disable_after)
+        .fetch_one(pool)
+        .await
+}
+
 pub async fn run(pool: PgPool, config: WebhookConfig, mut shutdown: watch::Receiver<bool>) {
     let client = match client(&config) {
         Ok(client) => client,
@@ -59,9 +69,18 @@ pub async fn run(pool: PgPool, config: WebhookConfig, mut shutdown: watch::Recei
     };
     let sends = Arc::new(Semaphore::new(SENDS_CONCURRENT_MAX));
     let mut tick = tokio::time::interval(config.poll_interval);
+    let mut disable_check = tokio::time::interval(DISABLE_CHECK_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
+            _ = disable_check.tick() => {
+                match disable_failing_endpoints(&pool, &config).await {
+                    Ok(0) => {}
+                    Ok(disabled) => tracing::warn!(disabled, "disabled webhook endpoints that kept failing"),
+                    Err(error) => tracing::warn!(%error, "checking for failing webhook endpoints failed"),
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
         if let Err(error) = step(&pool, &config, &client, &sends).await {
@@ -70,7 +89,7 @@ pub async fn run(pool: PgPool, config: WebhookConfig, mut shutdown: watch::Recei
     }
 }
 
-/// One round: fan out, disable long-failing endpoints, deliver what is due.
+/// One round: fan out, then deliver what is due.
 pub async fn step(
     pool: &PgPool,
     config: &WebhookConfig,
