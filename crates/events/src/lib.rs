@@ -8,10 +8,13 @@
 //!   with their own cursors. It wakes on NOTIFY and also polls, so a lost notification only
 //!   delays. One relay at a time per outbox (an advisory lock), so several may run.
 //! - [`api`]: `GET /v1/events` and `GET /v1/events/{id}`.
+//! - [`consumer`]: idempotent consumers (an inbox row in the same transaction as the
+//!   effect) reading the embedded bus with their own cursors.
 //! - [`webhooks`]: merchant webhook endpoints, signed deliveries with retries in
 //!   per-resource order, replay, and the SSRF guard.
 
 pub mod api;
+pub mod consumer;
 pub mod envelope;
 pub mod outbox;
 pub mod relay;

@@ -64,8 +64,9 @@ pub async fn run(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
             _ = poll.tick() => {}
             outcome = notified => {
                 if let Err(error) = outcome {
-                    // The listener reconnects by itself on the next recv; polling covers the gap.
-                    tracing::warn!(%error, "outbox listener interrupted");
+                    // Keep going on polling alone rather than spin on a broken listener.
+                    tracing::warn!(%error, "outbox listener failed; polling only from now on");
+                    listener = None;
                 }
             }
         }

@@ -22,21 +22,26 @@ pub fn spawn(
     webhooks: till_events::webhooks::WebhookConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(till_events::relay::run(pool.clone(), shutdown.clone()));
-    tokio::spawn(till_events::webhooks::worker::run(pool.clone(), webhooks, shutdown.clone()));
+    // One task that ends when all the jobs have: `till up` awaits it before closing the
+    // pool, so no job ever meets a closed pool.
     tokio::spawn(async move {
-        let mut purge = tokio::time::interval(PURGE_INTERVAL);
-        let mut sweep = tokio::time::interval(LIMITER_SWEEP_INTERVAL);
-        let mut holds = tokio::time::interval(HOLD_SWEEP_INTERVAL);
-        holds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = purge.tick() => purge_idempotency_keys(&pool, retention_hours).await,
-                _ = sweep.tick() => limiter.forget_idle(),
-                _ = holds.tick() => expire_holds(&engine).await,
+        let relay = till_events::relay::run(pool.clone(), shutdown.clone());
+        let webhooks = till_events::webhooks::worker::run(pool.clone(), webhooks, shutdown.clone());
+        let periodic = async move {
+            let mut purge = tokio::time::interval(PURGE_INTERVAL);
+            let mut sweep = tokio::time::interval(LIMITER_SWEEP_INTERVAL);
+            let mut holds = tokio::time::interval(HOLD_SWEEP_INTERVAL);
+            holds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = purge.tick() => purge_idempotency_keys(&pool, retention_hours).await,
+                    _ = sweep.tick() => limiter.forget_idle(),
+                    _ = holds.tick() => expire_holds(&engine).await,
+                }
             }
-        }
+        };
+        tokio::join!(relay, webhooks, periodic);
     })
 }
 

@@ -35,7 +35,8 @@ fn till() -> Command {
     command
 }
 
-/// Starts `till up` and reads its banner up to "Press Ctrl-C".
+/// Starts `till up` and reads its banner up to "Press Ctrl-C". `port` 0 lets the API take
+/// any free port (read back from the banner), so parallel tests cannot collide on it.
 fn start_up(mut command: Command, port: u16) -> Running {
     command.args(["up", "--port", &port.to_string()]).stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = command.spawn().expect("spawn till up");
@@ -55,6 +56,11 @@ fn start_up(mut command: Command, port: u16) -> Running {
         let done = line.contains("Press Ctrl-C");
         output.push(line);
         if done {
+            let port = output
+                .iter()
+                .find_map(|line| line.trim().strip_prefix("API:"))
+                .and_then(|url| url.trim().trim_start_matches("http://127.0.0.1:").trim_end_matches("/v1").parse().ok())
+                .unwrap_or(port);
             return Running { child, output, port };
         }
     }
@@ -110,12 +116,11 @@ fn wait_until_gone(path: &Path, what: &str) {
 #[test]
 fn till_up_first_start_reuse_and_graceful_stops() {
     let data_dir = temp_dir("up");
-    let port = free_port();
     let mut first = till();
     first.env("TILL_DATA_DIR", &data_dir);
-    let running = start_up(first, port);
+    let running = start_up(first, 0);
     let key = api_key_in(&running.output).expect("the first start prints a key");
-    assert!(running.output.iter().any(|line| line.contains(&format!("http://127.0.0.1:{port}/docs"))));
+    assert!(running.output.iter().any(|line| line.contains(&format!("http://127.0.0.1:{}/docs", running.port))));
     assert!(running.output.iter().any(|line| line.contains("till_admin_")), "the admin token is printed once");
     let (status, business) = get_business(running.port, &key);
     assert_eq!(status, 200);
@@ -144,7 +149,7 @@ fn till_up_first_start_reuse_and_graceful_stops() {
 
     let mut second = till();
     second.env("TILL_DATA_DIR", &data_dir);
-    let running = start_up(second, port);
+    let running = start_up(second, 0);
     assert_eq!(api_key_in(&running.output), None, "no second demo business or key");
     assert!(!running.output.iter().any(|line| line.contains("till_admin_")), "the admin token is not printed again");
     assert_eq!(get_business(running.port, &key).0, 200, "the cluster and its data are reused");
@@ -161,7 +166,7 @@ fn a_killed_till_up_does_not_leave_postgres_running() {
     let data_dir = temp_dir("kill");
     let mut command = till();
     command.env("TILL_DATA_DIR", &data_dir);
-    let running = start_up(command, free_port());
+    let running = start_up(command, 0);
     let pid_file = cluster_dir(&data_dir).join("postmaster.pid");
     assert!(pid_file.exists());
     let mut child = running.child;
@@ -197,7 +202,7 @@ async fn with_database_url_nothing_is_provisioned() {
     let running = tokio::task::spawn_blocking(move || {
         let mut command = till();
         command.env("TILL_DATA_DIR", &data_dir).env("DATABASE_URL", &url);
-        (start_up(command, free_port()), data_dir)
+        (start_up(command, 0), data_dir)
     })
     .await
     .expect("start");
@@ -240,7 +245,7 @@ fn till_up_runs_as_an_ordinary_user() {
         .env("TILL_DATA_DIR", &data_dir)
         .env("HOME", &data_dir)
         .current_dir(&data_dir);
-    let running = start_up(command, free_port());
+    let running = start_up(command, 0);
     let key = api_key_in(&running.output).expect("key");
     assert_eq!(get_business(running.port, &key).0, 200);
     let pg_dir = cluster_dir(&data_dir);

@@ -228,3 +228,63 @@ async fn event_data_schemas_are_in_the_openapi_document() {
     }
     assert!(app.openapi["components"]["schemas"]["EventBody"].is_object());
 }
+
+/// Every event delivered three times, shuffled, many at once: each effect happens once.
+#[tokio::test]
+async fn a_consumer_applies_each_event_once_however_often_it_arrives() {
+    use till_events::consumer::{advance, handle_once, poll, Handled};
+    let app = spawn_app().await;
+    sqlx::query("CREATE TABLE public.consumer_effects (event_id uuid NOT NULL, business_id uuid NOT NULL)")
+        .execute(&app.owner_pool)
+        .await
+        .expect("effect table");
+    sqlx::query("GRANT INSERT, SELECT ON public.consumer_effects TO till_app")
+        .execute(&app.owner_pool)
+        .await
+        .expect("grant");
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, alice) = (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    for _ in 0..20 {
+        posted(&app, k, &bank, &alice, 5).await;
+    }
+    drain_all(&app).await;
+    let events = poll(&app.pool, "test-consumer", 1_000).await.expect("poll");
+    assert_eq!(events.len(), 23, "the owner key, two accounts, twenty transfers");
+
+    let mut copies: Vec<&till_events::consumer::LoggedEvent> = events.iter().chain(&events).chain(&events).collect();
+    // A deterministic shuffle (an LCG), so a failure can be reproduced.
+    let mut state = 0x2545_f491_u64;
+    for index in (1..copies.len()).rev() {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        copies.swap(index, (state >> 33) as usize % (index + 1));
+    }
+    let outcomes = join_all(copies.iter().map(|event| {
+        handle_once(&app.pool, "test-consumer", event, |connection| {
+            let (id, business) = (event.id, event.business_id);
+            Box::pin(async move {
+                sqlx::query("INSERT INTO public.consumer_effects (event_id, business_id) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(business)
+                    .execute(connection)
+                    .await
+                    .map(|_| ())
+            })
+        })
+    }))
+    .await;
+    let applied = outcomes.iter().filter(|outcome| matches!(outcome, Ok(Handled::Applied))).count();
+    let duplicates = outcomes.iter().filter(|outcome| matches!(outcome, Ok(Handled::Duplicate))).count();
+    assert_eq!((applied, duplicates), (23, 46), "{outcomes:?}");
+    let effects: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM public.consumer_effects")
+            .fetch_all(&app.owner_pool)
+            .await
+            .expect("effects");
+    assert_eq!(effects, vec![(23, 23)], "each effect exactly once");
+
+    let last = events.last().expect("events").position;
+    advance(&app.pool, "test-consumer", last).await.expect("advance");
+    advance(&app.pool, "test-consumer", 1).await.expect("a stale advance");
+    assert!(poll(&app.pool, "test-consumer", 1_000).await.expect("poll").is_empty(), "the cursor never moves back");
+}
