@@ -96,3 +96,34 @@ BEGIN
 END
 $$;
 GRANT EXECUTE ON FUNCTION events.notify_outbox() TO till_app;
+
+-- Creates a service's transactional outbox, `<schema>.outbox`, and registers it with the
+-- relay: one definition for every service. till_app may only insert, for its own
+-- business; inserts notify the relay.
+CREATE FUNCTION events.create_outbox(schema_name text) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format(
+        'CREATE TABLE %1$I.outbox (
+             position    bigserial   PRIMARY KEY,
+             id          uuid        NOT NULL UNIQUE,
+             type        text        NOT NULL,
+             version     integer     NOT NULL,
+             business_id uuid        NOT NULL,
+             resource_id text        NOT NULL,
+             sequence    bigint      NOT NULL,
+             occurred_at timestamptz NOT NULL,
+             request_id  text,
+             data        jsonb       NOT NULL
+         );
+         ALTER TABLE %1$I.outbox ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY outbox_tenant ON %1$I.outbox FOR INSERT WITH CHECK (business_id = till.current_business_id());
+         GRANT INSERT ON %1$I.outbox TO till_app;
+         GRANT USAGE ON SEQUENCE %1$I.outbox_position_seq TO till_app;
+         CREATE TRIGGER outbox_notify AFTER INSERT ON %1$I.outbox
+             FOR EACH STATEMENT EXECUTE FUNCTION events.notify_outbox();',
+        schema_name);
+    INSERT INTO events.outboxes (name) VALUES (schema_name || '.outbox');
+END
+$$;
+REVOKE ALL ON FUNCTION events.create_outbox(text) FROM PUBLIC;

@@ -188,24 +188,7 @@ GRANT EXECUTE ON FUNCTION events.claim_webhook_deliveries(integer, interval) TO 
 GRANT EXECUTE ON FUNCTION events.record_webhook_attempt(uuid, boolean, integer, integer, text, timestamptz) TO till_app;
 
 -- The events service's own outbox (for webhook_endpoint.* events).
-CREATE TABLE events.outbox (
-    position    bigserial   PRIMARY KEY,
-    id          uuid        NOT NULL UNIQUE,
-    type        text        NOT NULL,
-    version     integer     NOT NULL,
-    business_id uuid        NOT NULL,
-    resource_id text        NOT NULL,
-    sequence    bigint      NOT NULL,
-    occurred_at timestamptz NOT NULL,
-    request_id  text,
-    data        jsonb       NOT NULL
-);
-ALTER TABLE events.outbox ENABLE ROW LEVEL SECURITY;
-CREATE POLICY outbox_tenant ON events.outbox FOR INSERT WITH CHECK (business_id = till.current_business_id());
-GRANT INSERT ON events.outbox TO till_app;
-GRANT USAGE ON SEQUENCE events.outbox_position_seq TO till_app;
-CREATE TRIGGER outbox_notify AFTER INSERT ON events.outbox FOR EACH STATEMENT EXECUTE FUNCTION events.notify_outbox();
-INSERT INTO events.outboxes (name) VALUES ('events.outbox');
+SELECT events.create_outbox('events');
 
 -- Disables endpoints that have failed continuously for longer than `after`, and says so
 -- with a webhook_endpoint.disabled event (its sequence is the endpoint's new version).

@@ -389,8 +389,8 @@ async fn list_entries(
             kind: entry.kind.clone(),
             posted_delta: entry.posted_delta,
             pending_delta: entry.pending_delta,
-            balance_after: i64::try_from(after.balance).map_err(|e| ApiError::internal(&e))?,
-            available_after: i64::try_from(after.available).map_err(|e| ApiError::internal(&e))?,
+            balance_after: crate::view::narrow(after.balance)?,
+            available_after: crate::view::narrow(after.available)?,
             created_at: entry.created_at,
         });
     }
@@ -427,20 +427,7 @@ async fn balance(
         Some(entry) => entry.totals(),
         None => Default::default(),
     };
-    let balances = account.balances();
-    let narrow = |value: i128| i64::try_from(value).map_err(|e| ApiError::internal(&e));
-    Ok(axum::Json(BalanceBody {
-        account_id: id,
-        currency: account.currency,
-        as_of,
-        balance: narrow(balances.balance)?,
-        pending: narrow(balances.pending_incoming - balances.pending_outgoing)?,
-        available: narrow(balances.available)?,
-        debits_posted: account.totals.debits_posted,
-        credits_posted: account.totals.credits_posted,
-        debits_pending: account.totals.debits_pending,
-        credits_pending: account.totals.credits_pending,
-    }))
+    Ok(axum::Json(BalanceBody::new(&account, as_of)?))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

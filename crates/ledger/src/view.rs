@@ -57,7 +57,7 @@ pub struct AccountExtras {
 }
 
 /// Narrows a derived balance; the engine never commits a state where this fails.
-fn narrow(value: i128) -> Result<i64, ApiError> {
+pub(crate) fn narrow(value: i128) -> Result<i64, ApiError> {
     i64::try_from(value).map_err(|_| ApiError::internal(&"a stored balance does not fit in i64"))
 }
 
@@ -187,6 +187,25 @@ pub struct BalanceBody {
     pub credits_posted: i64,
     pub debits_pending: i64,
     pub credits_pending: i64,
+}
+
+impl BalanceBody {
+    /// `account`'s balances with the totals it had at `as_of`.
+    pub fn new(account: &Account, as_of: OffsetDateTime) -> Result<BalanceBody, ApiError> {
+        let balances = account.balances();
+        Ok(BalanceBody {
+            account_id: account.id,
+            currency: account.currency,
+            as_of,
+            balance: narrow(balances.balance)?,
+            pending: narrow(balances.pending_incoming - balances.pending_outgoing)?,
+            available: narrow(balances.available)?,
+            debits_posted: account.totals.debits_posted,
+            credits_posted: account.totals.credits_posted,
+            debits_pending: account.totals.debits_pending,
+            credits_pending: account.totals.credits_pending,
+        })
+    }
 }
 
 /// The problem for a refused command, naming the field at fault.
