@@ -12,11 +12,14 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 /// Every outbox, registered by its service's migration.
-pub const OUTBOXES: [&str; 2] = ["access.outbox", "ledger.outbox"];
+pub const OUTBOXES: [&str; 3] = ["access.outbox", "events.outbox", "ledger.outbox"];
 pub const NOTIFY_CHANNEL: &str = "till_outbox";
 const RELAY_ROWS_MAX: i32 = 1_000;
 /// Polled even without notifications, so a lost NOTIFY only delays.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the relay gathers notifications before a drain: the latency it adds, and the
+/// batching it buys under load.
+const RELAY_COALESCE: Duration = Duration::from_millis(10);
 
 /// Moves everything currently committed in `outbox`; returns how many events moved.
 pub async fn drain(pool: &PgPool, outbox: &str) -> Result<u64, sqlx::Error> {
@@ -36,7 +39,10 @@ pub async fn backlog(pool: &PgPool, outbox: &str) -> Result<(i64, Option<time::O
     sqlx::query_as("SELECT waiting, oldest FROM events.backlog($1)").bind(outbox).fetch_one(pool).await
 }
 
-/// Runs until `shutdown` flips: drains every outbox when notified, and every second.
+/// Runs until `shutdown` flips: drains the outboxes that notified, and all of them every
+/// second. Notifications arriving while a drain runs, or within `RELAY_COALESCE` after it,
+/// are served together by the next drain: under load the relay moves events in batches
+/// instead of waking for every committing transaction.
 pub async fn run(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
     let mut listener = match PgListener::connect_with(&pool).await {
         Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
@@ -55,22 +61,34 @@ pub async fn run(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
     loop {
         let notified = async {
             match listener.as_mut() {
-                Some(listener) => listener.recv().await.map(|_| ()),
+                Some(listener) => listener.recv().await.map(|notification| notification.payload().to_string()),
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let mut due: Vec<&str> = tokio::select! {
             _ = shutdown.changed() => return,
-            _ = poll.tick() => {}
-            outcome = notified => {
-                if let Err(error) = outcome {
+            _ = poll.tick() => OUTBOXES.to_vec(),
+            outcome = notified => match outcome {
+                Ok(payload) => OUTBOXES.iter().copied().filter(|outbox| *outbox == payload).collect(),
+                Err(error) => {
                     // Keep going on polling alone rather than spin on a broken listener.
                     tracing::warn!(%error, "outbox listener failed; polling only from now on");
                     listener = None;
+                    continue;
+                }
+            },
+        };
+        tokio::time::sleep(RELAY_COALESCE).await;
+        if let Some(listener) = listener.as_mut() {
+            while let Some(notification) = listener.next_buffered() {
+                if let Some(outbox) = OUTBOXES.iter().find(|outbox| **outbox == notification.payload()) {
+                    due.push(outbox);
                 }
             }
         }
-        for outbox in OUTBOXES {
+        due.sort_unstable();
+        due.dedup();
+        for outbox in due {
             if let Err(error) = drain(&pool, outbox).await {
                 tracing::warn!(%error, outbox, "relaying events failed; retrying on the next tick");
             }

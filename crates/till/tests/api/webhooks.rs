@@ -409,3 +409,37 @@ async fn endpoints_are_validated_listed_updated_and_deleted() {
     assert_eq!(deleted.status().as_u16(), 204);
     assert_eq!(app.get(&format!("/v1/webhook_endpoints/{endpoint}"), k).await.status().as_u16(), 404);
 }
+
+/// An endpoint failing for longer than `disable_after` is disabled, and an event says so.
+#[tokio::test]
+async fn an_endpoint_that_keeps_failing_is_disabled_with_an_event() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (endpoint, _) = create_endpoint(&app, k, "https://hooks.example.com/till").await;
+    let config = till_events::webhooks::WebhookConfig::default();
+    // Not failing long enough yet: nothing happens.
+    sqlx::query("UPDATE events.webhook_endpoints SET failing_since = now() - interval '4 days'")
+        .execute(&app.owner_pool)
+        .await
+        .expect("age");
+    assert_eq!(till_events::webhooks::worker::disable_failing_endpoints(&app.pool, &config).await.expect("check"), 0);
+    sqlx::query("UPDATE events.webhook_endpoints SET failing_since = now() - interval '6 days'")
+        .execute(&app.owner_pool)
+        .await
+        .expect("age");
+    assert_eq!(till_events::webhooks::worker::disable_failing_endpoints(&app.pool, &config).await.expect("check"), 1);
+    let body: Value = app.get(&format!("/v1/webhook_endpoints/{endpoint}"), k).await.json().await.expect("json");
+    assert_eq!(body["status"], "disabled");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page: Value = app.get("/v1/events?type=webhook_endpoint.disabled", k).await.json().await.expect("json");
+        if let Some(event) = page["data"].as_array().and_then(|data| data.first()) {
+            assert_eq!(event["resource_id"], endpoint.as_str());
+            assert_eq!(event["sequence"], body["version"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the event is relayed from the events outbox");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
