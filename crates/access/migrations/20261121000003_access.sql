@@ -57,18 +57,10 @@ CREATE POLICY audit_log_tenant ON access.audit_log
     USING (business_id = till.current_business_id())
     WITH CHECK (business_id = till.current_business_id());
 
-CREATE FUNCTION access.refuse_change() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'access.audit_log is append-only (% refused)', TG_OP
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
-
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON access.audit_log
-    FOR EACH ROW EXECUTE FUNCTION access.refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION till.refuse_change();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON access.audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION access.refuse_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION till.refuse_change();
 
 GRANT USAGE ON SCHEMA access TO till_app;
 GRANT SELECT, INSERT ON access.businesses TO till_app;

@@ -35,3 +35,13 @@ CREATE FUNCTION till.current_scope() RETURNS text
 
 GRANT EXECUTE ON FUNCTION till.current_business_id() TO till_app;
 GRANT EXECUTE ON FUNCTION till.current_scope() TO till_app;
+
+-- Refuses the change that fired it: the trigger function of every append-only table
+-- (history, audit logs), so that not even the tables' owner rewrites them by accident.
+CREATE FUNCTION till.refuse_change() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%.% is append-only (% refused)', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;

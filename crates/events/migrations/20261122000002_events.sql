@@ -22,14 +22,8 @@ CREATE INDEX log_business_newest_first ON events.log (business_id, position DESC
 ALTER TABLE events.log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY log_tenant ON events.log USING (business_id = till.current_business_id());
 
-CREATE FUNCTION events.refuse_change() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'events.log is append-only (% refused)', TG_OP USING ERRCODE = 'insufficient_privilege';
-END
-$$;
 CREATE TRIGGER log_append_only BEFORE UPDATE OR DELETE ON events.log
-    FOR EACH ROW EXECUTE FUNCTION events.refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION till.refuse_change();
 
 GRANT USAGE ON SCHEMA events TO till_app;
 GRANT SELECT ON events.log TO till_app;

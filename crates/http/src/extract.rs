@@ -23,6 +23,26 @@ pub fn body_too_large() -> ApiError {
     )
 }
 
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "Unsupported media type",
+        "Send the body as `Content-Type: application/json`.",
+    )
+}
+
+/// The body, within the size limit (413 beyond it).
+async fn read_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            body_too_large()
+        } else {
+            ApiError::invalid("body", rejection.body_text())
+        }
+    })
+}
+
 fn is_json_content_type(parts: &axum::http::HeaderMap) -> bool {
     let Some(value) = parts.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) else {
         return false;
@@ -56,20 +76,9 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json_content_type(request.headers()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "Unsupported media type",
-                "Send the body as `Content-Type: application/json`.",
-            ));
+            return Err(unsupported_media_type());
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                body_too_large()
-            } else {
-                ApiError::invalid("body", rejection.body_text())
-            }
-        })?;
+        let bytes = read_bytes(request, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -127,23 +136,12 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let has_json_type = is_json_content_type(request.headers());
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                body_too_large()
-            } else {
-                ApiError::invalid("body", rejection.body_text())
-            }
-        })?;
+        let bytes = read_bytes(request, state).await?;
         if bytes.is_empty() {
             return Ok(ApiJsonOrEmpty(T::default()));
         }
         if !has_json_type {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "Unsupported media type",
-                "Send the body as `Content-Type: application/json`.",
-            ));
+            return Err(unsupported_media_type());
         }
         parse_json(&bytes).map(ApiJsonOrEmpty)
     }

@@ -92,26 +92,18 @@ CREATE TABLE ledger.entries (
 -- One index serves the statement (newest first) and point-in-time balances.
 CREATE INDEX entries_account_history ON ledger.entries (account_id, created_at DESC, id DESC);
 
-CREATE FUNCTION ledger.refuse_change() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION '%.% is append-only (% refused)', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
-
 CREATE TRIGGER transfers_append_only BEFORE UPDATE OR DELETE ON ledger.transfers
-    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION till.refuse_change();
 CREATE TRIGGER transfers_no_truncate BEFORE TRUNCATE ON ledger.transfers
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION till.refuse_change();
 CREATE TRIGGER hold_resolutions_append_only BEFORE UPDATE OR DELETE ON ledger.hold_resolutions
-    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION till.refuse_change();
 CREATE TRIGGER hold_resolutions_no_truncate BEFORE TRUNCATE ON ledger.hold_resolutions
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION till.refuse_change();
 CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON ledger.entries
-    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION till.refuse_change();
 CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON ledger.entries
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION till.refuse_change();
 
 ALTER TABLE ledger.accounts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ledger.transfers ENABLE ROW LEVEL SECURITY;
