@@ -308,10 +308,8 @@ async fn update_account(
         if account.status == AccountStatus::Closed && status != AccountStatus::Closed {
             return Err(ApiError::conflict("account_closed", "A closed account cannot be reopened."));
         }
-        if status == AccountStatus::Closed && account.totals != Default::default() && account.balances().balance != 0
-            || status == AccountStatus::Closed
-                && (account.totals.debits_pending != 0 || account.totals.credits_pending != 0)
-        {
+        let holds_open = account.totals.debits_pending != 0 || account.totals.credits_pending != 0;
+        if status == AccountStatus::Closed && (account.balances().balance != 0 || holds_open) {
             return Err(ApiError::unprocessable(
                 "account_not_empty",
                 "Account not empty",

@@ -231,18 +231,8 @@ async fn try_batch(
     jobs: &[Job],
     duplicate: &[bool],
 ) -> Result<(Vec<Decided>, Vec<StoredResponse>), BatchError> {
-    // One round trip: scope the transaction to the business (for row-level security),
-    // take the business's writer lock, then read the clock (after the lock, so that
-    // entries' times follow the order in which batches commit).
     let mut transaction = pool.begin().await?;
-    let now: time::OffsetDateTime = sqlx::query_scalar(
-        "SELECT clock_timestamp()
-           FROM (SELECT set_config('till.business_id', $1, true), set_config('till.scope', $1, true)) AS scoped,
-                LATERAL (SELECT pg_advisory_xact_lock(hashtextextended('ledger' || chr(31) || $1, 0))) AS locked",
-    )
-    .bind(business.as_uuid().to_string())
-    .fetch_one(&mut *transaction)
-    .await?;
+    let now = store::begin_batch(&mut transaction, business).await?;
 
     let mut decided: Vec<Option<Decided>> = duplicate
         .iter()
@@ -409,11 +399,7 @@ fn problem(error: &ApiError, request_id: &str) -> (StatusCode, &'static str, Vec
 
 /// Expires overdue holds of every business through their engines. Returns how many.
 pub async fn expire_overdue_holds(engine: &Engine, rows_max: i32) -> Result<usize, sqlx::Error> {
-    let overdue: Vec<(uuid::Uuid, uuid::Uuid)> =
-        sqlx::query_as("SELECT business_id, transfer_id FROM ledger.overdue_holds($1)")
-            .bind(rows_max)
-            .fetch_all(&engine.pool)
-            .await?;
+    let overdue = store::overdue_holds(&engine.pool, rows_max).await?;
     let count = overdue.len();
     let submissions = overdue.into_iter().map(|(business, transfer)| {
         let engine = engine.clone();

@@ -141,16 +141,37 @@ pub async fn list_accounts(
     .await
 }
 
-/// Takes the business's ledger writer lock for the rest of the transaction. The engine
-/// takes it for every batch, and account updates take it too, so balances and bounds
-/// only ever change one writer at a time (also across Till instances).
+/// The business's ledger writer lock, for the rest of the transaction; `$1` is the
+/// business id as text. The engine takes it for every batch and account updates take it
+/// too, so balances and bounds only ever change one writer at a time (also across Till
+/// instances). Both go through this one expression so they cannot drift apart.
+const WRITER_LOCK: &str = "pg_advisory_xact_lock(hashtextextended('ledger' || chr(31) || $1, 0))";
+
+/// Takes the business's ledger writer lock (see [`WRITER_LOCK`]).
 pub async fn lock_business(connection: &mut PgConnection, business: BusinessId) -> Result<(), sqlx::Error> {
-    sqlx::query(WRITER_LOCK).bind(business.as_uuid().to_string()).execute(connection).await?;
+    sqlx::query(&format!("SELECT {WRITER_LOCK}")).bind(business.as_uuid().to_string()).execute(connection).await?;
     Ok(())
 }
 
-/// The writer lock's statement; `$1` is the business id as text.
-pub const WRITER_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('ledger' || chr(31) || $1, 0))";
+/// Opens an engine batch in one round trip: scopes the transaction to the business (for
+/// row-level security), takes the writer lock, then reads the clock — after the lock, so
+/// that entries' times follow the order in which batches commit.
+pub async fn begin_batch(connection: &mut PgConnection, business: BusinessId) -> Result<OffsetDateTime, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT clock_timestamp()
+           FROM (SELECT set_config('till.business_id', $1, true), set_config('till.scope', $1, true)) AS scoped,
+                LATERAL (SELECT {WRITER_LOCK}) AS locked"
+    ))
+    .bind(business.as_uuid().to_string())
+    .fetch_one(connection)
+    .await
+}
+
+/// Overdue holds of every business, for the sweeper (cross-business by necessity: see
+/// `ledger.overdue_holds` in the migration).
+pub async fn overdue_holds(pool: &sqlx::PgPool, rows_max: i32) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT business_id, transfer_id FROM ledger.overdue_holds($1)").bind(rows_max).fetch_all(pool).await
+}
 
 pub struct AccountChanges<'a> {
     pub name: &'a str,

@@ -60,6 +60,8 @@ async fn an_unscoped_query_in_a_tenant_transaction_sees_only_that_tenant() {
 #[tokio::test]
 async fn the_app_role_cannot_switch_off_row_level_security() {
     let app = spawn_app().await;
+    // A row that an unscoped query would see if row-level security could be switched off.
+    app.create_business("GB").await;
     let mut connection = app.pool.acquire().await.expect("connection");
     let role: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut *connection).await.expect("role");
     assert_eq!(role, "till_app");
