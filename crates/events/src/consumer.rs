@@ -1,10 +1,11 @@
-//! Idempotent consumers on the embedded bus.
+//! Idempotent consumers.
 //!
-//! A consumer reads the log after its cursor ([`poll`]), handles each event with
-//! [`handle_once`] — which records the event in `events.inbox` in the same transaction as
-//! the effect, so a duplicate is skipped — and then moves its cursor ([`advance`]). The
-//! cursor may lag (a crash between handling and advancing redelivers), the inbox makes
-//! that harmless: delivery is at least once, the effect exactly once.
+//! Whatever the bus, a consumer handles each event with [`handle_once`], which records the
+//! event in `events.inbox` in the same transaction as the effect, so a duplicate is
+//! skipped. On the embedded bus a consumer reads the log after its cursor ([`poll`]) and
+//! then moves the cursor ([`advance`]); the cursor may lag (a crash between handling and
+//! advancing redelivers), and the inbox makes that harmless: delivery is at least once,
+//! the effect exactly once. [`crate::bus`] runs consumers on either bus.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use till_kit::BusinessId;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::envelope::EventBody;
 use crate::EventId;
 
 /// An event as a consumer receives it.
@@ -36,7 +38,25 @@ impl LoggedEvent {
     pub fn event_id(&self) -> EventId {
         EventId::from_uuid(self.id)
     }
+
+    /// The envelope as consumers, the API and the broker see it.
+    pub fn body(&self) -> EventBody {
+        EventBody {
+            id: self.event_id(),
+            event_type: self.event_type.clone(),
+            version: self.version,
+            business_id: BusinessId::from_uuid(self.business_id),
+            resource_id: self.resource_id.clone(),
+            sequence: self.sequence,
+            occurred_at: self.occurred_at,
+            request_id: self.request_id.clone(),
+            data: self.data.clone(),
+        }
+    }
 }
+
+/// Why an effect failed; the bus retries the event.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
@@ -47,20 +67,33 @@ pub enum Handled {
 }
 
 /// The effect of handling one event, run in the event's business's transaction.
-pub type Effect<'c> = Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
+pub type Effect<'c> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'c>>;
+
+/// What a consumer does with one event: its effect, run in the transaction that records
+/// the event in the consumer's inbox (and in the event's business, so row-level security
+/// applies as it does to requests).
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'c>(&'c self, connection: &'c mut PgConnection, event: &'c EventBody) -> Effect<'c>;
+}
+
+impl<F> Handler for F
+where
+    F: for<'c> Fn(&'c mut PgConnection, &'c EventBody) -> Effect<'c> + Send + Sync + 'static,
+{
+    fn handle<'c>(&'c self, connection: &'c mut PgConnection, event: &'c EventBody) -> Effect<'c> {
+        self(connection, event)
+    }
+}
 
 /// Handles `event` once for `consumer`: the inbox row and the effect commit together, and
 /// a second copy (sequential or concurrent) finds the row and skips the effect.
-pub async fn handle_once<F>(
+pub async fn handle_once(
     pool: &PgPool,
     consumer: &str,
-    event: &LoggedEvent,
-    effect: F,
-) -> Result<Handled, sqlx::Error>
-where
-    F: for<'c> FnOnce(&'c mut PgConnection) -> Effect<'c>,
-{
-    let mut transaction = till_db::begin_tenant(pool, BusinessId::from_uuid(event.business_id)).await?;
+    event: &EventBody,
+    handler: &dyn Handler,
+) -> Result<Handled, HandlerError> {
+    let mut transaction = till_db::begin_tenant(pool, event.business_id).await?;
     // A concurrent copy waits here on the primary key until the first commits, then
     // inserts nothing.
     let recorded = sqlx::query(
@@ -68,15 +101,15 @@ where
          ON CONFLICT (consumer, event_id) DO NOTHING",
     )
     .bind(consumer)
-    .bind(event.id)
-    .bind(event.business_id)
+    .bind(event.id.as_uuid())
+    .bind(event.business_id.as_uuid())
     .execute(&mut *transaction)
     .await?;
     if recorded.rows_affected() == 0 {
         transaction.rollback().await?;
         return Ok(Handled::Duplicate);
     }
-    effect(&mut transaction).await?;
+    handler.handle(&mut transaction, event).await?;
     transaction.commit().await?;
     Ok(Handled::Applied)
 }

@@ -1,7 +1,7 @@
 //! The event envelope (API.md, "Events and webhooks") and the catalogue of event types.
 //! docs/EVENTS.md is this catalogue in prose; a test keeps the two in step.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use till_kit::BusinessId;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -122,7 +122,7 @@ impl Event {
 }
 
 /// An event as the API and webhooks show it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "id": "evt_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "type": "transfer.created", "version": 1,
     "business_id": "biz_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "resource_id": "tr_01936f0e6c2a7cc2b0a6a4e5f3d2c1b1",

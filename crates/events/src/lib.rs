@@ -1,4 +1,4 @@
-//! The events backbone (first part: the embedded bus).
+//! The events backbone.
 //!
 //! - [`envelope`]: the event envelope of API.md and the catalogue of event types.
 //! - Each service writes its events to its own outbox table (`<schema>.outbox`), in the
@@ -9,11 +9,15 @@
 //!   delays. One relay at a time per outbox (an advisory lock), so several may run.
 //! - [`api`]: `GET /v1/events` and `GET /v1/events/{id}`.
 //! - [`consumer`]: idempotent consumers (an inbox row in the same transaction as the
-//!   effect) reading the embedded bus with their own cursors.
+//!   effect); [`bus`] runs them on the embedded log (a cursor each) or on RabbitMQ.
+//! - [`broker`]: the RabbitMQ bus: the publisher that follows the log with confirms, the
+//!   consumers' quorum queues with retries and dead letters.
 //! - [`webhooks`]: merchant webhook endpoints, signed deliveries with retries in
 //!   per-resource order, replay, and the SSRF guard.
 
 pub mod api;
+pub mod broker;
+pub mod bus;
 pub mod consumer;
 pub mod envelope;
 pub mod outbox;

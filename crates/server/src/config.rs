@@ -21,6 +21,8 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     pub jwt_leeway_seconds: u64,
     pub webhooks: till_events::webhooks::WebhookConfig,
+    /// The bus consumers read: the embedded log, or RabbitMQ (then the publisher runs too).
+    pub bus: till_events::bus::Bus,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,7 @@ impl Config {
             jwt_audience: None,
             jwt_leeway_seconds: 30,
             webhooks: till_events::webhooks::WebhookConfig::default(),
+            bus: till_events::bus::Bus::Embedded,
         }
     }
 

@@ -1,5 +1,7 @@
-//! Background jobs: purging expired idempotency keys and forgetting idle rate-limit
-//! buckets. Each runs until the shutdown signal flips, finishing its current step.
+//! Background jobs: the relay, the RabbitMQ publisher (when that is the bus), the webhook
+//! worker, the hold sweeper, purging expired idempotency keys and forgetting idle
+//! rate-limit buckets. Each runs until the shutdown signal flips, finishing its current
+//! step.
 
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ pub fn spawn(
     limiter: RateLimiter,
     engine: Engine,
     webhooks: till_events::webhooks::WebhookConfig,
+    bus: till_events::bus::Bus,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     // One task that ends when all the jobs have: `till up` awaits it before closing the
@@ -27,6 +30,14 @@ pub fn spawn(
     tokio::spawn(async move {
         let relay = till_events::relay::run(pool.clone(), shutdown.clone());
         let webhooks = till_events::webhooks::worker::run(pool.clone(), webhooks, shutdown.clone());
+        let publisher = {
+            let (pool, shutdown) = (pool.clone(), shutdown.clone());
+            async move {
+                if let till_events::bus::Bus::RabbitMq(broker) = bus {
+                    till_events::broker::publisher::run(pool, broker, shutdown).await;
+                }
+            }
+        };
         let periodic = async move {
             let mut purge = tokio::time::interval(PURGE_INTERVAL);
             let mut sweep = tokio::time::interval(LIMITER_SWEEP_INTERVAL);
@@ -41,7 +52,7 @@ pub fn spawn(
                 }
             }
         };
-        tokio::join!(relay, webhooks, periodic);
+        tokio::join!(relay, publisher, webhooks, periodic);
     })
 }
 

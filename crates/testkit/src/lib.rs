@@ -8,6 +8,8 @@
 //!   migrating per test and keeps tests independent.
 //! - `spawn_app` runs the real server (the same router `till up` builds) on 127.0.0.1:0.
 
+pub mod broker;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -188,6 +190,7 @@ async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<T
     let owner_pool = database.owner_pool().await?;
     let admin_token = config.admin_token.expose_secret().clone();
     let webhooks = config.webhooks.clone();
+    let bus = config.bus.clone();
     let built = till_server::build(AppParts { config, pool: pool.clone() }, extension)?;
     let openapi = serde_json::to_value(&built.openapi)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -201,6 +204,7 @@ async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<T
         built.rate_limiter.clone(),
         built.engine.clone(),
         webhooks,
+        bus,
         jobs_stopped,
     );
     tokio::spawn(till_server::serve(listener, built.router, async move {

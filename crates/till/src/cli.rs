@@ -33,8 +33,73 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// Events waiting in each outbox for the relay, and the age of the oldest.
+    /// Events waiting in each outbox for the relay, and how far each consumer of the log
+    /// (the RabbitMQ publisher among them) is behind.
     Backlog(EventsBacklogArgs),
+    /// List a RabbitMQ consumer's dead letters (they stay in the queue).
+    DeadLetters(DeadLettersArgs),
+    /// Send a RabbitMQ consumer's dead letters back to its queue for new attempts.
+    ReplayDeadLetters(ReplayDeadLettersArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// Publish events to RabbitMQ and let consumers read from it (amqp:// or amqps://).
+    /// Unset: the embedded event log in PostgreSQL is the bus.
+    #[arg(long, env = "TILL_BROKER_URL", hide_env_values = true)]
+    pub broker_url: Option<String>,
+    /// Unacknowledged messages a consumer holds at most.
+    #[arg(long, env = "TILL_BROKER_PREFETCH", default_value_t = 64)]
+    pub broker_prefetch: u16,
+    /// Waits before each retry of an event a consumer failed, in seconds, comma-separated;
+    /// after the last, the event is dead-lettered.
+    #[arg(long, env = "TILL_BROKER_RETRY_DELAYS", default_value = "1,10,60,600,3600", value_delimiter = ',')]
+    pub broker_retry_delays: Vec<u64>,
+}
+
+impl BrokerArgs {
+    pub fn config(&self, url: &str) -> anyhow::Result<till_events::broker::BrokerConfig> {
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            anyhow::bail!("TILL_BROKER_URL must be an amqp:// or amqps:// URL");
+        }
+        if self.broker_prefetch == 0 {
+            anyhow::bail!("TILL_BROKER_PREFETCH must be at least 1");
+        }
+        if self.broker_retry_delays.iter().any(|delay| *delay == 0 || *delay > 86_400) {
+            anyhow::bail!("TILL_BROKER_RETRY_DELAYS: each delay must be 1 to 86400 seconds");
+        }
+        let mut config = till_events::broker::BrokerConfig::new(till_kit::Secret::new(url.to_string()));
+        config.prefetch = self.broker_prefetch;
+        config.retry_delays =
+            self.broker_retry_delays.iter().map(|seconds| std::time::Duration::from_secs(*seconds)).collect();
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// The consumer whose dead-letter queue to read.
+    #[arg(long)]
+    pub consumer: String,
+    /// Show at most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayDeadLettersArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[arg(long)]
+    pub consumer: String,
+    /// Only this event (evt_…); default: all of them.
+    #[arg(long)]
+    pub event: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +207,8 @@ pub struct UpArgs {
     /// Let webhooks go to http and to loopback/private addresses: local development only.
     #[arg(long, env = "TILL_WEBHOOKS_ALLOW_PRIVATE_TARGETS", default_value_t = false)]
     pub webhooks_allow_private_targets: bool,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Database connections for request handling.
     #[arg(long, env = "TILL_DB_CONNECTIONS_MAX", default_value_t = 20)]
     pub db_connections_max: u32,

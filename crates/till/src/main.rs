@@ -23,6 +23,8 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Ledger(cli::LedgerCommand::Check(args)) => up::check_ledger(args).await,
             cli::Command::Bench(cli::BenchCommand::Ledger(args)) => bench::ledger(args).await,
             cli::Command::Events(cli::EventsCommand::Backlog(args)) => up::events_backlog(args).await,
+            cli::Command::Events(cli::EventsCommand::DeadLetters(args)) => up::dead_letters(args).await,
+            cli::Command::Events(cli::EventsCommand::ReplayDeadLetters(args)) => up::replay_dead_letters(args).await,
         }
     })
 }

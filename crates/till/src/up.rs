@@ -13,7 +13,9 @@ use till_http::rate_limit::RateLimitConfig;
 use till_kit::Secret;
 use till_server::Config;
 
-use crate::cli::{CreateBusinessArgs, EventsBacklogArgs, LedgerCheckArgs, UpArgs};
+use crate::cli::{
+    CreateBusinessArgs, DeadLettersArgs, EventsBacklogArgs, LedgerCheckArgs, ReplayDeadLettersArgs, UpArgs,
+};
 use crate::database::{self, Database};
 
 const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -48,6 +50,7 @@ async fn serve(
     let pool = till_db::connect_app_pool(database.owner_options.clone(), args.db_connections_max).await?;
     let retention_hours = config.idempotency_retention_hours;
     let built_webhooks = config.webhooks.clone();
+    let bus = config.bus.clone();
     let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
     let address = SocketAddr::new(args.bind, args.port);
@@ -62,6 +65,7 @@ async fn serve(
         new_admin_token,
         &args.database.data_dir,
         args.webhooks_allow_private_targets,
+        args.broker.broker_url.is_some(),
     );
 
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
@@ -71,6 +75,7 @@ async fn serve(
         built.rate_limiter.clone(),
         built.engine.clone(),
         built_webhooks,
+        bus,
         shutdown_receiver,
     );
     till_server::serve(listener, built.router, shutdown_signal()).await?;
@@ -98,6 +103,9 @@ fn config(args: &UpArgs, admin_token: Secret<String>) -> anyhow::Result<Config> 
     config.jwt_audience = args.jwt_audience.clone();
     config.jwt_leeway_seconds = args.jwt_leeway_seconds;
     config.webhooks.allow_private_targets = args.webhooks_allow_private_targets;
+    if let Some(url) = &args.broker.broker_url {
+        config.bus = till_events::bus::Bus::RabbitMq(args.broker.config(url)?);
+    }
     config.validate()?;
     Ok(config)
 }
@@ -148,12 +156,17 @@ fn print_banner(
     new_admin_token: Option<&Secret<String>>,
     data_dir: &Path,
     allow_private_webhooks: bool,
+    broker: bool,
 ) {
     println!("Till is up.");
     println!("  API:      {base}/v1");
     println!("  Docs:     {base}/docs");
     println!("  OpenAPI:  {base}/v1/openapi.json");
     println!("  Database: {}", database.description);
+    println!(
+        "  Events:   {}",
+        if broker { "RabbitMQ (TILL_BROKER_URL), published from the event log" } else { "the embedded event log" }
+    );
     if let Some(demo) = demo {
         println!();
         println!("Created the demo business {} ({}).", demo.business.id, demo.business.legal_name);
@@ -289,10 +302,54 @@ pub async fn events_backlog(args: EventsBacklogArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into());
             println!("{outbox}: {waiting} waiting, oldest {age}");
         }
+        let lags: Vec<(String, i64, i64, Option<time::OffsetDateTime>)> =
+            sqlx::query_as("SELECT * FROM events.consumer_lag()").fetch_all(&owner_pool).await?;
+        for (consumer, position, behind, oldest) in lags {
+            let age = oldest
+                .map(|oldest| format!("{} ms", (now - oldest).whole_milliseconds()))
+                .unwrap_or_else(|| "-".into());
+            println!("consumer {consumer}: at {position}, {behind} behind, oldest {age}");
+        }
         owner_pool.close().await;
         anyhow::Ok(())
     }
     .await;
     database.stop().await?;
     outcome
+}
+
+/// `till events dead-letters`: what a RabbitMQ consumer gave up on, and why.
+pub async fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<()> {
+    let url = args.broker.broker_url.as_deref().context("set TILL_BROKER_URL (or --broker-url)")?;
+    let config = args.broker.config(url)?;
+    let letters = till_events::broker::dead_letters::list(&config, &args.consumer, args.limit).await?;
+    for letter in &letters {
+        if args.json {
+            println!("{}", serde_json::to_string(letter)?);
+        } else {
+            println!(
+                "{}  {}  attempts {}  {}",
+                letter.id,
+                letter.event_type.as_deref().unwrap_or("(not an event)"),
+                letter.attempts,
+                letter.error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if !args.json {
+        println!("{} dead letter(s) for consumer {}", letters.len(), args.consumer);
+    }
+    Ok(())
+}
+
+/// `till events replay-dead-letters`: back to the consumer's queue, with fresh attempts.
+pub async fn replay_dead_letters(args: ReplayDeadLettersArgs) -> anyhow::Result<()> {
+    let url = args.broker.broker_url.as_deref().context("set TILL_BROKER_URL (or --broker-url)")?;
+    let config = args.broker.config(url)?;
+    let replayed = till_events::broker::dead_letters::replay(&config, &args.consumer, args.event.as_deref()).await?;
+    for id in &replayed {
+        println!("replayed {id}");
+    }
+    println!("{} dead letter(s) sent back to consumer {}", replayed.len(), args.consumer);
+    Ok(())
 }

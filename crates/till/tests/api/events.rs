@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use till_testkit::{problem, spawn_app, TestApp};
 
+use crate::bus_helpers::{create_effects_table, effects, record_effect};
 use crate::ledger_helpers::*;
 
 /// Polls the events API until `count` events of the business are visible.
@@ -234,14 +235,7 @@ async fn event_data_schemas_are_in_the_openapi_document() {
 async fn a_consumer_applies_each_event_once_however_often_it_arrives() {
     use till_events::consumer::{advance, handle_once, poll, Handled};
     let app = spawn_app().await;
-    sqlx::query("CREATE TABLE public.consumer_effects (event_id uuid NOT NULL, business_id uuid NOT NULL)")
-        .execute(&app.owner_pool)
-        .await
-        .expect("effect table");
-    sqlx::query("GRANT INSERT, SELECT ON public.consumer_effects TO till_app")
-        .execute(&app.owner_pool)
-        .await
-        .expect("grant");
+    create_effects_table(&app).await;
     let business = app.create_business("GB").await;
     let k = &business.owner_key;
     let (bank, alice) = (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
@@ -259,32 +253,61 @@ async fn a_consumer_applies_each_event_once_however_often_it_arrives() {
         state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         copies.swap(index, (state >> 33) as usize % (index + 1));
     }
-    let outcomes = join_all(copies.iter().map(|event| {
-        handle_once(&app.pool, "test-consumer", event, |connection| {
-            let (id, business) = (event.id, event.business_id);
-            Box::pin(async move {
-                sqlx::query("INSERT INTO public.consumer_effects (event_id, business_id) VALUES ($1, $2)")
-                    .bind(id)
-                    .bind(business)
-                    .execute(connection)
-                    .await
-                    .map(|_| ())
-            })
-        })
+    let outcomes = join_all(copies.iter().map(|event| async {
+        let body = event.body();
+        handle_once(&app.pool, "test-consumer", &body, &record_effect).await
     }))
     .await;
     let applied = outcomes.iter().filter(|outcome| matches!(outcome, Ok(Handled::Applied))).count();
     let duplicates = outcomes.iter().filter(|outcome| matches!(outcome, Ok(Handled::Duplicate))).count();
     assert_eq!((applied, duplicates), (23, 46), "{outcomes:?}");
-    let effects: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM public.consumer_effects")
-            .fetch_all(&app.owner_pool)
-            .await
-            .expect("effects");
-    assert_eq!(effects, vec![(23, 23)], "each effect exactly once");
+    assert_eq!(effects(&app).await, (23, 23), "each effect exactly once");
 
     let last = events.last().expect("events").position;
     advance(&app.pool, "test-consumer", last).await.expect("advance");
     advance(&app.pool, "test-consumer", 1).await.expect("a stale advance");
     assert!(poll(&app.pool, "test-consumer", 1_000).await.expect("poll").is_empty(), "the cursor never moves back");
+}
+
+/// A subscriber on the embedded bus gets the types it asked for, once each, in order per
+/// resource, and its cursor moves past the rest.
+#[tokio::test]
+async fn a_subscriber_on_the_embedded_bus_gets_what_it_asked_for() {
+    use till_events::bus::{subscribe, Bus, Subscription};
+    let app = spawn_app().await;
+    create_effects_table(&app).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let subscription = Subscription::new("transfers-only", &["transfer.*"]).expect("subscription");
+    let consumer = tokio::spawn(subscribe(
+        app.pool.clone(),
+        Bus::Embedded,
+        subscription,
+        std::sync::Arc::new(record_effect),
+        stopped,
+    ));
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, alice, shop) =
+        (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    posted(&app, k, &bank, &alice, 1_000).await;
+    for _ in 0..10 {
+        let held = hold(&app, k, &alice, &shop, 10, None).await;
+        post_hold(&app, k, &held).await;
+    }
+    // 1 funding + 10 holds created + 10 posted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while effects(&app).await.1 < 21 {
+        assert!(Instant::now() < deadline, "only {:?} effects", effects(&app).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(effects(&app).await, (21, 21), "transfers once each, nothing else");
+    assert_eq!(crate::bus_helpers::effects_out_of_order(&app).await, 0);
+    let _ = stop.send(true);
+    consumer.await.expect("the consumer stops");
+    let lag: i64 = sqlx::query_scalar("SELECT behind FROM events.consumer_lag() WHERE consumer = 'transfers-only'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("lag");
+    assert_eq!(lag, 0, "the cursor moved past the events it did not want");
 }

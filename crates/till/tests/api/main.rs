@@ -3,6 +3,8 @@
 //! cluster is started once.
 
 mod auth;
+mod broker;
+mod bus_helpers;
 mod conventions;
 mod events;
 mod idempotency;

@@ -1,0 +1,206 @@
+//! Subscribing to events, on whichever bus this Till runs: the embedded log (the default,
+//! what `till up` uses) or RabbitMQ (`TILL_BROKER_URL`). A consumer names itself, says
+//! which event types it wants (RabbitMQ topic patterns: `transfer.*`, `#`), and gives a
+//! [`Handler`]; the bus delivers every matching event at least once, and
+//! [`crate::consumer::handle_once`] makes the effect happen once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::broker::{self, BrokerConfig};
+pub use crate::consumer::Handler;
+use crate::consumer::{advance, handle_once, poll};
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The consumer's name: its inbox, its cursor or queue. Lower case, digits, `-`.
+    pub name: String,
+    /// Event types or topic patterns (`*` one word, `#` any number of words).
+    pub patterns: Vec<String>,
+}
+
+impl Subscription {
+    pub fn new(name: &str, patterns: &[&str]) -> Result<Subscription, String> {
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+        if !valid_name {
+            return Err(format!("consumer name {name:?}: use 1–64 of a-z, 0-9 and -"));
+        }
+        if patterns.is_empty() {
+            return Err(format!("consumer {name} subscribes to nothing"));
+        }
+        Ok(Subscription {
+            name: name.to_string(),
+            patterns: patterns.iter().map(|pattern| pattern.to_string()).collect(),
+        })
+    }
+
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.patterns.iter().any(|pattern| topic_matches(pattern, event_type))
+    }
+}
+
+/// RabbitMQ's topic matching: words split on `.`, `*` matches one word, `#` zero or more.
+pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
+    fn matches(pattern: &[&str], key: &[&str]) -> bool {
+        match pattern.split_first() {
+            None => key.is_empty(),
+            Some((&"#", rest)) => (0..=key.len()).any(|skip| matches(rest, &key[skip..])),
+            Some((word, rest)) => match key.split_first() {
+                Some((first, key_rest)) => (*word == "*" || word == first) && matches(rest, key_rest),
+                None => false,
+            },
+        }
+    }
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let key: Vec<&str> = routing_key.split('.').collect();
+    matches(&pattern, &key)
+}
+
+/// Which bus carries events to consumers.
+#[derive(Debug, Clone, Default)]
+pub enum Bus {
+    /// The PostgreSQL event log, read with a cursor per consumer.
+    #[default]
+    Embedded,
+    RabbitMq(BrokerConfig),
+}
+
+/// Runs a consumer until `shutdown` flips.
+pub async fn subscribe(
+    pool: PgPool,
+    bus: Bus,
+    subscription: Subscription,
+    handler: Arc<dyn Handler>,
+    shutdown: watch::Receiver<bool>,
+) {
+    match bus {
+        Bus::Embedded => run_embedded(pool, subscription, handler, shutdown).await,
+        Bus::RabbitMq(config) => broker::consumer::run(pool, config, subscription, handler, shutdown).await,
+    }
+}
+
+const EMBEDDED_ROWS_MAX: i32 = 500;
+const EMBEDDED_POLL_INTERVAL: Duration = Duration::from_secs(1);
+const EMBEDDED_RETRY_MIN: Duration = Duration::from_millis(100);
+const EMBEDDED_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The embedded bus: read the log after the consumer's cursor (woken by the relay's
+/// `till_log` notification, and every second), handle each wanted event once, move the
+/// cursor. A failing event is retried with backoff and holds the cursor — order is kept,
+/// and the lag shows in `till events backlog` — because the log has no side queue to park
+/// it in; RabbitMQ has, and dead-letters instead.
+async fn run_embedded(
+    pool: PgPool,
+    subscription: Subscription,
+    handler: Arc<dyn Handler>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut listener = match PgListener::connect_with(&pool).await {
+        Ok(mut listener) => match listener.listen(broker::publisher::LOG_CHANNEL).await {
+            Ok(()) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for the event log; polling only");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::warn!(%error, "cannot open the event log listener; polling only");
+            None
+        }
+    };
+    let mut retry = EMBEDDED_RETRY_MIN;
+    loop {
+        let progress = consume_available(&pool, &subscription, handler.as_ref()).await;
+        let wait = match progress {
+            Ok(()) => {
+                retry = EMBEDDED_RETRY_MIN;
+                EMBEDDED_POLL_INTERVAL
+            }
+            Err(error) => {
+                tracing::warn!(consumer = subscription.name, %error, retry_in = ?retry, "consuming the event log failed");
+                let wait = retry;
+                retry = (retry * 2).min(EMBEDDED_RETRY_MAX);
+                wait
+            }
+        };
+        let notified = async {
+            match listener.as_mut() {
+                Some(listener) => listener.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(wait) => {}
+            outcome = notified, if retry == EMBEDDED_RETRY_MIN => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "event log listener failed; polling only from now on");
+                    listener = None;
+                }
+            }
+        }
+        if let Some(listener) = listener.as_mut() {
+            while listener.next_buffered().is_some() {}
+        }
+    }
+}
+
+/// Handles everything after the cursor; the cursor moves after each batch, and up to the
+/// event that failed when one does.
+pub async fn consume_available(
+    pool: &PgPool,
+    subscription: &Subscription,
+    handler: &dyn Handler,
+) -> Result<(), crate::consumer::HandlerError> {
+    loop {
+        let events = poll(pool, &subscription.name, EMBEDDED_ROWS_MAX).await?;
+        let Some(last) = events.last().map(|event| event.position) else {
+            return Ok(());
+        };
+        let mut done = None;
+        for event in &events {
+            if subscription.wants(&event.event_type) {
+                let body = event.body();
+                if let Err(error) = handle_once(pool, &subscription.name, &body, handler).await {
+                    if let Some(position) = done {
+                        advance(pool, &subscription.name, position).await?;
+                    }
+                    return Err(error);
+                }
+            }
+            done = Some(event.position);
+        }
+        advance(pool, &subscription.name, last).await?;
+        if events.len() < EMBEDDED_ROWS_MAX as usize {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns_match_like_rabbitmq() {
+        for (pattern, key, expected) in [
+            ("transfer.posted", "transfer.posted", true),
+            ("transfer.*", "transfer.posted", true),
+            ("transfer.*", "account.created", false),
+            ("*.created", "account.created", true),
+            ("#", "webhook_endpoint.disabled", true),
+            ("transfer.#", "transfer", true),
+            ("#.created", "api_key.created", true),
+            ("*", "transfer.posted", false),
+            ("transfer.posted.*", "transfer.posted", false),
+        ] {
+            assert_eq!(topic_matches(pattern, key), expected, "{pattern} ~ {key}");
+        }
+    }
+}
