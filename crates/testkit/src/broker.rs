@@ -226,7 +226,8 @@ fn epmd_binary() -> PathBuf {
 /// The watchdog waits for our end of its pipe to close, then kills the process groups
 /// recorded in the directory and deletes it.
 fn spawn_watchdog(dir: &Path) -> anyhow::Result<Child> {
-    let script = r#"read _; for f in "$0"/*.pgid; do kill -KILL -- "-$(cat "$f")" 2>/dev/null; done; rm -rf "$0""#;
+    // POSIX sh (dash) kill: `-9 -PGID` signals the group; `--` is not accepted there.
+    let script = r#"read _; for f in "$0"/*.pgid; do kill -9 "-$(cat "$f")" 2>/dev/null; done; sleep 1; rm -rf "$0""#;
     Command::new("/bin/sh")
         .arg("-c")
         .arg(script)
