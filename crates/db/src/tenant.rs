@@ -11,11 +11,18 @@ use till_kit::BusinessId;
 /// Begins a transaction that sees and writes only `business`'s rows.
 pub async fn begin_tenant(pool: &PgPool, business: BusinessId) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut transaction = pool.begin().await?;
+    set_tenant(&mut transaction, business).await?;
+    Ok(transaction)
+}
+
+/// Makes the rest of the open transaction act for `business` (its rows, its idempotency
+/// scope), as [`begin_tenant`] does; a consumer handling a batch switches per event.
+pub async fn set_tenant(connection: &mut sqlx::PgConnection, business: BusinessId) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT set_config('till.business_id', $1, true), set_config('till.scope', $1, true)")
         .bind(business.as_uuid().to_string())
-        .execute(&mut *transaction)
+        .execute(connection)
         .await?;
-    Ok(transaction)
+    Ok(())
 }
 
 /// Begins a transaction for a platform-operator request: it sees no business's rows until

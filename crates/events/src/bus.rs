@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::broker::{self, BrokerConfig};
 pub use crate::consumer::Handler;
-use crate::consumer::{advance, handle_once, poll};
+use crate::consumer::{advance, handle_batch, handle_once, poll};
 
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -151,8 +151,9 @@ async fn run_embedded(
     }
 }
 
-/// Handles everything after the cursor; the cursor moves after each batch, and up to the
-/// event that failed when one does.
+/// Handles everything after the cursor. Each batch read from the log is handled in one
+/// transaction that also moves the cursor; if an effect fails, the batch is handled again
+/// event by event, and the cursor moves up to the event that failed.
 pub async fn consume_available(
     pool: &PgPool,
     subscription: &Subscription,
@@ -163,6 +164,19 @@ pub async fn consume_available(
         let Some(last) = events.last().map(|event| event.position) else {
             return Ok(());
         };
+        let wanted: Vec<_> =
+            events.iter().filter(|event| subscription.wants(&event.event_type)).map(|event| event.body()).collect();
+        match handle_batch(pool, &subscription.name, &wanted, handler, Some(last)).await {
+            Ok(_) => {
+                if events.len() < EMBEDDED_ROWS_MAX as usize {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(error) => {
+                tracing::debug!(consumer = subscription.name, %error, "a batch failed; handling its events one by one");
+            }
+        }
         let mut done = None;
         for event in &events {
             if subscription.wants(&event.event_type) {

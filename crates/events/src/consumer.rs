@@ -94,8 +94,18 @@ pub async fn handle_once(
     handler: &dyn Handler,
 ) -> Result<Handled, HandlerError> {
     let mut transaction = till_db::begin_tenant(pool, event.business_id).await?;
-    // A concurrent copy waits here on the primary key until the first commits, then
-    // inserts nothing.
+    if !record(&mut transaction, consumer, event).await? {
+        transaction.rollback().await?;
+        return Ok(Handled::Duplicate);
+    }
+    handler.handle(&mut transaction, event).await?;
+    transaction.commit().await?;
+    Ok(Handled::Applied)
+}
+
+/// Records `event` in `consumer`'s inbox; false when it was there already. A concurrent
+/// copy waits on the primary key until the first commits, then inserts nothing.
+async fn record(connection: &mut PgConnection, consumer: &str, event: &EventBody) -> Result<bool, sqlx::Error> {
     let recorded = sqlx::query(
         "INSERT INTO events.inbox (consumer, event_id, business_id) VALUES ($1, $2, $3)
          ON CONFLICT (consumer, event_id) DO NOTHING",
@@ -103,15 +113,44 @@ pub async fn handle_once(
     .bind(consumer)
     .bind(event.id.as_uuid())
     .bind(event.business_id.as_uuid())
-    .execute(&mut *transaction)
+    .execute(connection)
     .await?;
-    if recorded.rows_affected() == 0 {
-        transaction.rollback().await?;
-        return Ok(Handled::Duplicate);
+    Ok(recorded.rows_affected() == 1)
+}
+
+/// Handles `events` as [`handle_once`] would, in order, but in one transaction (one commit
+/// for the lot: what lets a consumer keep up with the ledger), moving the embedded
+/// cursor to `advance_to` in the same transaction when given. Each event's effect runs
+/// with the tenant set to that event's business. If any effect fails, nothing commits and
+/// the error is returned: the caller then handles the events one at a time, so one bad
+/// event cannot hold the others back or be hidden among them.
+pub async fn handle_batch(
+    pool: &PgPool,
+    consumer: &str,
+    events: &[EventBody],
+    handler: &dyn Handler,
+    advance_to: Option<i64>,
+) -> Result<Vec<Handled>, HandlerError> {
+    let mut transaction = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        till_db::tenant::set_tenant(&mut transaction, event.business_id).await?;
+        if record(&mut transaction, consumer, event).await? {
+            handler.handle(&mut transaction, event).await?;
+            outcomes.push(Handled::Applied);
+        } else {
+            outcomes.push(Handled::Duplicate);
+        }
     }
-    handler.handle(&mut transaction, event).await?;
+    if let Some(position) = advance_to {
+        sqlx::query("SELECT events.advance_consumer($1, $2)")
+            .bind(consumer)
+            .bind(position)
+            .execute(&mut *transaction)
+            .await?;
+    }
     transaction.commit().await?;
-    Ok(Handled::Applied)
+    Ok(outcomes)
 }
 
 /// Up to `rows_max` events after `consumer`'s cursor, oldest first.

@@ -20,17 +20,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cli::BenchLedgerArgs;
 
-struct Load {
+pub(crate) struct Load {
     from_wrk: bool,
-    transfers: u64,
-    refused: u64,
-    failed: u64,
-    elapsed: Duration,
+    pub transfers: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
     latencies_us: Vec<u64>,
 }
 
 impl Load {
-    fn per_second(&self) -> f64 {
+    pub fn per_second(&self) -> f64 {
         self.transfers as f64 / self.elapsed.as_secs_f64()
     }
 
@@ -60,7 +60,7 @@ pub async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
     outcome
 }
 
-fn uuid_simple() -> String {
+pub(crate) fn uuid_simple() -> String {
     format!("{:x}", std::process::id()) + &format!("{:x}", Instant::now().elapsed().as_nanos())
 }
 
@@ -71,40 +71,10 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
     // Till, as its own process, on the same cluster.
     cluster.ensure_database("till").await?;
     let url = format!("postgres://{}:{password}@127.0.0.1:{}/till", till_db::embedded::SUPERUSER, cluster.port());
-    let server_dir = data_dir.join("server");
-    std::fs::create_dir_all(&server_dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["up", "--port", &port.to_string()])
-        .env("DATABASE_URL", &url)
-        .env("TILL_DATA_DIR", &server_dir)
-        .env("TILL_RATE_LIMIT_PER_SECOND", "10000000")
-        .env("TILL_RATE_LIMIT_BURST", "10000000")
-        .env("TILL_DB_CONNECTIONS_MAX", "16")
-        .env("RUST_LOG", std::env::var("TILL_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting till up")?;
-    let stdout = server.stdout.take().context("till up's stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let mut api_key = None;
-    while let Some(line) = lines.next_line().await? {
-        if line.trim().starts_with("till_sk_") {
-            api_key = Some(line.trim().to_string());
-        }
-        if line.contains("Press Ctrl-C") {
-            break;
-        }
-    }
-    let api_key = api_key.context("till up printed no API key")?;
-    let base = format!("http://127.0.0.1:{port}");
+    let server = Server::start(&url, &data_dir.join("server"), &[]).await?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
-    let outcome = phases(args, &client, &base, &api_key, server.id(), &url).await;
-    if let Some(pid) = server.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-    }
-    let _ = server.wait().await;
+    let outcome = phases(args, &client, &server.base, &server.api_key, server.child.id(), &url).await;
+    server.stop().await;
     let results = outcome?;
 
     // 1. The baseline, measured after Till's phases so that its load (a database of
@@ -115,6 +85,65 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
     println!("1. pgbench TPC-B (-M prepared, -c {}) on the same PostgreSQL: {baseline_tps:.0} tps", args.clients);
     println!("   so (2) is {:.2}x pgbench (goal >= 1.5x)", results.uniform_tps / baseline_tps);
     Ok(())
+}
+
+/// Till as its own process (so its peak RSS is its own) on `url`, with the rate limit out
+/// of the way.
+pub(crate) struct Server {
+    pub child: tokio::process::Child,
+    pub api_key: String,
+    pub base: String,
+}
+
+impl Server {
+    pub async fn start(url: &str, server_dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(server_dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["up", "--port", &port.to_string()])
+            .env("DATABASE_URL", url)
+            .env("TILL_DATA_DIR", server_dir)
+            .env("TILL_RATE_LIMIT_PER_SECOND", "10000000")
+            .env("TILL_RATE_LIMIT_BURST", "10000000")
+            .env("TILL_DB_CONNECTIONS_MAX", "16")
+            .env("RUST_LOG", std::env::var("TILL_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting till up")?;
+        let stdout = child.stdout.take().context("till up's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut api_key = None;
+        while let Some(line) = lines.next_line().await? {
+            if line.trim().starts_with("till_sk_") {
+                api_key = Some(line.trim().to_string());
+            }
+            if line.contains("Press Ctrl-C") {
+                break;
+            }
+        }
+        // Keep reading what it prints, so its last lines never meet a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // The key is printed on the first start only; later starts reuse the stored one.
+        let key_file = server_dir.join("bench-api-key");
+        let api_key = match api_key {
+            Some(key) => {
+                std::fs::write(&key_file, &key)?;
+                key
+            }
+            None => std::fs::read_to_string(&key_file).context("till up printed no API key")?,
+        };
+        Ok(Server { child, api_key, base: format!("http://127.0.0.1:{port}") })
+    }
+
+    /// SIGTERM, as an operator would, and wait.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        let _ = self.child.wait().await;
+    }
 }
 
 struct Results {
@@ -257,7 +286,7 @@ async fn pgbench(cluster: &Cluster, password: &str, args: &BenchLedgerArgs) -> a
         .with_context(|| format!("no tps in pgbench's output: {text}{}", String::from_utf8_lossy(&output.stderr)))
 }
 
-async fn create_accounts(
+pub(crate) async fn create_accounts(
     client: &reqwest::Client,
     base: &str,
     key: &str,
@@ -323,7 +352,7 @@ fn rand_suffix() -> String {
 }
 
 #[derive(Clone, Copy)]
-enum Pattern {
+pub(crate) enum Pattern {
     Uniform,
     HotAccount,
     Batch(usize),
@@ -332,7 +361,7 @@ enum Pattern {
 /// Drives `clients` concurrent connections for `duration`. With `rate`, clients pace
 /// themselves to offer that many transfers per second in total (open loop).
 #[allow(clippy::too_many_arguments)]
-async fn drive(
+pub(crate) async fn drive(
     client: &reqwest::Client,
     base: &str,
     key: &str,
@@ -433,7 +462,7 @@ async fn drive(
 /// script picks random accounts and a fresh Idempotency-Key per request; `delay_ms`
 /// paces each connection (open loop, approximately).
 #[allow(clippy::too_many_arguments)]
-async fn drive_wrk(
+pub(crate) async fn drive_wrk(
     wrk: &Path,
     base: &str,
     key: &str,
@@ -517,7 +546,7 @@ end
     })
 }
 
-fn find_wrk() -> Option<std::path::PathBuf> {
+pub(crate) fn find_wrk() -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("wrk")).find(|path| path.is_file())
 }
 

@@ -48,6 +48,9 @@ pub struct BrokerArgs {
     /// Unset: the embedded event log in PostgreSQL is the bus.
     #[arg(long, env = "TILL_BROKER_URL", hide_env_values = true)]
     pub broker_url: Option<String>,
+    /// The topic exchange events are published to.
+    #[arg(long, env = "TILL_BROKER_EXCHANGE", default_value = till_events::broker::EXCHANGE)]
+    pub broker_exchange: String,
     /// Unacknowledged messages a consumer holds at most.
     #[arg(long, env = "TILL_BROKER_PREFETCH", default_value_t = 64)]
     pub broker_prefetch: u16,
@@ -69,6 +72,10 @@ impl BrokerArgs {
             anyhow::bail!("TILL_BROKER_RETRY_DELAYS: each delay must be 1 to 86400 seconds");
         }
         let mut config = till_events::broker::BrokerConfig::new(till_kit::Secret::new(url.to_string()));
+        if self.broker_exchange.is_empty() || self.broker_exchange.len() > 200 {
+            anyhow::bail!("TILL_BROKER_EXCHANGE must be 1 to 200 characters");
+        }
+        config.exchange = self.broker_exchange.clone();
         config.prefetch = self.broker_prefetch;
         config.retry_delays =
             self.broker_retry_delays.iter().map(|seconds| std::time::Duration::from_secs(*seconds)).collect();
@@ -112,6 +119,28 @@ pub struct EventsBacklogArgs {
 pub enum BenchCommand {
     /// The ledger through the HTTP API against pgbench TPC-B on the same PostgreSQL.
     Ledger(BenchLedgerArgs),
+    /// The events backbone under the ledger's load: relay and publisher rates, and the
+    /// latency from commit to consumer, on the embedded bus and on RabbitMQ.
+    Events(BenchEventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchEventsArgs {
+    /// Concurrent HTTP clients of the ledger load.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds of load per bus.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Accounts the load spreads over.
+    #[arg(long, default_value_t = 2_000)]
+    pub accounts: usize,
+    /// Synthetic events for the relay-alone measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub relay_events: u32,
+    /// Use this RabbitMQ instead of starting a private node.
+    #[arg(long)]
+    pub broker_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

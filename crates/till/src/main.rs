@@ -6,6 +6,7 @@
 //!   database `till up` uses.
 
 mod bench;
+mod bench_events;
 mod cli;
 mod database;
 mod up;
@@ -22,6 +23,7 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Admin(cli::AdminCommand::CreateBusiness(args)) => up::create_business(args).await,
             cli::Command::Ledger(cli::LedgerCommand::Check(args)) => up::check_ledger(args).await,
             cli::Command::Bench(cli::BenchCommand::Ledger(args)) => bench::ledger(args).await,
+            cli::Command::Bench(cli::BenchCommand::Events(args)) => bench_events::events(args).await,
             cli::Command::Events(cli::EventsCommand::Backlog(args)) => up::events_backlog(args).await,
             cli::Command::Events(cli::EventsCommand::DeadLetters(args)) => up::dead_letters(args).await,
             cli::Command::Events(cli::EventsCommand::ReplayDeadLetters(args)) => up::replay_dead_letters(args).await,

@@ -256,3 +256,61 @@ fn till_up_runs_as_an_ordinary_user() {
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(binary.parent().expect("parent"));
 }
+
+/// `till events dead-letters` lists a consumer's dead letters and leaves them;
+/// `replay-dead-letters` sends the events back to the consumer's queue and keeps what is
+/// not an event.
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_from_the_cli() {
+    use till_events::broker::{self, lapin, BrokerConfig};
+    let url = till_testkit::broker::shared_broker_url().expect("broker");
+    let mut config = BrokerConfig::new(till_kit::Secret::new(url.clone()));
+    config.exchange = format!("till.cli.{}", uuid::Uuid::now_v7().simple());
+    let consumer = format!("cli-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let connection = broker::connect(&config, "cli-test").await.expect("connect");
+    let channel = broker::confirm_channel(&connection).await.expect("channel");
+    broker::declare_consumer(&channel, &config, &consumer, &["#".to_string()]).await.expect("declare");
+    let event: till_events::envelope::EventBody = serde_json::from_value(serde_json::json!({
+        "id": "evt_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "type": "transfer.created", "version": 1,
+        "business_id": "biz_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "resource_id": "tr_01936f0e6c2a7cc2b0a6a4e5f3d2c1b1",
+        "sequence": 1, "occurred_at": "2026-11-22T10:00:00Z", "request_id": null, "data": {}
+    }))
+    .expect("event");
+    let dead = broker::dead_queue_name(&consumer);
+    let letters: [(Vec<u8>, lapin::BasicProperties); 2] = [
+        (serde_json::to_vec(&event).expect("json"), broker::event_properties(&event, 6, Some("the handler failed"))),
+        (b"garbage".to_vec(), lapin::BasicProperties::default()),
+    ];
+    for (body, properties) in letters {
+        broker::consumer::publish_confirmed(&channel, &dead, &body, properties).await.expect("publish");
+    }
+    let run = |args: &[&str]| {
+        let output = till().args(args).env("TILL_BROKER_URL", &url).output().expect("run till");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let listed = run(&["events", "dead-letters", "--consumer", &consumer]);
+    assert!(
+        listed.contains("evt_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0  transfer.created  attempts 6  the handler failed"),
+        "{listed}"
+    );
+    assert!(listed.contains("(not an event)") && listed.contains("2 dead letter(s)"), "{listed}");
+    let again = run(&["events", "dead-letters", "--consumer", &consumer, "--json"]);
+    assert_eq!(again.lines().count(), 2, "listing leaves them in the queue: {again}");
+
+    let replayed = run(&["events", "replay-dead-letters", "--consumer", &consumer]);
+    assert!(
+        replayed.contains("replayed evt_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0")
+            && replayed.contains("1 dead letter(s) sent back"),
+        "{replayed}"
+    );
+    let left = run(&["events", "dead-letters", "--consumer", &consumer]);
+    assert!(left.contains("1 dead letter(s)") && left.contains("(not an event)"), "{left}");
+    let back = channel
+        .basic_get(broker::queue_name(&consumer).as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+        .expect("the replayed event is in the consumer's queue");
+    assert_eq!(broker::attempt_of(&back.delivery.properties), 1, "with fresh attempts");
+    assert_eq!(broker::parse_event(&back.delivery.data).expect("an event"), event);
+}

@@ -9,13 +9,15 @@
 //! original is acked, so a failure in between means a redelivery, never a loss. A message
 //! that is not a valid event goes straight to the dead-letter queue: retrying cannot fix it.
 //!
-//! Messages are handled one at a time, in queue order; the prefetch keeps the next ones
-//! already on their way.
+//! Messages are handled in queue order. Whatever has already arrived (up to the prefetch)
+//! is handled as one batch in one transaction and acked together after its commit; if an
+//! effect in the batch fails, the batch is handled again message by message, so the
+//! failure is retried alone.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -28,7 +30,7 @@ use super::{
     retry_queue_name, BrokerConfig, BrokerError, ERROR_HEADER,
 };
 use crate::bus::{Handler, Subscription};
-use crate::consumer::{handle_once, Handled};
+use crate::consumer::{handle_batch, handle_once, Handled};
 
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
@@ -94,11 +96,33 @@ async fn connected(
         )
         .await?;
     tracing::info!(consumer = subscription.name, "consuming events from RabbitMQ");
-    while let Some(delivery) = deliveries.next().await {
-        let delivery = delivery?;
-        let outcome = handle_delivery(pool, config, &republish, &subscription.name, handler, &delivery).await?;
-        tracing::debug!(consumer = subscription.name, ?outcome, "event handled");
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+    while let Some(first) = deliveries.next().await {
+        let mut batch = vec![first?];
+        while batch.len() < usize::from(config.prefetch) {
+            match deliveries.next().now_or_never() {
+                Some(Some(delivery)) => batch.push(delivery?),
+                _ => break,
+            }
+        }
+        let events: Result<Vec<_>, _> = batch.iter().map(|delivery| parse_event(&delivery.data)).collect();
+        // A lone message takes the one-by-one path at once (no point trying it twice).
+        let in_one = match events {
+            Ok(events) if events.len() > 1 => {
+                handle_batch(pool, &subscription.name, &events, handler, None).await.is_ok()
+            }
+            _ => false,
+        };
+        if !in_one {
+            for delivery in &batch {
+                let outcome = handle_delivery(pool, config, &republish, &subscription.name, handler, delivery).await?;
+                tracing::debug!(consumer = subscription.name, ?outcome, "event handled");
+            }
+        }
+        // Everything up to the batch's last message is done (its effect committed, or its
+        // copy confirmed in a retry or dead-letter queue).
+        if let Some(last) = batch.last() {
+            last.acker.ack(BasicAckOptions { multiple: true }).await?;
+        }
     }
     Err(BrokerError::Invalid("the broker cancelled the consumer".into()))
 }

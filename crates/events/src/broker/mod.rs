@@ -16,7 +16,11 @@
 
 pub mod consumer;
 pub mod dead_letters;
+pub mod node;
 pub mod publisher;
+
+/// The AMQP client, for callers that need its options and types.
+pub use lapin;
 
 use std::time::Duration;
 

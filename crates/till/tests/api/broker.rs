@@ -213,8 +213,16 @@ async fn a_failing_event_is_retried_with_backoff_then_dead_lettered_and_can_be_r
     assert_eq!(letter.event_type.as_deref(), Some("transfer.created"));
     assert_eq!(letter.attempts, 3, "the first delivery and two retries");
     assert!(letter.error.as_deref().unwrap_or_default().contains("the ledger consumer is broken"), "{letter:?}");
-    let times = attempts.lock().expect("attempts").clone();
-    assert_eq!(times.len(), 3);
+    // A failing event may be tried twice per delivery (in its batch, then alone): calls
+    // less than 50 ms apart are one attempt.
+    let calls = attempts.lock().expect("attempts").clone();
+    let mut times: Vec<Instant> = Vec::new();
+    for call in calls {
+        if times.last().is_none_or(|last| call - *last > Duration::from_millis(50)) {
+            times.push(call);
+        }
+    }
+    assert_eq!(times.len(), 3, "{times:?}");
     assert!(times[1] - times[0] >= Duration::from_millis(100), "the first backoff");
     assert!(times[2] - times[1] >= Duration::from_millis(300), "the second backoff");
     // The other events were not held up by the failing one.
