@@ -231,8 +231,10 @@ async fn try_batch(
     jobs: &[Job],
     duplicate: &[bool],
 ) -> Result<(Vec<Decided>, Vec<StoredResponse>), BatchError> {
+    let mut steps = Steps::start();
     let mut transaction = pool.begin().await?;
     let now = store::begin_batch(&mut transaction, business).await?;
+    steps.mark("lock");
 
     let mut decided: Vec<Option<Decided>> = duplicate
         .iter()
@@ -257,9 +259,11 @@ async fn try_batch(
         }
     }
 
+    steps.mark("keys");
     let pending: Vec<usize> = (0..jobs.len()).filter(|&index| decided[index].is_none()).collect();
     let mut book =
         load_book(&mut transaction, business, pending.iter().map(|&index| &jobs[index].command), now).await?;
+    steps.mark("load");
     let mut records: Vec<(usize, StatusCode, &'static str, Vec<u8>)> = Vec::with_capacity(pending.len());
     let mut events = Vec::new();
     for &index in &pending {
@@ -278,8 +282,11 @@ async fn try_batch(
 
     let touched: HashSet<_> = book.writes.entries.iter().map(|entry| entry.account).collect();
     let accounts: Vec<_> = book.accounts.values().filter(|account| touched.contains(&account.id)).collect();
+    steps.mark("apply");
     store::write(&mut transaction, business, &book.writes, &accounts).await?;
+    steps.mark("write");
     till_events::outbox::append(&mut transaction, store::OUTBOX, &events).await?;
+    steps.mark("outbox");
     let responses: Vec<ResponseRecord<'_>> = records
         .iter()
         .filter_map(|(index, status, content_type, body)| {
@@ -292,7 +299,10 @@ async fn try_batch(
         })
         .collect();
     unit_of_work::record_responses(&mut transaction, &responses).await?;
+    steps.mark("responses");
     transaction.commit().await?;
+    steps.mark("commit");
+    tracing::debug!(commands = jobs.len(), steps = %steps, "ledger batch steps");
 
     for (index, status, content_type, body) in records {
         decided[index] = Some(Decided::Fresh { status, content_type, body });
@@ -425,4 +435,31 @@ async fn futures_join<F: std::future::Future<Output = Reply> + Send + 'static>(
         replies.push(handle.await.unwrap_or_else(|_| Reply::Error(ApiError::internal(&"an expiry task panicked"))));
     }
     replies
+}
+
+/// Where a batch's time went, for the debug log (`RUST_LOG=till_ledger=debug`).
+struct Steps {
+    last: std::time::Instant,
+    spent: Vec<(&'static str, u128)>,
+}
+
+impl Steps {
+    fn start() -> Steps {
+        Steps { last: std::time::Instant::now(), spent: Vec::with_capacity(8) }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.spent.push((step, now.duration_since(self.last).as_micros()));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (step, micros) in &self.spent {
+            write!(formatter, "{step}={micros}us ")?;
+        }
+        Ok(())
+    }
 }

@@ -73,7 +73,11 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
     let url = format!("postgres://{}:{password}@127.0.0.1:{}/till", till_db::embedded::SUPERUSER, cluster.port());
     let server = Server::start(&url, &data_dir.join("server"), &[]).await?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
-    let outcome = phases(args, &client, &server.base, &server.api_key, server.child.id(), &url).await;
+    let postmaster = std::fs::read_to_string(cluster.cluster_dir().join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next().and_then(|line| line.trim().parse().ok()));
+    let pids = Pids { server: server.child.id(), postmaster };
+    let outcome = phases(args, &client, &server.base, &server.api_key, pids, &url).await;
     server.stop().await;
     let results = outcome?;
 
@@ -146,6 +150,42 @@ impl Server {
     }
 }
 
+/// The processes whose CPU time the benchmark reports.
+pub(crate) struct Pids {
+    pub server: Option<u32>,
+    pub postmaster: Option<u32>,
+}
+
+impl Pids {
+    /// CPU seconds (user + system) used so far by Till, and by PostgreSQL (the postmaster
+    /// and every process it started that is still running: pooled backends stay).
+    fn cpu_seconds(&self) -> (f64, f64) {
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+        let stat = |pid: u32| -> Option<(u32, f64)> {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+            let parent = fields.get(1)?.parse().ok()?;
+            let used: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some((parent, used / ticks))
+        };
+        let server = self.server.and_then(stat).map(|(_, used)| used).unwrap_or(0.0);
+        let postgres = match self.postmaster {
+            Some(postmaster) => std::fs::read_dir("/proc")
+                .map(|entries| {
+                    entries
+                        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                        .filter_map(|pid| stat(pid).filter(|(parent, _)| pid == postmaster || *parent == postmaster))
+                        .map(|(_, used)| used)
+                        .sum()
+                })
+                .unwrap_or(0.0),
+            None => 0.0,
+        };
+        (server, postgres)
+    }
+}
+
 struct Results {
     uniform_tps: f64,
 }
@@ -155,9 +195,10 @@ async fn phases(
     client: &reqwest::Client,
     base: &str,
     key: &str,
-    server_pid: Option<u32>,
+    pids: Pids,
     url: &str,
 ) -> anyhow::Result<Results> {
+    let server_pid = pids.server;
     let started = Instant::now();
     let accounts = create_accounts(client, base, key, args).await?;
     println!("   (created and funded {} accounts in {:.1} s)", accounts.len(), started.elapsed().as_secs_f64());
@@ -195,7 +236,9 @@ async fn phases(
             }
         }
     };
+    let cpu_before = pids.cpu_seconds();
     let uniform = run(Pattern::Uniform, None).await?;
+    let cpu_after = pids.cpu_seconds();
     let uniform_tps = uniform.per_second();
     println!(
         "2. single transfers over HTTP, uniform over {} accounts: {uniform_tps:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms; refused {}, 5xx/errors {}",
@@ -204,6 +247,13 @@ async fn phases(
         uniform.percentile_ms(0.99),
         uniform.refused,
         uniform.failed
+    );
+    let per_transfer = |before: f64, after: f64| (after - before) * 1e6 / uniform.transfers.max(1) as f64;
+    println!(
+        "   CPU per transfer in (2): Till {:.0} us, PostgreSQL {:.0} us (2 cores: {:.0} us of CPU per transfer at this rate)",
+        per_transfer(cpu_before.0, cpu_after.0),
+        per_transfer(cpu_before.1, cpu_after.1),
+        2e6 / uniform_tps
     );
     let hot = run(Pattern::HotAccount, None).await?;
     println!(
