@@ -110,9 +110,14 @@ pub async fn find_stored(
     scope: &str,
     keys: &[String],
 ) -> Result<Vec<(String, StoredResponse)>, sqlx::Error> {
+    // One primary-key lookup per key, whatever the statistics say. `key = ANY($2)` and a
+    // semi-join both let the cached generic plan read every key of the scope when the
+    // statistics were stale (measured under the ledger benchmark: 4–9 ms per lookup,
+    // half of a batch's time); `LIMIT 1` keeps the lateral subquery from being flattened.
     let rows: Vec<StoredRow> = sqlx::query_as(
-        "SELECT key, fingerprint, response_status, response_headers, response_body
-           FROM api.idempotency_keys WHERE scope = $1 AND key = ANY($2)",
+        "SELECT found.* FROM unnest($2::text[]) AS wanted(key)
+           CROSS JOIN LATERAL (SELECT key, fingerprint, response_status, response_headers, response_body
+                                 FROM api.idempotency_keys WHERE scope = $1 AND key = wanted.key LIMIT 1) found",
     )
     .bind(scope)
     .bind(keys)

@@ -208,14 +208,20 @@ pub async fn update_account(
 /// The business's accounts among `ids`. Ids of other businesses are simply not found.
 /// Callers hold the business's writer lock ([`lock_business`]), which every writer of
 /// account balances and bounds takes, so the rows cannot change under them.
+///
+/// One primary-key lookup per id, whatever the statistics say: `id = ANY($2)` let the
+/// cached generic plan scan every account of the business (measured: 2 ms for 30 ids
+/// among 10 000), and a semi-join on stale statistics did the same. `LIMIT 1` keeps the
+/// lateral subquery from being flattened into a join the planner could reorder.
 pub async fn load_accounts(
     connection: &mut PgConnection,
     business: BusinessId,
     ids: &[Uuid],
 ) -> Result<Vec<AccountRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts
-          WHERE business_id = $1 AND id = ANY($2)"
+        "SELECT a.* FROM unnest($2::uuid[]) AS wanted(id)
+           CROSS JOIN LATERAL (SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts
+                                WHERE business_id = $1 AND id = wanted.id LIMIT 1) a"
     ))
     .bind(business.as_uuid())
     .bind(ids)
@@ -282,11 +288,15 @@ pub async fn load_transfers(
     business: BusinessId,
     ids: &[Uuid],
 ) -> Result<Vec<TransferRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{TRANSFER_SELECT} WHERE t.business_id = $1 AND t.id = ANY($2)"))
-        .bind(business.as_uuid())
-        .bind(ids)
-        .fetch_all(connection)
-        .await
+    // One lookup per id, as in `load_accounts`.
+    sqlx::query_as(&format!(
+        "SELECT found.* FROM unnest($2::uuid[]) AS wanted(id)
+           CROSS JOIN LATERAL ({TRANSFER_SELECT} WHERE t.business_id = $1 AND t.id = wanted.id LIMIT 1) found"
+    ))
+    .bind(business.as_uuid())
+    .bind(ids)
+    .fetch_all(connection)
+    .await
 }
 
 pub async fn list_transfers(
