@@ -20,6 +20,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cli::BenchLedgerArgs;
 
+/// The pause between measured phases.
+const PHASE_SETTLE: Duration = Duration::from_secs(2);
+
 pub(crate) struct Load {
     from_wrk: bool,
     pub transfers: u64,
@@ -215,6 +218,10 @@ async fn phases(
     let run = |pattern: Pattern, pacing: Option<(f64, f64)>| {
         let (wrk, accounts) = (wrk.clone(), accounts.clone());
         async move {
+            // Let the previous phase's last requests finish first (a batch phase leaves
+            // engine batches of thousands of transfers in flight), so that no phase is
+            // measured waiting behind another.
+            tokio::time::sleep(PHASE_SETTLE).await;
             match wrk {
                 Some(wrk) => {
                     // Pace each connection so that all of them together offer `rate`.
