@@ -128,7 +128,9 @@ async fn connected(
 }
 
 /// Handles one delivery and, when it failed, parks its copy (confirmed) in the retry or
-/// dead-letter queue. On `Ok` the caller acks the original; on `Err` it must not.
+/// dead-letter queue. On `Ok` the caller acks the original; on `Err` it must not (the
+/// broker redelivers it once the connection is gone). A database that cannot be reached
+/// is such an `Err`: an outage must not burn an event's attempts and dead-letter it.
 pub async fn handle_delivery(
     pool: &PgPool,
     config: &BrokerConfig,
@@ -153,6 +155,9 @@ pub async fn handle_delivery(
     let attempt = attempt_of(&delivery.properties);
     let failure = match handle_once(pool, consumer, &event, handler).await {
         Ok(handled) => return Ok(Outcome::Handled(handled)),
+        Err(error) if database_unavailable(error.as_ref()) => {
+            return Err(BrokerError::DatabaseUnavailable(error.to_string()));
+        }
         Err(error) => error.to_string(),
     };
     let index = usize::try_from(attempt).unwrap_or(usize::MAX).saturating_sub(1);
@@ -170,6 +175,15 @@ pub async fn handle_delivery(
             Ok(Outcome::DeadLettered(failure))
         }
     }
+}
+
+/// Whether a handler's failure is the database being out of reach (connection refused or
+/// lost, pool exhausted or closed) rather than something about the event.
+fn database_unavailable(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed)
+    )
 }
 
 /// Publishes straight to `queue` (through the default exchange) and waits for the

@@ -83,6 +83,10 @@ pub enum BrokerError {
     ConfirmTimeout(Duration),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The consumer's database cannot be reached: not the event's fault, so it is not
+    /// counted as an attempt; the message is redelivered after a reconnect.
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
     #[error("{0}")]
     Invalid(String),
 }

@@ -343,3 +343,58 @@ async fn producers_never_fail_while_the_broker_is_down() {
     assert_eq!(effects_out_of_order(&app).await, 0);
     consumer.stop().await;
 }
+
+/// A consumer whose database is out of reach does not burn the event's attempts: nothing
+/// is retried or dead-lettered, and the message waits in the queue for the database.
+#[tokio::test]
+async fn a_database_outage_does_not_dead_letter_events() {
+    let config = broker_config(shared_broker_url().expect("broker"));
+    let app = till_testkit::spawn_app().await;
+    let name = consumer_name();
+    declare(&config, &name).await;
+    // A pool for a database nobody listens for: every connection attempt is refused.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let unreachable = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_lazy_with(app.database.options.clone().port(closed_port));
+    let (stop, stopped) = watch::channel(false);
+    let subscription = Subscription::new(&name, &["#"]).expect("subscription");
+    let consumer = tokio::spawn(subscribe(
+        unreachable,
+        Bus::RabbitMq(config.clone()),
+        subscription,
+        Arc::new(record_effect),
+        stopped,
+    ));
+    let event: EventBody = serde_json::from_value(serde_json::json!({
+        "id": "evt_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "type": "transfer.created", "version": 1,
+        "business_id": "biz_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "resource_id": "tr_01936f0e6c2a7cc2b0a6a4e5f3d2c1b1",
+        "sequence": 1, "occurred_at": "2026-11-22T10:00:00Z", "request_id": null, "data": {}
+    }))
+    .expect("event");
+    let connection = broker::connect(&config, "test-outage").await.expect("connect");
+    let channel = broker::confirm_channel(&connection).await.expect("channel");
+    channel
+        .basic_publish(
+            config.exchange.as_str().into(),
+            "transfer.created".into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&event).expect("json"),
+            broker::event_properties(&event, 1, None),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    // Longer than every retry delay together: had the outage counted, it would be dead.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), consumer).await.expect("stops").expect("joins");
+    assert!(broker::dead_letters::list(&config, &name, 10).await.expect("list").is_empty(), "nothing dead-lettered");
+    let waiting = channel
+        .basic_get(broker::queue_name(&name).as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+        .expect("the event is still in the consumer's queue");
+    assert_eq!(broker::attempt_of(&waiting.delivery.properties), 1, "no attempt was spent");
+}
