@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -101,19 +100,7 @@ async fn run_embedded(
     handler: Arc<dyn Handler>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut listener = match PgListener::connect_with(&pool).await {
-        Ok(mut listener) => match listener.listen(broker::publisher::LOG_CHANNEL).await {
-            Ok(()) => Some(listener),
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for the event log; polling only");
-                None
-            }
-        },
-        Err(error) => {
-            tracing::warn!(%error, "cannot open the event log listener; polling only");
-            None
-        }
-    };
+    let mut listener = crate::relay::listen(&pool, broker::publisher::LOG_CHANNEL).await;
     let mut retry = EMBEDDED_RETRY_MIN;
     loop {
         let progress = consume_available(&pool, &subscription, handler.as_ref()).await;

@@ -39,24 +39,29 @@ pub async fn backlog(pool: &PgPool, outbox: &str) -> Result<(i64, Option<time::O
     sqlx::query_as("SELECT waiting, oldest FROM events.backlog($1)").bind(outbox).fetch_one(pool).await
 }
 
+/// A listener on `channel`, or None (with a warning) if it cannot be opened: the caller
+/// then relies on its polling alone, which only delays.
+pub(crate) async fn listen(pool: &PgPool, channel: &str) -> Option<PgListener> {
+    let listening = async {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(channel).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match listening.await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::warn!(%error, channel, "cannot LISTEN; polling only");
+            None
+        }
+    }
+}
+
 /// Runs until `shutdown` flips: drains the outboxes that notified, and all of them every
 /// second. Notifications arriving while a drain runs, or within `RELAY_COALESCE` after it,
 /// are served together by the next drain: under load the relay moves events in batches
 /// instead of waking for every committing transaction.
 pub async fn run(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
-    let mut listener = match PgListener::connect_with(&pool).await {
-        Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
-            Ok(()) => Some(listener),
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for outbox notifications; polling only");
-                None
-            }
-        },
-        Err(error) => {
-            tracing::warn!(%error, "cannot open the outbox listener; polling only");
-            None
-        }
-    };
+    let mut listener = listen(&pool, NOTIFY_CHANNEL).await;
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     loop {
         let notified = async {

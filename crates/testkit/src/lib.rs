@@ -31,39 +31,49 @@ struct SharedCluster {
 
 static CLUSTER: OnceLock<Result<SharedCluster, String>> = OnceLock::new();
 
-/// Starts the run's cluster on first use. It runs on a thread of its own, with its own
-/// runtime, so it outlives every test's runtime; it stops when the process exits.
+/// Starts the run's cluster on first use; it stops when the process exits.
 fn cluster() -> anyhow::Result<&'static SharedCluster> {
-    let shared = CLUSTER.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new().name("till-test-postgres".into()).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    let _ = sender.send(Err(format!("building the cluster runtime: {error}")));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                match start_cluster().await {
-                    Ok((cluster, shared)) => {
-                        let _ = sender.send(Ok(shared));
-                        // Keep the cluster (and its watchdog's lifeline) until the process exits.
-                        let _cluster: Cluster = cluster;
-                        std::future::pending::<()>().await;
-                    }
-                    Err(error) => {
-                        let _ = sender.send(Err(format!("{error:#}")));
-                    }
-                }
-            });
-        });
-        match spawned {
-            Ok(_) => receiver.recv().unwrap_or_else(|_| Err("the cluster thread died".into())),
-            Err(error) => Err(format!("spawning the cluster thread: {error}")),
-        }
-    });
+    let shared = CLUSTER.get_or_init(|| hold_on_own_thread("till-test-postgres", start_cluster));
     shared.as_ref().map_err(|error| anyhow::anyhow!("test cluster: {error}"))
+}
+
+/// Starts something the whole test binary shares (a cluster, a broker node) on a thread
+/// of its own, with its own runtime, so that it outlives every test's runtime. The thread
+/// keeps what `start` returns first (and with it the watchdog's lifeline) until the
+/// process exits; the second part is handed back.
+pub(crate) fn hold_on_own_thread<Held, Shared, Start, Started>(name: &str, start: Start) -> Result<Shared, String>
+where
+    Held: 'static,
+    Shared: Send + 'static,
+    Start: FnOnce() -> Started + Send + 'static,
+    Started: std::future::Future<Output = anyhow::Result<(Held, Shared)>>,
+{
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = sender.send(Err(format!("building the runtime: {error}")));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match start().await {
+                Ok((held, shared)) => {
+                    let _ = sender.send(Ok(shared));
+                    let _held: Held = held;
+                    std::future::pending::<()>().await;
+                }
+                Err(error) => {
+                    let _ = sender.send(Err(format!("{error:#}")));
+                }
+            }
+        });
+    });
+    match spawned {
+        Ok(_) => receiver.recv().unwrap_or_else(|_| Err(format!("the thread {name} died"))),
+        Err(error) => Err(format!("spawning the thread {name}: {error}")),
+    }
 }
 
 async fn start_cluster() -> anyhow::Result<(Cluster, SharedCluster)> {

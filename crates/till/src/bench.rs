@@ -54,13 +54,19 @@ impl Load {
 }
 
 pub async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
-    let data_dir = std::env::temp_dir().join(format!("till-bench-{}", uuid_simple()));
-    let options =
-        ClusterOptions { data_dir: data_dir.clone(), port: None, durable: true, ephemeral: true, connections_max: 200 };
-    let cluster = Cluster::start(&options).await.context("starting the benchmark's PostgreSQL")?;
+    let (cluster, data_dir) = throwaway_cluster("ledger").await?;
     let outcome = run(&args, &cluster, &data_dir).await;
     cluster.stop().await?;
     outcome
+}
+
+/// A benchmark's own PostgreSQL: durable settings, like `till up`, deleted when it stops.
+pub(crate) async fn throwaway_cluster(label: &str) -> anyhow::Result<(Cluster, std::path::PathBuf)> {
+    let data_dir = std::env::temp_dir().join(format!("till-bench-{label}-{}", uuid_simple()));
+    let options =
+        ClusterOptions { data_dir: data_dir.clone(), port: None, durable: true, ephemeral: true, connections_max: 200 };
+    let cluster = Cluster::start(&options).await.context("starting the benchmark's PostgreSQL")?;
+    Ok((cluster, data_dir))
 }
 
 pub(crate) fn uuid_simple() -> String {

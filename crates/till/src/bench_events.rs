@@ -16,9 +16,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use sqlx::{PgConnection, PgPool};
-use till_db::embedded::{Cluster, ClusterOptions};
+use till_db::embedded::Cluster;
 use till_events::broker::{self, node::BrokerNode, BrokerConfig};
 use till_events::bus::{subscribe, Bus, Handler, Subscription};
 use till_events::consumer::Effect;
@@ -27,14 +26,13 @@ use till_kit::Secret;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::bench::{create_accounts, drive, drive_wrk, find_wrk, uuid_simple, Load, Pattern, Server};
+use crate::bench::{
+    create_accounts, drive, drive_wrk, find_wrk, throwaway_cluster, uuid_simple, Load, Pattern, Server,
+};
 use crate::cli::{BenchEventsArgs, BenchLedgerArgs};
 
 pub async fn events(args: BenchEventsArgs) -> anyhow::Result<()> {
-    let data_dir = std::env::temp_dir().join(format!("till-bench-events-{}", uuid_simple()));
-    let options =
-        ClusterOptions { data_dir: data_dir.clone(), port: None, durable: true, ephemeral: true, connections_max: 200 };
-    let cluster = Cluster::start(&options).await.context("starting the benchmark's PostgreSQL")?;
+    let (cluster, data_dir) = throwaway_cluster("events").await?;
     let outcome = run(&args, &cluster, &data_dir).await;
     cluster.stop().await?;
     outcome

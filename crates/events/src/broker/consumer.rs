@@ -27,13 +27,10 @@ use tokio::sync::watch;
 
 use super::{
     attempt_of, confirm_channel, connect, dead_queue_name, declare_consumer, event_properties, parse_event, queue_name,
-    retry_queue_name, BrokerConfig, BrokerError, ERROR_HEADER,
+    reconnecting, retry_queue_name, BrokerConfig, BrokerError, ERROR_HEADER,
 };
 use crate::bus::{Handler, Subscription};
 use crate::consumer::{handle_batch, handle_once, Handled};
-
-const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
 
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,33 +43,16 @@ pub enum Outcome {
 }
 
 /// Runs `handler` for `subscription` until `shutdown` flips, reconnecting with backoff
-/// while the broker is away.
+/// while the broker (or the database) is away.
 pub async fn run(
     pool: PgPool,
     config: BrokerConfig,
     subscription: Subscription,
     handler: Arc<dyn Handler>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut delay = RECONNECT_DELAY_MIN;
-    loop {
-        let started = tokio::time::Instant::now();
-        let outcome = tokio::select! {
-            _ = shutdown.changed() => return,
-            outcome = connected(&pool, &config, &subscription, handler.as_ref()) => outcome,
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(%error, consumer = subscription.name, retry_in = ?delay, "consuming from RabbitMQ failed; reconnecting");
-        }
-        if started.elapsed() > RECONNECT_DELAY_MAX * 4 {
-            delay = RECONNECT_DELAY_MIN;
-        }
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(RECONNECT_DELAY_MAX);
-    }
+    let what = format!("consumer {}", subscription.name);
+    reconnecting(&what, shutdown, || connected(&pool, &config, &subscription, handler.as_ref())).await;
 }
 
 async fn connected(

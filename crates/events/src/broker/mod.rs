@@ -91,6 +91,38 @@ pub enum BrokerError {
     Invalid(String),
 }
 
+const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// Runs `connected` again and again until `shutdown` flips. Each call is one connection's
+/// life and returns only with the error that ended it; between calls the wait doubles
+/// from 100 ms to 5 s, and starts over after a connection that had lasted (a new outage).
+pub(crate) async fn reconnecting<F, Fut>(what: &str, mut shutdown: tokio::sync::watch::Receiver<bool>, mut connected: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), BrokerError>>,
+{
+    let mut delay = RECONNECT_DELAY_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            _ = shutdown.changed() => return,
+            outcome = connected() => outcome,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, what, retry_in = ?delay, "RabbitMQ work stopped; reconnecting");
+        }
+        if started.elapsed() > RECONNECT_DELAY_MAX * 4 {
+            delay = RECONNECT_DELAY_MIN;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(RECONNECT_DELAY_MAX);
+    }
+}
+
 pub fn queue_name(consumer: &str) -> String {
     format!("till.{consumer}")
 }

@@ -16,15 +16,13 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::{confirm_channel, connect, declare_exchange, event_properties, BrokerConfig, BrokerError};
+use super::{confirm_channel, connect, declare_exchange, event_properties, reconnecting, BrokerConfig, BrokerError};
 use crate::consumer::LoggedEvent;
 
 /// The publisher's cursor in `events.consumers`.
 pub const CURSOR: &str = "rabbitmq-publisher";
 pub const LOG_CHANNEL: &str = "till_log";
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
 
 /// Publishes one batch; returns how many events were published (0: nothing new, or
 /// another publisher holds the cursor).
@@ -89,27 +87,8 @@ pub async fn publish_all(pool: &PgPool, channel: &Channel, config: &BrokerConfig
 
 /// Runs until `shutdown` flips: connects (again and again, with backoff, while the broker
 /// is away) and publishes whenever the relay says the log grew, and every second.
-pub async fn run(pool: PgPool, config: BrokerConfig, mut shutdown: watch::Receiver<bool>) {
-    let mut delay = RECONNECT_DELAY_MIN;
-    loop {
-        let started = tokio::time::Instant::now();
-        let outcome = tokio::select! {
-            _ = shutdown.changed() => return,
-            outcome = connected(&pool, &config) => outcome,
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(%error, retry_in = ?delay, "publishing to RabbitMQ failed; reconnecting");
-        }
-        if started.elapsed() > RECONNECT_DELAY_MAX * 4 {
-            // It had been working for a while: this is a new outage, start the backoff over.
-            delay = RECONNECT_DELAY_MIN;
-        }
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(RECONNECT_DELAY_MAX);
-    }
+pub async fn run(pool: PgPool, config: BrokerConfig, shutdown: watch::Receiver<bool>) {
+    reconnecting("publisher", shutdown, || connected(&pool, &config)).await;
 }
 
 /// One connection's life: returns only with the error that ended it.

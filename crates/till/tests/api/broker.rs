@@ -69,6 +69,33 @@ async fn declare(config: &BrokerConfig, name: &str) {
     connection.close(200, "declared".into()).await.expect("close");
 }
 
+/// Publishes to the test's exchange as a producer would, and waits for the confirm.
+async fn publish(
+    channel: &lapin::Channel,
+    config: &BrokerConfig,
+    routing_key: &str,
+    body: &[u8],
+    properties: lapin::BasicProperties,
+) {
+    channel
+        .basic_publish(
+            config.exchange.as_str().into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
+
+async fn publish_event(channel: &lapin::Channel, config: &BrokerConfig, event: &EventBody) {
+    let body = serde_json::to_vec(event).expect("json");
+    publish(channel, config, &event.event_type, &body, broker::event_properties(event, 1, None)).await;
+}
+
 async fn some_traffic(app: &TestApp, transfers: usize) {
     let business = app.create_business("GB").await;
     let k = &business.owner_key;
@@ -114,18 +141,7 @@ async fn each_event_delivered_three_times_shuffled_is_applied_once() {
     let connection = broker::connect(&config, "test-publisher").await.expect("connect");
     let channel = broker::confirm_channel(&connection).await.expect("channel");
     for event in &copies {
-        channel
-            .basic_publish(
-                config.exchange.as_str().into(),
-                event.event_type.as_str().into(),
-                BasicPublishOptions::default(),
-                &serde_json::to_vec(event).expect("json"),
-                broker::event_properties(event, 1, None),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        publish_event(&channel, &config, event).await;
     }
     let consumer = start_consumer(&app, &config, &name, Arc::new(record_effect));
     wait_for_every_effect(&app, Duration::from_secs(30)).await;
@@ -282,18 +298,7 @@ async fn a_message_that_is_not_an_event_is_dead_lettered_at_once() {
         br#"{"id":"evt_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0","type":"transfer.created","version":0,"business_id":"biz_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0","resource_id":"tr_x","sequence":0,"occurred_at":"2026-11-22T10:00:00Z","request_id":null,"data":{}}"#,
     ];
     for body in hostile {
-        channel
-            .basic_publish(
-                config.exchange.as_str().into(),
-                "transfer.created".into(),
-                BasicPublishOptions::default(),
-                body,
-                lapin::BasicProperties::default(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        publish(&channel, &config, "transfer.created", body, lapin::BasicProperties::default()).await;
     }
     some_traffic(&app, 2).await;
     wait_for_every_effect(&app, Duration::from_secs(20)).await;
@@ -374,18 +379,7 @@ async fn a_database_outage_does_not_dead_letter_events() {
     .expect("event");
     let connection = broker::connect(&config, "test-outage").await.expect("connect");
     let channel = broker::confirm_channel(&connection).await.expect("channel");
-    channel
-        .basic_publish(
-            config.exchange.as_str().into(),
-            "transfer.created".into(),
-            BasicPublishOptions::default(),
-            &serde_json::to_vec(&event).expect("json"),
-            broker::event_properties(&event, 1, None),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish_event(&channel, &config, &event).await;
     // Longer than every retry delay together: had the outage counted, it would be dead.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let _ = stop.send(true);
