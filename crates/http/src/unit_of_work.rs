@@ -115,7 +115,7 @@ pub async fn find_stored(
     // statistics were stale (measured under the ledger benchmark: 4–9 ms per lookup,
     // half of a batch's time); `LIMIT 1` keeps the lateral subquery from being flattened.
     let rows: Vec<StoredRow> = sqlx::query_as(
-        "SELECT found.* FROM unnest($2::text[]) AS wanted(key)
+        "SELECT found.* FROM (SELECT DISTINCT unnest($2::text[])) AS wanted(key)
            CROSS JOIN LATERAL (SELECT key, fingerprint, response_status, response_headers, response_body
                                  FROM api.idempotency_keys WHERE scope = $1 AND key = wanted.key LIMIT 1) found",
     )

@@ -219,7 +219,7 @@ pub async fn load_accounts(
     ids: &[Uuid],
 ) -> Result<Vec<AccountRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT a.* FROM unnest($2::uuid[]) AS wanted(id)
+        "SELECT a.* FROM (SELECT DISTINCT unnest($2::uuid[])) AS wanted(id)
            CROSS JOIN LATERAL (SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts
                                 WHERE business_id = $1 AND id = wanted.id LIMIT 1) a"
     ))
@@ -290,7 +290,7 @@ pub async fn load_transfers(
 ) -> Result<Vec<TransferRow>, sqlx::Error> {
     // One lookup per id, as in `load_accounts`.
     sqlx::query_as(&format!(
-        "SELECT found.* FROM unnest($2::uuid[]) AS wanted(id)
+        "SELECT found.* FROM (SELECT DISTINCT unnest($2::uuid[])) AS wanted(id)
            CROSS JOIN LATERAL ({TRANSFER_SELECT} WHERE t.business_id = $1 AND t.id = wanted.id LIMIT 1) found"
     ))
     .bind(business.as_uuid())

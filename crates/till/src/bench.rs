@@ -69,8 +69,9 @@ pub(crate) async fn throwaway_cluster(label: &str) -> anyhow::Result<(Cluster, s
     Ok((cluster, data_dir))
 }
 
+/// A fresh name part (directories, exchanges, keys) no other run uses.
 pub(crate) fn uuid_simple() -> String {
-    format!("{:x}", std::process::id()) + &format!("{:x}", Instant::now().elapsed().as_nanos())
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyhow::Result<()> {

@@ -67,10 +67,6 @@ impl BrokerConfig {
             confirm_timeout: Duration::from_secs(30),
         }
     }
-
-    pub fn attempts_max(&self) -> u32 {
-        u32::try_from(self.retry_delays.len()).unwrap_or(u32::MAX).saturating_add(1)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
