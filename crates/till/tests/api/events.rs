@@ -311,3 +311,63 @@ async fn a_subscriber_on_the_embedded_bus_gets_what_it_asked_for() {
         .expect("lag");
     assert_eq!(lag, 0, "the cursor moved past the events it did not want");
 }
+
+/// A handler that fails on the embedded bus: the events before the failing one are
+/// applied (the failed batch is redone one by one), the cursor stops at the failing
+/// event, nothing after it runs out of order, and once the handler works everything is
+/// applied exactly once.
+#[tokio::test]
+async fn a_failing_handler_on_the_embedded_bus_holds_the_cursor_and_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use till_events::bus::{consume_available, Handler, Subscription};
+    use till_events::consumer::Effect;
+    use till_events::envelope::EventBody;
+
+    /// Fails every transfer but the first while broken.
+    struct FailAfterFirstTransfer {
+        broken: AtomicBool,
+        first: std::sync::Mutex<Option<String>>,
+    }
+    impl Handler for FailAfterFirstTransfer {
+        fn handle<'c>(&'c self, connection: &'c mut sqlx::PgConnection, event: &'c EventBody) -> Effect<'c> {
+            if event.event_type == "transfer.created" && self.broken.load(Ordering::SeqCst) {
+                let mut first = self.first.lock().expect("lock");
+                match first.as_deref() {
+                    None => *first = Some(event.resource_id.clone()),
+                    Some(resource) if resource != event.resource_id => {
+                        return Box::pin(async { Err("a later transfer fails".into()) });
+                    }
+                    Some(_) => {}
+                }
+            }
+            record_effect(connection, event)
+        }
+    }
+
+    let app = spawn_app().await;
+    create_effects_table(&app).await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, alice) = (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    for _ in 0..4 {
+        posted(&app, k, &bank, &alice, 5).await;
+    }
+    drain_all(&app).await;
+    let subscription = Subscription::new("holds-cursor", &["#"]).expect("subscription");
+    let handler = FailAfterFirstTransfer { broken: AtomicBool::new(true), first: std::sync::Mutex::new(None) };
+
+    let failed = consume_available(&app.pool, &subscription, &handler).await;
+    assert!(failed.is_err(), "the failure is reported");
+    // The key, two accounts and the first transfer; nothing after the failing event.
+    assert_eq!(effects(&app).await, (4, 4));
+    let behind: i64 = sqlx::query_scalar("SELECT behind FROM events.consumer_lag() WHERE consumer = 'holds-cursor'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("lag");
+    assert_eq!(behind, 3, "the cursor stops before the failing event");
+
+    handler.broken.store(false, Ordering::SeqCst);
+    consume_available(&app.pool, &subscription, &handler).await.expect("the rest");
+    assert_eq!(effects(&app).await, (7, 7), "every event once");
+    assert_eq!(crate::bus_helpers::effects_out_of_order(&app).await, 0);
+}
