@@ -19,7 +19,7 @@ const RELAY_ROWS_MAX: i32 = 1_000;
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the relay gathers notifications before a drain: the latency it adds, and the
 /// batching it buys under load.
-const RELAY_COALESCE: Duration = Duration::from_millis(2);
+const RELAY_COALESCE: Duration = Duration::from_millis(5);
 
 /// Moves everything currently committed in `outbox`; returns how many events moved.
 pub async fn drain(pool: &PgPool, outbox: &str) -> Result<u64, sqlx::Error> {
