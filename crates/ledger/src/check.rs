@@ -30,7 +30,7 @@ pub struct CheckReport {
     pub invariants: Vec<InvariantResult>,
 }
 
-const INVARIANTS: [(&str, &str, &str); 5] = [
+const INVARIANTS: [(&str, &str, &str); 6] = [
     (
         "balanced",
         "Per currency, the sum of debits equals the sum of credits, posted and pending.",
@@ -128,6 +128,32 @@ const INVARIANTS: [(&str, &str, &str); 5] = [
            FROM ledger.transfers t
           WHERE t.business_id = $1 AND t.pending AND t.expires_at < now() - $3::bigint * interval '1 second'
             AND NOT EXISTS (SELECT 1 FROM ledger.hold_resolutions r WHERE r.transfer_id = t.id)
+          LIMIT $2",
+    ),
+    (
+        // Transfers and entries carry no foreign keys (the engine writes them only for
+        // accounts it loaded; see 20261122000004_transfer_accounts_unchecked.sql), so
+        // this is where a broken reference would show.
+        "references_valid",
+        "Every transfer's accounts, and every entry's account and transfer, exist in the same business and currency.",
+        "SELECT jsonb_build_object('transfer_id', t.id, 'side', s.side, 'account_id', s.account_id,
+                    'problem', CASE WHEN a.id IS NULL THEN 'account not found in this business'
+                                    ELSE 'account in another currency' END)
+           FROM ledger.transfers t
+          CROSS JOIN LATERAL (VALUES ('debit', t.debit_account_id), ('credit', t.credit_account_id)) AS s(side, account_id)
+           LEFT JOIN ledger.accounts a ON a.id = s.account_id AND a.business_id = t.business_id
+          WHERE t.business_id = $1 AND (a.id IS NULL OR a.currency <> t.currency)
+         UNION ALL
+         SELECT jsonb_build_object('entry_id', e.id, 'account_id', e.account_id, 'transfer_id', e.transfer_id,
+                    'problem', CASE WHEN a.id IS NULL THEN 'account not found in this business'
+                                    WHEN t.id IS NULL THEN 'transfer not found in this business'
+                                    ELSE 'account is not a side of the transfer' END)
+           FROM ledger.entries e
+           LEFT JOIN ledger.accounts a ON a.id = e.account_id AND a.business_id = e.business_id
+           LEFT JOIN ledger.transfers t ON t.id = e.transfer_id AND t.business_id = e.business_id
+          WHERE e.business_id = $1
+            AND (a.id IS NULL OR t.id IS NULL
+                 OR e.account_id <> CASE e.side WHEN 'debit' THEN t.debit_account_id ELSE t.credit_account_id END)
           LIMIT $2",
     ),
 ];

@@ -405,7 +405,7 @@ async fn the_checker_finds_a_tampered_ledger() {
     posted(&app, k, &bank, &alice, 1_000).await;
     let report = check(&app, k).await;
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["invariants"].as_array().expect("invariants").len(), 5);
+    assert_eq!(report["invariants"].as_array().expect("invariants").len(), 6);
     let cli_ok = std::process::Command::new(env!("CARGO_BIN_EXE_till"))
         .args(["ledger", "check", "--json"])
         .env("DATABASE_URL", &app.database.url)
@@ -442,4 +442,47 @@ async fn the_checker_finds_a_tampered_ledger() {
         .expect("till ledger check");
     assert_eq!(cli_failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&cli_failed.stdout).contains("FAILED"));
+
+    // Transfers carry no foreign keys to their accounts: a transfer written behind the
+    // engine's back between accounts that do not exist is the checker's to find.
+    let (ghost_debit, ghost_credit) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let ghost = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO ledger.transfers (id, business_id, debit_account_id, credit_account_id, amount, currency, pending, created_at)
+         SELECT $1, business_id, $2, $3, 700, 'GBP', false, now() FROM ledger.accounts WHERE id = $4",
+    )
+    .bind(ghost)
+    .bind(ghost_debit)
+    .bind(ghost_credit)
+    .bind(uuid::Uuid::parse_str(alice.trim_start_matches("acct_")).expect("uuid"))
+    .execute(&app.owner_pool)
+    .await
+    .expect("tamper with a reference");
+    let report = check(&app, k).await;
+    let references = report["invariants"]
+        .as_array()
+        .expect("invariants")
+        .iter()
+        .find(|invariant| invariant["name"] == "references_valid")
+        .expect("the references invariant");
+    assert_eq!(references["ok"], false, "{references}");
+    let mut sides: Vec<(&str, &str)> = references["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .map(|violation| {
+            (violation["side"].as_str().unwrap_or_default(), violation["problem"].as_str().unwrap_or_default())
+        })
+        .collect();
+    sides.sort_unstable();
+    assert_eq!(
+        sides,
+        vec![("credit", "account not found in this business"), ("debit", "account not found in this business")]
+    );
+    // And an account cannot be deleted from under its history, not even by the owner.
+    let deleted = sqlx::query("DELETE FROM ledger.accounts WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(bank.trim_start_matches("acct_")).expect("uuid"))
+        .execute(&app.owner_pool)
+        .await;
+    assert!(deleted.is_err(), "an account was deleted");
 }
