@@ -273,11 +273,10 @@ async fn update_account(
     headers: HeaderMap,
     ApiJson(request): ApiJson<UpdateAccountRequest>,
 ) -> Result<axum::Json<AccountBody>, ApiError> {
-    // Take the ledger writer lock, as the engine does for every batch: the bounds and
+    // Lock the account row, as every engine batch that touches it does: the bounds and
     // status cannot change under a batch, nor the balances under this check.
-    store::lock_business(&mut tx, principal.business_id).await?;
     let row =
-        store::find_account(&mut tx, principal.business_id, id).await?.ok_or_else(|| ApiError::not_found("account"))?;
+        store::lock_account(&mut tx, principal.business_id, id).await?.ok_or_else(|| ApiError::not_found("account"))?;
     if let Some(expected) = headers.get(header::IF_MATCH) {
         let expected = expected.to_str().unwrap_or_default().trim().trim_matches('"');
         if expected != row.version.to_string() {

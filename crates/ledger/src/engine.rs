@@ -4,11 +4,11 @@
 //! a bounded queue. It takes everything queued, up to a limit, as one batch and applies
 //! the batch in one transaction:
 //!
-//! 1. the business's writer lock (`pg_advisory_xact_lock`, also taken by account
-//!    updates): batches of one business are serial, also across Till instances, so the
-//!    book loaded in step 3 cannot change under it;
+//! 1. scope the transaction to the business (row-level security);
 //! 2. look up the Idempotency-Keys of the batch (replay, or 422 on reuse);
-//! 3. load the transfers the commands name and the accounts they touch;
+//! 3. load the transfers the commands name, then lock (`FOR UPDATE`, in id order) and
+//!    load the accounts they touch, then load those transfers again: a hold resolved by
+//!    a batch that held its accounts' locks before us is seen resolved;
 //! 4. apply each command to the pure [`Book`], in arrival order; each one is atomic on
 //!    its own and gets its own outcome (a refusal refuses only its command);
 //! 5. write transfers, resolutions, entries, the accounts' new totals and every rendered
@@ -16,8 +16,19 @@
 //!
 //! So a batch of N transfers costs a handful of statements and one commit, and a hot
 //! account is just an entry in memory: it does not serialize requests on a row lock.
-//! Serialization failures and deadlocks are retried here with backoff; a batch that still
-//! fails answers every command with a 5xx and stores nothing, so each retries cleanly.
+//!
+//! Up to [`BATCHES_IN_FLIGHT_MAX`] batches of one business run at once, each on its own
+//! connection: while one waits for PostgreSQL, the next gathers and starts. Batches that
+//! touch disjoint accounts proceed in parallel; batches that share an account queue on
+//! its row lock, in the order they locked it, and each sees the totals the previous one
+//! committed. The account row locks are the only serialisation, across Till instances
+//! too; account updates (`PATCH`) take the same row lock. An Idempotency-Key already in
+//! a running batch of this writer is answered 409 at once; across instances, the key's
+//! primary key makes the second insert fail, and the batch is retried (it then replays).
+//!
+//! Serialization failures, deadlocks and unique violations are retried here with
+//! backoff; a batch that still fails answers every command with a 5xx and stores
+//! nothing, so each retries cleanly.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -29,7 +40,7 @@ use till_events::{Event, EventType};
 use till_http::unit_of_work::{self, IdempotencyContext, ResponseRecord, StoredResponse};
 use till_http::ApiError;
 use till_kit::BusinessId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::domain::{Book, Command, Outcome, Refusal};
 use crate::store::{self, CorruptRow};
@@ -39,6 +50,8 @@ use crate::view::{refusal_error, BatchBody, TransferBody};
 const QUEUE_COMMANDS_MAX: usize = 10_000;
 /// Commands in one batch (one transaction).
 const BATCH_COMMANDS_MAX: usize = 2_000;
+/// Batches of one business that may run at once (each holds a pooled connection).
+pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// A writer with nothing to do for this long ends; the next command starts a new one.
 const WRITER_IDLE: Duration = Duration::from_secs(30);
 const RETRY_ATTEMPTS_MAX: u32 = 5;
@@ -122,7 +135,12 @@ impl Engine {
 }
 
 async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Receiver<Job>) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    let in_flight: InFlightKeys = Arc::new(Mutex::new(HashSet::new()));
     loop {
+        // Wait for a free slot before gathering, so that a batch takes everything that
+        // queued while the others ran.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let first = match tokio::time::timeout(WRITER_IDLE, receiver.recv()).await {
             Ok(Some(job)) => job,
             Ok(None) | Err(_) => {
@@ -133,8 +151,9 @@ async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Re
                 while let Ok(job) = receiver.try_recv() {
                     rest.push(job);
                 }
+                let rest = claim_keys(&in_flight, rest);
                 if !rest.is_empty() {
-                    process(&engine.pool, business, rest).await;
+                    process(engine.pool.clone(), business, rest, in_flight.clone()).await;
                 }
                 let mut writers = engine.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if writers.get(&business).is_some_and(mpsc::Sender::is_closed) {
@@ -150,8 +169,42 @@ async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Re
                 Err(_) => break,
             }
         }
-        process(&engine.pool, business, jobs).await;
+        let jobs = claim_keys(&in_flight, jobs);
+        if jobs.is_empty() {
+            continue;
+        }
+        let (pool, in_flight) = (engine.pool.clone(), in_flight.clone());
+        tokio::spawn(async move {
+            process(pool, business, jobs, in_flight).await;
+            drop(slot);
+        });
     }
+}
+
+/// The Idempotency-Keys in this writer's running batches.
+type InFlightKeys = Arc<Mutex<HashSet<String>>>;
+
+/// Claims the jobs' keys for their batch. A job whose key is already in a running batch is
+/// answered 409 (in flight) now and left out; a key twice in `jobs` is left to the batch,
+/// which runs the first and answers the others 409.
+fn claim_keys(in_flight: &InFlightKeys, jobs: Vec<Job>) -> Vec<Job> {
+    let mut keys = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut claimed_here = HashSet::new();
+    let mut kept = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match job.idempotency.as_ref().map(|context| &context.key) {
+            Some(key) if keys.contains(key) && !claimed_here.contains(key) => {
+                let _ = job.reply.send(Reply::Error(unit_of_work::key_in_use()));
+            }
+            Some(key) => {
+                keys.insert(key.clone());
+                claimed_here.insert(key.clone());
+                kept.push(job);
+            }
+            None => kept.push(job),
+        }
+    }
+    kept
 }
 
 /// The outcome of one job within a batch, before replying.
@@ -161,42 +214,24 @@ enum Decided {
     Error(ApiError),
 }
 
-async fn process(pool: &PgPool, business: BusinessId, jobs: Vec<Job>) {
-    // The same key twice in one batch: the first runs, the others are "in flight".
-    let mut seen = HashSet::new();
-    let duplicate: Vec<bool> = jobs
-        .iter()
-        .map(|job| job.idempotency.as_ref().is_some_and(|context| !seen.insert(context.key.clone())))
-        .collect();
-    let mut attempt = 0;
-    let started = std::time::Instant::now();
-    let (decided, stored) = loop {
-        match try_batch(pool, business, &jobs, &duplicate).await {
-            Ok(result) => break result,
-            Err(BatchError::Database(error)) if is_retryable(&error) && attempt < RETRY_ATTEMPTS_MAX => {
-                attempt += 1;
-                let backoff = RETRY_BACKOFF_BASE_MS << attempt;
-                tracing::info!(%error, attempt, "retrying a ledger batch");
-                tokio::time::sleep(Duration::from_millis(backoff)).await;
+/// Runs one batch to its end, releases its keys, and replies to every job.
+async fn process(pool: PgPool, business: BusinessId, jobs: Vec<Job>, in_flight: InFlightKeys) {
+    let outcome = run_batch(&pool, business, &jobs).await;
+    {
+        let mut keys = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for context in jobs.iter().filter_map(|job| job.idempotency.as_ref()) {
+            keys.remove(&context.key);
+        }
+    }
+    let (decided, stored) = match outcome {
+        Ok(result) => result,
+        Err(failure) => {
+            for job in jobs {
+                let _ = job.reply.send(Reply::Error(failure.clone()));
             }
-            Err(error) => {
-                let failure = match error {
-                    BatchError::Database(error) => ApiError::database(error),
-                    BatchError::Corrupt(error) => ApiError::internal(&error),
-                };
-                for job in jobs {
-                    let _ = job.reply.send(Reply::Error(failure.clone()));
-                }
-                return;
-            }
+            return;
         }
     };
-    tracing::debug!(
-        commands = jobs.len(),
-        elapsed_us = started.elapsed().as_micros() as u64,
-        attempt,
-        "ledger batch committed"
-    );
     let mut stored: Vec<Option<StoredResponse>> = stored.into_iter().map(Some).collect();
     for (job, decided) in jobs.into_iter().zip(decided) {
         let reply = match decided {
@@ -212,6 +247,43 @@ async fn process(pool: &PgPool, business: BusinessId, jobs: Vec<Job>) {
     }
 }
 
+/// Runs the batch, retrying what a concurrent writer can cause.
+async fn run_batch(
+    pool: &PgPool,
+    business: BusinessId,
+    jobs: &[Job],
+) -> Result<(Vec<Decided>, Vec<StoredResponse>), ApiError> {
+    // The same key twice in one batch: the first runs, the others are "in flight".
+    let mut seen = HashSet::new();
+    let duplicate: Vec<bool> = jobs
+        .iter()
+        .map(|job| job.idempotency.as_ref().is_some_and(|context| !seen.insert(context.key.clone())))
+        .collect();
+    let mut attempt = 0;
+    let started = std::time::Instant::now();
+    loop {
+        match try_batch(pool, business, jobs, &duplicate).await {
+            Ok(result) => {
+                tracing::debug!(
+                    commands = jobs.len(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    attempt,
+                    "ledger batch committed"
+                );
+                return Ok(result);
+            }
+            Err(BatchError::Database(error)) if is_retryable(&error) && attempt < RETRY_ATTEMPTS_MAX => {
+                attempt += 1;
+                let backoff = RETRY_BACKOFF_BASE_MS << attempt;
+                tracing::info!(%error, attempt, "retrying a ledger batch");
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            Err(BatchError::Database(error)) => return Err(ApiError::database(error)),
+            Err(BatchError::Corrupt(error)) => return Err(ApiError::internal(&error)),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum BatchError {
     #[error(transparent)]
@@ -220,9 +292,12 @@ enum BatchError {
     Corrupt(#[from] CorruptRow),
 }
 
+/// Serialization failures and deadlocks, and unique violations: a batch hits one only
+/// when a concurrent writer (another Till instance) stored the same Idempotency-Key or
+/// resolved the same hold first, and the retry then sees what it committed.
 fn is_retryable(error: &sqlx::Error) -> bool {
     let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
-    matches!(code.as_deref(), Some("40001" | "40P01"))
+    matches!(code.as_deref(), Some("40001" | "40P01" | "23505"))
 }
 
 async fn try_batch(
@@ -233,8 +308,8 @@ async fn try_batch(
 ) -> Result<(Vec<Decided>, Vec<StoredResponse>), BatchError> {
     let mut steps = Steps::start();
     let mut transaction = pool.begin().await?;
-    let now = store::begin_batch(&mut transaction, business).await?;
-    steps.mark("lock");
+    store::scope_batch(&mut transaction, business).await?;
+    steps.mark("begin");
 
     let mut decided: Vec<Option<Decided>> = duplicate
         .iter()
@@ -261,8 +336,7 @@ async fn try_batch(
 
     steps.mark("keys");
     let pending: Vec<usize> = (0..jobs.len()).filter(|&index| decided[index].is_none()).collect();
-    let mut book =
-        load_book(&mut transaction, business, pending.iter().map(|&index| &jobs[index].command), now).await?;
+    let mut book = load_book(&mut transaction, business, pending.iter().map(|&index| &jobs[index].command)).await?;
     steps.mark("load");
     let mut records: Vec<(usize, StatusCode, &'static str, Vec<u8>)> = Vec::with_capacity(pending.len());
     let mut events = Vec::new();
@@ -314,13 +388,15 @@ async fn try_batch(
     Ok((decided, replays))
 }
 
-/// Loads the transfers the commands name and the accounts they touch (under the
-/// business's writer lock, taken when the batch began).
+/// Loads the transfers the commands name, locks and loads the accounts they touch, and
+/// reloads the transfers: a hold or reversal committed by a batch that held these
+/// accounts' locks before us is then seen (a transfer's accounts never change, so the
+/// first load names the right ones). The book's clock is read after the last lock, so
+/// an account's entries are timed in the order its writers committed.
 async fn load_book<'a>(
     connection: &mut PgConnection,
     business: BusinessId,
     commands: impl Iterator<Item = &'a Command> + Clone,
-    now: time::OffsetDateTime,
 ) -> Result<Book, BatchError> {
     let transfer_ids: Vec<uuid::Uuid> = commands
         .clone()
@@ -329,28 +405,41 @@ async fn load_book<'a>(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let transfers = if transfer_ids.is_empty() {
-        Vec::new()
-    } else {
-        store::load_transfers(connection, business, &transfer_ids)
-            .await?
-            .into_iter()
-            .map(store::TransferRow::transfer)
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let transfers = load_transfers_by_id(connection, business, &transfer_ids).await?;
     let known: HashMap<_, _> = transfers.iter().map(|transfer| (transfer.id, transfer.clone())).collect();
     let account_ids: Vec<uuid::Uuid> = commands
         .flat_map(|command| command.accounts(&known))
         .map(|id| id.as_uuid())
-        .collect::<HashSet<_>>()
+        .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let accounts = store::load_accounts(connection, business, &account_ids)
-        .await?
-        .iter()
-        .map(store::AccountRow::account)
-        .collect::<Result<Vec<_>, _>>()?;
+    let (rows, locked_at) = store::lock_accounts(connection, business, &account_ids).await?;
+    let accounts = rows.iter().map(store::AccountRow::account).collect::<Result<Vec<_>, _>>()?;
+    let transfers = if transfers.is_empty() {
+        transfers
+    } else {
+        load_transfers_by_id(connection, business, &transfer_ids).await?
+    };
+    let now = match locked_at {
+        Some(now) => now,
+        None => store::clock(connection).await?,
+    };
     Ok(Book::new(accounts, transfers, now))
+}
+
+async fn load_transfers_by_id(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<crate::domain::Transfer>, BatchError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(store::load_transfers(connection, business, ids)
+        .await?
+        .into_iter()
+        .map(store::TransferRow::transfer)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The events of what one command wrote (the book's writes from `marks` on). Sequences

@@ -116,6 +116,7 @@ pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
     Ok(TestDatabase { options, name, url })
 }
 
+#[derive(Clone)]
 pub struct TestDatabase {
     /// Superuser options for this database (owner of the tables).
     pub options: PgConnectOptions,
@@ -195,7 +196,10 @@ pub async fn spawn_app_with(config: Config, extension: Extension) -> TestApp {
 }
 
 async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<TestApp> {
-    let database = fresh_database().await?;
+    try_spawn_on(fresh_database().await?, config, extension).await
+}
+
+async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extension) -> anyhow::Result<TestApp> {
     let pool = database.app_pool(10).await?;
     let owner_pool = database.owner_pool().await?;
     let admin_token = config.admin_token.expose_secret().clone();
@@ -229,6 +233,14 @@ async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<T
 }
 
 impl TestApp {
+    /// A second Till instance on this instance's database (its own pool, engine and
+    /// background jobs), as behind a load balancer.
+    pub async fn another_instance(&self) -> TestApp {
+        try_spawn_on(self.database.clone(), test_config(), Extension::default())
+            .await
+            .unwrap_or_else(|error| panic!("spawning another instance: {error:#}"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -188,3 +188,58 @@ async fn money_is_conserved_under_concurrent_load() {
     }
     assert_eq!(check(&app, &k).await["ok"], true);
 }
+
+/// Two Till instances on one database, as behind a load balancer: nothing serialises
+/// their engines but the accounts' row locks and the keys' primary key. Debits racing
+/// across both stay within the balance, post and void racing across both resolve a hold
+/// once, and one Idempotency-Key sent to both at once moves money once.
+#[tokio::test]
+async fn two_instances_racing_on_one_account_keep_every_invariant() {
+    let first = spawn_app().await;
+    let second = first.another_instance().await;
+    let business = first.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, shop) = (source(&first, k, "GBP").await, wallet(&first, k, "GBP").await);
+    let instances = [&first, &second];
+
+    for trial in 0..20 {
+        let payer = wallet(&first, k, "GBP").await;
+        posted(&first, k, &bank, &payer, 100).await;
+        let responses = join_all((0..10).map(|i| transfer(instances[i % 2], k, &payer, &shop, 15))).await;
+        let statuses: Vec<u16> = responses.iter().map(|response| response.status().as_u16()).collect();
+        let succeeded = statuses.iter().filter(|status| **status == 201).count();
+        let refused = statuses.iter().filter(|status| **status == 422).count();
+        assert_eq!((succeeded, refused), (6, 4), "trial {trial}: {statuses:?}");
+        assert_eq!(balance(&second, k, &payer).await, 10, "trial {trial}");
+    }
+
+    let payer = wallet(&first, k, "GBP").await;
+    posted(&first, k, &bank, &payer, 1_000_000).await;
+    for trial in 0..20 {
+        let held = hold(&first, k, &payer, &shop, 100, None).await;
+        let (post, void) = tokio::join!(resolve(&first, k, &held, "post"), resolve(&second, k, &held, "void"));
+        let mut statuses = [post, void];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "trial {trial}");
+    }
+
+    for trial in 0..20 {
+        let idempotency_key = key();
+        let body = json!({ "debit_account_id": payer, "credit_account_id": shop, "amount": 7, "currency": "GBP" });
+        let before = transfer_count(&first).await;
+        let (a, b) = tokio::join!(
+            first.post("/v1/transfers", k, &idempotency_key, &body),
+            second.post("/v1/transfers", k, &idempotency_key, &body)
+        );
+        let (a_status, b_status) = (a.status().as_u16(), b.status().as_u16());
+        let (a_body, b_body) = (a.text().await.unwrap_or_default(), b.text().await.unwrap_or_default());
+        // One applies it; the other replays the same response, or says it is in flight.
+        match (a_status, b_status) {
+            (201, 201) => assert_eq!(a_body, b_body, "trial {trial}: a replay is byte-identical"),
+            (201, 409) | (409, 201) => {}
+            other => panic!("trial {trial}: {other:?} {a_body} {b_body}"),
+        }
+        assert_eq!(transfer_count(&first).await, before + 1, "trial {trial}: moved once");
+    }
+    assert_eq!(check(&second, k).await["ok"], true);
+}
