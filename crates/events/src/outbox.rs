@@ -1,6 +1,8 @@
 //! Writing events to a service's outbox, in the caller's transaction.
 
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres};
 
 use crate::Event;
 
@@ -10,24 +12,47 @@ pub async fn append(connection: &mut PgConnection, outbox: &'static str, events:
     if events.is_empty() {
         return Ok(());
     }
-    sqlx::query(&format!(
+    bind_append(sqlx::query(&append_sql(outbox, 1)), events).execute(connection).await?;
+    Ok(())
+}
+
+/// Parameters [`append_sql`] takes.
+pub const APPEND_PARAMETERS: usize = 9;
+
+/// The append as SQL, with its parameters numbered from `first`: a statement of its own,
+/// or one data-modifying CTE of a caller's statement (which saves the caller a round
+/// trip). Bind its values with [`bind_append`], in parameter order.
+pub fn append_sql(outbox: &'static str, first: usize) -> String {
+    let p = |offset: usize| first + offset;
+    format!(
         "INSERT INTO {outbox} (id, type, version, business_id, resource_id, sequence, occurred_at, request_id, data)
          SELECT id, type, version, business_id, resource_id, sequence, occurred_at, request_id, data
-           FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::uuid[], $5::text[], $6::int8[],
-                              $7::timestamptz[], $8::text[], $9::jsonb[])
+           FROM UNNEST(${}::uuid[], ${}::text[], ${}::int4[], ${}::uuid[], ${}::text[], ${}::int8[],
+                       ${}::timestamptz[], ${}::text[], ${}::jsonb[])
          WITH ORDINALITY AS u(id, type, version, business_id, resource_id, sequence, occurred_at, request_id, data, n)
-         ORDER BY n"
-    ))
-    .bind(events.iter().map(|e| e.id.as_uuid()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.event_type.name()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.event_type.version()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.business_id.as_uuid()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.resource_id.clone()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.request_id.clone()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
-    .execute(connection)
-    .await?;
-    Ok(())
+         ORDER BY n",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7),
+        p(8)
+    )
+}
+
+/// Binds the values of [`append_sql`] (empty arrays append nothing).
+pub fn bind_append<'q>(query: Query<'q, Postgres, PgArguments>, events: &[Event]) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(events.iter().map(|e| e.id.as_uuid()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_type.name()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_type.version()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.business_id.as_uuid()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.resource_id.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.request_id.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
 }

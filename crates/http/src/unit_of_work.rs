@@ -162,28 +162,54 @@ pub async fn record_responses(
     if records.is_empty() {
         return Ok(());
     }
+    bind_responses(sqlx::query(&record_responses_sql(1)), records).execute(connection).await?;
+    Ok(())
+}
+
+/// Parameters [`record_responses_sql`] takes.
+pub const RECORD_RESPONSES_PARAMETERS: usize = 8;
+
+/// Storing responses as SQL, with its parameters numbered from `first`: a statement of
+/// its own, or one data-modifying CTE of a caller's statement (the ledger engine's batch
+/// write, which saves it a round trip). Bind its values with [`bind_responses`].
+pub fn record_responses_sql(first: usize) -> String {
+    let p = |offset: usize| first + offset;
+    format!(
+        "INSERT INTO api.idempotency_keys
+             (scope, key, method, path, fingerprint, response_status, response_headers, response_body)
+         SELECT * FROM UNNEST(${}::text[], ${}::text[], ${}::text[], ${}::text[], ${}::bytea[], ${}::int2[],
+                              ${}::jsonb[], ${}::bytea[])",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7)
+    )
+}
+
+/// Binds the values of [`record_responses_sql`] (empty arrays store nothing).
+pub fn bind_responses<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    records: &[ResponseRecord<'_>],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     let column = |f: fn(&ResponseRecord<'_>) -> String| records.iter().map(f).collect::<Vec<String>>();
     let fingerprints: Vec<Vec<u8>> = records.iter().map(|r| r.context.fingerprint.clone()).collect();
     let statuses: Vec<i16> = records.iter().map(|r| i16::try_from(r.status.as_u16()).unwrap_or(i16::MAX)).collect();
     let headers: Vec<serde_json::Value> =
         records.iter().map(|r| serde_json::json!({ "content-type": r.content_type })).collect();
     let bodies: Vec<Vec<u8>> = records.iter().map(|r| r.body.to_vec()).collect();
-    sqlx::query(
-        "INSERT INTO api.idempotency_keys
-             (scope, key, method, path, fingerprint, response_status, response_headers, response_body)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int2[], $7::jsonb[], $8::bytea[])",
-    )
-    .bind(column(|r| r.context.scope.clone()))
-    .bind(column(|r| r.context.key.clone()))
-    .bind(column(|r| r.context.method.clone()))
-    .bind(column(|r| r.context.path.clone()))
-    .bind(fingerprints)
-    .bind(statuses)
-    .bind(headers)
-    .bind(bodies)
-    .execute(connection)
-    .await?;
-    Ok(())
+    query
+        .bind(column(|r| r.context.scope.clone()))
+        .bind(column(|r| r.context.key.clone()))
+        .bind(column(|r| r.context.method.clone()))
+        .bind(column(|r| r.context.path.clone()))
+        .bind(fingerprints)
+        .bind(statuses)
+        .bind(headers)
+        .bind(bodies)
 }
 
 /// The request's transaction, shared between the middleware and the handler.

@@ -11,8 +11,8 @@
 //!    a batch that held its accounts' locks before us is seen resolved;
 //! 4. apply each command to the pure [`Book`], in arrival order; each one is atomic on
 //!    its own and gets its own outcome (a refusal refuses only its command);
-//! 5. write transfers, resolutions, entries, the accounts' new totals and every rendered
-//!    response (2xx and 4xx) under its key, one statement per table, and commit.
+//! 5. write transfers, resolutions, entries, the accounts' new totals, the events and
+//!    every rendered response (2xx and 4xx) under its key, in one statement, and commit.
 //!
 //! So a batch of N transfers costs a handful of statements and one commit, and a hot
 //! account is just an entry in memory: it does not serialize requests on a row lock.
@@ -35,7 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use till_events::{Event, EventType};
 use till_http::unit_of_work::{self, IdempotencyContext, ResponseRecord, StoredResponse};
 use till_http::ApiError;
@@ -137,11 +138,21 @@ impl Engine {
 async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Receiver<Job>) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     let in_flight: InFlightKeys = Arc::new(Mutex::new(HashSet::new()));
+    let connections = Arc::new(Connections::new(engine.pool.clone()));
     loop {
         // Wait for a free slot before gathering, so that a batch takes everything that
         // queued while the others ran.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let first = match tokio::time::timeout(WRITER_IDLE, receiver.recv()).await {
+        let waiting = match receiver.try_recv() {
+            Ok(job) => Ok(Some(job)),
+            Err(_) => {
+                connections.set_idle(true);
+                let received = tokio::time::timeout(WRITER_IDLE, receiver.recv()).await;
+                connections.set_idle(false);
+                received
+            }
+        };
+        let first = match waiting {
             Ok(Some(job)) => job,
             Ok(None) | Err(_) => {
                 // Close first so that senders fail fast and start a new writer, then drain
@@ -153,7 +164,7 @@ async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Re
                 }
                 let rest = claim_keys(&in_flight, rest);
                 if !rest.is_empty() {
-                    process(engine.pool.clone(), business, rest, in_flight.clone()).await;
+                    process(connections.clone(), business, rest, in_flight.clone()).await;
                 }
                 let mut writers = engine.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if writers.get(&business).is_some_and(mpsc::Sender::is_closed) {
@@ -173,9 +184,9 @@ async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Re
         if jobs.is_empty() {
             continue;
         }
-        let (pool, in_flight) = (engine.pool.clone(), in_flight.clone());
+        let (connections, in_flight) = (connections.clone(), in_flight.clone());
         tokio::spawn(async move {
-            process(pool, business, jobs, in_flight).await;
+            process(connections, business, jobs, in_flight).await;
             drop(slot);
         });
     }
@@ -215,8 +226,8 @@ enum Decided {
 }
 
 /// Runs one batch to its end, releases its keys, and replies to every job.
-async fn process(pool: PgPool, business: BusinessId, jobs: Vec<Job>, in_flight: InFlightKeys) {
-    let outcome = run_batch(&pool, business, &jobs).await;
+async fn process(connections: Arc<Connections>, business: BusinessId, jobs: Vec<Job>, in_flight: InFlightKeys) {
+    let outcome = run_batch(&connections, business, &jobs).await;
     {
         let mut keys = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for context in jobs.iter().filter_map(|job| job.idempotency.as_ref()) {
@@ -249,7 +260,7 @@ async fn process(pool: PgPool, business: BusinessId, jobs: Vec<Job>, in_flight: 
 
 /// Runs the batch, retrying what a concurrent writer can cause.
 async fn run_batch(
-    pool: &PgPool,
+    connections: &Connections,
     business: BusinessId,
     jobs: &[Job],
 ) -> Result<(Vec<Decided>, Vec<StoredResponse>), ApiError> {
@@ -262,8 +273,10 @@ async fn run_batch(
     let mut attempt = 0;
     let started = std::time::Instant::now();
     loop {
-        match try_batch(pool, business, jobs, &duplicate).await {
+        let (mut connection, warm) = connections.take().await.map_err(ApiError::database)?;
+        match try_batch(&mut connection, business, jobs, &duplicate).await {
             Ok(result) => {
+                connections.give_back(connection);
                 tracing::debug!(
                     commands = jobs.len(),
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -272,20 +285,79 @@ async fn run_batch(
                 );
                 return Ok(result);
             }
+            // A kept connection that died while idle (the database restarted): nothing
+            // was sent that could commit, so begin again on a fresh one.
+            Err(BatchError::Begin(error)) if warm => {
+                tracing::info!(%error, "a kept ledger connection failed to begin; opening another");
+                connection.close().await.ok();
+            }
             Err(BatchError::Database(error)) if is_retryable(&error) && attempt < RETRY_ATTEMPTS_MAX => {
                 attempt += 1;
                 let backoff = RETRY_BACKOFF_BASE_MS << attempt;
                 tracing::info!(%error, attempt, "retrying a ledger batch");
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
             }
-            Err(BatchError::Database(error)) => return Err(ApiError::database(error)),
+            Err(BatchError::Database(error) | BatchError::Begin(error)) => return Err(ApiError::database(error)),
             Err(BatchError::Corrupt(error)) => return Err(ApiError::internal(&error)),
+        }
+    }
+}
+
+/// The connections of one writer's batches. A batch that committed leaves its
+/// connection here for the next, which then skips the pool's liveness ping. While the
+/// writer waits for commands it keeps none (an idle business holds no connection).
+struct Connections {
+    pool: PgPool,
+    warm: Mutex<Warm>,
+}
+
+struct Warm {
+    /// The writer is waiting for commands: connections go back to the pool.
+    idle: bool,
+    kept: Vec<PoolConnection<Postgres>>,
+}
+
+impl Connections {
+    fn new(pool: PgPool) -> Connections {
+        Connections { pool, warm: Mutex::new(Warm { idle: false, kept: Vec::with_capacity(BATCHES_IN_FLIGHT_MAX) }) }
+    }
+
+    fn warm(&self) -> std::sync::MutexGuard<'_, Warm> {
+        self.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A kept connection (`true`) or one from the pool.
+    async fn take(&self) -> Result<(PoolConnection<Postgres>, bool), sqlx::Error> {
+        let kept = self.warm().kept.pop();
+        match kept {
+            Some(connection) => Ok((connection, true)),
+            None => Ok((self.pool.acquire().await?, false)),
+        }
+    }
+
+    fn give_back(&self, connection: PoolConnection<Postgres>) {
+        let mut warm = self.warm();
+        if !warm.idle && warm.kept.len() < BATCHES_IN_FLIGHT_MAX {
+            warm.kept.push(connection);
+        }
+    }
+
+    /// The writer waits for commands (`true`; every kept connection goes back to the
+    /// pool) or has some again.
+    fn set_idle(&self, idle: bool) {
+        let mut warm = self.warm();
+        warm.idle = idle;
+        if idle {
+            warm.kept.clear();
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 enum BatchError {
+    /// The transaction could not begin: nothing was sent that could commit.
+    #[error("beginning the batch: {0}")]
+    Begin(sqlx::Error),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -301,14 +373,13 @@ fn is_retryable(error: &sqlx::Error) -> bool {
 }
 
 async fn try_batch(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     business: BusinessId,
     jobs: &[Job],
     duplicate: &[bool],
 ) -> Result<(Vec<Decided>, Vec<StoredResponse>), BatchError> {
     let mut steps = Steps::start();
-    let mut transaction = pool.begin().await?;
-    store::scope_batch(&mut transaction, business).await?;
+    let mut transaction = connection.begin_with(store::begin_batch(business)).await.map_err(BatchError::Begin)?;
     steps.mark("begin");
 
     let mut decided: Vec<Option<Decided>> = duplicate
@@ -356,11 +427,6 @@ async fn try_batch(
 
     let touched: HashSet<_> = book.writes.entries.iter().map(|entry| entry.account).collect();
     let accounts: Vec<_> = book.accounts.values().filter(|account| touched.contains(&account.id)).collect();
-    steps.mark("apply");
-    store::write(&mut transaction, business, &book.writes, &accounts).await?;
-    steps.mark("write");
-    till_events::outbox::append(&mut transaction, store::OUTBOX, &events).await?;
-    steps.mark("outbox");
     let responses: Vec<ResponseRecord<'_>> = records
         .iter()
         .filter_map(|(index, status, content_type, body)| {
@@ -372,8 +438,9 @@ async fn try_batch(
             })
         })
         .collect();
-    unit_of_work::record_responses(&mut transaction, &responses).await?;
-    steps.mark("responses");
+    steps.mark("apply");
+    store::write(&mut transaction, business, &book.writes, &accounts, &events, &responses).await?;
+    steps.mark("write");
     transaction.commit().await?;
     steps.mark("commit");
     tracing::debug!(commands = jobs.len(), steps = %steps, "ledger batch steps");

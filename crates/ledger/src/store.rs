@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::PgConnection;
+use till_http::unit_of_work::{self, ResponseRecord};
 use till_kit::{BusinessId, Currency, Metadata};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -141,21 +142,22 @@ pub async fn list_accounts(
     .await
 }
 
-/// Scopes an engine batch's transaction to the business (for row-level security) and
-/// makes its statements use their cached generic plans. Every lookup in a batch is one
-/// index probe per id (see [`lock_accounts`]), which a generic plan does as well as a
-/// custom one, but PostgreSQL kept re-planning the idempotency-key lookup for every batch
-/// (pg_stat_statements under `till bench ledger`: 177 us of planning per batch, for 87 us
-/// of execution).
-pub async fn scope_batch(connection: &mut PgConnection, business: BusinessId) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT set_config('till.business_id', $1, true), set_config('till.scope', $1, true),
-                set_config('plan_cache_mode', 'force_generic_plan', true)",
+/// Begins an engine batch's transaction (with `Connection::begin_with`) in one round
+/// trip: `BEGIN`, then scope it to the business (for row-level security) and make its
+/// statements use their cached generic plans. Every lookup in a batch is one index probe
+/// per id (see [`lock_accounts`]), which a generic plan does as well as a custom one, but
+/// PostgreSQL kept re-planning the idempotency-key lookup for every batch
+/// (pg_stat_statements under `till bench ledger`: 177 us of planning per batch, for
+/// 87 us of execution).
+///
+/// A simple-query string takes no parameters; the only value in it is the business id,
+/// a UUID formatted here (hex digits and dashes: nothing to quote).
+pub fn begin_batch(business: BusinessId) -> String {
+    let id = business.as_uuid().hyphenated();
+    format!(
+        "BEGIN; SELECT set_config('till.business_id', '{id}', true), set_config('till.scope', '{id}', true), \
+         set_config('plan_cache_mode', 'force_generic_plan', true)"
     )
-    .bind(business.as_uuid().to_string())
-    .execute(connection)
-    .await?;
-    Ok(())
 }
 
 /// Overdue holds of every business, for the sweeper (cross-business by necessity: see
@@ -348,22 +350,74 @@ pub async fn list_transfers(
     .await
 }
 
-/// Writes what a batch recorded and the accounts' new totals, in one statement: a
-/// data-modifying CTE per table, each fed by `UNNEST` of column arrays (empty arrays
-/// insert nothing). Foreign keys between the new rows are checked at the end of the
-/// statement, so entries may reference transfers inserted beside them.
+/// Writes what a batch recorded, the accounts' new totals, the batch's events and its
+/// stored responses, in one statement: a data-modifying CTE per table, each fed by
+/// `UNNEST` of column arrays (empty arrays insert nothing). The outbox and response parts
+/// are the events and HTTP crates' own SQL ([`till_events::outbox::append_sql`],
+/// [`unit_of_work::record_responses_sql`]), spliced in to save two round trips per batch.
+/// Foreign keys between the new rows are checked at the end of the statement.
 pub async fn write(
     connection: &mut PgConnection,
     business: BusinessId,
     writes: &Writes,
     accounts: &[&Account],
+    events: &[till_events::Event],
+    responses: &[ResponseRecord<'_>],
 ) -> Result<(), sqlx::Error> {
-    if writes.transfers.is_empty() && writes.resolutions.is_empty() && writes.entries.is_empty() && accounts.is_empty()
+    if writes.transfers.is_empty()
+        && writes.resolutions.is_empty()
+        && writes.entries.is_empty()
+        && accounts.is_empty()
+        && events.is_empty()
+        && responses.is_empty()
     {
         return Ok(());
     }
     let (t, r, e) = (&writes.transfers, &writes.resolutions, &writes.entries);
-    sqlx::query(
+    let query = sqlx::query(&WRITE_SQL)
+        .bind(business.as_uuid())
+        .bind(t.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.debit_account.as_uuid()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.credit_account.as_uuid()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.amount).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.currency.code()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.pending).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.expires_at).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.description.clone()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| metadata_json(&x.metadata)).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.reverses.map(|id| id.as_uuid())).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.created_at).collect::<Vec<_>>())
+        .bind(r.iter().map(|x| x.hold.as_uuid()).collect::<Vec<_>>())
+        .bind(r.iter().map(|x| x.resolution.kind.as_str()).collect::<Vec<_>>())
+        .bind(r.iter().map(|x| x.resolution.posted_amount).collect::<Vec<_>>())
+        .bind(r.iter().map(|x| x.resolution.resolved_at).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.account.as_uuid()).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.transfer.as_uuid()).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.side.as_str()).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.kind).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.posted_delta).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.pending_delta).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.totals_after.debits_posted).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.totals_after.credits_posted).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.totals_after.debits_pending).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.totals_after.credits_pending).collect::<Vec<_>>())
+        .bind(e.iter().map(|x| x.created_at).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.id.as_uuid()).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.totals.debits_posted).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.totals.credits_posted).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.totals.debits_pending).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.totals.credits_pending).collect::<Vec<_>>());
+    let query = till_events::outbox::bind_append(query, events);
+    unit_of_work::bind_responses(query, responses).execute(connection).await?;
+    Ok(())
+}
+
+/// Parameters of the ledger's own part of [`write`]; the events' and responses' follow.
+const WRITE_PARAMETERS: usize = 33;
+
+static WRITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         "WITH new_transfers AS (
              INSERT INTO ledger.transfers (id, business_id, debit_account_id, credit_account_id, amount, currency,
                                            pending, expires_at, description, metadata, reverses_id, created_at)
@@ -390,46 +444,16 @@ pub async fn write(
                     updated_at = now()
                FROM UNNEST($29::uuid[], $30::int8[], $31::int8[], $32::int8[], $33::int8[]) AS u(id, dp, cp, dpe, cpe)
               WHERE a.business_id = $1 AND a.id = u.id
+         ), new_events AS (
+             {events}
+         ), new_responses AS (
+             {responses}
          )
          SELECT 1",
+        events = till_events::outbox::append_sql(OUTBOX, WRITE_PARAMETERS + 1),
+        responses = unit_of_work::record_responses_sql(WRITE_PARAMETERS + 1 + till_events::outbox::APPEND_PARAMETERS),
     )
-    .bind(business.as_uuid())
-    .bind(t.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| x.debit_account.as_uuid()).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| x.credit_account.as_uuid()).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| x.amount).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| x.currency.code()).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| x.pending).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| x.expires_at).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| x.description.clone()).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| metadata_json(&x.metadata)).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| x.reverses.map(|id| id.as_uuid())).collect::<Vec<_>>())
-    .bind(t.iter().map(|x| x.created_at).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.hold.as_uuid()).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.resolution.kind.as_str()).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.resolution.posted_amount).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.resolution.resolved_at).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.account.as_uuid()).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.transfer.as_uuid()).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.side.as_str()).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.kind).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.posted_delta).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.pending_delta).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.totals_after.debits_posted).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.totals_after.credits_posted).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.totals_after.debits_pending).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.totals_after.credits_pending).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.created_at).collect::<Vec<_>>())
-    .bind(accounts.iter().map(|a| a.id.as_uuid()).collect::<Vec<_>>())
-    .bind(accounts.iter().map(|a| a.totals.debits_posted).collect::<Vec<_>>())
-    .bind(accounts.iter().map(|a| a.totals.credits_posted).collect::<Vec<_>>())
-    .bind(accounts.iter().map(|a| a.totals.debits_pending).collect::<Vec<_>>())
-    .bind(accounts.iter().map(|a| a.totals.credits_pending).collect::<Vec<_>>())
-    .execute(connection)
-    .await?;
-    Ok(())
-}
+});
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EntryRow {
