@@ -52,7 +52,7 @@ const QUEUE_COMMANDS_MAX: usize = 10_000;
 /// Commands in one batch (one transaction).
 const BATCH_COMMANDS_MAX: usize = 2_000;
 /// Batches of one business that may run at once (each holds a pooled connection).
-pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// A writer with nothing to do for this long ends; the next command starts a new one.
 const WRITER_IDLE: Duration = Duration::from_secs(30);
 const RETRY_ATTEMPTS_MAX: u32 = 5;
