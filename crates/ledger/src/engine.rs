@@ -14,8 +14,8 @@
 //! 5. write transfers, resolutions, entries, the accounts' new totals, the events and
 //!    every rendered response (2xx and 4xx) under its key, in one statement, and commit.
 //!
-//! So a batch of N transfers costs a handful of statements and one commit, and a hot
-//! account is just an entry in memory: it does not serialize requests on a row lock.
+//! So a batch of N transfers costs five round trips and one commit, and a hot account is
+//! one entry in memory per batch: one row lock per batch, not a queue of requests.
 //!
 //! Up to [`BATCHES_IN_FLIGHT_MAX`] batches of one business run at once, each on its own
 //! connection: while one waits for PostgreSQL, the next gathers and starts. Batches that
@@ -364,9 +364,11 @@ enum BatchError {
     Corrupt(#[from] CorruptRow),
 }
 
-/// Serialization failures and deadlocks, and unique violations: a batch hits one only
-/// when a concurrent writer (another Till instance) stored the same Idempotency-Key or
-/// resolved the same hold first, and the retry then sees what it committed.
+/// Serialization failures and deadlocks, and unique violations. Keys are looked up before
+/// the batch takes its row locks, so another Till instance can store the same
+/// Idempotency-Key first; the batch's insert of it then fails, and the retry replays what
+/// that instance stored. (Holds and reversals are read again after the locks, so a
+/// second resolution is refused rather than inserted.)
 fn is_retryable(error: &sqlx::Error) -> bool {
     let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
     matches!(code.as_deref(), Some("40001" | "40P01" | "23505"))
