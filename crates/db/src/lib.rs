@@ -6,9 +6,11 @@
 //!   row-level security applies to every query the services make.
 //! - [`migrate`]: forward-only migrations embedded in the binary, one schema per service.
 //! - [`tenant`]: transactions scoped to one business for the row-level-security policies.
+//! - [`params`]: numbered parameters for statements assembled from parts.
 
 pub mod embedded;
 pub mod migrate;
+pub mod params;
 pub mod pool;
 pub mod tenant;
 

@@ -16,30 +16,23 @@ pub async fn append(connection: &mut PgConnection, outbox: &'static str, events:
     Ok(())
 }
 
+/// The types of [`append_sql`]'s parameters, in order.
+const APPEND_TYPES: [&str; 9] =
+    ["uuid[]", "text[]", "int4[]", "uuid[]", "text[]", "int8[]", "timestamptz[]", "text[]", "jsonb[]"];
 /// Parameters [`append_sql`] takes.
-pub const APPEND_PARAMETERS: usize = 9;
+pub const APPEND_PARAMETERS: usize = APPEND_TYPES.len();
 
 /// The append as SQL, with its parameters numbered from `first`: a statement of its own,
 /// or one data-modifying CTE of a caller's statement (which saves the caller a round
 /// trip). Bind its values with [`bind_append`], in parameter order.
 pub fn append_sql(outbox: &'static str, first: usize) -> String {
-    let p = |offset: usize| first + offset;
     format!(
         "INSERT INTO {outbox} (id, type, version, business_id, resource_id, sequence, occurred_at, request_id, data)
          SELECT id, type, version, business_id, resource_id, sequence, occurred_at, request_id, data
-           FROM UNNEST(${}::uuid[], ${}::text[], ${}::int4[], ${}::uuid[], ${}::text[], ${}::int8[],
-                       ${}::timestamptz[], ${}::text[], ${}::jsonb[])
+           FROM UNNEST({})
          WITH ORDINALITY AS u(id, type, version, business_id, resource_id, sequence, occurred_at, request_id, data, n)
          ORDER BY n",
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(6),
-        p(7),
-        p(8)
+        till_db::params::numbered(first, &APPEND_TYPES)
     )
 }
 

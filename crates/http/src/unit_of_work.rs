@@ -166,27 +166,19 @@ pub async fn record_responses(
     Ok(())
 }
 
-/// Parameters [`record_responses_sql`] takes.
-pub const RECORD_RESPONSES_PARAMETERS: usize = 8;
+/// The types of [`record_responses_sql`]'s parameters, in order.
+const RECORD_RESPONSES_TYPES: [&str; 8] =
+    ["text[]", "text[]", "text[]", "text[]", "bytea[]", "int2[]", "jsonb[]", "bytea[]"];
 
 /// Storing responses as SQL, with its parameters numbered from `first`: a statement of
 /// its own, or one data-modifying CTE of a caller's statement (the ledger engine's batch
 /// write, which saves it a round trip). Bind its values with [`bind_responses`].
 pub fn record_responses_sql(first: usize) -> String {
-    let p = |offset: usize| first + offset;
     format!(
         "INSERT INTO api.idempotency_keys
              (scope, key, method, path, fingerprint, response_status, response_headers, response_body)
-         SELECT * FROM UNNEST(${}::text[], ${}::text[], ${}::text[], ${}::text[], ${}::bytea[], ${}::int2[],
-                              ${}::jsonb[], ${}::bytea[])",
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(6),
-        p(7)
+         SELECT * FROM UNNEST({})",
+        till_db::params::numbered(first, &RECORD_RESPONSES_TYPES)
     )
 }
 
