@@ -35,3 +35,17 @@ pub async fn connect_owner_pool(options: PgConnectOptions, connections_max: u32)
         .connect_with(options.application_name("till-owner"))
         .await
 }
+
+/// Whether `error` means the connection is gone: the server ended the session (restart,
+/// failover, an operator's `pg_terminate_backend`: SQLSTATE 57P01–57P03) or the
+/// connection failed (class 08). PostgreSQL says so in an error message before it
+/// closes the socket, so these arrive as database errors rather than I/O errors. Work
+/// sent before the loss did not commit; work lost during its COMMIT may have, which a
+/// retry with the same Idempotency-Key settles.
+pub fn connection_lost(error: &sqlx::Error) -> bool {
+    if matches!(error, sqlx::Error::Io(_)) {
+        return true;
+    }
+    let Some(code) = error.as_database_error().and_then(|db| db.code()) else { return false };
+    code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+}

@@ -111,6 +111,9 @@ impl ApiError {
     /// Maps a database error: connection-level failures are 503 (retryable), anything
     /// else is a bug (500).
     pub fn database(error: sqlx::Error) -> ApiError {
+        if till_db::pool::connection_lost(&error) {
+            return ApiError::unavailable(&error);
+        }
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => ApiError::unavailable(&error),
             other => ApiError::internal(&other),

@@ -291,13 +291,19 @@ async fn run_batch(
                 tracing::info!(%error, "a kept ledger connection failed to begin; opening another");
                 connection.close().await.ok();
             }
-            Err(BatchError::Database(error)) if is_retryable(&error) && attempt < RETRY_ATTEMPTS_MAX => {
+            // Before COMMIT, a lost connection (the database restarted, an operator
+            // ended the session) left nothing behind: redo the batch on another one.
+            Err(BatchError::Database(error))
+                if (is_retryable(&error) || till_db::pool::connection_lost(&error)) && attempt < RETRY_ATTEMPTS_MAX =>
+            {
                 attempt += 1;
                 let backoff = RETRY_BACKOFF_BASE_MS << attempt;
                 tracing::info!(%error, attempt, "retrying a ledger batch");
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
             }
-            Err(BatchError::Database(error) | BatchError::Begin(error)) => return Err(ApiError::database(error)),
+            Err(BatchError::Database(error) | BatchError::Begin(error) | BatchError::Commit(error)) => {
+                return Err(ApiError::database(error))
+            }
             Err(BatchError::Corrupt(error)) => return Err(ApiError::internal(&error)),
         }
     }
@@ -360,6 +366,10 @@ enum BatchError {
     Begin(sqlx::Error),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The COMMIT failed: the batch may or may not have committed, so it is never redone
+    /// here (each command's retry with its key settles it).
+    #[error("committing the batch: {0}")]
+    Commit(sqlx::Error),
     #[error(transparent)]
     Corrupt(#[from] CorruptRow),
 }
@@ -443,7 +453,7 @@ async fn try_batch(
     steps.mark("apply");
     store::write(&mut transaction, business, &book.writes, &accounts, &events, &responses).await?;
     steps.mark("write");
-    transaction.commit().await?;
+    transaction.commit().await.map_err(BatchError::Commit)?;
     steps.mark("commit");
     tracing::debug!(commands = jobs.len(), steps = %steps, "ledger batch steps");
 

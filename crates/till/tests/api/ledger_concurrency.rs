@@ -243,3 +243,65 @@ async fn two_instances_racing_on_one_account_keep_every_invariant() {
     }
     assert_eq!(check(&second, k).await["ok"], true);
 }
+
+/// The database ends Till's sessions every 40 ms while transfers flow (a restart or a
+/// failover looks like this to Till). No request gets a 500; a 503 is the only failure,
+/// and a retry with the same key settles it; every transfer is applied exactly once, and
+/// the ledger stays whole.
+#[tokio::test]
+async fn sessions_ended_under_load_lose_nothing_and_never_answer_500() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let bank = source(&app, k, "GBP").await;
+    let mut wallets = Vec::new();
+    for _ in 0..8 {
+        wallets.push(wallet(&app, k, "GBP").await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let (pool, stop) = (app.owner_pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ended = 0_i64;
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+                ended += sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                      WHERE datname = current_database() AND application_name = 'till'
+                        AND backend_type = 'client backend') ended",
+                )
+                .fetch_one(&pool)
+                .await
+                .expect("ending sessions");
+            }
+            ended
+        })
+    };
+    let (app_ref, bank_ref) = (&app, &bank);
+    let clients = wallets.iter().map(|wallet| async move {
+        let mut statuses = Vec::new();
+        for _ in 0..25 {
+            let (idempotency_key, body) = (key(), transfer_body(bank_ref, wallet, 10));
+            loop {
+                let status = app_ref.post("/v1/transfers", k, &idempotency_key, &body).await.status().as_u16();
+                statuses.push(status);
+                if status != 503 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        statuses
+    });
+    let statuses: Vec<u16> = join_all(clients).await.into_iter().flatten().collect();
+    stop.store(true, Ordering::SeqCst);
+    let ended = killer.await.expect("the session killer");
+    assert!(ended > 0, "no session was ended, so nothing was tested");
+    assert!(statuses.iter().all(|status| matches!(status, 201 | 503)), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|status| **status == 201).count(), 8 * 25);
+    assert_eq!(transfer_count(&app).await, 8 * 25, "each transfer applied exactly once");
+    for wallet in &wallets {
+        assert_eq!(balance(&app, k, wallet).await, 250);
+    }
+    assert_eq!(check(&app, k).await["ok"], true);
+}
