@@ -25,9 +25,10 @@
 //! connection. It is 1: with 2, batches were half the size and commits twice as many,
 //! which cost more CPU per transfer and doubled the p99 from commit to event consumer
 //! (`till bench events`: 74–120 ms against 32 ms) for no steady gain in `till bench
-//! ledger` on two cores. An Idempotency-Key already in a running batch of this writer
-//! is answered 409 at once; across instances, the key's primary key makes the second
-//! insert fail, and the batch is retried (it then replays).
+//! ledger` on two cores. A duplicate Idempotency-Key queued while its first is in the
+//! running batch waits for the next batch and replays (were more batches in flight, it
+//! would be answered 409: [`claim_keys`]); across instances, the key's primary key makes
+//! the second insert fail, and the batch is retried (it then replays).
 //!
 //! Serialization failures, deadlocks and unique violations are retried here with
 //! backoff; a batch that still fails answers every command with a 5xx and stores
