@@ -21,13 +21,13 @@
 //! business on several Till instances run at once, in parallel on disjoint accounts,
 //! queued on the row of an account they share (each sees the totals the previous one
 //! committed); account updates (`PATCH`) take the same row lock. Within one instance,
-//! [`BATCHES_IN_FLIGHT_MAX`] batches of a business run at once, each on its own
+//! `BATCHES_IN_FLIGHT_MAX` batches of a business run at once, each on its own
 //! connection. It is 1: with 2, batches were half the size and commits twice as many,
 //! which cost more CPU per transfer and doubled the p99 from commit to event consumer
 //! (`till bench events`: 74–120 ms against 32 ms) for no steady gain in `till bench
 //! ledger` on two cores. A duplicate Idempotency-Key queued while its first is in the
 //! running batch waits for the next batch and replays (were more batches in flight, it
-//! would be answered 409: [`claim_keys`]); across instances, the key's primary key makes
+//! would be answered 409: `claim_keys`); across instances, the key's primary key makes
 //! the second insert fail, and the batch is retried (it then replays).
 //!
 //! Serialization failures, deadlocks and unique violations are retried here with
