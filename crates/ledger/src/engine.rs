@@ -20,15 +20,14 @@
 //! The account row locks are the only serialisation between writers: batches of one
 //! business on several Till instances run at once, in parallel on disjoint accounts,
 //! queued on the row of an account they share (each sees the totals the previous one
-//! committed); account updates (`PATCH`) take the same row lock. Within one instance,
-//! `BATCHES_IN_FLIGHT_MAX` batches of a business run at once, each on its own
-//! connection. It is 1: with 2, batches were half the size and commits twice as many,
-//! which cost more CPU per transfer and doubled the p99 from commit to event consumer
-//! (`till bench events`: 74–120 ms against 32 ms) for no steady gain in `till bench
-//! ledger` on two cores. A duplicate Idempotency-Key queued while its first is in the
-//! running batch waits for the next batch and replays (were more batches in flight, it
-//! would be answered 409: `claim_keys`); across instances, the key's primary key makes
-//! the second insert fail, and the batch is retried (it then replays).
+//! committed); account updates (`PATCH`) take the same row lock. Within one instance a
+//! business's batches run one at a time: two in flight were measured, and made batches
+//! half the size and commits twice as many, which cost more CPU per transfer and
+//! doubled the p99 from commit to event consumer (`till bench events`: 74–120 ms against
+//! 32 ms) for no steady gain in `till bench ledger` on two cores. A duplicate
+//! Idempotency-Key queued while its first is in the running batch waits for the next
+//! batch and replays; across instances, the key's primary key makes the second insert
+//! fail, and the batch is retried (it then replays).
 //!
 //! Serialization failures, deadlocks and unique violations are retried here with
 //! backoff; a batch that still fails answers every command with a 5xx and stores
@@ -45,7 +44,7 @@ use till_events::{Event, EventType};
 use till_http::unit_of_work::{self, IdempotencyContext, ResponseRecord, StoredResponse};
 use till_http::ApiError;
 use till_kit::BusinessId;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Book, Command, Outcome, Refusal};
 use crate::store::{self, CorruptRow};
@@ -55,9 +54,6 @@ use crate::view::{refusal_error, BatchBody, TransferBody};
 const QUEUE_COMMANDS_MAX: usize = 10_000;
 /// Commands in one batch (one transaction).
 const BATCH_COMMANDS_MAX: usize = 2_000;
-/// Batches of one business that may run at once in this instance (each holds a pooled
-/// connection). See the module documentation for why it is 1.
-const BATCHES_IN_FLIGHT_MAX: usize = 1;
 /// A writer with nothing to do for this long ends; the next command starts a new one.
 const WRITER_IDLE: Duration = Duration::from_secs(30);
 const RETRY_ATTEMPTS_MAX: u32 = 5;
@@ -141,20 +137,16 @@ impl Engine {
 }
 
 async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Receiver<Job>) {
-    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
-    let in_flight: InFlightKeys = Arc::new(Mutex::new(HashSet::new()));
-    let connections = Arc::new(Connections::new(engine.pool.clone()));
+    // A connection that just committed a batch serves the next one without the pool's
+    // liveness ping; it goes back to the pool whenever the queue runs empty, so an idle
+    // business holds none.
+    let mut kept: Option<PoolConnection<Postgres>> = None;
     loop {
-        // Wait for a free slot before gathering, so that a batch takes everything that
-        // queued while the others ran.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let waiting = match receiver.try_recv() {
             Ok(job) => Ok(Some(job)),
             Err(_) => {
-                connections.set_idle(true);
-                let received = tokio::time::timeout(WRITER_IDLE, receiver.recv()).await;
-                connections.set_idle(false);
-                received
+                kept = None;
+                tokio::time::timeout(WRITER_IDLE, receiver.recv()).await
             }
         };
         let first = match waiting {
@@ -167,9 +159,8 @@ async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Re
                 while let Ok(job) = receiver.try_recv() {
                     rest.push(job);
                 }
-                let rest = claim_keys(&in_flight, rest);
                 if !rest.is_empty() {
-                    process(connections.clone(), business, rest, in_flight.clone()).await;
+                    process(&engine.pool, &mut kept, business, rest).await;
                 }
                 let mut writers = engine.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if writers.get(&business).is_some_and(mpsc::Sender::is_closed) {
@@ -185,42 +176,8 @@ async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Re
                 Err(_) => break,
             }
         }
-        let jobs = claim_keys(&in_flight, jobs);
-        if jobs.is_empty() {
-            continue;
-        }
-        let (connections, in_flight) = (connections.clone(), in_flight.clone());
-        tokio::spawn(async move {
-            process(connections, business, jobs, in_flight).await;
-            drop(slot);
-        });
+        process(&engine.pool, &mut kept, business, jobs).await;
     }
-}
-
-/// The Idempotency-Keys in this writer's running batches.
-type InFlightKeys = Arc<Mutex<HashSet<String>>>;
-
-/// Claims the jobs' keys for their batch. A job whose key is already in a running batch is
-/// answered 409 (in flight) now and left out; a key twice in `jobs` is left to the batch,
-/// which runs the first and answers the others 409.
-fn claim_keys(in_flight: &InFlightKeys, jobs: Vec<Job>) -> Vec<Job> {
-    let mut keys = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut claimed_here = HashSet::new();
-    let mut kept = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        match job.idempotency.as_ref().map(|context| &context.key) {
-            Some(key) if keys.contains(key) && !claimed_here.contains(key) => {
-                let _ = job.reply.send(Reply::Error(unit_of_work::key_in_use()));
-            }
-            Some(key) => {
-                keys.insert(key.clone());
-                claimed_here.insert(key.clone());
-                kept.push(job);
-            }
-            None => kept.push(job),
-        }
-    }
-    kept
 }
 
 /// The outcome of one job within a batch, before replying.
@@ -230,15 +187,9 @@ enum Decided {
     Error(ApiError),
 }
 
-/// Runs one batch to its end, releases its keys, and replies to every job.
-async fn process(connections: Arc<Connections>, business: BusinessId, jobs: Vec<Job>, in_flight: InFlightKeys) {
-    let outcome = run_batch(&connections, business, &jobs).await;
-    {
-        let mut keys = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for context in jobs.iter().filter_map(|job| job.idempotency.as_ref()) {
-            keys.remove(&context.key);
-        }
-    }
+/// Runs one batch to its end and replies to every job.
+async fn process(pool: &PgPool, kept: &mut Option<PoolConnection<Postgres>>, business: BusinessId, jobs: Vec<Job>) {
+    let outcome = run_batch(pool, kept, business, &jobs).await;
     let (decided, stored) = match outcome {
         Ok(result) => result,
         Err(failure) => {
@@ -265,7 +216,8 @@ async fn process(connections: Arc<Connections>, business: BusinessId, jobs: Vec<
 
 /// Runs the batch, retrying what a concurrent writer can cause.
 async fn run_batch(
-    connections: &Connections,
+    pool: &PgPool,
+    kept: &mut Option<PoolConnection<Postgres>>,
     business: BusinessId,
     jobs: &[Job],
 ) -> Result<(Vec<Decided>, Vec<StoredResponse>), ApiError> {
@@ -278,10 +230,13 @@ async fn run_batch(
     let mut attempt = 0;
     let started = std::time::Instant::now();
     loop {
-        let (mut connection, warm) = connections.take().await.map_err(ApiError::database)?;
+        let (mut connection, warm) = match kept.take() {
+            Some(connection) => (connection, true),
+            None => (pool.acquire().await.map_err(ApiError::database)?, false),
+        };
         match try_batch(&mut connection, business, jobs, &duplicate).await {
             Ok(result) => {
-                connections.give_back(connection);
+                *kept = Some(connection);
                 tracing::debug!(
                     commands = jobs.len(),
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -310,56 +265,6 @@ async fn run_batch(
                 return Err(ApiError::database(error))
             }
             Err(BatchError::Corrupt(error)) => return Err(ApiError::internal(&error)),
-        }
-    }
-}
-
-/// The connections of one writer's batches. A batch that committed leaves its
-/// connection here for the next, which then skips the pool's liveness ping. While the
-/// writer waits for commands it keeps none (an idle business holds no connection).
-struct Connections {
-    pool: PgPool,
-    warm: Mutex<Warm>,
-}
-
-struct Warm {
-    /// The writer is waiting for commands: connections go back to the pool.
-    idle: bool,
-    kept: Vec<PoolConnection<Postgres>>,
-}
-
-impl Connections {
-    fn new(pool: PgPool) -> Connections {
-        Connections { pool, warm: Mutex::new(Warm { idle: false, kept: Vec::with_capacity(BATCHES_IN_FLIGHT_MAX) }) }
-    }
-
-    fn warm(&self) -> std::sync::MutexGuard<'_, Warm> {
-        self.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A kept connection (`true`) or one from the pool.
-    async fn take(&self) -> Result<(PoolConnection<Postgres>, bool), sqlx::Error> {
-        let kept = self.warm().kept.pop();
-        match kept {
-            Some(connection) => Ok((connection, true)),
-            None => Ok((self.pool.acquire().await?, false)),
-        }
-    }
-
-    fn give_back(&self, connection: PoolConnection<Postgres>) {
-        let mut warm = self.warm();
-        if !warm.idle && warm.kept.len() < BATCHES_IN_FLIGHT_MAX {
-            warm.kept.push(connection);
-        }
-    }
-
-    /// The writer waits for commands (`true`; every kept connection goes back to the
-    /// pool) or has some again.
-    fn set_idle(&self, idle: bool) {
-        let mut warm = self.warm();
-        warm.idle = idle;
-        if idle {
-            warm.kept.clear();
         }
     }
 }
