@@ -5,35 +5,43 @@
 //! the batch in one transaction:
 //!
 //! 1. scope the transaction to the business (row-level security);
-//! 2. look up the Idempotency-Keys of the batch (replay, or 422 on reuse);
-//! 3. load the transfers the commands name, then lock (`FOR UPDATE`, in id order) and
-//!    load the accounts they touch, then load those transfers again: a hold resolved by
-//!    a batch that held its accounts' locks before us is seen resolved;
+//! 2. read the database's clock and look up the batch's Idempotency-Keys (replay, or
+//!    422 on reuse), in one statement;
+//! 3. load the transfers the commands name, and take the accounts they touch from the
+//!    writer's cache of the accounts it last committed, reading only the others (without
+//!    locks);
 //! 4. apply each command to the pure [`Book`], in arrival order; each one is atomic on
 //!    its own and gets its own outcome (a refusal refuses only its command);
 //! 5. write transfers, resolutions, entries, the accounts' new totals, the events and
-//!    every rendered response (2xx and 4xx) under its key, in one statement, and commit.
+//!    every rendered response (2xx and 4xx) under its key, in one statement that also
+//!    checks every account the batch decided with is still at the revision it was read
+//!    at, and commit.
 //!
-//! So a batch of N transfers costs five round trips and one commit, and a hot account is
-//! one entry in memory per batch: one row lock per batch, not a queue of requests.
+//! So a batch of N transfers costs four round trips and one commit when its accounts are
+//! in the cache (five otherwise), and a hot account is one entry in memory per batch,
+//! not a queue of requests.
 //!
-//! The account row locks are the only serialisation between writers: batches of one
-//! business on several Till instances run at once, in parallel on disjoint accounts,
-//! queued on the row of an account they share (each sees the totals the previous one
-//! committed); account updates (`PATCH`) take the same row lock. Within one instance a
-//! business's batches run one at a time: two in flight were measured, and made batches
-//! half the size and commits twice as many, which cost more CPU per transfer and
-//! doubled the p99 from commit to event consumer (`till bench events`: 74–120 ms against
-//! 32 ms) for no steady gain in `till bench ledger` on two cores. A duplicate
-//! Idempotency-Key queued while its first is in the running batch waits for the next
-//! batch and replays; across instances, the key's primary key makes the second insert
-//! fail, and the batch is retried (it then replays).
+//! Every change to an account bumps its revision. Batches of one business on several
+//! Till instances run at once, and account updates (`PATCH`) from any instance: the
+//! batch's update of an account waits for a concurrent writer of that row and then
+//! applies only if the revision is still the one the batch read, and an account that a
+//! refusal was decided with must still be at it. If one is not, the batch rolls back and
+//! runs again, this time reading every account locked (`FOR UPDATE`, in id order, as
+//! `PATCH` does), so that it cannot lose again. Within one instance a business's batches
+//! run one at a time (so the cache only ever reflects this writer's own commits and what
+//! it read): two in flight were measured, and made batches half the size and commits
+//! twice as many, which cost more CPU per transfer and doubled the p99 from commit to
+//! event consumer (`till bench events`: 74–120 ms against 32 ms) for no steady gain in
+//! `till bench ledger` on two cores. A duplicate Idempotency-Key queued while its first
+//! is in the running batch waits for the next batch and replays; across instances, the
+//! key's primary key makes the second insert fail, and the batch is retried (it then
+//! replays).
 //!
 //! Serialization failures, deadlocks and unique violations are retried here with
 //! backoff; a batch that still fails answers every command with a 5xx and stores
 //! nothing, so each retries cleanly.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,9 +54,10 @@ use till_http::ApiError;
 use till_kit::BusinessId;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{Book, Command, Outcome, Refusal};
+use crate::domain::{Account, Book, Command, Outcome, Refusal};
 use crate::store::{self, CorruptRow};
 use crate::view::{refusal_error, BatchBody, TransferBody};
+use crate::AccountId;
 
 /// Commands waiting for one business's writer; beyond this, callers wait to enqueue.
 const QUEUE_COMMANDS_MAX: usize = 10_000;
@@ -58,6 +67,9 @@ const BATCH_COMMANDS_MAX: usize = 2_000;
 const WRITER_IDLE: Duration = Duration::from_secs(30);
 const RETRY_ATTEMPTS_MAX: u32 = 5;
 const RETRY_BACKOFF_BASE_MS: u64 = 5;
+/// Accounts one writer keeps in its cache (about 150 bytes each); past this it starts
+/// again empty.
+const ACCOUNTS_CACHED_MAX: usize = 50_000;
 
 /// A command and what to do with its response.
 struct Job {
@@ -141,6 +153,7 @@ async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Re
     // liveness ping; it goes back to the pool whenever the queue runs empty, so an idle
     // business holds none.
     let mut kept: Option<PoolConnection<Postgres>> = None;
+    let mut cache = AccountCache::default();
     loop {
         let waiting = match receiver.try_recv() {
             Ok(job) => Ok(Some(job)),
@@ -160,7 +173,7 @@ async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Re
                     rest.push(job);
                 }
                 if !rest.is_empty() {
-                    process(&engine.pool, &mut kept, business, rest).await;
+                    process(&engine.pool, &mut kept, &mut cache, business, rest).await;
                 }
                 let mut writers = engine.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if writers.get(&business).is_some_and(mpsc::Sender::is_closed) {
@@ -176,7 +189,38 @@ async fn run_writer(engine: Engine, business: BusinessId, mut receiver: mpsc::Re
                 Err(_) => break,
             }
         }
-        process(&engine.pool, &mut kept, business, jobs).await;
+        process(&engine.pool, &mut kept, &mut cache, business, jobs).await;
+    }
+}
+
+/// The accounts this writer last committed or read, at the revision it left them. A
+/// batch starts from these instead of reading its accounts again, and its write checks
+/// that each is still at that revision (see [`store::write`]); one that is not (another
+/// Till instance or an account update changed it) sends the batch round again, reading
+/// and locking every account. Only a business's writer uses its cache, and the writer
+/// runs one batch at a time, so the cache never sees a batch it did not commit.
+#[derive(Default)]
+struct AccountCache {
+    accounts: HashMap<AccountId, Known>,
+}
+
+#[derive(Clone)]
+struct Known {
+    account: Account,
+    revision: i64,
+}
+
+impl AccountCache {
+    /// After a commit: the batch's accounts as it left them.
+    fn remember(&mut self, book: &Book, revisions: &HashMap<AccountId, i64>, changed: &HashSet<AccountId>) {
+        if self.accounts.len() + book.accounts.len() > ACCOUNTS_CACHED_MAX {
+            self.accounts.clear();
+        }
+        for account in book.accounts.values() {
+            let Some(&read) = revisions.get(&account.id) else { continue };
+            let revision = if changed.contains(&account.id) { read + 1 } else { read };
+            self.accounts.insert(account.id, Known { account: account.clone(), revision });
+        }
     }
 }
 
@@ -188,8 +232,14 @@ enum Decided {
 }
 
 /// Runs one batch to its end and replies to every job.
-async fn process(pool: &PgPool, kept: &mut Option<PoolConnection<Postgres>>, business: BusinessId, jobs: Vec<Job>) {
-    let outcome = run_batch(pool, kept, business, &jobs).await;
+async fn process(
+    pool: &PgPool,
+    kept: &mut Option<PoolConnection<Postgres>>,
+    cache: &mut AccountCache,
+    business: BusinessId,
+    jobs: Vec<Job>,
+) {
+    let outcome = run_batch(pool, kept, cache, business, &jobs).await;
     let (decided, stored) = match outcome {
         Ok(result) => result,
         Err(failure) => {
@@ -218,6 +268,7 @@ async fn process(pool: &PgPool, kept: &mut Option<PoolConnection<Postgres>>, bus
 async fn run_batch(
     pool: &PgPool,
     kept: &mut Option<PoolConnection<Postgres>>,
+    cache: &mut AccountCache,
     business: BusinessId,
     jobs: &[Job],
 ) -> Result<(Vec<Decided>, Vec<StoredResponse>), ApiError> {
@@ -234,7 +285,16 @@ async fn run_batch(
             Some(connection) => (connection, true),
             None => (pool.acquire().await.map_err(ApiError::database)?, false),
         };
-        match try_batch(&mut connection, business, jobs, &duplicate).await {
+        // The first attempt starts from the cache; a retry reads and locks every account,
+        // so that it cannot find them changed again.
+        let read = if attempt == 0 { Read::Cached } else { Read::Locked };
+        let outcome = try_batch(&mut connection, cache, read, business, jobs, &duplicate).await;
+        if outcome.is_err() {
+            // Whatever failed, the cache may no longer be what the database holds (a
+            // COMMIT whose outcome is unknown): start the next attempt from the database.
+            cache.accounts.clear();
+        }
+        match outcome {
             Ok(result) => {
                 *kept = Some(connection);
                 tracing::debug!(
@@ -250,6 +310,15 @@ async fn run_batch(
             Err(BatchError::Begin(error)) if warm => {
                 tracing::info!(%error, "a kept ledger connection failed to begin; opening another");
                 connection.close().await.ok();
+            }
+            Err(BatchError::Stale) if attempt < RETRY_ATTEMPTS_MAX => {
+                *kept = Some(connection);
+                attempt += 1;
+                tracing::debug!(attempt, "a ledger batch read an account another writer changed; deciding again");
+            }
+            Err(BatchError::Stale) => {
+                *kept = Some(connection);
+                return Err(ApiError::unavailable(&"the ledger's accounts kept changing under the batch"));
             }
             // Before COMMIT, a lost connection (the database restarted, an operator
             // ended the session) left nothing behind: redo the batch on another one.
@@ -282,13 +351,26 @@ enum BatchError {
     Commit(sqlx::Error),
     #[error(transparent)]
     Corrupt(#[from] CorruptRow),
+    /// An account the batch decided with had changed since it was read: rolled back.
+    #[error("an account changed under the batch")]
+    Stale,
 }
 
-/// Serialization failures and deadlocks, and unique violations. Keys are looked up before
-/// the batch takes its row locks, so another Till instance can store the same
-/// Idempotency-Key first; the batch's insert of it then fails, and the retry replays what
-/// that instance stored. (Holds and reversals are read again after the locks, so a
-/// second resolution is refused rather than inserted.)
+/// Where a batch's accounts come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// The writer's cache, and a read without locks for the rest; the write checks them.
+    Cached,
+    /// A read of every account, locked (`FOR UPDATE`) until the batch ends.
+    Locked,
+}
+
+/// Serialization failures and deadlocks, and unique violations. Another Till instance can
+/// store the same Idempotency-Key after this batch looked it up; the batch's insert of it
+/// then fails, and the retry replays what that instance stored. A batch reading from its
+/// cache can also meet a hold resolved or a transfer reversed since it loaded them: the
+/// second resolution or reversal fails on its key, and the retry (which reads the
+/// transfers again after locking their accounts) refuses it.
 fn is_retryable(error: &sqlx::Error) -> bool {
     let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
     matches!(code.as_deref(), Some("40001" | "40P01" | "23505"))
@@ -296,6 +378,8 @@ fn is_retryable(error: &sqlx::Error) -> bool {
 
 async fn try_batch(
     connection: &mut PgConnection,
+    cache: &mut AccountCache,
+    read: Read,
     business: BusinessId,
     jobs: &[Job],
     duplicate: &[bool],
@@ -310,26 +394,25 @@ async fn try_batch(
         .collect();
     let mut replays = Vec::new();
     let keys: Vec<String> = jobs.iter().filter_map(|job| job.idempotency.as_ref().map(|c| c.key.clone())).collect();
-    if !keys.is_empty() {
-        let scope = business.as_uuid().to_string();
-        let mut stored: HashMap<String, StoredResponse> =
-            unit_of_work::find_stored(&mut transaction, &scope, &keys).await?.into_iter().collect();
-        for (index, job) in jobs.iter().enumerate() {
-            let Some(context) = job.idempotency.as_ref().filter(|_| decided[index].is_none()) else { continue };
-            if let Some(response) = stored.remove(&context.key) {
-                decided[index] = Some(if response.fingerprint() == context.fingerprint.as_slice() {
-                    replays.push(response);
-                    Decided::Replay(replays.len() - 1)
-                } else {
-                    Decided::Error(unit_of_work::key_reused())
-                });
-            }
+    let scope = business.as_uuid().to_string();
+    let (started_at, stored) = store::start_batch(&mut transaction, &scope, &keys).await?;
+    let mut stored: HashMap<String, StoredResponse> = stored.into_iter().collect();
+    for (index, job) in jobs.iter().enumerate() {
+        let Some(context) = job.idempotency.as_ref().filter(|_| decided[index].is_none()) else { continue };
+        if let Some(response) = stored.remove(&context.key) {
+            decided[index] = Some(if response.fingerprint() == context.fingerprint.as_slice() {
+                replays.push(response);
+                Decided::Replay(replays.len() - 1)
+            } else {
+                Decided::Error(unit_of_work::key_reused())
+            });
         }
     }
 
     steps.mark("keys");
     let pending: Vec<usize> = (0..jobs.len()).filter(|&index| decided[index].is_none()).collect();
-    let mut book = load_book(&mut transaction, business, pending.iter().map(|&index| &jobs[index].command)).await?;
+    let commands = pending.iter().map(|&index| &jobs[index].command);
+    let (mut book, revisions) = load_book(&mut transaction, cache, read, business, commands, started_at).await?;
     steps.mark("load");
     let mut records: Vec<(usize, StatusCode, &'static str, Vec<u8>)> = Vec::with_capacity(pending.len());
     let mut events = Vec::new();
@@ -348,7 +431,17 @@ async fn try_batch(
     }
 
     let touched: HashSet<_> = book.writes.entries.iter().map(|entry| entry.account).collect();
-    let accounts: Vec<_> = book.accounts.values().filter(|account| touched.contains(&account.id)).collect();
+    // In id order, so that the write's updates wait for rows in the same order as every
+    // other writer's locks.
+    let mut accounts: Vec<store::Consulted<'_>> = book
+        .accounts
+        .values()
+        .filter_map(|account| {
+            let revision = *revisions.get(&account.id)?;
+            Some(store::Consulted { account, revision, changed: touched.contains(&account.id) })
+        })
+        .collect();
+    accounts.sort_unstable_by_key(|consulted| consulted.account.id);
     let responses: Vec<ResponseRecord<'_>> = records
         .iter()
         .filter_map(|(index, status, content_type, body)| {
@@ -361,10 +454,15 @@ async fn try_batch(
         })
         .collect();
     steps.mark("apply");
-    store::write(&mut transaction, business, &book.writes, &accounts, &events, &responses).await?;
+    let written = store::write(&mut transaction, business, &book.writes, &accounts, &events, &responses).await?;
     steps.mark("write");
+    if written == store::Written::Stale {
+        // Dropping the transaction rolls it back.
+        return Err(BatchError::Stale);
+    }
     transaction.commit().await.map_err(BatchError::Commit)?;
     steps.mark("commit");
+    cache.remember(&book, &revisions, &touched);
     tracing::debug!(commands = jobs.len(), steps = %steps, "ledger batch steps");
 
     for (index, status, content_type, body) in records {
@@ -377,16 +475,32 @@ async fn try_batch(
     Ok((decided, replays))
 }
 
-/// Loads the transfers the commands name, locks and loads the accounts they touch, and
-/// reloads the transfers: a hold or reversal committed by a batch that held these
-/// accounts' locks before us is then seen (a transfer's accounts never change, so the
-/// first load names the right ones). The book's clock is read after the last lock, so
-/// an account's entries are timed in the order its writers committed.
+/// Loads the transfers the commands name and the accounts they touch, with the revision
+/// each account was read at, and the book's clock.
+///
+/// - [`Read::Cached`]: accounts from the cache, the others read without locks. The write
+///   checks every revision, so a change by anyone else since (including a hold resolved
+///   or a transfer reversed: both change the transfer's accounts) sends the batch round
+///   again; the database's keys refuse what a stale read could still write twice (a
+///   second resolution of a hold, a second reversal).
+/// - [`Read::Locked`]: accounts read and locked in id order, then the transfers read
+///   again: a hold or reversal committed by a batch that held these accounts' locks
+///   before us is then seen (a transfer's accounts never change, so the first load names
+///   the right ones).
+///
+/// An account's entries must be timed in the order its writers committed. The clock is
+/// therefore the time of the last account read or lock when there was one; with every
+/// account from the cache, `started_at` (read at the start of this batch) is later than
+/// every commit the cache reflects, and the write refuses the batch if there was
+/// another since.
 async fn load_book<'a>(
     connection: &mut PgConnection,
+    cache: &AccountCache,
+    read: Read,
     business: BusinessId,
     commands: impl Iterator<Item = &'a Command> + Clone,
-) -> Result<Book, BatchError> {
+    started_at: time::OffsetDateTime,
+) -> Result<(Book, HashMap<AccountId, i64>), BatchError> {
     let transfer_ids: Vec<uuid::Uuid> = commands
         .clone()
         .flat_map(Command::transfers)
@@ -394,26 +508,40 @@ async fn load_book<'a>(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let transfers = load_transfers_by_id(connection, business, &transfer_ids).await?;
+    let mut transfers = load_transfers_by_id(connection, business, &transfer_ids).await?;
     let known: HashMap<_, _> = transfers.iter().map(|transfer| (transfer.id, transfer.clone())).collect();
-    let account_ids: Vec<uuid::Uuid> = commands
-        .flat_map(|command| command.accounts(&known))
-        .map(|id| id.as_uuid())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let (rows, locked_at) = store::lock_accounts(connection, business, &account_ids).await?;
-    let accounts = rows.iter().map(store::AccountRow::account).collect::<Result<Vec<_>, _>>()?;
-    let transfers = if transfers.is_empty() {
-        transfers
-    } else {
-        load_transfers_by_id(connection, business, &transfer_ids).await?
+    let account_ids: BTreeSet<AccountId> = commands.flat_map(|command| command.accounts(&known)).collect();
+    let mut accounts = Vec::with_capacity(account_ids.len());
+    let mut revisions = HashMap::with_capacity(account_ids.len());
+    let to_read: Vec<uuid::Uuid> = match read {
+        Read::Cached => account_ids
+            .iter()
+            .filter(|id| match cache.accounts.get(id) {
+                Some(known) => {
+                    accounts.push(known.account.clone());
+                    revisions.insert(known.account.id, known.revision);
+                    false
+                }
+                None => true,
+            })
+            .map(|id| id.as_uuid())
+            .collect(),
+        Read::Locked => account_ids.iter().map(|id| id.as_uuid()).collect(),
     };
-    let now = match locked_at {
-        Some(now) => now,
-        None => store::clock(connection).await?,
+    let (rows, read_at) = match read {
+        Read::Cached => store::read_accounts(connection, business, &to_read).await?,
+        Read::Locked => store::lock_accounts(connection, business, &to_read).await?,
     };
-    Ok(Book::new(accounts, transfers, now))
+    for row in &rows {
+        let account = row.account()?;
+        revisions.insert(account.id, row.revision);
+        accounts.push(account);
+    }
+    if read == Read::Locked && !transfers.is_empty() {
+        transfers = load_transfers_by_id(connection, business, &transfer_ids).await?;
+    }
+    let now = read_at.unwrap_or(started_at);
+    Ok((Book::new(accounts, transfers, now), revisions))
 }
 
 async fn load_transfers_by_id(

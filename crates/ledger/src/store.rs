@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::PgConnection;
-use till_http::unit_of_work::{self, ResponseRecord};
+use sqlx::{PgConnection, Row};
+use till_http::unit_of_work::{self, ResponseRecord, StoredResponse, StoredRow};
 use till_kit::{BusinessId, Currency, Metadata};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -28,6 +28,8 @@ pub struct AccountRow {
     pub status: String,
     pub metadata: serde_json::Value,
     pub version: i32,
+    /// Bumped by every change to the row (see the migration that added it).
+    pub revision: i64,
     pub debits_posted: i64,
     pub credits_posted: i64,
     pub debits_pending: i64,
@@ -70,7 +72,7 @@ impl AccountRow {
 }
 
 const ACCOUNT_COLUMNS: &str =
-    "id, name, currency, normal_balance, min_balance, max_balance, status, metadata, version, \
+    "id, name, currency, normal_balance, min_balance, max_balance, status, metadata, version, revision, \
      debits_posted, credits_posted, debits_pending, credits_pending, created_at, updated_at";
 
 pub struct NewAccount<'a> {
@@ -183,7 +185,7 @@ pub async fn update_account(
     sqlx::query_as(&format!(
         "UPDATE ledger.accounts
             SET name = $3, metadata = $4, status = $5, min_balance = $6, max_balance = $7,
-                version = version + 1, updated_at = now()
+                version = version + 1, revision = revision + 1, updated_at = now()
           WHERE business_id = $1 AND id = $2
           RETURNING {ACCOUNT_COLUMNS}"
     ))
@@ -202,34 +204,59 @@ pub async fn update_account(
 /// with the time at which the last lock was granted. Ids of other businesses are simply
 /// not found.
 ///
-/// These row locks are what serialises writers of an account: engine batches (several
-/// may run at once for one business) and account updates, also across Till instances.
-/// `ids` must be sorted and distinct: rows are locked in that order (the nested loop
-/// follows the array), so two batches never wait for each other in a cycle.
-///
-/// One primary-key lookup per id, whatever the statistics say: `id = ANY($2)` let the
-/// cached generic plan scan every account of the business (measured: 2 ms for 30 ids
-/// among 10 000), and a semi-join on stale statistics did the same. `LIMIT 1` keeps the
-/// lateral subquery from being flattened into a join the planner could reorder.
+/// These row locks serialise writers of an account when the engine cannot go by its
+/// revisions (a batch's retry), and account updates (`PATCH`), also across Till
+/// instances. `ids` must be sorted and distinct: rows are locked in that order (the
+/// nested loop follows the array), so two batches never wait for each other in a cycle.
 pub async fn lock_accounts(
     connection: &mut PgConnection,
     business: BusinessId,
     ids: &[Uuid],
 ) -> Result<(Vec<AccountRow>, Option<OffsetDateTime>), sqlx::Error> {
-    let rows: Vec<LockedAccountRow> = sqlx::query_as(&format!(
+    select_accounts(connection, &LOCK_ACCOUNTS_SQL, business, ids).await
+}
+
+/// The business's accounts among `ids`, as committed now, without locks, with the time
+/// at which the last was read: the engine checks their revisions when it writes.
+pub async fn read_accounts(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    ids: &[Uuid],
+) -> Result<(Vec<AccountRow>, Option<OffsetDateTime>), sqlx::Error> {
+    select_accounts(connection, &READ_ACCOUNTS_SQL, business, ids).await
+}
+
+async fn select_accounts(
+    connection: &mut PgConnection,
+    sql: &str,
+    business: BusinessId,
+    ids: &[Uuid],
+) -> Result<(Vec<AccountRow>, Option<OffsetDateTime>), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let rows: Vec<LockedAccountRow> =
+        sqlx::query_as(sql).bind(business.as_uuid()).bind(ids).fetch_all(connection).await?;
+    let read_at = rows.iter().map(|row| row.locked_at).max();
+    Ok((rows.into_iter().map(|row| row.account).collect(), read_at))
+}
+
+/// One primary-key lookup per id, whatever the statistics say: `id = ANY($2)` let the
+/// cached generic plan scan every account of the business (measured: 2 ms for 30 ids
+/// among 10 000), and a semi-join on stale statistics did the same. `LIMIT 1` keeps the
+/// lateral subquery from being flattened into a join the planner could reorder.
+fn accounts_sql(lock: &str) -> String {
+    format!(
         "SELECT a.*, clock_timestamp() AS locked_at
            FROM unnest($2::uuid[]) WITH ORDINALITY AS wanted(id, n)
           CROSS JOIN LATERAL (SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts
-                               WHERE business_id = $1 AND id = wanted.id LIMIT 1 FOR UPDATE) a
+                               WHERE business_id = $1 AND id = wanted.id LIMIT 1 {lock}) a
           ORDER BY wanted.n"
-    ))
-    .bind(business.as_uuid())
-    .bind(ids)
-    .fetch_all(connection)
-    .await?;
-    let locked_at = rows.iter().map(|row| row.locked_at).max();
-    Ok((rows.into_iter().map(|row| row.account).collect(), locked_at))
+    )
 }
+
+static LOCK_ACCOUNTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| accounts_sql("FOR UPDATE"));
+static READ_ACCOUNTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| accounts_sql(""));
 
 #[derive(sqlx::FromRow)]
 struct LockedAccountRow {
@@ -238,9 +265,50 @@ struct LockedAccountRow {
     locked_at: OffsetDateTime,
 }
 
-/// The database's clock now (for a batch that locked no account).
-pub async fn clock(connection: &mut PgConnection) -> Result<OffsetDateTime, sqlx::Error> {
-    sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(connection).await
+/// The start of an engine batch, in one round trip: the database's clock now, and the
+/// responses stored under `keys` in `scope` (the HTTP crate's lookup,
+/// [`unit_of_work::find_stored_sql`]). The statement returns one row even when no key is
+/// found, for the clock.
+pub async fn start_batch(
+    connection: &mut PgConnection,
+    scope: &str,
+    keys: &[String],
+) -> Result<(OffsetDateTime, Vec<(String, StoredResponse)>), sqlx::Error> {
+    let rows: Vec<StartRow> = sqlx::query_as(&START_BATCH_SQL).bind(scope).bind(keys).fetch_all(connection).await?;
+    let now = rows.first().map(|row| row.now).ok_or(sqlx::Error::RowNotFound)?;
+    let stored = rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(
+                StoredRow {
+                    key: row.key?,
+                    fingerprint: row.fingerprint?,
+                    response_status: row.response_status?,
+                    response_headers: row.response_headers?,
+                    response_body: row.response_body?,
+                }
+                .into_pair(),
+            )
+        })
+        .collect();
+    Ok((now, stored))
+}
+
+static START_BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT clock_timestamp() AS now, stored.* FROM (VALUES (0)) AS one(n) LEFT JOIN ({}) stored ON true",
+        unit_of_work::find_stored_sql(1, 2)
+    )
+});
+
+#[derive(sqlx::FromRow)]
+struct StartRow {
+    now: OffsetDateTime,
+    key: Option<String>,
+    fingerprint: Option<Vec<u8>>,
+    response_status: Option<i16>,
+    response_headers: Option<serde_json::Value>,
+    response_body: Option<Vec<u8>>,
 }
 
 /// One account, locked until the transaction ends (see [`lock_accounts`]).
@@ -350,20 +418,42 @@ pub async fn list_transfers(
     .await
 }
 
+/// An account a batch decided with: its state after the batch, the revision the batch
+/// read it at, and whether the batch changed it.
+pub struct Consulted<'a> {
+    pub account: &'a Account,
+    pub revision: i64,
+    pub changed: bool,
+}
+
+/// Whether [`write`] wrote the batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Written,
+    /// An account had changed since the batch read it (another Till instance, an account
+    /// update): the statement wrote rows, and the caller must roll back and decide again.
+    Stale,
+}
+
 /// Writes what a batch recorded, the accounts' new totals, the batch's events and its
 /// stored responses, in one statement: a data-modifying CTE per table, each fed by
 /// `UNNEST` of column arrays (empty arrays insert nothing). The outbox and response parts
 /// are the events and HTTP crates' own SQL ([`till_events::outbox::append_sql`],
 /// [`unit_of_work::record_responses_sql`]), spliced in to save two round trips per batch.
-/// Foreign keys between the new rows are checked at the end of the statement.
+///
+/// Every consulted account is checked at the revision the batch read it at: a changed
+/// one is updated only if its revision is still that one (the update waits for a
+/// concurrent writer of the row, then checks the revision it committed), and an
+/// unchanged one (a refusal was decided with it) must still be at it. If any is not, the
+/// answer is [`Written::Stale`].
 pub async fn write(
     connection: &mut PgConnection,
     business: BusinessId,
     writes: &Writes,
-    accounts: &[&Account],
+    accounts: &[Consulted<'_>],
     events: &[till_events::Event],
     responses: &[ResponseRecord<'_>],
-) -> Result<(), sqlx::Error> {
+) -> Result<Written, sqlx::Error> {
     if writes.transfers.is_empty()
         && writes.resolutions.is_empty()
         && writes.entries.is_empty()
@@ -371,9 +461,11 @@ pub async fn write(
         && events.is_empty()
         && responses.is_empty()
     {
-        return Ok(());
+        return Ok(Written::Written);
     }
     let (t, r, e) = (&writes.transfers, &writes.resolutions, &writes.entries);
+    let (changed, unchanged): (Vec<&Consulted<'_>>, Vec<&Consulted<'_>>) =
+        accounts.iter().partition(|consulted| consulted.changed);
     let query = sqlx::query(&WRITE_SQL)
         .bind(business.as_uuid())
         .bind(t.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
@@ -403,18 +495,24 @@ pub async fn write(
         .bind(e.iter().map(|x| x.totals_after.debits_pending).collect::<Vec<_>>())
         .bind(e.iter().map(|x| x.totals_after.credits_pending).collect::<Vec<_>>())
         .bind(e.iter().map(|x| x.created_at).collect::<Vec<_>>())
-        .bind(accounts.iter().map(|a| a.id.as_uuid()).collect::<Vec<_>>())
-        .bind(accounts.iter().map(|a| a.totals.debits_posted).collect::<Vec<_>>())
-        .bind(accounts.iter().map(|a| a.totals.credits_posted).collect::<Vec<_>>())
-        .bind(accounts.iter().map(|a| a.totals.debits_pending).collect::<Vec<_>>())
-        .bind(accounts.iter().map(|a| a.totals.credits_pending).collect::<Vec<_>>());
+        .bind(changed.iter().map(|a| a.account.id.as_uuid()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|a| a.account.totals.debits_posted).collect::<Vec<_>>())
+        .bind(changed.iter().map(|a| a.account.totals.credits_posted).collect::<Vec<_>>())
+        .bind(changed.iter().map(|a| a.account.totals.debits_pending).collect::<Vec<_>>())
+        .bind(changed.iter().map(|a| a.account.totals.credits_pending).collect::<Vec<_>>())
+        .bind(changed.iter().map(|a| a.revision).collect::<Vec<_>>())
+        .bind(unchanged.iter().map(|a| a.account.id.as_uuid()).collect::<Vec<_>>())
+        .bind(unchanged.iter().map(|a| a.revision).collect::<Vec<_>>());
     let query = till_events::outbox::bind_append(query, events);
-    unit_of_work::bind_responses(query, responses).execute(connection).await?;
-    Ok(())
+    let row = unit_of_work::bind_responses(query, responses).fetch_one(connection).await?;
+    let (updated, current): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    let all_current =
+        usize::try_from(updated).ok() == Some(changed.len()) && usize::try_from(current).ok() == Some(unchanged.len());
+    Ok(if all_current { Written::Written } else { Written::Stale })
 }
 
 /// Parameters of the ledger's own part of [`write`]; the events' and responses' follow.
-const WRITE_PARAMETERS: usize = 33;
+const WRITE_PARAMETERS: usize = 36;
 
 static WRITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -441,15 +539,21 @@ static WRITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          ), new_totals AS (
              UPDATE ledger.accounts a
                 SET debits_posted = u.dp, credits_posted = u.cp, debits_pending = u.dpe, credits_pending = u.cpe,
-                    updated_at = now()
-               FROM UNNEST($29::uuid[], $30::int8[], $31::int8[], $32::int8[], $33::int8[]) AS u(id, dp, cp, dpe, cpe)
-              WHERE a.business_id = $1 AND a.id = u.id
+                    revision = u.revision + 1, updated_at = now()
+               FROM UNNEST($29::uuid[], $30::int8[], $31::int8[], $32::int8[], $33::int8[], $34::int8[])
+                    AS u(id, dp, cp, dpe, cpe, revision)
+              WHERE a.business_id = $1 AND a.id = u.id AND a.revision = u.revision
+             RETURNING 1
+         ), still_current AS (
+             SELECT 1 FROM UNNEST($35::uuid[], $36::int8[]) AS u(id, revision)
+              CROSS JOIN LATERAL (SELECT 1 FROM ledger.accounts a
+                                   WHERE a.business_id = $1 AND a.id = u.id AND a.revision = u.revision LIMIT 1) a
          ), new_events AS (
              {events}
          ), new_responses AS (
              {responses}
          )
-         SELECT 1",
+         SELECT (SELECT count(*) FROM new_totals), (SELECT count(*) FROM still_current)",
         events = till_events::outbox::append_sql(OUTBOX, WRITE_PARAMETERS + 1),
         responses = unit_of_work::record_responses_sql(WRITE_PARAMETERS + 1 + till_events::outbox::APPEND_PARAMETERS),
     )

@@ -189,6 +189,46 @@ async fn money_is_conserved_under_concurrent_load() {
     assert_eq!(check(&app, &k).await["ok"], true);
 }
 
+/// Each engine writer keeps the accounts it last committed and does not read them again;
+/// it must never decide with one that changed behind it. Here the changes come from a
+/// second Till instance (a credit) and from an account update (a freeze), each between
+/// two transfers of the first instance's writer, which had the account in memory. Both
+/// the refusal that would be stale (a debit refused for funds the account now has) and
+/// the transfer that would be (a debit of a frozen account) are caught: this fails if
+/// the write does not check the accounts' revisions.
+#[tokio::test]
+async fn a_writer_never_decides_with_an_account_changed_behind_it() {
+    let first = spawn_app().await;
+    let second = first.another_instance().await;
+    let business = first.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, shop) = (source(&first, k, "GBP").await, wallet(&first, k, "GBP").await);
+
+    for trial in 0..5 {
+        let payer = wallet(&first, k, "GBP").await;
+        let refused = transfer(&first, k, &payer, &shop, 50).await;
+        assert_eq!(refused.status().as_u16(), 422, "trial {trial}: nothing to pay with yet");
+        posted(&second, k, &bank, &payer, 100).await;
+        let paid = transfer(&first, k, &payer, &shop, 50).await;
+        assert_eq!(paid.status().as_u16(), 201, "trial {trial}: the credit made on the other instance counts");
+
+        let frozen = first
+            .request(reqwest::Method::PATCH, &format!("/v1/accounts/{payer}"), k)
+            .json(&json!({"status": "frozen"}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(frozen.status().as_u16(), 200, "trial {trial}");
+        let refused = transfer(&first, k, &payer, &shop, 10).await;
+        assert_eq!(refused.status().as_u16(), 422, "trial {trial}: a frozen account pays nothing");
+        let problem: Value = refused.json().await.expect("problem");
+        assert_eq!(problem["code"], "account_not_active", "trial {trial}: {problem}");
+        assert_eq!(balance(&second, k, &payer).await, 50, "trial {trial}");
+    }
+    let report = check(&first, k).await;
+    assert_eq!(report["ok"], true, "{report}");
+}
+
 /// Two Till instances on one database, as behind a load balancer: nothing serialises
 /// their engines but the accounts' row locks and the keys' primary key. Debits racing
 /// across both stay within the balance, post and void racing across both resolve a hold
