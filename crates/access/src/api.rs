@@ -167,7 +167,7 @@ async fn record_key_event(
 ) -> Result<(), ApiError> {
     let sequence = if event_type == EventType::ApiKeyRevoked { 2 } else { 1 };
     let occurred_at = key.revoked_at.unwrap_or(key.created_at);
-    let data = serde_json::to_value(key).map_err(|error| ApiError::internal(&error))?;
+    let data = serde_json::value::to_raw_value(key).map_err(|error| ApiError::internal(&error))?;
     let event = Event::new(
         event_type,
         business,

@@ -92,7 +92,7 @@ impl EventType {
 }
 
 /// An event, as written to an outbox.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub id: EventId,
     pub event_type: EventType,
@@ -104,7 +104,11 @@ pub struct Event {
     pub occurred_at: OffsetDateTime,
     /// The request (or job) that caused it, for correlation.
     pub request_id: Option<String>,
-    pub data: serde_json::Value,
+    /// The resource as JSON, serialized once by the producer: the outbox stores these
+    /// bytes as they are (a `serde_json::Value` here was built, cloned and serialized
+    /// again for every event; measured under `till bench ledger` at a sixth of the
+    /// ledger writer's CPU).
+    pub data: Box<serde_json::value::RawValue>,
 }
 
 impl Event {
@@ -115,7 +119,7 @@ impl Event {
         sequence: i64,
         occurred_at: OffsetDateTime,
         request_id: Option<String>,
-        data: serde_json::Value,
+        data: Box<serde_json::value::RawValue>,
     ) -> Event {
         Event { id: EventId::generate(), event_type, business_id, resource_id, sequence, occurred_at, request_id, data }
     }

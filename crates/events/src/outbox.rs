@@ -47,5 +47,5 @@ pub fn bind_append<'q>(query: Query<'q, Postgres, PgArguments>, events: &[Event]
         .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.request_id.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| sqlx::types::Json(e.data.clone())).collect::<Vec<_>>())
 }

@@ -99,7 +99,7 @@ async fn record_account_event(
     event_type: EventType,
     body: &AccountBody,
 ) -> Result<(), ApiError> {
-    let data = serde_json::to_value(body).map_err(|error| ApiError::internal(&error))?;
+    let data = serde_json::value::to_raw_value(body).map_err(|error| ApiError::internal(&error))?;
     let event = Event::new(
         event_type,
         principal.business_id,

@@ -334,6 +334,7 @@ async fn run_batch(
                 return Err(ApiError::database(error))
             }
             Err(BatchError::Corrupt(error)) => return Err(ApiError::internal(&error)),
+            Err(BatchError::Encode(error)) => return Err(ApiError::internal(&error)),
         }
     }
 }
@@ -351,6 +352,9 @@ enum BatchError {
     Commit(sqlx::Error),
     #[error(transparent)]
     Corrupt(#[from] CorruptRow),
+    /// An event could not be serialized (a bug: the bodies are plain data).
+    #[error("encoding an event: {0}")]
+    Encode(serde_json::Error),
     /// An account the batch decided with had changed since it was read: rolled back.
     #[error("an account changed under the batch")]
     Stale,
@@ -425,7 +429,7 @@ async fn try_batch(
             // this batch, so its funds are released with the refusal.
             let _ = book.apply(&Command::Expire { hold: *transfer });
         }
-        events.extend(transfer_events(&book, marks, business, &job.request_id));
+        events.extend(transfer_events(&book, marks, business, &job.request_id).map_err(BatchError::Encode)?);
         let (status, content_type, body) = render(&outcome, &job.request_id);
         records.push((index, status, content_type, body));
     }
@@ -562,17 +566,23 @@ async fn load_transfers_by_id(
 /// The events of what one command wrote (the book's writes from `marks` on). Sequences
 /// follow from the transfer's life, so they need no counter: created is 1; a hold's end
 /// is 2; a reversal of the original is 2 for a posted transfer, 3 for a posted hold.
-fn transfer_events(book: &Book, marks: (usize, usize), business: BusinessId, request_id: &str) -> Vec<Event> {
+fn transfer_events(
+    book: &Book,
+    marks: (usize, usize),
+    business: BusinessId,
+    request_id: &str,
+) -> Result<Vec<Event>, serde_json::Error> {
     let request_id = (!request_id.is_empty()).then(|| request_id.to_string());
     let event = |event_type, transfer: &crate::domain::Transfer, sequence| {
-        let data = serde_json::to_value(TransferBody::from(transfer)).unwrap_or_default();
-        Event::new(event_type, business, transfer.id.to_string(), sequence, book.now(), request_id.clone(), data)
+        let data = serde_json::value::to_raw_value(&TransferBody::from(transfer))?;
+        let resource_id = transfer.id.to_string();
+        Ok(Event::new(event_type, business, resource_id, sequence, book.now(), request_id.clone(), data))
     };
     let mut events = Vec::new();
     for created in &book.writes.transfers[marks.0..] {
-        events.push(event(EventType::TransferCreated, created, 1));
+        events.push(event(EventType::TransferCreated, created, 1)?);
         if let Some(original) = created.reverses.and_then(|id| book.transfers.get(&id)) {
-            events.push(event(EventType::TransferReversed, original, if original.pending { 3 } else { 2 }));
+            events.push(event(EventType::TransferReversed, original, if original.pending { 3 } else { 2 })?);
         }
     }
     for resolution in &book.writes.resolutions[marks.1..] {
@@ -582,9 +592,9 @@ fn transfer_events(book: &Book, marks: (usize, usize), business: BusinessId, req
             crate::domain::ResolutionKind::Voided => EventType::TransferVoided,
             crate::domain::ResolutionKind::Expired => EventType::TransferExpired,
         };
-        events.push(event(event_type, hold, 2));
+        events.push(event(event_type, hold, 2)?);
     }
-    events
+    Ok(events)
 }
 
 /// The HTTP response for a command's outcome: 201 with the transfer (or the batch) when
