@@ -41,7 +41,21 @@ const LOG_FILE: &str = "postgres.log";
 /// wrote (engine commit p99 6.3 ms; 3.3 ms after, with no checkpoint during the run).
 /// The price of rarer checkpoints: up to 4 GB of WAL on disk and a longer recovery after
 /// a crash.
-const WRITE_HEAVY_SETTINGS: [&str; 3] = ["shared_buffers=256MB", "max_wal_size=4GB", "checkpoint_timeout=15min"];
+///
+/// The background writer then wakes every 10 ms instead of 200 and may write up to 1 000
+/// pages a round (default 100), so that the ledger writer's backend finds clean buffers
+/// for new rows instead of writing dirty ones out itself, inside its write statement
+/// (auto_explain under the batch phase: about 1 200 such writes in one 134 ms
+/// statement). pg_stat_bgwriter over the same run: buffers written by backends 154 353 →
+/// 104 719, by the background writer 9 990 → 78 640.
+const WRITE_HEAVY_SETTINGS: [&str; 6] = [
+    "shared_buffers=256MB",
+    "max_wal_size=4GB",
+    "checkpoint_timeout=15min",
+    "bgwriter_delay=10ms",
+    "bgwriter_lru_maxpages=1000",
+    "bgwriter_lru_multiplier=4",
+];
 const START_TIMEOUT_MS: u64 = 60_000;
 const STOP_TIMEOUT_MS: u64 = 60_000;
 const SOCKET_PATH_BYTES_MAX: usize = 100;
