@@ -3,9 +3,12 @@
 //! TPC-B on the same PostgreSQL in the same run, so results are ratios to a baseline
 //! rather than absolute numbers from a machine nobody else has.
 //!
-//! It provisions a throwaway embedded cluster (durable settings, like `till up`), runs
-//! pgbench, starts Till as a separate process (so its peak RSS is its own), creates the
-//! accounts, and drives load from this process over loopback HTTP.
+//! It provisions a throwaway embedded cluster (durable settings, like `till up`), loads
+//! pgbench's tables, starts Till as a separate process (so its peak RSS is its own),
+//! creates the accounts, and drives load from this process over loopback HTTP. pgbench
+//! runs just before and just after the single-transfer phase, and that phase is compared
+//! with the mean of the two: on a shared machine whose speed drifts over minutes, a
+//! baseline taken a minute away from the phase says little about it.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -77,6 +80,9 @@ pub(crate) fn uuid_simple() -> String {
 async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyhow::Result<()> {
     println!("till bench ledger: {} clients, {} s per phase, {} accounts", args.clients, args.seconds, args.accounts);
     let password = std::fs::read_to_string(data_dir.join("postgres.password"))?.trim().to_string();
+    // pgbench's tables first, checkpointed, so that their loading (scale x 100 000 rows)
+    // is over before anything is measured.
+    let pgbench = Pgbench::prepare(cluster, &password, args).await?;
 
     // Till, as its own process, on the same cluster.
     cluster.ensure_database("till").await?;
@@ -87,18 +93,9 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
         .ok()
         .and_then(|text| text.lines().next().and_then(|line| line.trim().parse().ok()));
     let pids = Pids { server: server.child.id(), postmaster };
-    let outcome = phases(args, &client, &server.base, &server.api_key, pids, &url).await;
+    let outcome = phases(args, &client, &server.base, &server.api_key, pids, &url, &pgbench).await;
     server.stop().await;
-    let results = outcome?;
-
-    // 1. The baseline, measured after Till's phases so that its load (a database of
-    // `scale` x 100 000 rows, checkpoints, autovacuum) does not slow Till's phases down:
-    // pgbench's TPC-B with prepared statements and the same client count.
-    cluster.ensure_database("pgbench").await?;
-    let baseline_tps = pgbench(cluster, &password, args).await?;
-    println!("1. pgbench TPC-B (-M prepared, -c {}) on the same PostgreSQL: {baseline_tps:.0} tps", args.clients);
-    println!("   so (2) is {:.2}x pgbench (goal >= 1.5x)", results.uniform_tps / baseline_tps);
-    Ok(())
+    outcome
 }
 
 /// Till as its own process (so its peak RSS is its own) on `url`, with the rate limit out
@@ -196,10 +193,6 @@ impl Pids {
     }
 }
 
-struct Results {
-    uniform_tps: f64,
-}
-
 async fn phases(
     args: &BenchLedgerArgs,
     client: &reqwest::Client,
@@ -207,7 +200,8 @@ async fn phases(
     key: &str,
     pids: Pids,
     url: &str,
-) -> anyhow::Result<Results> {
+    pgbench: &Pgbench,
+) -> anyhow::Result<()> {
     let server_pid = pids.server;
     let started = Instant::now();
     let accounts = create_accounts(client, base, key, args).await?;
@@ -250,9 +244,19 @@ async fn phases(
             }
         }
     };
+    // 1. The baseline: pgbench's TPC-B with prepared statements and the same client count,
+    // just before and just after (2).
+    tokio::time::sleep(PHASE_SETTLE).await;
+    let baseline_before = pgbench.run().await?;
     let cpu_before = pids.cpu_seconds();
     let uniform = run(Pattern::Uniform, None).await?;
     let cpu_after = pids.cpu_seconds();
+    let baseline_after = pgbench.run().await?;
+    let baseline = (baseline_before + baseline_after) / 2.0;
+    println!(
+        "1. pgbench TPC-B (-M prepared, -c {}) on the same PostgreSQL: {baseline_before:.0} tps just before (2), {baseline_after:.0} tps just after",
+        args.clients
+    );
     let uniform_tps = uniform.per_second();
     println!(
         "2. single transfers over HTTP, uniform over {} accounts: {uniform_tps:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms; refused {}, 5xx/errors {}",
@@ -262,6 +266,7 @@ async fn phases(
         uniform.refused,
         uniform.failed
     );
+    println!("   so (2) is {:.2}x their mean, {baseline:.0} tps (goal >= 1.5x)", uniform_tps / baseline);
     let per_transfer = |before: f64, after: f64| (after - before) * 1e6 / uniform.transfers.max(1) as f64;
     println!(
         "   CPU per transfer in (2): Till {:.0} us, PostgreSQL {:.0} us (2 cores: {:.0} us of CPU per transfer at this rate)",
@@ -302,52 +307,78 @@ async fn phases(
             .unwrap_or(0);
         println!("5. server peak RSS: {:.1} MB (goal <= 150 MB)", peak_kb as f64 / 1024.0);
     }
-    idempotency_cost(args, url, &accounts).await?;
-    Ok(Results { uniform_tps })
+    idempotency_cost(args, url, &accounts).await
 }
 
-async fn pgbench(cluster: &Cluster, password: &str, args: &BenchLedgerArgs) -> anyhow::Result<f64> {
-    let binaries = Binaries::find()?;
-    let pgbench = binaries.dir.join("pgbench");
-    let common = |command: &mut tokio::process::Command| {
-        command.env("PGPASSWORD", password).args([
+/// pgbench against the benchmark's cluster, its tables loaded once.
+struct Pgbench {
+    program: std::path::PathBuf,
+    port: u16,
+    password: String,
+    clients: usize,
+    seconds: u64,
+}
+
+impl Pgbench {
+    async fn prepare(cluster: &Cluster, password: &str, args: &BenchLedgerArgs) -> anyhow::Result<Pgbench> {
+        cluster.ensure_database("pgbench").await?;
+        let pgbench = Pgbench {
+            program: Binaries::find()?.dir.join("pgbench"),
+            port: cluster.port(),
+            password: password.to_string(),
+            clients: args.clients,
+            seconds: args.seconds,
+        };
+        let init =
+            pgbench.command().args(["-i", "-q", "-s", &args.pgbench_scale.to_string(), "pgbench"]).output().await?;
+        if !init.status.success() {
+            bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+        }
+        let url =
+            format!("postgres://{}:{password}@127.0.0.1:{}/pgbench", till_db::embedded::SUPERUSER, cluster.port());
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+        sqlx::query("CHECKPOINT").execute(&mut connection).await?;
+        Ok(pgbench)
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.program);
+        command.env("PGPASSWORD", &self.password).args([
             "-h",
             "127.0.0.1",
             "-p",
-            &cluster.port().to_string(),
+            &self.port.to_string(),
             "-U",
             till_db::embedded::SUPERUSER,
         ]);
-    };
-    let mut init = tokio::process::Command::new(&pgbench);
-    common(&mut init);
-    let init = init.args(["-i", "-q", "-s", &args.pgbench_scale.to_string(), "pgbench"]).output().await?;
-    if !init.status.success() {
-        bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+        command
     }
-    let mut run = tokio::process::Command::new(&pgbench);
-    common(&mut run);
-    let output = run
-        .args([
-            "-M",
-            "prepared",
-            "-n",
-            "-c",
-            &args.clients.to_string(),
-            "-j",
-            "2",
-            "-T",
-            &args.seconds.to_string(),
-            "pgbench",
-        ])
-        .output()
-        .await?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .find(|line| line.starts_with("tps = "))
-        .and_then(|line| line.trim_start_matches("tps = ").split_whitespace().next())
-        .and_then(|tps| tps.parse().ok())
-        .with_context(|| format!("no tps in pgbench's output: {text}{}", String::from_utf8_lossy(&output.stderr)))
+
+    /// One run of TPC-B: its transactions per second.
+    async fn run(&self) -> anyhow::Result<f64> {
+        let output = self
+            .command()
+            .args([
+                "-M",
+                "prepared",
+                "-n",
+                "-c",
+                &self.clients.to_string(),
+                "-j",
+                "2",
+                "-T",
+                &self.seconds.to_string(),
+                "pgbench",
+            ])
+            .output()
+            .await?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find(|line| line.starts_with("tps = "))
+            .and_then(|line| line.trim_start_matches("tps = ").split_whitespace().next())
+            .and_then(|tps| tps.parse().ok())
+            .with_context(|| format!("no tps in pgbench's output: {text}{}", String::from_utf8_lossy(&output.stderr)))
+    }
 }
 
 pub(crate) async fn create_accounts(
