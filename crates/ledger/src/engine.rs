@@ -285,10 +285,14 @@ async fn run_batch(
             Some(connection) => (connection, true),
             None => (pool.acquire().await.map_err(ApiError::database)?, false),
         };
+        if warm && armed("ledger::kept_connection_lost", business) {
+            // The kept connection's session ends while it waits for the next batch.
+            end_session(pool, &mut connection).await;
+        }
         // The first attempt starts from the cache; a retry reads and locks every account,
         // so that it cannot find them changed again.
         let read = if attempt == 0 { Read::Cached } else { Read::Locked };
-        let outcome = try_batch(&mut connection, cache, read, business, jobs, &duplicate).await;
+        let outcome = try_batch(pool, &mut connection, cache, read, business, jobs, &duplicate).await;
         if outcome.is_err() {
             // Whatever failed, the cache may no longer be what the database holds (a
             // COMMIT whose outcome is unknown): start the next attempt from the database.
@@ -381,6 +385,7 @@ fn is_retryable(error: &sqlx::Error) -> bool {
 }
 
 async fn try_batch(
+    pool: &PgPool,
     connection: &mut PgConnection,
     cache: &mut AccountCache,
     read: Read,
@@ -463,6 +468,10 @@ async fn try_batch(
     if written == store::Written::Stale {
         // Dropping the transaction rolls it back.
         return Err(BatchError::Stale);
+    }
+    if armed("ledger::session_lost_before_commit", business) {
+        // The session ends after the write, before COMMIT reaches it.
+        end_session(pool, &mut transaction).await;
     }
     transaction.commit().await.map_err(BatchError::Commit)?;
     steps.mark("commit");
@@ -651,6 +660,44 @@ async fn futures_join<F: std::future::Future<Output = Reply> + Send + 'static>(
         replies.push(handle.await.unwrap_or_else(|_| Reply::Error(ApiError::internal(&"an expiry task panicked"))));
     }
     replies
+}
+
+/// Whether the fail point `name` is armed for `business`: fault injection for the
+/// integration tests (feature `failpoints`). A test arms a point with
+/// `fail::cfg(name, "return(<business id>)")`, for its own business only, since other
+/// tests run in the same process. In every other build this is `false`.
+#[cfg(feature = "failpoints")]
+fn armed(name: &str, business: BusinessId) -> bool {
+    let id = business.to_string();
+    fail::fail_point!(name, |armed_for: Option<String>| armed_for.as_deref() == Some(id.as_str()));
+    false
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn armed(_name: &str, _business: BusinessId) -> bool {
+    false
+}
+
+/// Ends the database session of `connection` from another connection of `pool`, and
+/// waits until it has ended (fault injection for the tests, behind [`armed`]). Ending a
+/// session takes its login role or a superuser, not the role requests run as, hence
+/// `SET LOCAL ROLE NONE` for the one transaction that does it. A failure is only logged:
+/// the test that armed the fault sees that no session ended.
+async fn end_session(pool: &PgPool, connection: &mut PgConnection) {
+    let ended = async {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *connection).await?;
+        let mut ending = pool.begin().await?;
+        sqlx::query("SET LOCAL ROLE NONE").execute(&mut *ending).await?;
+        let ended: bool =
+            sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)").bind(pid).fetch_one(&mut *ending).await?;
+        ending.commit().await?;
+        Ok::<bool, sqlx::Error>(ended)
+    };
+    match ended.await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("the injected fault did not end the session"),
+        Err(error) => tracing::warn!(%error, "the injected fault failed"),
+    }
 }
 
 /// Where a batch's time went, for the debug log (`RUST_LOG=till_ledger=debug`).

@@ -345,3 +345,80 @@ async fn sessions_ended_under_load_lose_nothing_and_never_answer_500() {
     }
     assert_eq!(check(&app, k).await["ok"], true);
 }
+
+/// Sessions this test's database saw ended by `pg_terminate_backend` (each test has its
+/// own database, so these are this test's).
+async fn sessions_killed(app: &till_testkit::TestApp) -> i64 {
+    sqlx::query_scalar("SELECT sessions_killed FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("pg_stat_database")
+}
+
+/// The session ends after the batch's write and before its COMMIT (a fail point in the
+/// engine, armed for this business only). The request gets a 503, never a 500; nothing
+/// of it is stored, so nothing moved; and the client's retry with the same key applies
+/// it once, and a further retry replays it.
+#[tokio::test]
+async fn a_session_lost_before_commit_is_a_503_and_the_retry_applies_it_once() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, shop) = (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    let (idempotency_key, body) = (key(), transfer_body(&bank, &shop, 250));
+    let before = (transfer_count(&app).await, sessions_killed(&app).await);
+
+    fail::cfg("ledger::session_lost_before_commit", &format!("return({})", business.id)).expect("arming");
+    let lost = app.post("/v1/transfers", k, &idempotency_key, &body).await;
+    fail::remove("ledger::session_lost_before_commit");
+    assert_eq!(lost.status().as_u16(), 503, "{:?}", lost.text().await);
+    assert_eq!(sessions_killed(&app).await, before.1 + 1, "the fail point ended the batch's session");
+    assert_eq!(transfer_count(&app).await, before.0, "nothing committed");
+    assert_eq!(balance(&app, k, &shop).await, 0);
+
+    let applied = app.post("/v1/transfers", k, &idempotency_key, &body).await;
+    assert_eq!(applied.status().as_u16(), 201);
+    assert!(applied.headers().get("idempotent-replayed").is_none(), "the first answer that committed");
+    let replayed = app.post("/v1/transfers", k, &idempotency_key, &body).await;
+    assert_eq!(replayed.status().as_u16(), 201);
+    assert_eq!(replayed.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    assert_eq!(transfer_count(&app).await, before.0 + 1, "applied exactly once");
+    assert_eq!(balance(&app, k, &shop).await, 250);
+    assert_eq!(check(&app, k).await["ok"], true);
+}
+
+/// The writer's kept connection dies while it waits between two batches (a fail point
+/// ends its session each time a batch would reuse it). The batch begins again on a fresh
+/// connection: under a steady stream of transfers, every one succeeds, once.
+#[tokio::test]
+async fn a_kept_connection_that_died_between_batches_costs_nothing() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let bank = source(&app, k, "GBP").await;
+    let mut wallets = Vec::new();
+    for _ in 0..8 {
+        wallets.push(wallet(&app, k, "GBP").await);
+    }
+    let (before, killed_before) = (transfer_count(&app).await, sessions_killed(&app).await);
+
+    fail::cfg("ledger::kept_connection_lost", &format!("return({})", business.id)).expect("arming");
+    let (app_ref, bank_ref) = (&app, &bank);
+    let clients = wallets.iter().map(|wallet| async move {
+        let mut statuses = Vec::new();
+        for _ in 0..25 {
+            statuses.push(transfer(app_ref, k, bank_ref, wallet, 10).await.status().as_u16());
+        }
+        statuses
+    });
+    let statuses: Vec<u16> = join_all(clients).await.into_iter().flatten().collect();
+    fail::remove("ledger::kept_connection_lost");
+
+    assert!(sessions_killed(&app).await > killed_before, "no kept connection was reused, so nothing was tested");
+    assert!(statuses.iter().all(|status| *status == 201), "{statuses:?}");
+    assert_eq!(transfer_count(&app).await, before + 8 * 25, "each transfer applied exactly once");
+    for wallet in &wallets {
+        assert_eq!(balance(&app, k, wallet).await, 250);
+    }
+    assert_eq!(check(&app, k).await["ok"], true);
+}
