@@ -294,10 +294,8 @@ async fn sessions_ended_under_load_lose_nothing_and_never_answer_500() {
     let business = app.create_business("GB").await;
     let k = &business.owner_key;
     let bank = source(&app, k, "GBP").await;
-    let mut wallets = Vec::new();
-    for _ in 0..8 {
-        wallets.push(wallet(&app, k, "GBP").await);
-    }
+    let wallets = wallets(&app, k, 8).await;
+    let before = transfer_count(&app).await;
     let stop = Arc::new(AtomicBool::new(false));
     let killer = {
         let (pool, stop) = (app.owner_pool.clone(), stop.clone());
@@ -339,11 +337,26 @@ async fn sessions_ended_under_load_lose_nothing_and_never_answer_500() {
     assert!(ended > 0, "no session was ended, so nothing was tested");
     assert!(statuses.iter().all(|status| matches!(status, 201 | 503)), "{statuses:?}");
     assert_eq!(statuses.iter().filter(|status| **status == 201).count(), 8 * 25);
-    assert_eq!(transfer_count(&app).await, 8 * 25, "each transfer applied exactly once");
-    for wallet in &wallets {
-        assert_eq!(balance(&app, k, wallet).await, 250);
+    assert_each_paid_once(&app, k, &wallets, before).await;
+}
+
+async fn wallets(app: &till_testkit::TestApp, credential: &str, count: usize) -> Vec<String> {
+    let mut wallets = Vec::with_capacity(count);
+    for _ in 0..count {
+        wallets.push(wallet(app, credential, "GBP").await);
     }
-    assert_eq!(check(&app, k).await["ok"], true);
+    wallets
+}
+
+/// Each of `wallets` received 25 transfers of 10, each applied exactly once, since the
+/// business had `before` transfers; and the ledger is whole.
+async fn assert_each_paid_once(app: &till_testkit::TestApp, credential: &str, wallets: &[String], before: i64) {
+    let expected = i64::try_from(wallets.len() * 25).expect("a small count");
+    assert_eq!(transfer_count(app).await, before + expected, "each transfer applied exactly once");
+    for wallet in wallets {
+        assert_eq!(balance(app, credential, wallet).await, 250);
+    }
+    assert_eq!(check(app, credential).await["ok"], true);
 }
 
 /// Sessions this test's database saw ended by `pg_terminate_backend` (each test has its
@@ -396,10 +409,7 @@ async fn a_kept_connection_that_died_between_batches_costs_nothing() {
     let business = app.create_business("GB").await;
     let k = &business.owner_key;
     let bank = source(&app, k, "GBP").await;
-    let mut wallets = Vec::new();
-    for _ in 0..8 {
-        wallets.push(wallet(&app, k, "GBP").await);
-    }
+    let wallets = wallets(&app, k, 8).await;
     let (before, killed_before) = (transfer_count(&app).await, sessions_killed(&app).await);
 
     fail::cfg("ledger::kept_connection_lost", &format!("return({})", business.id)).expect("arming");
@@ -416,9 +426,5 @@ async fn a_kept_connection_that_died_between_batches_costs_nothing() {
 
     assert!(sessions_killed(&app).await > killed_before, "no kept connection was reused, so nothing was tested");
     assert!(statuses.iter().all(|status| *status == 201), "{statuses:?}");
-    assert_eq!(transfer_count(&app).await, before + 8 * 25, "each transfer applied exactly once");
-    for wallet in &wallets {
-        assert_eq!(balance(&app, k, wallet).await, 250);
-    }
-    assert_eq!(check(&app, k).await["ok"], true);
+    assert_each_paid_once(&app, k, &wallets, before).await;
 }
