@@ -147,7 +147,7 @@ pub async fn list_accounts(
 /// Begins an engine batch's transaction (with `Connection::begin_with`) in one round
 /// trip: `BEGIN`, then scope it to the business (for row-level security) and make its
 /// statements use their cached generic plans. Every lookup in a batch is one index probe
-/// per id (see [`lock_accounts`]), which a generic plan does as well as a custom one, but
+/// per id (see `accounts_sql`), which a generic plan does as well as a custom one, but
 /// PostgreSQL kept re-planning the idempotency-key lookup for every batch
 /// (pg_stat_statements under `till bench ledger`: 177 us of planning per batch, for
 /// 87 us of execution).
