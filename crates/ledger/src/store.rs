@@ -426,7 +426,7 @@ pub struct Consulted<'a> {
     pub changed: bool,
 }
 
-/// Whether [`write`] wrote the batch.
+/// Whether [`write()`] wrote the batch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Written {
     Written,
