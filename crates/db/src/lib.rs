@@ -4,7 +4,7 @@
 //!   binaries installed on the machine (used by `till up` and by the test harness).
 //! - [`pool`]: connection pools whose sessions run as the unprivileged `till_app` role, so
 //!   row-level security applies to every query the services make.
-//! - [`migrate`]: forward-only migrations embedded in the binary, one schema per service.
+//! - [`migrate`](mod@migrate): forward-only migrations embedded in the binary, one schema per service.
 //! - [`tenant`]: transactions scoped to one business for the row-level-security policies.
 //! - [`params`]: numbered parameters for statements assembled from parts.
 

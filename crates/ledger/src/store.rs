@@ -511,7 +511,7 @@ pub async fn write(
     Ok(if all_current { Written::Written } else { Written::Stale })
 }
 
-/// Parameters of the ledger's own part of [`write`]; the events' and responses' follow.
+/// Parameters of the ledger's own part of [`write()`]; the events' and responses' follow.
 const WRITE_PARAMETERS: usize = 36;
 
 static WRITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {

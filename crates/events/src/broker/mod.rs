@@ -11,7 +11,7 @@
 //!
 //! Topology, per consumer `c`:
 //! - `till.events` (topic, the default name) → `till.c` (quorum; bound with the consumer's patterns)
-//! - `till.c.retry.<ms>` (quorum, TTL <ms>, dead-letters to `till.c`) — one per backoff step
+//! - `till.c.retry.<ms>` (quorum, TTL `<ms>`, dead-letters to `till.c`) — one per backoff step
 //! - `till.c.dead` (quorum) — events that failed every attempt, with their last error
 
 pub mod consumer;
