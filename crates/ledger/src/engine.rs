@@ -7,9 +7,10 @@
 //! 1. scope the transaction to the business (row-level security);
 //! 2. read the database's clock and look up the batch's Idempotency-Keys (replay, or
 //!    422 on reuse), in one statement;
-//! 3. load the transfers the commands name, and take the accounts they touch from the
-//!    writer's cache of the accounts it last committed, reading only the others (without
-//!    locks);
+//! 3. take the accounts the commands touch from the writer's cache of the accounts it
+//!    last committed, reading only the others (without locks); a batch that names a
+//!    transfer (post, void, expire, reverse) instead loads it, locks and reads its
+//!    accounts, and loads it again;
 //! 4. apply each command to the pure [`Book`], in arrival order; each one is atomic on
 //!    its own and gets its own outcome (a refusal refuses only its command);
 //! 5. write transfers, resolutions, entries, the accounts' new totals, the events and
@@ -375,10 +376,9 @@ enum Read {
 
 /// Serialization failures and deadlocks, and unique violations. Another Till instance can
 /// store the same Idempotency-Key after this batch looked it up; the batch's insert of it
-/// then fails, and the retry replays what that instance stored. A batch reading from its
-/// cache can also meet a hold resolved or a transfer reversed since it loaded them: the
-/// second resolution or reversal fails on its key, and the retry (which reads the
-/// transfers again after locking their accounts) refuses it.
+/// then fails, and the retry replays what that instance stored. (Holds and reversals are
+/// read again after their accounts' locks, so a second resolution is refused rather than
+/// inserted.)
 fn is_retryable(error: &sqlx::Error) -> bool {
     let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
     matches!(code.as_deref(), Some("40001" | "40P01" | "23505"))
@@ -491,11 +491,9 @@ async fn try_batch(
 /// Loads the transfers the commands name and the accounts they touch, with the revision
 /// each account was read at, and the book's clock.
 ///
-/// - [`Read::Cached`]: accounts from the cache, the others read without locks. The write
-///   checks every revision, so a change by anyone else since (including a hold resolved
-///   or a transfer reversed: both change the transfer's accounts) sends the batch round
-///   again; the database's keys refuse what a stale read could still write twice (a
-///   second resolution of a hold, a second reversal).
+/// - [`Read::Cached`] (only for batches that name no transfer, see below): accounts from
+///   the cache, the others read without locks. The write checks every revision, so a
+///   change by anyone else since sends the batch round again.
 /// - [`Read::Locked`]: accounts read and locked in id order, then the transfers read
 ///   again: a hold or reversal committed by a batch that held these accounts' locks
 ///   before us is then seen (a transfer's accounts never change, so the first load names
@@ -521,6 +519,14 @@ async fn load_book<'a>(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
+    // A command that names a transfer (post, void, expire, reverse) decides with the
+    // transfer's state and its accounts' together, and only the locks make the two
+    // consistent: read without them, a hold resolved elsewhere between the two reads looks
+    // open beside accounts that no longer hold its funds, and resolving it again drives
+    // a pending total negative (the two-instance test hit this: a CHECK violation, a 500).
+    // Such batches take the locking read from the start; plain transfers need only the
+    // accounts, which the revisions check.
+    let read = if transfer_ids.is_empty() { read } else { Read::Locked };
     let mut transfers = load_transfers_by_id(connection, business, &transfer_ids).await?;
     let known: HashMap<_, _> = transfers.iter().map(|transfer| (transfer.id, transfer.clone())).collect();
     let account_ids: BTreeSet<AccountId> = commands.flat_map(|command| command.accounts(&known)).collect();

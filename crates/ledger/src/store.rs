@@ -235,9 +235,9 @@ async fn select_accounts(
     if ids.is_empty() {
         return Ok((Vec::new(), None));
     }
-    let rows: Vec<LockedAccountRow> =
+    let rows: Vec<ReadAccountRow> =
         sqlx::query_as(sql).bind(business.as_uuid()).bind(ids).fetch_all(connection).await?;
-    let read_at = rows.iter().map(|row| row.locked_at).max();
+    let read_at = rows.iter().map(|row| row.read_at).max();
     Ok((rows.into_iter().map(|row| row.account).collect(), read_at))
 }
 
@@ -247,7 +247,7 @@ async fn select_accounts(
 /// lateral subquery from being flattened into a join the planner could reorder.
 fn accounts_sql(lock: &str) -> String {
     format!(
-        "SELECT a.*, clock_timestamp() AS locked_at
+        "SELECT a.*, clock_timestamp() AS read_at
            FROM unnest($2::uuid[]) WITH ORDINALITY AS wanted(id, n)
           CROSS JOIN LATERAL (SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts
                                WHERE business_id = $1 AND id = wanted.id LIMIT 1 {lock}) a
@@ -259,10 +259,10 @@ static LOCK_ACCOUNTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new
 static READ_ACCOUNTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| accounts_sql(""));
 
 #[derive(sqlx::FromRow)]
-struct LockedAccountRow {
+struct ReadAccountRow {
     #[sqlx(flatten)]
     account: AccountRow,
-    locked_at: OffsetDateTime,
+    read_at: OffsetDateTime,
 }
 
 /// The start of an engine batch, in one round trip: the database's clock now, and the
