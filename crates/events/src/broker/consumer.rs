@@ -26,8 +26,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use super::{
-    attempt_of, confirm_channel, connect, dead_queue_name, declare_consumer, event_properties, parse_event, queue_name,
-    reconnecting, retry_queue_name, BrokerConfig, BrokerError, ERROR_HEADER,
+    attempt_of, close, confirm_channel, connect, dead_queue_name, declare_consumer, event_properties, parse_event,
+    queue_name, reconnecting, retry_queue_name, BrokerConfig, BrokerError, ERROR_HEADER,
 };
 use crate::bus::{Handler, Subscription};
 use crate::consumer::{handle_batch, handle_once, Handled};
@@ -52,19 +52,45 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let what = format!("consumer {}", subscription.name);
-    reconnecting(&what, shutdown, || connected(&pool, &config, &subscription, handler.as_ref())).await;
+    reconnecting(&what, shutdown, |shutdown| connected(&pool, &config, &subscription, handler.as_ref(), shutdown))
+        .await;
 }
 
+/// One connection's life: returns with the error that ended it, or once `shutdown`
+/// flipped; either way the connection is closed, and with it the broker requeues the
+/// deliveries it held unacknowledged (the batch in hand when the database went away, or
+/// when Till stopped).
 async fn connected(
     pool: &PgPool,
     config: &BrokerConfig,
     subscription: &Subscription,
     handler: &dyn Handler,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BrokerError> {
-    let connection = connect(config, &format!("till-consumer-{}", subscription.name)).await?;
+    let name = format!("till-consumer-{}", subscription.name);
+    let connection = tokio::select! {
+        connection = connect(config, &name) => connection?,
+        _ = shutdown.changed() => return Ok(()),
+    };
+    let outcome = tokio::select! {
+        outcome = consuming(pool, config, subscription, handler, &connection) => outcome,
+        _ = shutdown.changed() => Ok(()),
+    };
+    close(&connection).await;
+    outcome
+}
+
+/// Handles deliveries as they come; returns only with the error that ended it.
+async fn consuming(
+    pool: &PgPool,
+    config: &BrokerConfig,
+    subscription: &Subscription,
+    handler: &dyn Handler,
+    connection: &lapin::Connection,
+) -> Result<(), BrokerError> {
     let setup = connection.create_channel().await?;
     declare_consumer(&setup, config, &subscription.name, &subscription.patterns).await?;
-    let republish = confirm_channel(&connection).await?;
+    let republish = confirm_channel(connection).await?;
     let consume = connection.create_channel().await?;
     consume.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
     let mut deliveries = consume

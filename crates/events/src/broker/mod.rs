@@ -88,25 +88,51 @@ pub enum BrokerError {
 }
 
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
+/// How long closing a connection may wait for the broker's answer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether `shutdown` has flipped (or its sender is gone, which means the same).
+pub(crate) fn stopping(shutdown: &tokio::sync::watch::Receiver<bool>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
+}
+
+/// Closes `connection` and waits for the broker to confirm (up to [`CLOSE_TIMEOUT`]). The
+/// broker puts the deliveries a connection held unacknowledged back in their queues when
+/// it closes. A connection that is already broken has nothing left to close: that error
+/// is only logged.
+pub(crate) async fn close(connection: &Connection) {
+    let closing = connection.close(lapin::protocol::constants::REPLY_SUCCESS, "closing".into());
+    match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "closing a RabbitMQ connection"),
+        Err(_) => tracing::warn!("closing a RabbitMQ connection timed out"),
+    }
+}
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
 
 /// Runs `connected` again and again until `shutdown` flips. Each call is one connection's
-/// life and returns only with the error that ended it; between calls the wait doubles
-/// from 100 ms to 5 s, and starts over after a connection that had lasted (a new outage).
+/// life: it returns with the error that ended it, or `Ok` once it has wound down after
+/// `shutdown` flipped. It gets the receiver and is never dropped half-way, so that it
+/// closes its own connection ([`close`]): a consumer's connection dropped in the middle of
+/// a delivery was seen to stay open, keeping that delivery unacknowledged and out of the
+/// queue. Between calls the wait doubles from 100 ms to 5 s, and starts over after a
+/// connection that had lasted (a new outage).
 pub(crate) async fn reconnecting<F, Fut>(what: &str, mut shutdown: tokio::sync::watch::Receiver<bool>, mut connected: F)
 where
-    F: FnMut() -> Fut,
+    F: FnMut(tokio::sync::watch::Receiver<bool>) -> Fut,
     Fut: std::future::Future<Output = Result<(), BrokerError>>,
 {
     let mut delay = RECONNECT_DELAY_MIN;
     loop {
+        if stopping(&shutdown) {
+            return;
+        }
         let started = tokio::time::Instant::now();
-        let outcome = tokio::select! {
-            _ = shutdown.changed() => return,
-            outcome = connected() => outcome,
-        };
-        if let Err(error) = outcome {
+        if let Err(error) = connected(shutdown.clone()).await {
             tracing::warn!(%error, what, retry_in = ?delay, "RabbitMQ work stopped; reconnecting");
+        }
+        if stopping(&shutdown) {
+            return;
         }
         if started.elapsed() > RECONNECT_DELAY_MAX * 4 {
             delay = RECONNECT_DELAY_MIN;

@@ -16,7 +16,9 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::{confirm_channel, connect, declare_exchange, event_properties, reconnecting, BrokerConfig, BrokerError};
+use super::{
+    close, confirm_channel, connect, declare_exchange, event_properties, reconnecting, BrokerConfig, BrokerError,
+};
 use crate::consumer::LoggedEvent;
 
 /// The publisher's cursor in `events.consumers`.
@@ -88,13 +90,32 @@ pub async fn publish_all(pool: &PgPool, channel: &Channel, config: &BrokerConfig
 /// Runs until `shutdown` flips: connects (again and again, with backoff, while the broker
 /// is away) and publishes whenever the relay says the log grew, and every second.
 pub async fn run(pool: PgPool, config: BrokerConfig, shutdown: watch::Receiver<bool>) {
-    reconnecting("publisher", shutdown, || connected(&pool, &config)).await;
+    reconnecting("publisher", shutdown, |shutdown| connected(&pool, &config, shutdown)).await;
 }
 
-/// One connection's life: returns only with the error that ended it.
-async fn connected(pool: &PgPool, config: &BrokerConfig) -> Result<(), BrokerError> {
-    let connection = connect(config, "till-publisher").await?;
-    let channel = confirm_channel(&connection).await?;
+/// One connection's life: returns with the error that ended it, or once `shutdown`
+/// flipped; either way the connection is closed.
+async fn connected(
+    pool: &PgPool,
+    config: &BrokerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BrokerError> {
+    let connection = tokio::select! {
+        connection = connect(config, "till-publisher") => connection?,
+        _ = shutdown.changed() => return Ok(()),
+    };
+    let outcome = tokio::select! {
+        outcome = publishing(pool, config, &connection) => outcome,
+        _ = shutdown.changed() => Ok(()),
+    };
+    close(&connection).await;
+    outcome
+}
+
+/// Publishes whenever the relay says the log grew, and every second; returns only with
+/// the error that ended it.
+async fn publishing(pool: &PgPool, config: &BrokerConfig, connection: &lapin::Connection) -> Result<(), BrokerError> {
+    let channel = confirm_channel(connection).await?;
     declare_exchange(&channel, config).await?;
     tracing::info!("publishing events to RabbitMQ");
     let mut listener = PgListener::connect_with(pool).await?;

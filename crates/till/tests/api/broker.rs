@@ -392,10 +392,19 @@ async fn a_database_outage_does_not_dead_letter_events() {
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(10), consumer).await.expect("stops").expect("joins");
     assert!(broker::dead_letters::list(&config, &name, 10).await.expect("list").is_empty(), "nothing dead-lettered");
-    let waiting = channel
-        .basic_get(broker::queue_name(&name).as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
-        .await
-        .expect("get")
-        .expect("the event is still in the consumer's queue");
+    // The stopped consumer's unacknowledged delivery returns to the queue when the broker
+    // has processed its channel's closing, which the consumer does not wait for.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let waiting = loop {
+        let got = channel
+            .basic_get(broker::queue_name(&name).as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .expect("get");
+        match got {
+            Some(message) => break message,
+            None if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => panic!("the event is not back in the consumer's queue"),
+        }
+    };
     assert_eq!(broker::attempt_of(&waiting.delivery.properties), 1, "no attempt was spent");
 }
