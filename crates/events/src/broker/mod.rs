@@ -88,6 +88,7 @@ pub enum BrokerError {
 }
 
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
 /// How long closing a connection may wait for the broker's answer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -108,7 +109,6 @@ pub(crate) async fn close(connection: &Connection) {
         Err(_) => tracing::warn!("closing a RabbitMQ connection timed out"),
     }
 }
-const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
 
 /// Runs `connected` again and again until `shutdown` flips. Each call is one connection's
 /// life: it returns with the error that ended it, or `Ok` once it has wound down after
