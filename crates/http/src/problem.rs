@@ -115,7 +115,7 @@ impl ApiError {
             return ApiError::unavailable(&error);
         }
         match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => ApiError::unavailable(&error),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => ApiError::unavailable(&error),
             other => ApiError::internal(&other),
         }
     }

@@ -286,9 +286,9 @@ async fn run_batch(
             Some(connection) => (connection, true),
             None => (pool.acquire().await.map_err(ApiError::database)?, false),
         };
-        if warm && armed("ledger::kept_connection_lost", business) {
-            // The kept connection's session ends while it waits for the next batch.
-            end_session(pool, &mut connection).await;
+        if warm {
+            // Under test: the kept connection's session ends while it waits for the batch.
+            inject_session_loss("ledger::kept_connection_lost", business, pool, &mut connection).await;
         }
         // The first attempt starts from the cache; a retry reads and locks every account,
         // so that it cannot find them changed again.
@@ -469,10 +469,8 @@ async fn try_batch(
         // Dropping the transaction rolls it back.
         return Err(BatchError::Stale);
     }
-    if armed("ledger::session_lost_before_commit", business) {
-        // The session ends after the write, before COMMIT reaches it.
-        end_session(pool, &mut transaction).await;
-    }
+    // Under test: the session ends after the write, before COMMIT reaches it.
+    inject_session_loss("ledger::session_lost_before_commit", business, pool, &mut transaction).await;
     transaction.commit().await.map_err(BatchError::Commit)?;
     steps.mark("commit");
     cache.remember(&book, &revisions, &touched);
@@ -532,21 +530,16 @@ async fn load_book<'a>(
     let account_ids: BTreeSet<AccountId> = commands.flat_map(|command| command.accounts(&known)).collect();
     let mut accounts = Vec::with_capacity(account_ids.len());
     let mut revisions = HashMap::with_capacity(account_ids.len());
-    let to_read: Vec<uuid::Uuid> = match read {
-        Read::Cached => account_ids
-            .iter()
-            .filter(|id| match cache.accounts.get(id) {
-                Some(known) => {
-                    accounts.push(known.account.clone());
-                    revisions.insert(known.account.id, known.revision);
-                    false
-                }
-                None => true,
-            })
-            .map(|id| id.as_uuid())
-            .collect(),
-        Read::Locked => account_ids.iter().map(|id| id.as_uuid()).collect(),
-    };
+    let mut to_read: Vec<uuid::Uuid> = Vec::with_capacity(account_ids.len());
+    for id in &account_ids {
+        match cache.accounts.get(id).filter(|_| read == Read::Cached) {
+            Some(known) => {
+                accounts.push(known.account.clone());
+                revisions.insert(known.account.id, known.revision);
+            }
+            None => to_read.push(id.as_uuid()),
+        }
+    }
     let (rows, read_at) = match read {
         Read::Cached => store::read_accounts(connection, business, &to_read).await?,
         Read::Locked => store::lock_accounts(connection, business, &to_read).await?,
@@ -668,28 +661,24 @@ async fn futures_join<F: std::future::Future<Output = Reply> + Send + 'static>(
     replies
 }
 
-/// Whether the fail point `name` is armed for `business`: fault injection for the
-/// integration tests (feature `failpoints`). A test arms a point with
+/// Fault injection for the integration tests (feature `failpoints`): if the fail point
+/// `name` is armed for `business`, ends the database session of `connection` from
+/// another connection of `pool` and waits until it has ended. A test arms a point with
 /// `fail::cfg(name, "return(<business id>)")`, for its own business only, since other
-/// tests run in the same process. In every other build this is `false`.
+/// tests run in the same process. Ending a session takes its login role or a superuser,
+/// not the role requests run as, hence `SET LOCAL ROLE NONE` for the one transaction
+/// that does it. A failure is only logged: the test that armed the fault sees that no
+/// session ended. Without the feature this does nothing and holds none of that code.
 #[cfg(feature = "failpoints")]
-fn armed(name: &str, business: BusinessId) -> bool {
+async fn inject_session_loss(name: &str, business: BusinessId, pool: &PgPool, connection: &mut PgConnection) {
     let id = business.to_string();
-    fail::fail_point!(name, |armed_for: Option<String>| armed_for.as_deref() == Some(id.as_str()));
-    false
-}
-
-#[cfg(not(feature = "failpoints"))]
-fn armed(_name: &str, _business: BusinessId) -> bool {
-    false
-}
-
-/// Ends the database session of `connection` from another connection of `pool`, and
-/// waits until it has ended (fault injection for the tests, behind [`armed`]). Ending a
-/// session takes its login role or a superuser, not the role requests run as, hence
-/// `SET LOCAL ROLE NONE` for the one transaction that does it. A failure is only logged:
-/// the test that armed the fault sees that no session ended.
-async fn end_session(pool: &PgPool, connection: &mut PgConnection) {
+    let armed = (|| {
+        fail::fail_point!(name, |armed_for: Option<String>| armed_for.as_deref() == Some(id.as_str()));
+        false
+    })();
+    if !armed {
+        return;
+    }
     let ended = async {
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *connection).await?;
         let mut ending = pool.begin().await?;
@@ -705,6 +694,9 @@ async fn end_session(pool: &PgPool, connection: &mut PgConnection) {
         Err(error) => tracing::warn!(%error, "the injected fault failed"),
     }
 }
+
+#[cfg(not(feature = "failpoints"))]
+async fn inject_session_loss(_name: &str, _business: BusinessId, _pool: &PgPool, _connection: &mut PgConnection) {}
 
 /// Where a batch's time went, for the debug log (`RUST_LOG=till_ledger=debug`).
 struct Steps {
