@@ -33,10 +33,12 @@
 //! it read): two in flight were measured, and made batches half the size and commits
 //! twice as many, which cost more CPU per transfer and doubled the p99 from commit to
 //! event consumer (`till bench events`: 74–120 ms against 32 ms) for no steady gain in
-//! `till bench ledger` on two cores. A duplicate Idempotency-Key queued while its first
-//! is in the running batch waits for the next batch and replays; across instances, the
-//! key's primary key makes the second insert fail, and the batch is retried (it then
-//! replays).
+//! `till bench ledger` on two cores. Measured again once revisions had replaced the
+//! locks, neither deciding the next batch while one commits nor two batches committing
+//! at once moved a goal (docs/DECISIONS.md, "One batch in flight per business, measured
+//! again"). A duplicate Idempotency-Key queued while its first is in the running batch
+//! waits for the next batch and replays; across instances, the key's primary key makes
+//! the second insert fail, and the batch is retried (it then replays).
 //!
 //! Serialization failures, deadlocks and unique violations are retried here with
 //! backoff; a batch that still fails answers every command with a 5xx and stores

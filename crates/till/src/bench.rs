@@ -557,9 +557,9 @@ pub(crate) async fn drive(
 /// requests when paced, as from independent clients (a Poisson process). With a fixed
 /// gap, the connections answered by one engine batch all waited the same time and sent
 /// again at the same moment, so requests kept arriving in groups rather than at the
-/// rate: the paced phase's p50 was that of the unpaced one (6.3–6.5 ms at about 2 400/s,
-/// against 6.0–6.3 ms at 4 900/s); with random gaps it was 3.3–3.6 ms at 2 600–3 200/s
-/// (`till bench ledger`, runs alternated).
+/// rate: the paced phase's p50 was about that of the unpaced one (5.0–8.2 ms against
+/// 5.2–7.4 ms over seven runs of `till bench ledger`); with random gaps it was 3.3–5.1 ms
+/// (eight runs).
 fn exponential(rng: &mut impl rand::Rng) -> f64 {
     -(1.0 - rng.gen::<f64>()).ln()
 }
