@@ -52,14 +52,15 @@ const LOG_FILE: &str = "postgres.log";
 /// New WAL segments are not zero-filled (`wal_init_zero=off`; only their last byte is
 /// written, as on copy-on-write file systems). With checkpoints this rare, old segments
 /// are seldom recycled, so the ledger's write load creates a new 16 MB segment every
-/// second or so, and zero-filling it (about 16 ms on this machine's disk) happened inside
-/// a COMMIT, while every other committer waited: engine batches under `till bench ledger`
-/// had a COMMIT over 8 ms about once a second in every phase (53 in one run); with the
-/// setting, none in the single-transfer and hot-account phases, and 29 in the run (27 of
-/// them in the batch phase, which writes WAL twice as fast). Space is
-/// then allocated as WAL is written, and `fdatasync` makes the allocation durable with
-/// the data, so a commit is as durable as before; a full disk shows up when WAL is
-/// written rather than when a segment is created, as it would on any such file system.
+/// second or so (its write statement logs about 4 KB per transfer, auto_explain), and
+/// zero-filling it (about 16 ms on this machine's disk) happened inside a COMMIT while
+/// every other committer waited: engine batches under `till bench ledger` had a COMMIT
+/// over 8 ms every 0.6–0.8 s in every phase (53 in one run); with the setting, none in
+/// the single-transfer and hot-account phases, and 29 in the run (27 in the batch phase,
+/// 2 as the next began). Space is then allocated as WAL is written, and `fdatasync` makes
+/// the allocation durable with the data, so a commit is as durable as before; a full disk
+/// shows up when WAL is written rather than when a segment is created, as it would on
+/// any such file system.
 const WRITE_HEAVY_SETTINGS: [&str; 7] = [
     "shared_buffers=256MB",
     "max_wal_size=4GB",
