@@ -30,7 +30,7 @@ pub struct CheckReport {
     pub invariants: Vec<InvariantResult>,
 }
 
-const INVARIANTS: [(&str, &str, &str); 6] = [
+const INVARIANTS: [(&str, &str, &str); 7] = [
     (
         "balanced",
         "Per currency, the sum of debits equals the sum of credits, posted and pending.",
@@ -128,6 +128,29 @@ const INVARIANTS: [(&str, &str, &str); 6] = [
            FROM ledger.transfers t
           WHERE t.business_id = $1 AND t.pending AND t.expires_at < now() - $3::bigint * interval '1 second'
             AND NOT EXISTS (SELECT 1 FROM ledger.hold_resolutions r WHERE r.transfer_id = t.id)
+          LIMIT $2",
+    ),
+    (
+        // The sweeper finds overdue holds only through this queue (kept by triggers; see
+        // 20261124000001_open_holds.sql): a hold missing from it would never expire.
+        "expiry_queue_matches",
+        "The expiry sweeper's queue holds exactly the open holds that have an expiry, each with its expiry.",
+        "SELECT jsonb_build_object('transfer_id', t.id, 'problem', 'open hold missing from the expiry queue')
+           FROM ledger.transfers t
+          WHERE t.business_id = $1 AND t.pending AND t.expires_at IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM ledger.hold_resolutions r WHERE r.transfer_id = t.id)
+            AND NOT EXISTS (SELECT 1 FROM ledger.open_holds h WHERE h.transfer_id = t.id)
+         UNION ALL
+         SELECT jsonb_build_object('transfer_id', h.transfer_id,
+                    'problem', CASE WHEN t.id IS NULL THEN 'queued transfer not found in this business'
+                                    WHEN r.transfer_id IS NOT NULL THEN 'resolved hold still queued'
+                                    WHEN NOT t.pending THEN 'queued transfer is not a hold'
+                                    ELSE 'queued with another expiry' END)
+           FROM ledger.open_holds h
+           LEFT JOIN ledger.transfers t ON t.id = h.transfer_id AND t.business_id = h.business_id
+           LEFT JOIN ledger.hold_resolutions r ON r.transfer_id = h.transfer_id
+          WHERE h.business_id = $1
+            AND (t.id IS NULL OR r.transfer_id IS NOT NULL OR NOT t.pending OR t.expires_at IS DISTINCT FROM h.expires_at)
           LIMIT $2",
     ),
     (

@@ -250,7 +250,100 @@ async fn holds_post_in_part_void_and_expire() {
     assert_eq!(account(&app, k, &alice).await["available"], 690, "expiry released the funds");
     let late = app.post(&format!("/v1/transfers/{expiring}/post"), k, &key(), &json!({})).await;
     assert_eq!(late.status().as_u16(), 409);
+    assert_eq!(queued(&app, &[&expiring]).await, Vec::<uuid::Uuid>::new(), "an expired hold leaves the queue");
     assert_eq!(check(&app, k).await["ok"], true);
+}
+
+/// The sweeper's queue (`ledger.open_holds`) holds the open holds with an expiry and
+/// nothing else: not plain transfers, not holds without an expiry, not resolved holds,
+/// so that a sweep reads only what it will expire however long the history. And the
+/// checker notices when it does not.
+#[tokio::test]
+async fn the_expiry_queue_holds_only_open_holds_with_an_expiry() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let (bank, alice, shop) =
+        (source(&app, k, "GBP").await, wallet(&app, k, "GBP").await, wallet(&app, k, "GBP").await);
+    let plain = posted(&app, k, &bank, &alice, 1_000).await;
+    let open = hold(&app, k, &alice, &shop, 100, Some(3_600)).await;
+    let to_post = hold(&app, k, &alice, &shop, 100, Some(3_600)).await;
+    let to_void = hold(&app, k, &alice, &shop, 100, Some(3_600)).await;
+    let without_expiry = hold(&app, k, &alice, &shop, 100, None).await;
+    let all = [plain.as_str(), &open, &to_post, &to_void, &without_expiry];
+    assert_eq!(queued(&app, &all).await, sorted_uuids(&[&open, &to_post, &to_void]));
+
+    let response = app.post(&format!("/v1/transfers/{to_post}/post"), k, &key(), &json!({"amount": 40})).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let response = app
+        .request(Method::POST, &format!("/v1/transfers/{to_void}/void"), k)
+        .header("Idempotency-Key", key())
+        .send()
+        .await
+        .expect("void");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(queued(&app, &all).await, sorted_uuids(&[&open]), "resolved holds leave the queue");
+    assert_eq!(check(&app, k).await["ok"], true);
+
+    // Behind the engine's back: the open hold taken out of the queue, a resolved one put
+    // back in.
+    sqlx::query("DELETE FROM ledger.open_holds WHERE transfer_id = $1")
+        .bind(transfer_uuid(&open))
+        .execute(&app.owner_pool)
+        .await
+        .expect("tamper with the queue");
+    sqlx::query(
+        "INSERT INTO ledger.open_holds (transfer_id, business_id, expires_at)
+         SELECT id, business_id, expires_at FROM ledger.transfers WHERE id = $1",
+    )
+    .bind(transfer_uuid(&to_post))
+    .execute(&app.owner_pool)
+    .await
+    .expect("tamper with the queue");
+    let report = check(&app, k).await;
+    let queue = report["invariants"]
+        .as_array()
+        .expect("invariants")
+        .iter()
+        .find(|invariant| invariant["name"] == "expiry_queue_matches")
+        .expect("the expiry queue invariant");
+    assert_eq!(queue["ok"], false, "{queue}");
+    let mut problems: Vec<(uuid::Uuid, &str)> = queue["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .map(|violation| {
+            let id = violation["transfer_id"].as_str().and_then(|id| uuid::Uuid::parse_str(id).ok());
+            (id.expect("a transfer id"), violation["problem"].as_str().unwrap_or_default())
+        })
+        .collect();
+    problems.sort_unstable();
+    let mut expected = vec![
+        (transfer_uuid(&open), "open hold missing from the expiry queue"),
+        (transfer_uuid(&to_post), "resolved hold still queued"),
+    ];
+    expected.sort_unstable();
+    assert_eq!(problems, expected);
+}
+
+fn transfer_uuid(id: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(id.trim_start_matches("tr_")).expect("a transfer id")
+}
+
+fn sorted_uuids(ids: &[&str]) -> Vec<uuid::Uuid> {
+    let mut uuids: Vec<uuid::Uuid> = ids.iter().map(|id| transfer_uuid(id)).collect();
+    uuids.sort_unstable();
+    uuids
+}
+
+/// Which of `ids` are in the expiry sweeper's queue, sorted.
+async fn queued(app: &till_testkit::TestApp, ids: &[&str]) -> Vec<uuid::Uuid> {
+    let uuids: Vec<uuid::Uuid> = ids.iter().map(|id| transfer_uuid(id)).collect();
+    sqlx::query_scalar("SELECT transfer_id FROM ledger.open_holds WHERE transfer_id = ANY($1) ORDER BY transfer_id")
+        .bind(uuids)
+        .fetch_all(&app.owner_pool)
+        .await
+        .expect("the expiry queue")
 }
 
 #[tokio::test]
@@ -405,7 +498,7 @@ async fn the_checker_finds_a_tampered_ledger() {
     posted(&app, k, &bank, &alice, 1_000).await;
     let report = check(&app, k).await;
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["invariants"].as_array().expect("invariants").len(), 6);
+    assert_eq!(report["invariants"].as_array().expect("invariants").len(), 7);
     let cli_ok = std::process::Command::new(env!("CARGO_BIN_EXE_till"))
         .args(["ledger", "check", "--json"])
         .env("DATABASE_URL", &app.database.url)
