@@ -70,8 +70,9 @@ const BATCH_COMMANDS_MAX: usize = 2_000;
 const WRITER_IDLE: Duration = Duration::from_secs(30);
 const RETRY_ATTEMPTS_MAX: u32 = 5;
 const RETRY_BACKOFF_BASE_MS: u64 = 5;
-/// Accounts one writer keeps in its cache (about 150 bytes each); past this it starts
-/// again empty.
+/// Accounts one writer keeps in its cache (about 150 bytes each). A batch that would
+/// take it past this starts it again with only that batch's accounts: a business using
+/// more accounts than this reads some again, rather than the writer growing without end.
 const ACCOUNTS_CACHED_MAX: usize = 50_000;
 
 /// A command and what to do with its response.
@@ -216,7 +217,8 @@ struct Known {
 impl AccountCache {
     /// After a commit: the batch's accounts as it left them.
     fn remember(&mut self, book: &Book, revisions: &HashMap<AccountId, i64>, changed: &HashSet<AccountId>) {
-        if self.accounts.len() + book.accounts.len() > ACCOUNTS_CACHED_MAX {
+        let new = book.accounts.keys().filter(|id| !self.accounts.contains_key(id)).count();
+        if self.accounts.len() + new > ACCOUNTS_CACHED_MAX {
             self.accounts.clear();
         }
         for account in book.accounts.values() {
@@ -724,5 +726,87 @@ impl std::fmt::Display for Steps {
             write!(formatter, "{step}={micros}us ")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use till_kit::{Currency, Metadata};
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::domain::{AccountStatus, NewTransfer, Side, Totals};
+    use crate::TransferId;
+
+    fn account() -> Account {
+        Account {
+            id: AccountId::generate(),
+            currency: Currency::GBP,
+            normal_balance: Side::Debit,
+            min_balance: None,
+            max_balance: None,
+            status: AccountStatus::Active,
+            totals: Totals::default(),
+        }
+    }
+
+    fn book(accounts: &[Account]) -> Book {
+        Book::new(accounts.to_vec(), Vec::new(), OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn read_at(accounts: &[Account], revision: i64) -> HashMap<AccountId, i64> {
+        accounts.iter().map(|account| (account.id, revision)).collect()
+    }
+
+    #[test]
+    fn the_cache_keeps_each_account_at_the_revision_the_batch_left_it() {
+        let (source, wallet, consulted) = (account(), account(), account());
+        let mut book = book(&[source.clone(), wallet.clone(), consulted.clone()]);
+        let transfer = NewTransfer {
+            id: TransferId::generate(),
+            debit_account: source.id,
+            credit_account: wallet.id,
+            amount: 500,
+            currency: Currency::GBP,
+            hold: None,
+            description: None,
+            metadata: Metadata::default(),
+        };
+        assert!(book.apply(&Command::Transfer(transfer)).is_ok());
+        let changed: HashSet<AccountId> = [source.id, wallet.id].into();
+        // The third account was consulted at revision 7; an account the batch holds
+        // without a revision (never read) is not remembered.
+        let mut revisions = read_at(&[source.clone(), wallet.clone()], 3);
+        revisions.insert(consulted.id, 7);
+        let unread = account();
+        book.accounts.insert(unread.id, unread.clone());
+
+        let mut cache = AccountCache::default();
+        cache.remember(&book, &revisions, &changed);
+        assert_eq!(cache.accounts.len(), 3);
+        assert_eq!(cache.accounts[&source.id].revision, 4, "a changed account is one revision on");
+        assert_eq!(cache.accounts[&wallet.id].account.totals.credits_posted, 500);
+        assert_eq!(cache.accounts[&consulted.id].revision, 7, "an unchanged one stays where it was read");
+        assert!(!cache.accounts.contains_key(&unread.id));
+    }
+
+    #[test]
+    fn a_full_cache_starts_again_with_the_batch_and_counts_only_new_accounts() {
+        let mut cache = AccountCache::default();
+        let first: Vec<Account> = (0..ACCOUNTS_CACHED_MAX).map(|_| account()).collect();
+        cache.remember(&book(&first), &read_at(&first, 0), &HashSet::new());
+        assert_eq!(cache.accounts.len(), ACCOUNTS_CACHED_MAX);
+
+        // A batch of accounts already cached does not grow it: nothing is dropped.
+        let known = first[..10].to_vec();
+        cache.remember(&book(&known), &read_at(&known, 1), &HashSet::new());
+        assert_eq!(cache.accounts.len(), ACCOUNTS_CACHED_MAX);
+        assert_eq!(cache.accounts[&known[0].id].revision, 1);
+
+        // One new account past the cap: the cache starts again, with this batch's.
+        let batch = vec![first[20].clone(), account()];
+        cache.remember(&book(&batch), &read_at(&batch, 2), &HashSet::new());
+        assert_eq!(cache.accounts.len(), 2);
+        assert!(batch.iter().all(|account| cache.accounts[&account.id].revision == 2));
     }
 }
