@@ -13,17 +13,27 @@ pub const APP_ROLE: &str = "till_app";
 
 /// A pool for request handling and workers: sessions run as `till_app`.
 pub async fn connect_app_pool(options: PgConnectOptions, connections_max: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(connections_max)
-        .acquire_timeout(Duration::from_secs(5))
-        .after_connect(|connection, _meta| {
+    app_pool_options(connections_max).connect_with(options.application_name("till")).await
+}
+
+/// An application pool (sessions run as `till_app`) that opens connections only when
+/// asked for one. Its connections, and its own housekeeping, belong to the Tokio runtime
+/// this is called in: the ledger's writers, on a thread of their own, use it so that the
+/// replies to their statements wake that thread rather than wait for the request
+/// handlers' runtime to look for them.
+pub fn lazy_app_pool(options: PgConnectOptions, connections_max: u32) -> PgPool {
+    app_pool_options(connections_max).connect_lazy_with(options)
+}
+
+fn app_pool_options(connections_max: u32) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(connections_max).acquire_timeout(Duration::from_secs(5)).after_connect(
+        |connection, _meta| {
             Box::pin(async move {
                 connection.execute("SET ROLE till_app").await?;
                 Ok(())
             })
-        })
-        .connect_with(options.application_name("till"))
-        .await
+        },
+    )
 }
 
 /// A small pool that keeps the login role: for migrations and for the few operations

@@ -59,6 +59,8 @@ pub enum BuildError {
     Config(#[from] crate::config::ConfigError),
     #[error("invalid JWT configuration: {0}")]
     Jwt(#[from] till_access::jwt::JwtConfigError),
+    #[error("starting the ledger's writer thread: {0}")]
+    Engine(std::io::Error),
 }
 
 pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError> {
@@ -74,7 +76,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token, key_cache.clone());
     let rate_limiter = RateLimiter::new(config.rate_limit);
     let permission_table = permissions::permission_table(extension.permissions);
-    let engine = till_ledger::engine::Engine::new(pool.clone());
+    let engine = till_ledger::engine::Engine::new(pool.clone()).map_err(BuildError::Engine)?;
     let unit_of_work = UnitOfWorkState {
         pool: pool.clone(),
         body_bytes_max: config.body_bytes_max,

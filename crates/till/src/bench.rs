@@ -686,7 +686,7 @@ async fn idempotency_cost(args: &BenchLedgerArgs, url: &str, accounts: &[String]
     let business = till_kit::BusinessId::from_uuid(business);
     let ids: Arc<Vec<till_ledger::AccountId>> =
         Arc::new(accounts.iter().filter_map(|id| till_ledger::AccountId::parse(id).ok()).collect());
-    let engine = till_ledger::engine::Engine::new(pool.clone());
+    let engine = till_ledger::engine::Engine::new(pool.clone())?;
     // Short runs, alternating, compared by their medians: on a machine whose speed drifts
     // (steal time), two long runs measured the drift more than the keys.
     let duration = Duration::from_secs((args.seconds / 4).max(1));

@@ -238,7 +238,8 @@ pub struct UpArgs {
     pub webhooks_allow_private_targets: bool,
     #[command(flatten)]
     pub broker: BrokerArgs,
-    /// Database connections for request handling.
+    /// Database connections for request handling; the ledger's writers have a pool of
+    /// their own of the same size, opened only as they need it.
     #[arg(long, env = "TILL_DB_CONNECTIONS_MAX", default_value_t = 20)]
     pub db_connections_max: u32,
 }

@@ -82,6 +82,7 @@ async fn serve(
     tracing::info!("the API has stopped accepting and drained in-flight requests");
     let _ = shutdown_sender.send(true);
     jobs.await.context("joining background jobs")?;
+    built.engine.close().await;
     pool.close().await;
     Ok(())
 }
