@@ -205,7 +205,7 @@ pub struct UpArgs {
     #[arg(long, env = "TILL_BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
     /// The platform admin token (at least 32 characters). Default: generated on the first
-    /// start and kept in <data-dir>/admin-token.
+    /// start and kept in `<data-dir>/admin-token`.
     #[arg(long, env = "TILL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Requests per second per API key (token bucket refill rate).
