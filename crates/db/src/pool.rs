@@ -18,8 +18,8 @@ pub async fn connect_app_pool(options: PgConnectOptions, connections_max: u32) -
 
 /// An application pool (sessions run as `till_app`) that opens connections only when
 /// asked for one. Its connections, and its own housekeeping, belong to the Tokio runtime
-/// this is called in: the ledger's writers, on a thread of their own, use it so that the
-/// replies to their statements wake that thread rather than wait for the request
+/// this is called in: the ledger's writers, on a runtime of their own, use it so that
+/// the replies to their statements wake their threads rather than wait for the request
 /// handlers' runtime to look for them.
 pub fn lazy_app_pool(options: PgConnectOptions, connections_max: u32) -> PgPool {
     app_pool_options(connections_max).connect_lazy_with(options)

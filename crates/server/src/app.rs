@@ -59,7 +59,7 @@ pub enum BuildError {
     Config(#[from] crate::config::ConfigError),
     #[error("invalid JWT configuration: {0}")]
     Jwt(#[from] till_access::jwt::JwtConfigError),
-    #[error("starting the ledger's writer thread: {0}")]
+    #[error("starting the ledger writers' runtime: {0}")]
     Engine(std::io::Error),
 }
 

@@ -301,12 +301,7 @@ async fn the_expiry_queue_holds_only_open_holds_with_an_expiry() {
     .await
     .expect("tamper with the queue");
     let report = check(&app, k).await;
-    let queue = report["invariants"]
-        .as_array()
-        .expect("invariants")
-        .iter()
-        .find(|invariant| invariant["name"] == "expiry_queue_matches")
-        .expect("the expiry queue invariant");
+    let queue = invariant(&report, "expiry_queue_matches");
     assert_eq!(queue["ok"], false, "{queue}");
     let mut problems: Vec<(uuid::Uuid, &str)> = queue["violations"]
         .as_array()
@@ -552,12 +547,7 @@ async fn the_checker_finds_a_tampered_ledger() {
     .await
     .expect("tamper with a reference");
     let report = check(&app, k).await;
-    let references = report["invariants"]
-        .as_array()
-        .expect("invariants")
-        .iter()
-        .find(|invariant| invariant["name"] == "references_valid")
-        .expect("the references invariant");
+    let references = invariant(&report, "references_valid");
     assert_eq!(references["ok"], false, "{references}");
     let mut sides: Vec<(&str, &str)> = references["violations"]
         .as_array()

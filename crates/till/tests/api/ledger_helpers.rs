@@ -85,3 +85,13 @@ pub async fn check(app: &TestApp, credential: &str) -> Value {
     assert_eq!(response.status().as_u16(), 200);
     response.json().await.expect("json")
 }
+
+/// The invariant named `name` in a checker report.
+pub fn invariant<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["invariants"]
+        .as_array()
+        .expect("invariants")
+        .iter()
+        .find(|invariant| invariant["name"] == name)
+        .unwrap_or_else(|| panic!("no invariant {name} in {report}"))
+}
