@@ -540,7 +540,11 @@ async fn try_batch(
         })
         .collect();
     steps.mark("apply");
-    let written = store::write(&mut transaction, business, &book.writes, &accounts, &events, &responses).await?;
+    let mut written = store::write(&mut transaction, business, &book.writes, &accounts, &events, &responses).await?;
+    if armed("ledger::write_stale", business) {
+        // Under test: as if another writer had changed an account under every attempt.
+        written = store::Written::Stale;
+    }
     steps.mark("write");
     if written == store::Written::Stale {
         // Dropping the transaction rolls it back.
@@ -748,12 +752,7 @@ async fn futures_join<F: std::future::Future<Output = Reply> + Send + 'static>(
 /// session ended. Without the feature this does nothing and holds none of that code.
 #[cfg(feature = "failpoints")]
 async fn inject_session_loss(name: &str, business: BusinessId, pool: &PgPool, connection: &mut PgConnection) {
-    let id = business.to_string();
-    let armed = (|| {
-        fail::fail_point!(name, |armed_for: Option<String>| armed_for.as_deref() == Some(id.as_str()));
-        false
-    })();
-    if !armed {
+    if !armed(name, business) {
         return;
     }
     let ended = async {
@@ -774,6 +773,22 @@ async fn inject_session_loss(name: &str, business: BusinessId, pool: &PgPool, co
 
 #[cfg(not(feature = "failpoints"))]
 async fn inject_session_loss(_name: &str, _business: BusinessId, _pool: &PgPool, _connection: &mut PgConnection) {}
+
+/// Whether the fail point `name` is armed for `business` (feature `failpoints`; see
+/// [`inject_session_loss`]). Without the feature, never.
+#[cfg(feature = "failpoints")]
+fn armed(name: &str, business: BusinessId) -> bool {
+    let id = business.to_string();
+    (|| {
+        fail::fail_point!(name, |armed_for: Option<String>| armed_for.as_deref() == Some(id.as_str()));
+        false
+    })()
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn armed(_name: &str, _business: BusinessId) -> bool {
+    false
+}
 
 /// Where a batch's time went, for the debug log (`RUST_LOG=till_ledger=debug`).
 struct Steps {
