@@ -119,9 +119,11 @@ struct Writers {
 }
 
 /// Owns the writers' runtime; dropping it (with the last clone of the engine) shuts the
-/// runtime down, which cancels any writer still waiting for work. An in-flight batch
-/// (there is none once the server has drained its requests and closed the engine) would
-/// be rolled back with its connection.
+/// runtime down, which cancels any writer still waiting for work. `till up` drains its
+/// requests and closes the engine first, so no batch is in flight then; one that were
+/// would be abandoned with its connection: rolled back if its COMMIT had not reached
+/// PostgreSQL, and otherwise of unknown outcome, which a retry with the same
+/// Idempotency-Key settles (as for a COMMIT that fails, see `BatchError::Commit`).
 struct WriterRuntime {
     runtime: Option<tokio::runtime::Runtime>,
 }
