@@ -139,7 +139,7 @@ impl Drop for WriterRuntime {
 
 impl Engine {
     /// Starts the writers' runtime: threads of their own (half the machine's cores, at
-    /// least one and at most [`WRITER_THREADS_MAX`]) and a pool of their own as large as
+    /// least one and at most `WRITER_THREADS_MAX`) and a pool of their own as large as
     /// `pool` (connections open only as writers need them).
     ///
     /// Why threads of their own: a batch is a chain of round trips to PostgreSQL, and on
