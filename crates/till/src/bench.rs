@@ -9,6 +9,14 @@
 //! runs just before and just after the single-transfer phase, and that phase is compared
 //! with the mean of the two: on a shared machine whose speed drifts over minutes, a
 //! baseline taken a minute away from the phase says little about it.
+//!
+//! Each phase also reports the CPU that Till, PostgreSQL and the load generator spent
+//! per transfer (or per pgbench transaction) and how busy the cores were: a phase whose
+//! cores sit partly idle is limited by a chain of waits, one whose cores are full by the
+//! work itself, and the work per transfer against the cores says which goals the machine
+//! can reach at all. The single-transfer load is measured a second time spread over
+//! several new businesses, each of which has a writer (and a chain of batches) of its
+//! own.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -25,6 +33,10 @@ use crate::cli::BenchLedgerArgs;
 
 /// The pause between measured phases.
 const PHASE_SETTLE: Duration = Duration::from_secs(2);
+/// Concurrent requests that create the benchmark's accounts.
+const SETUP_CLIENTS: usize = 32;
+/// The businesses that (2)'s load is spread over in its second measurement.
+const SPREAD_BUSINESSES: usize = 8;
 
 pub(crate) struct Load {
     from_wrk: bool,
@@ -33,6 +45,12 @@ pub(crate) struct Load {
     pub failed: u64,
     pub elapsed: Duration,
     latencies_us: Vec<u64>,
+}
+
+/// A business the load writes to: its API key and its accounts.
+pub(crate) struct Tenant {
+    pub key: String,
+    pub accounts: Vec<String>,
 }
 
 impl Load {
@@ -93,7 +111,10 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
         .ok()
         .and_then(|text| text.lines().next().and_then(|line| line.trim().parse().ok()));
     let pids = Pids { server: server.child.id(), postmaster };
-    let outcome = phases(args, &client, &server.base, &server.api_key, pids, &url, &pgbench).await;
+    let admin_token = std::fs::read_to_string(data_dir.join("server").join(crate::up::ADMIN_TOKEN_FILE))
+        .context("reading the server's admin token")?;
+    let server_side = ServerSide { base: &server.base, key: &server.api_key, admin_token: admin_token.trim(), pids };
+    let outcome = phases(args, &client, server_side, &url, &pgbench).await;
     server.stop().await;
     outcome
 }
@@ -163,14 +184,25 @@ pub(crate) struct Pids {
     pub postmaster: Option<u32>,
 }
 
+/// CPU seconds (user + system) used so far, by party.
+#[derive(Clone, Copy)]
+pub(crate) struct Cpu {
+    till: f64,
+    postgres: f64,
+    /// This process and the children it has reaped: pgbench and wrk, counted once each
+    /// run has ended (the phases wait for them), or the reqwest load's own work.
+    load: f64,
+    at: Instant,
+}
+
 impl Pids {
-    /// CPU seconds (user + system) used so far by Till, and by PostgreSQL: every process
-    /// the postmaster started that is still running (pooled backends stay), plus the
-    /// postmaster's own time and that of the children it has reaped. Without the reaped
-    /// ones a backend that ended between two readings (pgbench's end just before (2)
+    /// CPU used so far by Till, by PostgreSQL (every process the postmaster started
+    /// that is still running, since pooled backends stay, plus the postmaster's own time
+    /// and that of the children it has reaped), and by the load. Without the reaped
+    /// backends, one that ended between two readings (pgbench's end just before (2)
     /// starts) took its whole lifetime's CPU out of the difference: one run reported 64 µs
     /// of PostgreSQL CPU per transfer where fifteen others that day measured 98–223.
-    fn cpu_seconds(&self) -> (f64, f64) {
+    fn cpu(&self) -> Cpu {
         let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
         // The parent's pid, and the ticks used by the process (utime + stime) and by its
         // reaped children (cutime + cstime): fields 14 to 17 of proc(5).
@@ -184,7 +216,7 @@ impl Pids {
             let reaped = ticks_at(13)? + ticks_at(14)?;
             Some((parent, own / ticks, reaped / ticks))
         };
-        let server = self.server.and_then(stat).map(|(_, own, _)| own).unwrap_or(0.0);
+        let till = self.server.and_then(stat).map(|(_, own, _)| own).unwrap_or(0.0);
         let postgres = match self.postmaster {
             Some(postmaster) => std::fs::read_dir("/proc")
                 .map(|entries| {
@@ -200,24 +232,65 @@ impl Pids {
                 .unwrap_or(0.0),
             None => 0.0,
         };
-        (server, postgres)
+        let load = stat(std::process::id()).map(|(_, own, reaped)| own + reaped).unwrap_or(0.0);
+        Cpu { till, postgres, load, at: Instant::now() }
     }
+}
+
+impl Cpu {
+    /// Where the CPU went between `self` and `later`, per unit of work (a transfer, a
+    /// pgbench transaction), and how busy the machine's cores were. The parts' sum
+    /// against what the cores could give at the measured rate says how far the machine
+    /// is from being CPU-bound, and so whether a goal is out of its reach.
+    fn per(&self, later: &Cpu, units: u64, unit: &str) -> String {
+        let micros = |before: f64, after: f64| (after - before) * 1e6 / units.max(1) as f64;
+        let (till, postgres, load) =
+            (micros(self.till, later.till), micros(self.postgres, later.postgres), micros(self.load, later.load));
+        let wall = later.at.duration_since(self.at).as_secs_f64();
+        let busy = (till + postgres + load) * units as f64 / 1e6 / (wall * cores() as f64);
+        format!(
+            "CPU per {unit}: Till {till:.0} us, PostgreSQL {postgres:.0} us, load generator {load:.0} us; {} cores {:.0}% busy",
+            cores(),
+            busy * 100.0
+        )
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The Till server under test, as the phases reach it.
+struct ServerSide<'a> {
+    base: &'a str,
+    /// The API key of the business the load writes to.
+    key: &'a str,
+    /// The platform admin's token, to create the businesses of the spread load.
+    admin_token: &'a str,
+    pids: Pids,
 }
 
 async fn phases(
     args: &BenchLedgerArgs,
     client: &reqwest::Client,
-    base: &str,
-    key: &str,
-    pids: Pids,
+    server: ServerSide<'_>,
     url: &str,
     pgbench: &Pgbench,
 ) -> anyhow::Result<()> {
+    let ServerSide { base, key, admin_token, pids } = server;
     let server_pid = pids.server;
     let started = Instant::now();
-    let accounts = create_accounts(client, base, key, args).await?;
+    let accounts = create_accounts(client, base, key, args.accounts).await?;
     println!("   (created and funded {} accounts in {:.1} s)", accounts.len(), started.elapsed().as_secs_f64());
-    let accounts = Arc::new(accounts);
+    let started = Instant::now();
+    let spread = Arc::new(spread_tenants(client, base, admin_token, args.accounts).await?);
+    println!(
+        "   (created {SPREAD_BUSINESSES} more businesses with {} accounts each in {:.1} s)",
+        spread[0].accounts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let tenants = Arc::new(vec![Tenant { key: key.to_string(), accounts }]);
+    let accounts = tenants[0].accounts.len();
     let duration = Duration::from_secs(args.seconds);
 
     let wrk = find_wrk();
@@ -227,65 +300,77 @@ async fn phases(
             "   (wrk not found: load from this process with reqwest, which competes for CPU; apt-get install wrk)"
         ),
     }
-    let run = |pattern: Pattern, pacing: Option<(f64, f64)>| {
-        let (wrk, accounts) = (wrk.clone(), accounts.clone());
+    // Each phase with the CPU readings just before and just after its load.
+    let run = |tenants: &Arc<Vec<Tenant>>, pattern: Pattern, pacing: Option<(f64, f64)>| {
+        let (wrk, tenants, pids) = (wrk.clone(), tenants.clone(), &pids);
         async move {
             // Let the previous phase's last requests finish first (a batch phase leaves
             // engine batches of thousands of transfers in flight), so that no phase is
             // measured waiting behind another.
             tokio::time::sleep(PHASE_SETTLE).await;
-            match wrk {
+            let before = pids.cpu();
+            let load = match wrk {
                 Some(wrk) => {
                     // Pace each connection so that all of them together offer `rate`.
                     let delay_ms =
                         pacing.map(|(rate, latency_ms)| ((args.clients as f64 * 1000.0 / rate) - latency_ms).max(0.0));
-                    drive_wrk(&wrk, base, key, args.clients, duration, &accounts, pattern, delay_ms).await
+                    drive_wrk(&wrk, base, args.clients, duration, &tenants, pattern, delay_ms).await
                 }
-                None => Ok(drive(
-                    client,
-                    base,
-                    key,
-                    args.clients,
-                    duration,
-                    accounts,
-                    pattern,
-                    pacing.map(|(rate, _)| rate),
-                )
-                .await),
-            }
+                None => {
+                    Ok(drive(client, base, args.clients, duration, tenants, pattern, pacing.map(|(rate, _)| rate))
+                        .await)
+                }
+            }?;
+            anyhow::Ok((load, before, pids.cpu()))
         }
     };
     // 1. The baseline: pgbench's TPC-B with prepared statements and the same client count,
     // just before and just after (2).
     tokio::time::sleep(PHASE_SETTLE).await;
-    let baseline_before = pgbench.run().await?;
-    let cpu_before = pids.cpu_seconds();
-    let uniform = run(Pattern::Uniform, None).await?;
-    let cpu_after = pids.cpu_seconds();
-    let baseline_after = pgbench.run().await?;
+    let cpu_before = pids.cpu();
+    let (baseline_before, transactions_before) = pgbench.run().await?;
+    let cpu_after = pids.cpu();
+    let (uniform, uniform_before, uniform_after) = run(&tenants, Pattern::Uniform, None).await?;
+    let cpu_last = pids.cpu();
+    let (baseline_after, transactions_after) = pgbench.run().await?;
+    let cpu_end = pids.cpu();
     let baseline = (baseline_before + baseline_after) / 2.0;
     println!(
         "1. pgbench TPC-B (-M prepared, -c {}) on the same PostgreSQL: {baseline_before:.0} tps just before (2), {baseline_after:.0} tps just after",
         args.clients
     );
+    println!("   {}", cpu_before.per(&cpu_after, transactions_before, "transaction just before"));
+    println!("   {}", cpu_last.per(&cpu_end, transactions_after, "transaction just after"));
     let uniform_tps = uniform.per_second();
     println!(
-        "2. single transfers over HTTP, uniform over {} accounts: {uniform_tps:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms; refused {}, 5xx/errors {}",
-        accounts.len(),
+        "2. single transfers over HTTP, uniform over {accounts} accounts: {uniform_tps:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms; refused {}, 5xx/errors {}",
         uniform.percentile_ms(0.50),
         uniform.percentile_ms(0.99),
         uniform.refused,
         uniform.failed
     );
     println!("   so (2) is {:.2}x their mean, {baseline:.0} tps (goal >= 1.5x)", uniform_tps / baseline);
-    let per_transfer = |before: f64, after: f64| (after - before) * 1e6 / uniform.transfers.max(1) as f64;
+    println!("   {}", uniform_before.per(&uniform_after, uniform.transfers, "transfer in (2)"));
+    // The same load spread over several businesses, each with a writer of its own: what
+    // one business's chain of statements leaves on the table. Against pgbench again,
+    // just after.
+    let (spread_load, spread_before, spread_after) = run(&spread, Pattern::Uniform, None).await?;
+    let cpu_spread = pids.cpu();
+    let (baseline_spread, transactions_spread) = pgbench.run().await?;
+    let spread_baseline = (baseline_after + baseline_spread) / 2.0;
     println!(
-        "   CPU per transfer in (2): Till {:.0} us, PostgreSQL {:.0} us (2 cores: {:.0} us of CPU per transfer at this rate)",
-        per_transfer(cpu_before.0, cpu_after.0),
-        per_transfer(cpu_before.1, cpu_after.1),
-        2e6 / uniform_tps
+        "   spread over {SPREAD_BUSINESSES} businesses ({} accounts each): {:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms, {:.2}x pgbench ({baseline_spread:.0} tps just after); refused {}, 5xx/errors {}",
+        spread[0].accounts.len(),
+        spread_load.per_second(),
+        spread_load.percentile_ms(0.50),
+        spread_load.percentile_ms(0.99),
+        spread_load.per_second() / spread_baseline,
+        spread_load.refused,
+        spread_load.failed
     );
-    let hot = run(Pattern::HotAccount, None).await?;
+    println!("   {}", spread_before.per(&spread_after, spread_load.transfers, "transfer spread"));
+    println!("   {}", cpu_spread.per(&pids.cpu(), transactions_spread, "pgbench transaction just after"));
+    let (hot, _, _) = run(&tenants, Pattern::HotAccount, None).await?;
     println!(
         "3. every transfer touching one hot account: {:.0} transfers/s, p99 {:.2} ms, {:.2}x uniform (goal >= 0.8x); refused {}, 5xx/errors {}",
         hot.per_second(),
@@ -294,15 +379,20 @@ async fn phases(
         hot.refused,
         hot.failed
     );
-    let batched = run(Pattern::Batch(100), None).await?;
+    let (batched, batched_before, batched_after) = run(&tenants, Pattern::Batch(100), None).await?;
     println!(
         "4. /transfers/batch, 100 per batch: {:.0} transfers/s (goal >= 33000); refused {}, 5xx/errors {}",
         batched.per_second(),
         batched.refused,
         batched.failed
     );
+    println!(
+        "   {} (at 33000/s, the cores give {:.0} us per transfer)",
+        batched_before.per(&batched_after, batched.transfers, "transfer in (4)"),
+        cores() as f64 * 1e6 / 33_000.0
+    );
     let half_rate = (uniform_tps / 2.0).max(1.0);
-    let paced = run(Pattern::Uniform, Some((half_rate, uniform.percentile_ms(0.50)))).await?;
+    let (paced, _, _) = run(&tenants, Pattern::Uniform, Some((half_rate, uniform.percentile_ms(0.50)))).await?;
     println!(
         "   at about half of (2)'s rate ({half_rate:.0}/s aimed): {:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms (goal p99 <= 10 ms)",
         paced.per_second(),
@@ -318,7 +408,7 @@ async fn phases(
             .unwrap_or(0);
         println!("5. server peak RSS: {:.1} MB (goal <= 150 MB)", peak_kb as f64 / 1024.0);
     }
-    idempotency_cost(args, url, &accounts).await
+    idempotency_cost(args, url, &tenants[0].accounts).await
 }
 
 /// pgbench against the benchmark's cluster, its tables loaded once.
@@ -365,8 +455,8 @@ impl Pgbench {
         command
     }
 
-    /// One run of TPC-B: its transactions per second.
-    async fn run(&self) -> anyhow::Result<f64> {
+    /// One run of TPC-B: its transactions per second, and how many it made.
+    async fn run(&self) -> anyhow::Result<(f64, u64)> {
         let output = self
             .command()
             .args([
@@ -384,10 +474,16 @@ impl Pgbench {
             .output()
             .await?;
         let text = String::from_utf8_lossy(&output.stdout);
-        text.lines()
-            .find(|line| line.starts_with("tps = "))
-            .and_then(|line| line.trim_start_matches("tps = ").split_whitespace().next())
-            .and_then(|tps| tps.parse().ok())
+        let number_after = |prefix: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(prefix))
+                .and_then(|rest| rest.split(|c: char| c == '/' || c.is_whitespace()).find(|part| !part.is_empty()))
+                .and_then(|number| number.parse::<f64>().ok())
+        };
+        let tps = number_after("tps = ");
+        let transactions = number_after("number of transactions actually processed: ");
+        tps.zip(transactions)
+            .map(|(tps, transactions)| (tps, transactions as u64))
             .with_context(|| format!("no tps in pgbench's output: {text}{}", String::from_utf8_lossy(&output.stderr)))
     }
 }
@@ -396,7 +492,7 @@ pub(crate) async fn create_accounts(
     client: &reqwest::Client,
     base: &str,
     key: &str,
-    args: &BenchLedgerArgs,
+    count: usize,
 ) -> anyhow::Result<Vec<String>> {
     let post = |path: &str, body: Value| {
         client
@@ -414,11 +510,11 @@ pub(crate) async fn create_accounts(
     .json()
     .await?;
     let source = source["id"].as_str().context("source id")?.to_string();
-    let created = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(args.accounts)));
+    let created = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(count)));
     let next = Arc::new(AtomicU64::new(0));
-    let workers = (0..args.clients.min(32)).map(|_| {
+    let workers = (0..SETUP_CLIENTS).map(|_| {
         let (client, base, key, created, next, total) =
-            (client.clone(), base.to_string(), key.to_string(), created.clone(), next.clone(), args.accounts as u64);
+            (client.clone(), base.to_string(), key.to_string(), created.clone(), next.clone(), count as u64);
         tokio::spawn(async move {
             while next.fetch_add(1, Ordering::SeqCst) < total {
                 let response = client
@@ -452,6 +548,34 @@ pub(crate) async fn create_accounts(
     Ok(accounts)
 }
 
+/// `SPREAD_BUSINESSES` new businesses, each with its share of `accounts` accounts,
+/// created through the platform API as an operator would.
+async fn spread_tenants(
+    client: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    accounts: usize,
+) -> anyhow::Result<Vec<Tenant>> {
+    let mut tenants = Vec::with_capacity(SPREAD_BUSINESSES);
+    for index in 0..SPREAD_BUSINESSES {
+        let response = client
+            .post(format!("{base}/v1/platform/businesses"))
+            .bearer_auth(admin_token)
+            .header("Idempotency-Key", format!("spread-{index}-{}", rand_suffix()))
+            .json(&json!({"legal_name": format!("Bench business {index}"), "country": "GB"}))
+            .send()
+            .await?;
+        if response.status().as_u16() != 201 {
+            bail!("creating a business failed: {}", response.text().await?);
+        }
+        let body: Value = response.json().await?;
+        let key = body["api_key"]["secret"].as_str().context("the new business's API key")?.to_string();
+        let accounts = create_accounts(client, base, &key, (accounts / SPREAD_BUSINESSES).max(2)).await?;
+        tenants.push(Tenant { key, accounts });
+    }
+    Ok(tenants)
+}
+
 fn rand_suffix() -> String {
     use rand::Rng;
     format!("{:032x}", rand::thread_rng().gen::<u128>())
@@ -471,10 +595,9 @@ pub(crate) enum Pattern {
 pub(crate) async fn drive(
     client: &reqwest::Client,
     base: &str,
-    key: &str,
     clients: usize,
     duration: Duration,
-    accounts: Arc<Vec<String>>,
+    tenants: Arc<Vec<Tenant>>,
     pattern: Pattern,
     rate: Option<f64>,
 ) -> Load {
@@ -482,7 +605,7 @@ pub(crate) async fn drive(
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (client, base, key, accounts, stop) = (client.clone(), base.to_string(), key.to_string(), accounts.clone(), stop.clone());
+            let (client, base, tenants, stop) = (client.clone(), base.to_string(), tenants.clone(), stop.clone());
             tokio::spawn(async move {
                 use rand::Rng;
                 let mut load = Load { from_wrk: false, transfers: 0, refused: 0, failed: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
@@ -496,8 +619,10 @@ pub(crate) async fn drive(
                             tokio::time::sleep(next_at - now).await;
                         }
                     }
-                    let (path, body, count) = {
+                    let (tenant, path, body, count) = {
                         let mut rng = rand::thread_rng();
+                        let tenant = &tenants[rng.gen_range(0..tenants.len())];
+                        let accounts = &tenant.accounts;
                         let leg = |rng: &mut rand::rngs::ThreadRng| {
                             let a = rng.gen_range(0..accounts.len());
                             let mut b = rng.gen_range(0..accounts.len() - 1);
@@ -514,15 +639,15 @@ pub(crate) async fn drive(
                         match pattern {
                             Pattern::Batch(size) => {
                                 let legs: Vec<Value> = (0..size).map(|_| leg(&mut rng)).collect();
-                                ("/v1/transfers/batch", json!({ "transfers": legs }), size as u64)
+                                (tenant, "/v1/transfers/batch", json!({ "transfers": legs }), size as u64)
                             }
-                            _ => ("/v1/transfers", leg(&mut rng), 1),
+                            _ => (tenant, "/v1/transfers", leg(&mut rng), 1),
                         }
                     };
                     let sent = Instant::now();
                     let response = client
                         .post(format!("{base}{path}"))
-                        .bearer_auth(&key)
+                        .bearer_auth(&tenant.key)
                         .header("Idempotency-Key", rand_suffix())
                         .json(&body)
                         .send()
@@ -584,10 +709,9 @@ fn exponential(rng: &mut impl rand::Rng) -> f64 {
 pub(crate) async fn drive_wrk(
     wrk: &Path,
     base: &str,
-    key: &str,
     clients: usize,
     duration: Duration,
-    accounts: &[String],
+    tenants: &[Tenant],
     pattern: Pattern,
     delay_ms: Option<f64>,
 ) -> anyhow::Result<Load> {
@@ -596,10 +720,18 @@ pub(crate) async fn drive_wrk(
         Pattern::HotAccount => ("/v1/transfers", 0, true),
         Pattern::Batch(size) => ("/v1/transfers/batch", size, false),
     };
-    let ids: String = accounts.iter().map(|id| format!("\"{id}\",")).collect();
+    // Keys and ids are plain tokens (letters, digits, `_`): nothing to escape in Lua.
+    let tenants: String = tenants
+        .iter()
+        .map(|tenant| {
+            let ids: String = tenant.accounts.iter().map(|id| format!("\"{id}\",")).collect();
+            format!("{{ key = \"{}\", accounts = {{ {ids} }} }},", tenant.key)
+        })
+        .collect();
     let script = format!(
         r#"
-local accounts = {{ {ids} }}
+local tenants = {{ {tenants} }}
+local accounts = tenants[1].accounts
 local n = #accounts
 local counter = 0
 local prefix = ""
@@ -617,6 +749,9 @@ local function leg()
 end
 function request()
   counter = counter + 1
+  local tenant = tenants[math.random(1, #tenants)]
+  accounts = tenant.accounts
+  n = #accounts
   local body
   if {legs} > 0 then
     local parts = {{}}
@@ -625,7 +760,7 @@ function request()
   else
     body = leg()
   end
-  return wrk.format("POST", "{path}", {{["Authorization"] = "Bearer {key}", ["Idempotency-Key"] = prefix .. "-" .. counter, ["Content-Type"] = "application/json"}}, body)
+  return wrk.format("POST", "{path}", {{["Authorization"] = "Bearer " .. tenant.key, ["Idempotency-Key"] = prefix .. "-" .. counter, ["Content-Type"] = "application/json"}}, body)
 end
 {delay}
 function done(summary, latency, requests)
@@ -640,7 +775,17 @@ end
     let script_path = std::env::temp_dir().join(format!("till-bench-{}.lua", rand_suffix()));
     std::fs::write(&script_path, script)?;
     let output = tokio::process::Command::new(wrk)
-        .args(["-t", "2", "-c", &clients.to_string(), "-d", &format!("{}s", duration.as_secs()), "--latency", "-s"])
+        // wrk refuses more threads than connections.
+        .args([
+            "-t",
+            &clients.clamp(1, 2).to_string(),
+            "-c",
+            &clients.to_string(),
+            "-d",
+            &format!("{}s", duration.as_secs()),
+            "--latency",
+            "-s",
+        ])
         .arg(&script_path)
         .arg(base)
         .output()

@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::bench::{
-    create_accounts, drive, drive_wrk, find_wrk, throwaway_cluster, uuid_simple, Load, Pattern, Server,
+    create_accounts, drive, drive_wrk, find_wrk, throwaway_cluster, uuid_simple, Load, Pattern, Server, Tenant,
 };
 use crate::cli::{BenchEventsArgs, BenchLedgerArgs};
 
@@ -52,10 +52,11 @@ async fn run(args: &BenchEventsArgs, cluster: &Cluster, data_dir: &std::path::Pa
     let server = Server::start(&url, &server_dir, &[]).await?;
     let pool = till_db::connect_app_pool(cluster.connect_options("till"), 8).await?;
     let owner_pool = till_db::connect_owner_pool(cluster.connect_options("till"), 2).await?;
-    let accounts = Arc::new(create_accounts(&client, &server.base, &server.api_key, &ledger_args).await?);
+    let accounts = create_accounts(&client, &server.base, &server.api_key, ledger_args.accounts).await?;
+    let tenants = Arc::new(vec![Tenant { key: server.api_key.clone(), accounts }]);
     let pools = Pools { app: pool.clone(), owner: owner_pool.clone() };
     let embedded =
-        under_load(args, &ledger_args, &client, &server, &pools, &accounts, Bus::Embedded, "bench-embedded").await;
+        under_load(args, &ledger_args, &client, &server, &pools, &tenants, Bus::Embedded, "bench-embedded").await;
     server.stop().await;
     let embedded = embedded?;
     embedded.print("1. embedded bus", args.seconds);
@@ -95,7 +96,7 @@ async fn run(args: &BenchEventsArgs, cluster: &Cluster, data_dir: &std::path::Pa
     let env = [("TILL_BROKER_URL", broker_url), ("TILL_BROKER_EXCHANGE", config.exchange.clone())];
     let server = Server::start(&url, &server_dir, &env).await?;
     let rabbit =
-        under_load(args, &ledger_args, &client, &server, &pools, &accounts, Bus::RabbitMq(config), "bench-rabbitmq")
+        under_load(args, &ledger_args, &client, &server, &pools, &tenants, Bus::RabbitMq(config), "bench-rabbitmq")
             .await;
     server.stop().await;
     drop(node);
@@ -173,7 +174,7 @@ async fn under_load(
     client: &reqwest::Client,
     server: &Server,
     pools: &Pools,
-    accounts: &Arc<Vec<String>>,
+    tenants: &Arc<Vec<Tenant>>,
     bus: Bus,
     name: &str,
 ) -> anyhow::Result<UnderLoad> {
@@ -234,30 +235,10 @@ async fn under_load(
     let duration = Duration::from_secs(args.seconds);
     let load = match find_wrk() {
         Some(wrk) => {
-            drive_wrk(
-                &wrk,
-                &server.base,
-                &server.api_key,
-                ledger_args.clients,
-                duration,
-                accounts,
-                Pattern::Uniform,
-                None,
-            )
-            .await?
+            drive_wrk(&wrk, &server.base, ledger_args.clients, duration, tenants, Pattern::Uniform, None).await?
         }
         None => {
-            drive(
-                client,
-                &server.base,
-                &server.api_key,
-                ledger_args.clients,
-                duration,
-                accounts.clone(),
-                Pattern::Uniform,
-                None,
-            )
-            .await
+            drive(client, &server.base, ledger_args.clients, duration, tenants.clone(), Pattern::Uniform, None).await
         }
     };
     let load_ended = Instant::now();

@@ -18,7 +18,7 @@ use crate::cli::{
 };
 use crate::database::{self, Database};
 
-const ADMIN_TOKEN_FILE: &str = "admin-token";
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin-token";
 const DEMO_MARKER_FILE: &str = "demo-business";
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
