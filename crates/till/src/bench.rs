@@ -720,7 +720,7 @@ pub(crate) async fn drive_wrk(
         Pattern::HotAccount => ("/v1/transfers", 0, true),
         Pattern::Batch(size) => ("/v1/transfers/batch", size, false),
     };
-    // Keys and ids are plain tokens (letters, digits, `_`): nothing to escape in Lua.
+    // Keys and ids are plain tokens (letters, digits, `_` and `-`: ids and base64url): nothing to escape in Lua.
     let tenants: String = tenants
         .iter()
         .map(|tenant| {
