@@ -5,11 +5,12 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use till_kit::{ApiKeyId, Currency, Secret};
+use till_kit::{ApiKeyId, Currency, HumanText, Secret};
 
+/// A value that does not parse: the field at fault and, for humans, why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
-    #[error("{0}")]
+    #[error("{1}")]
     Invalid(&'static str, String),
 }
 
@@ -24,25 +25,20 @@ impl AccessError {
 const LEGAL_NAME_CHARS_MAX: usize = 200;
 const KEY_NAME_CHARS_MAX: usize = 100;
 
-/// A business's registered legal name: 1–200 characters, no control characters.
+/// A business's registered legal name: 1–200 characters of human text (no control or
+/// bidirectional control characters), trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LegalName(String);
+pub struct LegalName(HumanText);
 
 impl LegalName {
     pub fn parse(text: &str) -> Result<LegalName, AccessError> {
-        let trimmed = text.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 || chars > LEGAL_NAME_CHARS_MAX || trimmed.chars().any(char::is_control) {
-            return Err(AccessError::Invalid(
-                "legal_name",
-                format!("legal_name must be 1 to {LEGAL_NAME_CHARS_MAX} characters without control characters."),
-            ));
-        }
-        Ok(LegalName(trimmed.to_string()))
+        HumanText::name(text, LEGAL_NAME_CHARS_MAX)
+            .map(LegalName)
+            .map_err(|refusal| AccessError::Invalid("legal_name", format!("legal_name {refusal}.")))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -89,6 +85,11 @@ impl UkVatNumber {
         let invalid =
             || AccessError::Invalid("tax_registration", "not a valid UK VAT number (GB followed by 9 digits).".into());
         let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
+        // Only ASCII letters and digits from here on, so the slices below are on
+        // character boundaries (a non-ASCII character inside used to split one: a 500).
+        if !compact.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
+            return Err(invalid());
+        }
         let rest = compact.strip_prefix("GB").ok_or_else(invalid)?;
         let valid = match rest.len() {
             5 if rest.starts_with("GD") => digits(&rest[2..]).is_some_and(|n| n <= 499),
@@ -243,22 +244,19 @@ impl NewBusiness {
     }
 }
 
-/// The name of an API key, for humans: 1–100 characters.
+/// The name of an API key, for humans: 1–100 characters of human text, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyName(String);
+pub struct KeyName(HumanText);
 
 impl KeyName {
     pub fn parse(text: &str) -> Result<KeyName, AccessError> {
-        let trimmed = text.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 || chars > KEY_NAME_CHARS_MAX || trimmed.chars().any(char::is_control) {
-            return Err(AccessError::Invalid("name", format!("name must be 1 to {KEY_NAME_CHARS_MAX} characters.")));
-        }
-        Ok(KeyName(trimmed.to_string()))
+        HumanText::name(text, KEY_NAME_CHARS_MAX)
+            .map(KeyName)
+            .map_err(|refusal| AccessError::Invalid("name", format!("name {refusal}.")))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -323,9 +321,19 @@ mod tests {
         for valid in ["GB999999973", "GB 999 9999 73", "gb999999973", "GB999999973001", "GBGD001", "GBHA599"] {
             assert!(UkVatNumber::parse(valid).is_ok(), "{valid}");
         }
-        for invalid in
-            ["GB999999974", "999999973", "GB99999997", "GBGD500", "GBHA499", "GB99999997X", "FR999999973", ""]
-        {
+        for invalid in [
+            "GB999999974",
+            "999999973",
+            "GB99999997",
+            "GBGD500",
+            "GBHA499",
+            "GB99999997X",
+            "FR999999973",
+            "",
+            "GB12345678é12",
+            "GBGé12",
+            "GB99999997٣",
+        ] {
             assert!(UkVatNumber::parse(invalid).is_err(), "{invalid}");
         }
     }
@@ -357,6 +365,12 @@ mod tests {
         assert_eq!(NewBusiness::parse("Acme", "GB", None, None).map(|b| b.default_currency), Ok(Currency::GBP));
         assert!(NewBusiness::parse("Acme", "FR", None, None).is_err());
         assert!(NewBusiness::parse("  ", "GB", None, None).is_err());
+        for hostile in ["Acme\0", "Acme\r\nLtd", "\u{202e}emcA", "Acme\u{1b}[2J"] {
+            let refused = NewBusiness::parse(hostile, "GB", None, None).map(|_| ());
+            assert!(matches!(&refused, Err(AccessError::Invalid("legal_name", _))), "{hostile:?}: {refused:?}");
+        }
+        let detail = KeyName::parse("").map(|_| ()).map_err(|error| error.to_string());
+        assert_eq!(detail, Err("name must not be empty.".to_string()), "the detail says why, not just the field");
     }
 
     #[test]
@@ -397,6 +411,7 @@ mod tests {
         fn parsers_never_panic(text in "\\PC{0,40}") {
             let _ = Gstin::parse(&text);
             let _ = UkVatNumber::parse(&text);
+            let _ = UkVatNumber::parse(&format!("GB{text}"));
             let _ = PresentedApiKey::parse(&text);
         }
     }

@@ -65,6 +65,12 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request", detail).with_param(param)
     }
 
+    /// A free-text field that is not human text (`till_kit::text`), naming the field.
+    pub fn text(param: impl Into<String>, refusal: till_kit::TextError) -> ApiError {
+        let param = param.into();
+        ApiError::invalid(param.clone(), format!("{param} {refusal}."))
+    }
+
     pub fn not_found(what: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Not found", format!("No such {what}."))
     }

@@ -1,5 +1,5 @@
 //! Till's kit of pure value types: money and ISO 4217 currencies, typed prefixed ids,
-//! masked secrets and validated metadata.
+//! masked secrets, secrets sealed at rest, human text and validated metadata.
 //!
 //! Nothing here performs I/O or knows about HTTP or SQL; every service depends on it.
 
@@ -8,12 +8,14 @@ pub mod id;
 pub mod metadata;
 pub mod money;
 pub mod secret;
+pub mod text;
 
 pub use currency::{Currency, UnknownCurrency};
 pub use id::IdError;
 pub use metadata::{Metadata, MetadataError};
 pub use money::{Money, MoneyError};
 pub use secret::Secret;
+pub use text::{HumanText, TextError};
 
 pub use id::{ApiKeyId, AuditEventId, BusinessId, RequestId};
 

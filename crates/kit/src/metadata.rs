@@ -1,10 +1,13 @@
 //! Metadata: the small free-form string map that clients may attach to resources.
 //! The limits are API.md's: at most 20 keys of at most 40 characters, values of at most
-//! 500 characters.
+//! 500 characters. Keys and values are human text (`crate::text`): no control or
+//! bidirectional control characters.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::text::{self, TextError};
 
 pub const METADATA_KEYS_MAX: usize = 20;
 pub const METADATA_KEY_CHARS_MAX: usize = 40;
@@ -22,6 +25,8 @@ pub enum MetadataError {
     KeyLength,
     #[error("metadata values must be at most {METADATA_VALUE_CHARS_MAX} characters")]
     ValueLength,
+    #[error("metadata keys and values {0}")]
+    Text(TextError),
 }
 
 impl Metadata {
@@ -30,12 +35,16 @@ impl Metadata {
             return Err(MetadataError::TooManyKeys);
         }
         for (key, value) in &map {
-            let key_chars = key.chars().count();
-            if key_chars == 0 || key_chars > METADATA_KEY_CHARS_MAX {
-                return Err(MetadataError::KeyLength);
+            match text::check(key, METADATA_KEY_CHARS_MAX) {
+                _ if key.is_empty() => return Err(MetadataError::KeyLength),
+                Err(TextError::TooLong { .. }) => return Err(MetadataError::KeyLength),
+                Err(refusal) => return Err(MetadataError::Text(refusal)),
+                Ok(()) => {}
             }
-            if value.chars().count() > METADATA_VALUE_CHARS_MAX {
-                return Err(MetadataError::ValueLength);
+            match text::check(value, METADATA_VALUE_CHARS_MAX) {
+                Err(TextError::TooLong { .. }) => return Err(MetadataError::ValueLength),
+                Err(refusal) => return Err(MetadataError::Text(refusal)),
+                Ok(()) => {}
             }
         }
         Ok(Metadata(map))
@@ -85,5 +94,11 @@ mod tests {
         assert_eq!(Metadata::parse(long_value), Err(MetadataError::ValueLength));
         let fine = BTreeMap::from([("k".repeat(40), "é".repeat(500))]);
         assert!(Metadata::parse(fine).is_ok());
+        let nul = BTreeMap::from([("k".to_string(), "a\0b".to_string())]);
+        assert_eq!(Metadata::parse(nul), Err(MetadataError::Text(TextError::ControlCharacter)));
+        let nul_key = BTreeMap::from([("k\0".to_string(), String::new())]);
+        assert_eq!(Metadata::parse(nul_key), Err(MetadataError::Text(TextError::ControlCharacter)));
+        let bidi = BTreeMap::from([("k".to_string(), "\u{202e}".to_string())]);
+        assert_eq!(Metadata::parse(bidi), Err(MetadataError::Text(TextError::BidiControl)));
     }
 }

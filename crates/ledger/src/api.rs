@@ -15,14 +15,17 @@ use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
 use till_http::unit_of_work::{IdempotencyContext, Tx};
 use till_http::{ApiError, Problem};
-use till_kit::{Currency, Metadata};
+use till_kit::{Currency, HumanText, Metadata};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::check::{self, CheckReport};
-use crate::domain::{AccountStatus, Command, NewTransfer, Side, AMOUNT_MAX, BATCH_TRANSFERS_MAX, HOLD_SECONDS_MAX};
+use crate::domain::{
+    AccountStatus, Command, NewTransfer, Side, ACCOUNT_NAME_CHARS_MAX, AMOUNT_MAX, BATCH_TRANSFERS_MAX,
+    DESCRIPTION_CHARS_MAX, HOLD_SECONDS_MAX,
+};
 use crate::engine::{Engine, Reply};
 use crate::store::{self, AccountChanges, AccountRow, NewAccount};
 use crate::view::{AccountBody, AccountExtras, BalanceBody, BatchBody, EntryBody, TransferBody};
@@ -72,6 +75,16 @@ fn account_body(row: AccountRow) -> Result<AccountBody, ApiError> {
 /// Distinguishes a field left out (`None`) from one sent as `null` (`Some(None)`).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+fn parse_name(name: &str) -> Result<HumanText, ApiError> {
+    HumanText::name(name, ACCOUNT_NAME_CHARS_MAX).map_err(|refusal| ApiError::text("name", refusal))
+}
+
+fn parse_description(description: Option<&str>, param: &str) -> Result<Option<HumanText>, ApiError> {
+    description
+        .map(|text| HumanText::parse(text, DESCRIPTION_CHARS_MAX).map_err(|refusal| ApiError::text(param, refusal)))
+        .transpose()
 }
 
 fn parse_metadata(metadata: Option<BTreeMap<String, String>>) -> Result<Metadata, ApiError> {
@@ -148,10 +161,7 @@ async fn create_account(
     mut tx: Tx,
     ApiJson(request): ApiJson<CreateAccountRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::invalid("name", "name must be 1 to 200 characters."));
-    }
+    let name = parse_name(&request.name)?;
     let currency = parse_currency(&request.currency, "currency")?;
     let normal_balance = Side::parse(&request.normal_balance)
         .ok_or_else(|| ApiError::invalid("normal_balance", "normal_balance must be debit or credit."))?;
@@ -171,7 +181,7 @@ async fn create_account(
     let metadata = parse_metadata(request.metadata)?;
     let new = NewAccount {
         id: AccountId::generate(),
-        name,
+        name: name.as_str(),
         currency,
         normal_balance,
         min_balance,
@@ -291,10 +301,7 @@ async fn update_account(
     }
     let mut account = row.account().map_err(corrupt)?;
     let name = match &request.name {
-        Some(name) if name.trim().is_empty() || name.trim().chars().count() > 200 => {
-            return Err(ApiError::invalid("name", "name must be 1 to 200 characters."));
-        }
-        Some(name) => name.trim().to_string(),
+        Some(name) => parse_name(name)?.into_string(),
         None => row.name.clone(),
     };
     let metadata = match request.metadata {
@@ -499,9 +506,7 @@ impl CreateTransferRequest {
         if !self.pending && expires_at.is_some() {
             return Err(ApiError::invalid(field("pending"), "Only a hold (pending: true) can expire."));
         }
-        if self.description.as_ref().is_some_and(|d| d.chars().count() > 500) {
-            return Err(ApiError::invalid(field("description"), "description must be at most 500 characters."));
-        }
+        let description = parse_description(self.description.as_deref(), &field("description"))?;
         Ok(NewTransfer {
             id: TransferId::generate(),
             debit_account,
@@ -509,7 +514,7 @@ impl CreateTransferRequest {
             amount: self.amount,
             currency,
             hold: self.pending.then_some(expires_at),
-            description: self.description,
+            description,
             metadata: parse_metadata(self.metadata).map_err(|e| ApiError { param: Some(field("metadata")), ..e })?,
         })
     }
@@ -727,13 +732,10 @@ async fn reverse_transfer(
     idempotency: IdempotencyContext,
     ApiJsonOrEmpty(request): ApiJsonOrEmpty<ReverseTransferRequest>,
 ) -> Result<Response, ApiError> {
-    if request.description.as_ref().is_some_and(|d| d.chars().count() > 500) {
-        return Err(ApiError::invalid("description", "description must be at most 500 characters."));
-    }
     let command = Command::Reverse {
         transfer: id,
         reversal: TransferId::generate(),
-        description: request.description,
+        description: parse_description(request.description.as_deref(), "description")?,
         metadata: parse_metadata(request.metadata)?,
     };
     Ok(respond(engine.submit(principal.business_id, command, Some(idempotency), request_id()).await))

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use till_kit::{Currency, Metadata};
+use till_kit::{Currency, HumanText, Metadata};
 use time::OffsetDateTime;
 
 use crate::{AccountId, EntryId, TransferId};
@@ -31,6 +31,10 @@ pub const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
 pub const HOLD_SECONDS_MAX: i64 = 30 * 24 * 60 * 60;
 /// The most transfers in one atomic batch.
 pub const BATCH_TRANSFERS_MAX: usize = 1_000;
+/// Characters in a transfer's description.
+pub const DESCRIPTION_CHARS_MAX: usize = 500;
+/// Characters in an account's name.
+pub const ACCOUNT_NAME_CHARS_MAX: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
@@ -253,7 +257,7 @@ pub struct NewTransfer {
     pub currency: Currency,
     /// `Some` for a hold; the inner value is when it expires, if ever.
     pub hold: Option<Option<OffsetDateTime>>,
-    pub description: Option<String>,
+    pub description: Option<HumanText>,
     pub metadata: Metadata,
 }
 
@@ -277,7 +281,7 @@ pub enum Command {
     Reverse {
         transfer: TransferId,
         reversal: TransferId,
-        description: Option<String>,
+        description: Option<HumanText>,
         metadata: Metadata,
     },
 }
@@ -525,7 +529,7 @@ impl Book {
             currency: new.currency,
             pending: new.hold.is_some(),
             expires_at: new.hold.flatten(),
-            description: new.description.clone(),
+            description: new.description.as_ref().map(|text| text.as_str().to_string()),
             metadata: new.metadata.clone(),
             reverses: None,
             created_at: self.now,
@@ -586,7 +590,7 @@ impl Book {
         &mut self,
         id: TransferId,
         reversal: TransferId,
-        description: Option<String>,
+        description: Option<HumanText>,
         metadata: Metadata,
     ) -> Result<Transfer, Refusal> {
         let original = self.transfers.get(&id).cloned().ok_or(Refusal::TransferNotFound { transfer: id })?;
@@ -607,7 +611,8 @@ impl Book {
             amount,
             currency: original.currency,
             hold: None,
-            description: description.or_else(|| Some(format!("Reversal of {id}"))),
+            description: description
+                .or_else(|| HumanText::parse(&format!("Reversal of {id}"), DESCRIPTION_CHARS_MAX).ok()),
             metadata,
         };
         let mut created = self.create(&new)?;
