@@ -14,6 +14,7 @@ use till_kit::BusinessId;
 
 pub const LEEWAY_SECONDS_MAX: u64 = 60;
 pub const HMAC_SECRET_BYTES_MIN: usize = 32;
+pub const SUBJECT_CHARS_MAX: usize = 255;
 
 /// One trusted key as configured (`TILL_JWT_KEYS`, a JSON array of these).
 #[derive(Debug, Clone, Deserialize)]
@@ -154,7 +155,9 @@ impl JwtVerifier {
         let claims = data.claims;
         let business_id = BusinessId::parse(&claims.business_id).map_err(|_| JwtRejection::BadClaims)?;
         let role = Role::parse(&claims.role).ok_or(JwtRejection::BadClaims)?;
-        if claims.sub.is_empty() {
+        // The subject names the principal (idempotency keys, rate limits, the audit log):
+        // 1 to 255 characters of human text.
+        if claims.sub.is_empty() || till_kit::text::check(&claims.sub, SUBJECT_CHARS_MAX).is_err() {
             return Err(JwtRejection::BadClaims);
         }
         Ok(Principal { business_id, role, credential: Credential::User { subject: claims.sub } })

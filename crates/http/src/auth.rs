@@ -68,6 +68,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whom an Idempotency-Key belongs to within the business: the credential itself, so
+    /// that one principal can never be replayed another's response (docs/DECISIONS.md).
+    /// A JWT subject is at most 255 characters (the verifier refuses longer ones).
+    pub fn idempotency_principal(&self) -> String {
+        match &self.credential {
+            Credential::ApiKey(id) => format!("api_key:{id}"),
+            Credential::User { subject } => format!("user:{subject}"),
+        }
+    }
+
     /// The key the rate limiter counts against.
     pub fn rate_limit_key(&self) -> String {
         match &self.credential {

@@ -9,13 +9,18 @@
 //! For a POST (API.md, "Idempotency"):
 //! 1. `Idempotency-Key` must be present and 1–255 printable ASCII characters (400).
 //! 2. The request is fingerprinted: SHA-256 of method, path with query, and body.
-//! 3. In the request's transaction, `pg_try_advisory_xact_lock` on (scope, key). Not
-//!    granted means the same key is running now: 409 `idempotency_key_in_use`, at once,
-//!    without waiting. The lock ends with the transaction, also when the process dies,
-//!    so a key can never stay stuck "in flight".
-//! 4. A stored row for the key: same fingerprint, replay its response byte for byte with
-//!    `Idempotent-Replayed: true`; another fingerprint, 422 `idempotency_key_reused`.
-//! 5. Otherwise `SAVEPOINT effect`, run the handler, then:
+//! 3. A key belongs to the business (or the platform) and, within it, to the credential
+//!    that sent it (API key id, JWT subject): the same key from another credential is
+//!    another key. This runs after authentication and the permission table, so a replay
+//!    passes both like any request.
+//! 4. In the request's transaction, `pg_try_advisory_xact_lock` on (scope, principal,
+//!    key). Not granted means the same key is running now: 409 `idempotency_key_in_use`,
+//!    at once, without waiting. The lock ends with the transaction, also when the
+//!    process dies, so a key can never stay stuck "in flight".
+//! 5. A stored row for the key: same fingerprint, replay its response byte for byte with
+//!    `Idempotent-Replayed: true`; another fingerprint, 422 `idempotency_key_reused`; a
+//!    caller whose role is now below the one that made the request, 403.
+//! 6. Otherwise `SAVEPOINT effect`, run the handler, then:
 //!    - 2xx: store the response and commit the effect and the key together;
 //!    - 4xx: roll back to the savepoint (a refusal leaves no partial effect), store the
 //!      refusal and commit, so a retry gets the same answer;
@@ -40,7 +45,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::auth::Scope;
+use crate::auth::{Principal, Role, Scope};
 use crate::extract::body_too_large;
 use crate::problem::ApiError;
 
@@ -64,14 +69,53 @@ pub struct UnitOfWorkState {
 
 /// An idempotent request's key and fingerprint, for a service that stores the response
 /// in the same transaction as its effect itself.
+///
+/// A key belongs to its `scope` (the business, or the platform) and, within it, to the
+/// `principal` that sent it: another credential of the same business using the same key
+/// has a key of its own, and is never replayed this one's response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyContext {
     pub scope: String,
+    /// The credential ([`Principal::idempotency_principal`], or `platform`).
+    pub principal: String,
+    /// The caller's role; `None` for the platform admin token.
+    pub role: Option<Role>,
     pub key: String,
     pub fingerprint: Vec<u8>,
     pub method: String,
     pub path: String,
 }
+
+/// Who owns a request's idempotency keys: its scope, principal and role.
+struct KeyOwner {
+    scope: Scope,
+    principal: String,
+    role: Option<Role>,
+}
+
+impl KeyOwner {
+    /// From what authentication left in the request: a [`Principal`] on tenant routes,
+    /// [`Scope::Platform`] alone on platform routes.
+    fn of(request: &Request) -> Result<KeyOwner, ApiError> {
+        let Some(scope) = request.extensions().get::<Scope>().copied() else {
+            return Err(ApiError::internal(&"the unit of work ran before authentication"));
+        };
+        match (scope, request.extensions().get::<Principal>()) {
+            (Scope::Business(business), Some(principal)) if principal.business_id == business => {
+                Ok(KeyOwner { scope, principal: principal.idempotency_principal(), role: Some(principal.role) })
+            }
+            (Scope::Platform, None) => Ok(KeyOwner { scope, principal: PLATFORM_PRINCIPAL.to_string(), role: None }),
+            _ => Err(ApiError::internal(&"the request's scope and principal disagree")),
+        }
+    }
+
+    fn lock_name(&self, key: &str) -> String {
+        format!("idempotency\u{1f}{}\u{1f}{}\u{1f}{key}", self.scope.idempotency_scope(), self.principal)
+    }
+}
+
+/// The principal of requests made with the platform admin token.
+pub const PLATFORM_PRINCIPAL: &str = "platform";
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyContext {
     type Rejection = ApiError;
@@ -104,37 +148,61 @@ pub fn key_reused() -> ApiError {
     .with_param("Idempotency-Key")
 }
 
-/// Stored responses for `keys` in `scope` (one query for a whole batch).
+/// The 422 for a key stored before keys were scoped to their principal: nobody can be
+/// shown to own it, so it is neither replayed nor run again (until it is purged).
+fn key_unattributed() -> ApiError {
+    ApiError::unprocessable(
+        "idempotency_key_reused",
+        "Idempotency-Key reused",
+        "This Idempotency-Key was used before by a request recorded without its credential. Use a new key.",
+    )
+    .with_param("Idempotency-Key")
+}
+
+/// Stored responses for the `(principal, key)` pairs `wanted` in `scope`, one query for
+/// a whole batch. Each pair finds its principal's own row, or else a legacy row of the
+/// key with no principal (see [`StoredResponse::admit`]).
 pub async fn find_stored(
     connection: &mut PgConnection,
     scope: &str,
-    keys: &[String],
-) -> Result<Vec<(String, StoredResponse)>, sqlx::Error> {
+    wanted: &[(String, String)],
+) -> Result<Vec<((String, String), StoredResponse)>, sqlx::Error> {
+    let (principals, keys): (Vec<&str>, Vec<&str>) =
+        wanted.iter().map(|(principal, key)| (principal.as_str(), key.as_str())).unzip();
     let rows: Vec<StoredRow> =
-        sqlx::query_as(&find_stored_sql(1, 2)).bind(scope).bind(keys).fetch_all(connection).await?;
+        sqlx::query_as(&find_stored_sql(1, 2, 3)).bind(scope).bind(principals).bind(keys).fetch_all(connection).await?;
     Ok(rows.into_iter().map(StoredRow::into_pair).collect())
 }
 
-/// The lookup of [`find_stored`] as a subquery, with the scope (`text`) and the keys
-/// (`text[]`) as parameters `$scope` and `$keys`, for a caller that splices it into a
-/// statement of its own to save a round trip. Its columns are those of [`StoredRow`].
+/// The lookup of [`find_stored`] as a subquery, with the scope (`text`), the principals
+/// (`text[]`) and their keys (`text[]`, pairwise) as parameters `$scope`, `$principals`
+/// and `$keys`, for a caller that splices it into a statement of its own to save a round
+/// trip. Its columns are those of [`StoredRow`].
 ///
-/// One primary-key lookup per key, whatever the statistics say. `key = ANY($2)` and a
+/// One primary-key range per key, whatever the statistics say. `key = ANY($2)` and a
 /// semi-join both let the cached generic plan read every key of the scope when the
 /// statistics were stale (measured under the ledger benchmark: 4–9 ms per lookup, half
-/// of a batch's time); `LIMIT 1` keeps the lateral subquery from being flattened.
-pub fn find_stored_sql(scope: usize, keys: usize) -> String {
+/// of a batch's time); `LIMIT 1` keeps the lateral subquery from being flattened. A
+/// principal's own row sorts before a legacy row's empty principal.
+pub fn find_stored_sql(scope: usize, principals: usize, keys: usize) -> String {
     format!(
-        "SELECT found.* FROM (SELECT DISTINCT unnest(${keys}::text[])) AS wanted(key)
-           CROSS JOIN LATERAL (SELECT key, fingerprint, response_status, response_headers, response_body
-                                 FROM api.idempotency_keys WHERE scope = ${scope} AND key = wanted.key LIMIT 1) found"
+        "SELECT wanted.principal, wanted.key, found.* FROM
+                (SELECT DISTINCT * FROM unnest(${principals}::text[], ${keys}::text[])) AS wanted(principal, key)
+           CROSS JOIN LATERAL (SELECT principal = '' AS unattributed, principal_role, fingerprint,
+                                      response_status, response_headers, response_body
+                                 FROM api.idempotency_keys
+                                WHERE scope = ${scope} AND key = wanted.key AND principal IN (wanted.principal, '')
+                                ORDER BY principal DESC LIMIT 1) found"
     )
 }
 
-/// A row of [`find_stored_sql`].
+/// A row of [`find_stored_sql`]: the wanted principal and key, and what is stored.
 #[derive(sqlx::FromRow)]
 pub struct StoredRow {
+    pub principal: String,
     pub key: String,
+    pub unattributed: bool,
+    pub principal_role: Option<String>,
     pub fingerprint: Vec<u8>,
     pub response_status: i16,
     pub response_headers: serde_json::Value,
@@ -142,14 +210,16 @@ pub struct StoredRow {
 }
 
 impl StoredRow {
-    pub fn into_pair(self) -> (String, StoredResponse) {
+    pub fn into_pair(self) -> ((String, String), StoredResponse) {
         let response = StoredResponse {
+            unattributed: self.unattributed,
+            role: self.principal_role.as_deref().and_then(Role::parse),
             fingerprint: self.fingerprint,
             response_status: self.response_status,
             response_headers: self.response_headers,
             response_body: self.response_body,
         };
-        (self.key, response)
+        ((self.principal, self.key), response)
     }
 }
 
@@ -174,8 +244,8 @@ pub async fn record_responses(
 }
 
 /// The types of [`record_responses_sql`]'s parameters, in order.
-const RECORD_RESPONSES_TYPES: [&str; 8] =
-    ["text[]", "text[]", "text[]", "text[]", "bytea[]", "int2[]", "jsonb[]", "bytea[]"];
+const RECORD_RESPONSES_TYPES: [&str; 10] =
+    ["text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "bytea[]", "int2[]", "jsonb[]", "bytea[]"];
 
 /// Storing responses as SQL, with its parameters numbered from `first`: a statement of
 /// its own, or one data-modifying CTE of a caller's statement (the ledger engine's batch
@@ -183,7 +253,8 @@ const RECORD_RESPONSES_TYPES: [&str; 8] =
 pub fn record_responses_sql(first: usize) -> String {
     format!(
         "INSERT INTO api.idempotency_keys
-             (scope, key, method, path, fingerprint, response_status, response_headers, response_body)
+             (scope, principal, principal_role, key, method, path, fingerprint, response_status, response_headers,
+              response_body)
          SELECT * FROM UNNEST({})",
         till_db::params::numbered(first, &RECORD_RESPONSES_TYPES)
     )
@@ -200,8 +271,11 @@ pub fn bind_responses<'q>(
     let headers: Vec<serde_json::Value> =
         records.iter().map(|r| serde_json::json!({ "content-type": r.content_type })).collect();
     let bodies: Vec<Vec<u8>> = records.iter().map(|r| r.body.to_vec()).collect();
+    let roles: Vec<Option<&'static str>> = records.iter().map(|r| r.context.role.map(Role::as_str)).collect();
     query
         .bind(column(|r| r.context.scope.clone()))
+        .bind(column(|r| r.context.principal.clone()))
+        .bind(roles)
         .bind(column(|r| r.context.key.clone()))
         .bind(column(|r| r.context.method.clone()))
         .bind(column(|r| r.context.path.clone()))
@@ -258,19 +332,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Tx {
 
 /// Route-layer middleware, after authentication (which leaves the request's [`Scope`]).
 pub async fn middleware(State(state): State<UnitOfWorkState>, request: Request, next: Next) -> Response {
-    let Some(scope) = request.extensions().get::<Scope>().copied() else {
-        return ApiError::internal(&"the unit of work ran before authentication").into_response();
+    let owner = match KeyOwner::of(&request) {
+        Ok(owner) => owner,
+        Err(error) => return error.into_response(),
     };
     let delegated = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .is_some_and(|path| state.delegated_paths.contains(&path.as_str()));
     let outcome = if request.method() == Method::POST && delegated {
-        delegate(&state, scope, request, next).await
+        delegate(&state, owner, request, next).await
     } else if request.method() == Method::POST {
-        idempotent(&state, scope, request, next).await
+        idempotent(&state, owner, request, next).await
     } else {
-        transactional(&state, scope, request, next).await
+        transactional(&state, owner.scope, request, next).await
     };
     outcome.unwrap_or_else(IntoResponse::into_response)
 }
@@ -352,7 +427,12 @@ async fn read_body(body: Body, bytes_max: usize) -> Result<bytes::Bytes, ApiErro
     }
 }
 
+/// A stored response, as found for a request's key.
 pub struct StoredResponse {
+    /// Stored before keys had principals.
+    unattributed: bool,
+    /// The role of the principal that made the request (`None` for the platform).
+    role: Option<Role>,
     fingerprint: Vec<u8>,
     response_status: i16,
     response_headers: serde_json::Value,
@@ -360,8 +440,28 @@ pub struct StoredResponse {
 }
 
 impl StoredResponse {
-    pub fn fingerprint(&self) -> &[u8] {
-        &self.fingerprint
+    /// Whether the request of `context` may be replayed this response: only the same
+    /// request (422 otherwise), and only to a role at least the one that made it (403
+    /// otherwise: a dashboard user whose JWT now carries a lower role is not shown what
+    /// the higher role was given). The lookup already chose the principal's own row.
+    pub fn admit(self, context: &IdempotencyContext) -> Result<StoredResponse, ApiError> {
+        if self.unattributed {
+            return Err(key_unattributed());
+        }
+        if self.fingerprint != context.fingerprint {
+            return Err(key_reused());
+        }
+        if let (Some(made_by), Some(now)) = (self.role, context.role) {
+            if !now.allows(made_by) {
+                return Err(ApiError::forbidden(format!(
+                    "This Idempotency-Key's request was made with the {} role; these credentials have {}.",
+                    made_by.as_str(),
+                    now.as_str()
+                ))
+                .with_param("Idempotency-Key"));
+            }
+        }
+        Ok(self)
     }
 
     /// The stored response again, byte for byte, marked `Idempotent-Replayed: true`.
@@ -386,12 +486,19 @@ impl StoredResponse {
     }
 }
 
-async fn delegate(state: &UnitOfWorkState, scope: Scope, request: Request, next: Next) -> Result<Response, ApiError> {
+async fn delegate(
+    state: &UnitOfWorkState,
+    owner: KeyOwner,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
     let (parts, body) = request.into_parts();
     let body = read_body(body, state.body_bytes_max).await?;
     let context = IdempotencyContext {
-        scope: scope.idempotency_scope(),
+        scope: owner.scope.idempotency_scope(),
+        principal: owner.principal,
+        role: owner.role,
         key,
         fingerprint: fingerprint(&parts.method, &parts.uri, &body),
         method: parts.method.to_string(),
@@ -402,34 +509,43 @@ async fn delegate(state: &UnitOfWorkState, scope: Scope, request: Request, next:
     Ok(next.run(request).await)
 }
 
-async fn idempotent(state: &UnitOfWorkState, scope: Scope, request: Request, next: Next) -> Result<Response, ApiError> {
+async fn idempotent(
+    state: &UnitOfWorkState,
+    owner: KeyOwner,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
     let (parts, body) = request.into_parts();
     let body = read_body(body, state.body_bytes_max).await?;
-    let fingerprint = fingerprint(&parts.method, &parts.uri, &body);
-    let scope_key = scope.idempotency_scope();
+    let lock_name = owner.lock_name(&key);
+    let context = IdempotencyContext {
+        scope: owner.scope.idempotency_scope(),
+        principal: owner.principal,
+        role: owner.role,
+        key,
+        fingerprint: fingerprint(&parts.method, &parts.uri, &body),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+    };
 
-    let mut transaction = begin(&state.pool, scope).await?;
+    let mut transaction = begin(&state.pool, owner.scope).await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("idempotency\u{1f}{scope_key}\u{1f}{key}"))
+        .bind(lock_name)
         .fetch_one(&mut *transaction)
         .await?;
     if !locked {
         return Err(key_in_use());
     }
-    let stored = find_stored(&mut transaction, &scope_key, std::slice::from_ref(&key)).await?.pop();
+    let wanted = [(context.principal.clone(), context.key.clone())];
+    let stored = find_stored(&mut transaction, &context.scope, &wanted).await?.pop();
     if let Some((_, stored)) = stored {
         rollback(transaction).await;
-        if stored.fingerprint != fingerprint {
-            return Err(key_reused());
-        }
-        return stored.replay();
+        return stored.admit(&context)?.replay();
     }
 
     sqlx::query("SAVEPOINT effect").execute(&mut *transaction).await?;
     let work = UnitOfWork::new(transaction);
-    let method = parts.method.to_string();
-    let path = parts.uri.path().to_string();
     let mut request = Request::from_parts(parts, Body::from(body));
     request.extensions_mut().insert(work.clone());
     let response = next.run(request).await;
@@ -456,14 +572,17 @@ async fn idempotent(state: &UnitOfWorkState, scope: Scope, request: Request, nex
         .collect();
     sqlx::query(
         "INSERT INTO api.idempotency_keys
-             (scope, key, method, path, fingerprint, response_status, response_headers, response_body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (scope, principal, principal_role, key, method, path, fingerprint, response_status, response_headers,
+              response_body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
-    .bind(&scope_key)
-    .bind(&key)
-    .bind(method)
-    .bind(path)
-    .bind(fingerprint)
+    .bind(&context.scope)
+    .bind(&context.principal)
+    .bind(context.role.map(Role::as_str))
+    .bind(&context.key)
+    .bind(&context.method)
+    .bind(&context.path)
+    .bind(&context.fingerprint)
     .bind(i16::try_from(status.as_u16()).unwrap_or(i16::MAX))
     .bind(serde_json::Value::Object(headers))
     .bind(response_body.as_ref())

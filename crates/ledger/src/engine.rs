@@ -356,7 +356,11 @@ async fn run_batch(
     let mut seen = HashSet::new();
     let duplicate: Vec<bool> = jobs
         .iter()
-        .map(|job| job.idempotency.as_ref().is_some_and(|context| !seen.insert(context.key.clone())))
+        .map(|job| {
+            job.idempotency
+                .as_ref()
+                .is_some_and(|context| !seen.insert((context.principal.clone(), context.key.clone())))
+        })
         .collect();
     let mut attempt = 0;
     let started = std::time::Instant::now();
@@ -481,18 +485,20 @@ async fn try_batch(
         .map(|&is_duplicate| is_duplicate.then(|| Decided::Error(unit_of_work::key_in_use())))
         .collect();
     let mut replays = Vec::new();
-    let keys: Vec<String> = jobs.iter().filter_map(|job| job.idempotency.as_ref().map(|c| c.key.clone())).collect();
+    let wanted: Vec<(String, String)> =
+        jobs.iter().filter_map(|job| job.idempotency.as_ref().map(|c| (c.principal.clone(), c.key.clone()))).collect();
     let scope = business.as_uuid().to_string();
-    let (started_at, stored) = store::start_batch(&mut transaction, &scope, &keys).await?;
-    let mut stored: HashMap<String, StoredResponse> = stored.into_iter().collect();
+    let (started_at, stored) = store::start_batch(&mut transaction, &scope, &wanted).await?;
+    let mut stored: HashMap<(String, String), StoredResponse> = stored.into_iter().collect();
     for (index, job) in jobs.iter().enumerate() {
         let Some(context) = job.idempotency.as_ref().filter(|_| decided[index].is_none()) else { continue };
-        if let Some(response) = stored.remove(&context.key) {
-            decided[index] = Some(if response.fingerprint() == context.fingerprint.as_slice() {
-                replays.push(response);
-                Decided::Replay(replays.len() - 1)
-            } else {
-                Decided::Error(unit_of_work::key_reused())
+        if let Some(response) = stored.remove(&(context.principal.clone(), context.key.clone())) {
+            decided[index] = Some(match response.admit(context) {
+                Ok(response) => {
+                    replays.push(response);
+                    Decided::Replay(replays.len() - 1)
+                }
+                Err(refusal) => Decided::Error(refusal),
             });
         }
     }

@@ -272,16 +272,22 @@ struct ReadAccountRow {
 pub async fn start_batch(
     connection: &mut PgConnection,
     scope: &str,
-    keys: &[String],
-) -> Result<(OffsetDateTime, Vec<(String, StoredResponse)>), sqlx::Error> {
-    let rows: Vec<StartRow> = sqlx::query_as(&START_BATCH_SQL).bind(scope).bind(keys).fetch_all(connection).await?;
+    wanted: &[(String, String)],
+) -> Result<(OffsetDateTime, Vec<((String, String), StoredResponse)>), sqlx::Error> {
+    let (principals, keys): (Vec<&str>, Vec<&str>) =
+        wanted.iter().map(|(principal, key)| (principal.as_str(), key.as_str())).unzip();
+    let rows: Vec<StartRow> =
+        sqlx::query_as(&START_BATCH_SQL).bind(scope).bind(principals).bind(keys).fetch_all(connection).await?;
     let now = rows.first().map(|row| row.now).ok_or(sqlx::Error::RowNotFound)?;
     let stored = rows
         .into_iter()
         .filter_map(|row| {
             Some(
                 StoredRow {
+                    principal: row.principal?,
                     key: row.key?,
+                    unattributed: row.unattributed?,
+                    principal_role: row.principal_role,
                     fingerprint: row.fingerprint?,
                     response_status: row.response_status?,
                     response_headers: row.response_headers?,
@@ -297,14 +303,17 @@ pub async fn start_batch(
 static START_BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT clock_timestamp() AS now, stored.* FROM (VALUES (0)) AS one(n) LEFT JOIN ({}) stored ON true",
-        unit_of_work::find_stored_sql(1, 2)
+        unit_of_work::find_stored_sql(1, 2, 3)
     )
 });
 
 #[derive(sqlx::FromRow)]
 struct StartRow {
     now: OffsetDateTime,
+    principal: Option<String>,
     key: Option<String>,
+    unattributed: Option<bool>,
+    principal_role: Option<String>,
     fingerprint: Option<Vec<u8>>,
     response_status: Option<i16>,
     response_headers: Option<serde_json::Value>,

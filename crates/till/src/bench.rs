@@ -863,6 +863,8 @@ async fn idempotency_cost(args: &BenchLedgerArgs, url: &str, accounts: &[String]
                         });
                         let context = with_keys.then(|| till_http::unit_of_work::IdempotencyContext {
                             scope: business.as_uuid().to_string(),
+                            principal: "bench".into(),
+                            role: Some(till_http::auth::Role::Finance),
                             key: rand_suffix(),
                             fingerprint: vec![0; 32],
                             method: "POST".into(),

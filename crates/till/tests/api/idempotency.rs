@@ -3,7 +3,8 @@
 //! Every POST route has a case below; `every_post_route_has_a_case` fails when a new route
 //! is added without one. Each case is run through the same checks: missing and invalid
 //! keys, byte-identical replay, reuse with another request, 20 concurrent identical
-//! requests, and keys scoped per business.
+//! requests, keys scoped per business, and keys scoped per credential within a business
+//! (another principal's same key and body is never replayed the first one's response).
 
 use std::collections::BTreeSet;
 
@@ -445,4 +446,113 @@ async fn keys_are_kept_a_day_and_then_purged() {
     let reused = app.post("/v1/api_keys", &business.owner_key, "stale", &json!({"name": "c", "role": "viewer"})).await;
     assert_eq!(reused.status().as_u16(), 201);
     assert!(reused.headers().get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn another_principal_of_the_business_is_never_replayed_the_first_ones_response() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    // A second owner key: it may call every route, so any difference is the key's scope.
+    let second = app.create_key(&business, "owner").await;
+    for case in cases() {
+        if case.platform {
+            // The platform has one credential (the admin token): no second principal.
+            continue;
+        }
+        let target = (case.prepare)(&app, &business).await;
+        let key = format!("shared-{}", case.path);
+        let first = app.post(&target.path, &business.owner_key, &key, &(target.body)(1)).await;
+        assert!(first.status().is_success(), "{}: {}", case.path, first.status());
+        let first_body = first.bytes().await.expect("body");
+        let before = effects(&app, &case).await;
+
+        let other = app.post(&target.path, &second, &key, &(target.body)(1)).await;
+        assert!(
+            other.headers().get("idempotent-replayed").is_none(),
+            "{}: another credential's key was replayed",
+            case.path
+        );
+        let status = other.status();
+        // It ran as a request of its own: a new effect, or a refusal of its own (a hold
+        // the first request already posted cannot be posted again). (Bodies may be equal
+        // by coincidence: a replay of the same events counts the same number.)
+        let after = effects(&app, &case).await;
+        assert!(
+            (status.is_success() && after == before + 1) || (status.is_client_error() && after == before),
+            "{}: {status} with effects {before} -> {after}",
+            case.path
+        );
+        // The first credential's key still replays its own response.
+        let again = app.post(&target.path, &business.owner_key, &key, &(target.body)(1)).await;
+        assert_eq!(again.headers()["idempotent-replayed"], "true", "{}", case.path);
+        assert_eq!(again.bytes().await.expect("body"), first_body, "{}", case.path);
+    }
+}
+
+#[tokio::test]
+async fn an_admin_repeating_an_owners_key_request_is_refused_and_never_sees_the_owner_key() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let admin = app.create_key(&business, "admin").await;
+    let body = json!({ "name": "second owner", "role": "owner" });
+    let created = app.post("/v1/api_keys", &business.owner_key, "k1", &body).await;
+    assert_eq!(created.status().as_u16(), 201);
+    let created: Value = created.json().await.expect("json");
+    let owner_secret = created["secret"].as_str().expect("secret").to_string();
+
+    let replayed = app.post("/v1/api_keys", &admin, "k1", &body).await;
+    assert_eq!(replayed.status().as_u16(), 403, "the admin's own request, refused");
+    assert!(replayed.headers().get("idempotent-replayed").is_none());
+    let text = replayed.text().await.expect("body");
+    assert!(!text.contains(&owner_secret), "the owner key's secret leaked to an admin: {text}");
+    let owners: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM access.api_keys WHERE role = 'owner' AND business_id = $1::uuid")
+            .bind(till_kit::BusinessId::parse(&business.id).expect("id").as_uuid())
+            .fetch_one(&app.owner_pool)
+            .await
+            .expect("count");
+    assert_eq!(owners, 2, "the first owner key and the one the owner created");
+}
+
+#[tokio::test]
+async fn a_lower_roles_stored_refusal_is_never_replayed_to_the_owner() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let admin = app.create_key(&business, "admin").await;
+    let body = json!({ "name": "pre-empted", "role": "owner" });
+    let refused = app.post("/v1/api_keys", &admin, "k2", &body).await;
+    assert_eq!(refused.status().as_u16(), 403);
+    // The same key and body from the owner is the owner's own request, and runs.
+    let owner = app.post("/v1/api_keys", &business.owner_key, "k2", &body).await;
+    assert_eq!(owner.status().as_u16(), 201, "the admin's stored 403 was replayed to the owner");
+    assert!(owner.headers().get("idempotent-replayed").is_none());
+    // And the admin's retry still gets its own stored refusal.
+    let again = app.post("/v1/api_keys", &admin, "k2", &body).await;
+    assert_eq!(again.status().as_u16(), 403);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+}
+
+#[tokio::test]
+async fn a_key_stored_before_keys_had_principals_is_neither_replayed_nor_run_again() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let body = json!({ "name": "before the upgrade", "role": "viewer" });
+    let first = app.post("/v1/api_keys", &business.owner_key, "legacy-1", &body).await;
+    assert_eq!(first.status().as_u16(), 201);
+    // As the migration leaves a row written before principals: no principal, no body.
+    sqlx::query(
+        "UPDATE api.idempotency_keys SET principal = '', principal_role = NULL, response_body = ''::bytea
+          WHERE key = 'legacy-1'",
+    )
+    .execute(&app.owner_pool)
+    .await
+    .expect("make the row a legacy one");
+    let before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM access.api_keys").fetch_one(&app.owner_pool).await.expect("count");
+    let retry = app.post("/v1/api_keys", &business.owner_key, "legacy-1", &body).await;
+    assert_eq!(retry.status().as_u16(), 422);
+    assert_eq!(problem(retry).await["code"], "idempotency_key_reused");
+    let after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM access.api_keys").fetch_one(&app.owner_pool).await.expect("count");
+    assert_eq!(after, before, "nothing ran again");
 }
