@@ -520,7 +520,7 @@ async fn try_batch(
             let _ = book.apply(&Command::Expire { hold: *transfer });
         }
         events.extend(transfer_events(&book, marks, business, &job.request_id).map_err(BatchError::Encode)?);
-        let (status, content_type, body) = render(&outcome, &job.request_id);
+        let (status, content_type, body) = render(&job.command, &outcome, &job.request_id);
         records.push((index, status, content_type, body));
     }
 
@@ -697,7 +697,11 @@ fn transfer_events(
 /// The HTTP response for a command's outcome: 201 with the transfer (or the batch) when
 /// a transfer was created, 200 when a hold was posted or voided, the refusal's problem
 /// otherwise.
-fn render(outcome: &Result<Outcome, Refusal>, request_id: &str) -> (StatusCode, &'static str, Vec<u8>) {
+fn render(
+    command: &Command,
+    outcome: &Result<Outcome, Refusal>,
+    request_id: &str,
+) -> (StatusCode, &'static str, Vec<u8>) {
     let json = |status, value: serde_json::Result<Vec<u8>>| match value {
         Ok(body) => (status, "application/json", body),
         Err(error) => problem(&ApiError::internal(&error), request_id),
@@ -711,7 +715,7 @@ fn render(outcome: &Result<Outcome, Refusal>, request_id: &str) -> (StatusCode, 
             let body = BatchBody { data: transfers.iter().map(TransferBody::from).collect() };
             json(StatusCode::CREATED, serde_json::to_vec(&body))
         }
-        Err(refusal) => problem(&refusal_error(refusal), request_id),
+        Err(refusal) => problem(&refusal_error(command, refusal), request_id),
     }
 }
 

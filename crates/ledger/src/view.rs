@@ -9,7 +9,7 @@ use till_kit::{Currency, Metadata};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::domain::{Account, Refusal, Transfer, TransferStatus};
+use crate::domain::{Account, Command, NewTransfer, Refusal, Transfer, TransferStatus};
 use crate::{AccountId, EntryId, TransferId};
 
 /// A ledger account with its balances (minor units of `currency`).
@@ -208,19 +208,51 @@ impl BalanceBody {
     }
 }
 
-/// The problem for a refused command, naming the field at fault.
-pub fn refusal_error(refusal: &Refusal) -> ApiError {
+/// The problem for a refused `command`, naming the request field at fault: which of a
+/// transfer's accounts (`debit_account_id` or `credit_account_id`), and in a batch which
+/// transfer (`transfers[2].credit_account_id`). A refusal about an account of an existing
+/// transfer (posting a hold whose account was frozen) names no field: the request has
+/// none for it.
+pub fn refusal_error(command: &Command, refusal: &Refusal) -> ApiError {
+    match (command, refusal) {
+        (Command::Batch(transfers), Refusal::InBatch { index, refusal: inner }) => {
+            let inner_error = transfer_refusal_error(transfers.get(*index), inner);
+            let field = inner_error.param.clone().unwrap_or_else(|| "amount".to_string());
+            ApiError { param: Some(format!("transfers[{index}].{field}")), detail: refusal.to_string(), ..inner_error }
+        }
+        (Command::Transfer(new), refusal) => transfer_refusal_error(Some(new), refusal),
+        (_, refusal) => transfer_refusal_error(None, refusal),
+    }
+}
+
+/// The field of `new` that names `account`.
+fn account_param(new: Option<&NewTransfer>, account: AccountId) -> Option<&'static str> {
+    let new = new?;
+    if new.debit_account == account {
+        Some("debit_account_id")
+    } else if new.credit_account == account {
+        Some("credit_account_id")
+    } else {
+        None
+    }
+}
+
+fn transfer_refusal_error(new: Option<&NewTransfer>, refusal: &Refusal) -> ApiError {
     let detail = refusal.to_string();
+    let with_account = |error: ApiError, account: AccountId| match account_param(new, account) {
+        Some(param) => error.with_param(param),
+        None => error,
+    };
     match refusal {
-        Refusal::AccountNotFound { .. } => {
-            ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Not found", detail).with_param("account_id")
+        Refusal::AccountNotFound { account } => {
+            with_account(ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Not found", detail), *account)
         }
         Refusal::SameAccount => ApiError::invalid("credit_account_id", detail),
         Refusal::CurrencyMismatch { .. } => {
             ApiError::unprocessable("currency_mismatch", "Currency mismatch", detail).with_param("currency")
         }
-        Refusal::AccountNotActive { .. } => {
-            ApiError::unprocessable("account_not_active", "Account not active", detail).with_param("account_id")
+        Refusal::AccountNotActive { account, .. } => {
+            with_account(ApiError::unprocessable("account_not_active", "Account not active", detail), *account)
         }
         Refusal::InsufficientFunds { .. } => {
             ApiError::unprocessable("insufficient_funds", "Insufficient funds", detail).with_param("amount")
@@ -239,10 +271,7 @@ pub fn refusal_error(refusal: &Refusal) -> ApiError {
             ApiError::unprocessable("amount_exceeds_hold", "Amount exceeds hold", detail).with_param("amount")
         }
         Refusal::NotReversible { .. } => ApiError::conflict("transfer_not_reversible", detail),
-        Refusal::InBatch { index, refusal } => {
-            let inner = refusal_error(refusal);
-            let field = inner.param.clone().unwrap_or_else(|| "amount".to_string());
-            ApiError { param: Some(format!("transfers[{index}].{field}")), detail, ..inner }
-        }
+        // A batch inside a batch does not exist; answered as the inner refusal.
+        Refusal::InBatch { refusal, .. } => transfer_refusal_error(None, refusal),
     }
 }

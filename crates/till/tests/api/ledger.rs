@@ -143,9 +143,9 @@ async fn bad_transfers_are_clear_4xx_and_write_nothing() {
         (with("currency", json!("EUR")), 422, "currency_mismatch", "currency"),
         (with("credit_account_id", json!(alice)), 400, "invalid_request", "credit_account_id"),
         (with("credit_account_id", json!(euros)), 422, "currency_mismatch", "currency"),
-        (with("credit_account_id", json!(frozen)), 422, "account_not_active", "account_id"),
-        (with("credit_account_id", json!(closed)), 422, "account_not_active", "account_id"),
-        (with("credit_account_id", json!(foreign)), 404, "resource_missing", "account_id"),
+        (with("credit_account_id", json!(frozen)), 422, "account_not_active", "credit_account_id"),
+        (with("credit_account_id", json!(closed)), 422, "account_not_active", "credit_account_id"),
+        (with("credit_account_id", json!(foreign)), 404, "resource_missing", "credit_account_id"),
         (with("credit_account_id", json!("acct_nope")), 404, "resource_missing", "credit_account_id"),
         (with("amount", json!(1_001)), 422, "insufficient_funds", "amount"),
         (with("colour", json!("red")), 400, "unknown_field", ""),
@@ -452,6 +452,18 @@ async fn a_batch_is_all_or_nothing() {
         )
         .await;
     assert_eq!(problem(invalid).await["param"], "transfers[1].amount");
+    // An account refused in a batch is named by its field in its transfer.
+    let missing = format!("acct_{}", uuid::Uuid::now_v7().simple());
+    let unknown_account = app
+        .post(
+            "/v1/transfers/batch",
+            k,
+            &key(),
+            &json!({"transfers": [transfer_body(&bank, &shop, 1), transfer_body(&bank, &missing, 1)]}),
+        )
+        .await;
+    assert_eq!(unknown_account.status().as_u16(), 404);
+    assert_eq!(problem(unknown_account).await["param"], "transfers[1].credit_account_id");
     let empty = app.post("/v1/transfers/batch", k, &key(), &json!({"transfers": []})).await;
     assert_eq!(empty.status().as_u16(), 400);
     let legs: Vec<Value> = (0..1001).map(|_| transfer_body(&alice, &shop, 1)).collect();
