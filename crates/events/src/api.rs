@@ -50,6 +50,9 @@ impl From<EventRow> for EventBody {
     }
 }
 
+/// A resource id is a prefix, `_` and 32 hex digits; this leaves room for longer ones.
+const RESOURCE_ID_CHARS_MAX: usize = 64;
+
 const EVENT_COLUMNS: &str = "id, type, version, business_id, resource_id, sequence, occurred_at, request_id, data";
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -84,6 +87,13 @@ async fn list_events(
             EventType::parse(name).ok_or_else(|| ApiError::invalid("type", "Not an event type of docs/EVENTS.md."))
         })
         .transpose()?;
+    if let Some(resource_id) = params.resource_id.as_deref() {
+        let id_shaped = (1..=RESOURCE_ID_CHARS_MAX).contains(&resource_id.len())
+            && resource_id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+        if !id_shaped {
+            return Err(ApiError::invalid("resource_id", "resource_id must be a resource id, such as tr_…."));
+        }
+    }
     // One resource's events read in sequence order; otherwise newest first.
     // The log's position is the order of publication (ids made by SQL are not
     // time-ordered), so "newest first" is position descending.

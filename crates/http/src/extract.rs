@@ -51,10 +51,12 @@ fn is_json_content_type(parts: &axum::http::HeaderMap) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-/// Parses JSON bytes into `T`, naming the offending field on failure.
+/// Parses JSON bytes into `T`, naming the offending field on failure. Nothing but
+/// whitespace may follow the document: `{…} trailing` is refused, so Till never reads a
+/// body differently from a proxy or a signer that stops at the first document.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         let message = inner.to_string();
@@ -64,7 +66,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             problem = problem.with_param(path);
         }
         problem
-    })
+    })?;
+    deserializer.end().map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "Invalid request body",
+            format!("The body must be one JSON document and nothing after it: {error}"),
+        )
+    })?;
+    Ok(value)
 }
 
 impl<T, S> FromRequest<S> for ApiJson<T>

@@ -114,11 +114,23 @@ impl ApiError {
         )
     }
 
-    /// Maps a database error: connection-level failures are 503 (retryable), anything
-    /// else is a bug (500).
+    /// Maps a database error: connection-level failures are 503 (retryable); text the
+    /// database cannot store (a NUL, an invalid escape, a value longer than its column)
+    /// is the client's 400, a backstop behind `HumanText` for a field that missed it;
+    /// anything else is a bug (500).
     pub fn database(error: sqlx::Error) -> ApiError {
         if till_db::pool::connection_lost(&error) {
             return ApiError::unavailable(&error);
+        }
+        let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
+        if matches!(code.as_deref(), Some("22021" | "22P05" | "22001")) {
+            tracing::warn!(%error, "the database refused a value from a request; a field lacks its check");
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Invalid request",
+                "The request contains text that cannot be stored (such as a NUL character).",
+            );
         }
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => ApiError::unavailable(&error),

@@ -261,6 +261,10 @@ async fn run_writer(writers: Writers, business: BusinessId, mut receiver: mpsc::
                 return;
             }
         };
+        if armed("ledger::gather_batch", business) {
+            // Under test: let the queue fill, so that what is sent together is one batch.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let mut jobs = vec![first];
         while jobs.len() < BATCH_COMMANDS_MAX {
             match receiver.try_recv() {
@@ -312,6 +316,11 @@ enum Decided {
 }
 
 /// Runs one batch to its end and replies to every job.
+///
+/// A batch that the database refuses because of one command's data (a value it cannot
+/// store, a constraint the domain did not foresee) is split in halves and each half run
+/// again, until the command at fault fails alone: no command can fail another. Each
+/// split is a new transaction of its own; nothing of the refused attempt committed.
 async fn process(
     pool: &PgPool,
     kept: &mut Option<PoolConnection<Postgres>>,
@@ -319,16 +328,31 @@ async fn process(
     business: BusinessId,
     jobs: Vec<Job>,
 ) {
-    let outcome = run_batch(pool, kept, cache, business, &jobs).await;
-    let (decided, stored) = match outcome {
-        Ok(result) => result,
-        Err(failure) => {
-            for job in jobs {
-                let _ = job.reply.send(Reply::Error(failure.clone()));
+    // A stack of the groups still to run; the first half of a split runs first, so
+    // commands keep their arrival order.
+    let mut groups = vec![jobs];
+    while let Some(mut group) = groups.pop() {
+        match run_batch(pool, kept, cache, business, &group).await {
+            Err(failure) if failure.caused_by_data && group.len() > 1 => {
+                tracing::warn!(
+                    commands = group.len(),
+                    "the database refused a ledger batch for its data; splitting it to isolate the command"
+                );
+                let second = group.split_off(group.len() / 2);
+                groups.push(second);
+                groups.push(group);
             }
-            return;
+            Err(failure) => {
+                for job in group {
+                    let _ = job.reply.send(Reply::Error(failure.error.clone()));
+                }
+            }
+            Ok((decided, stored)) => reply(group, decided, stored),
         }
-    };
+    }
+}
+
+fn reply(jobs: Vec<Job>, decided: Vec<Decided>, stored: Vec<StoredResponse>) {
     let mut stored: Vec<Option<StoredResponse>> = stored.into_iter().map(Some).collect();
     for (job, decided) in jobs.into_iter().zip(decided) {
         let reply = match decided {
@@ -344,6 +368,28 @@ async fn process(
     }
 }
 
+/// Why a batch failed as a whole, after its retries.
+struct Failed {
+    /// The answer every command of the batch gets.
+    error: ApiError,
+    /// The database refused the batch's data (SQLSTATE class 22 or 23): one command's
+    /// value, not the batch's circumstances, so running its commands apart isolates it.
+    caused_by_data: bool,
+}
+
+impl From<ApiError> for Failed {
+    fn from(error: ApiError) -> Failed {
+        Failed { error, caused_by_data: false }
+    }
+}
+
+/// A data exception (class 22) or an integrity violation (class 23) other than a unique
+/// violation, which `is_retryable` handles as a race with another instance.
+fn is_data_error(error: &sqlx::Error) -> bool {
+    let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
+    code.is_some_and(|code| (code.starts_with("22") || code.starts_with("23")) && code != "23505")
+}
+
 /// Runs the batch, retrying what a concurrent writer can cause.
 async fn run_batch(
     pool: &PgPool,
@@ -351,7 +397,7 @@ async fn run_batch(
     cache: &mut AccountCache,
     business: BusinessId,
     jobs: &[Job],
-) -> Result<(Vec<Decided>, Vec<StoredResponse>), ApiError> {
+) -> Result<(Vec<Decided>, Vec<StoredResponse>), Failed> {
     // The same key twice in one batch: the first runs, the others are "in flight".
     let mut seen = HashSet::new();
     let duplicate: Vec<bool> = jobs
@@ -367,7 +413,7 @@ async fn run_batch(
     loop {
         let (mut connection, warm) = match kept.take() {
             Some(connection) => (connection, true),
-            None => (pool.acquire().await.map_err(ApiError::database)?, false),
+            None => (pool.acquire().await.map_err(ApiError::database).map_err(Failed::from)?, false),
         };
         if warm {
             // Under test: the kept connection's session ends while it waits for the batch.
@@ -406,7 +452,7 @@ async fn run_batch(
             }
             Err(BatchError::Stale) => {
                 *kept = Some(connection);
-                return Err(ApiError::unavailable(&"the ledger's accounts kept changing under the batch"));
+                return Err(ApiError::unavailable(&"the ledger's accounts kept changing under the batch").into());
             }
             // Before COMMIT, a lost connection (the database restarted, an operator
             // ended the session) left nothing behind: redo the batch on another one.
@@ -418,11 +464,13 @@ async fn run_batch(
                 tracing::info!(%error, attempt, "retrying a ledger batch");
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
             }
-            Err(BatchError::Database(error) | BatchError::Begin(error) | BatchError::Commit(error)) => {
-                return Err(ApiError::database(error))
+            Err(BatchError::Database(error)) => {
+                let caused_by_data = is_data_error(&error);
+                return Err(Failed { error: ApiError::database(error), caused_by_data });
             }
-            Err(BatchError::Corrupt(error)) => return Err(ApiError::internal(&error)),
-            Err(BatchError::Encode(error)) => return Err(ApiError::internal(&error)),
+            Err(BatchError::Begin(error) | BatchError::Commit(error)) => return Err(ApiError::database(error).into()),
+            Err(BatchError::Corrupt(error)) => return Err(ApiError::internal(&error).into()),
+            Err(BatchError::Encode(error)) => return Err(ApiError::internal(&error).into()),
         }
     }
 }
@@ -548,6 +596,13 @@ async fn try_batch(
         })
         .collect();
     steps.mark("apply");
+    if armed("ledger::refuse_poisoned_description", business)
+        && book.writes.transfers.iter().any(|transfer| transfer.description.as_deref() == Some("poison"))
+    {
+        // Under test: the database refuses one command's value, as it once refused a NUL
+        // in a description (SQLSTATE 22021), before the batch is written.
+        sqlx::query("SELECT convert_from('\\x00'::bytea, 'UTF8')").execute(&mut *transaction).await?;
+    }
     let mut written = store::write(&mut transaction, business, &book.writes, &accounts, &events, &responses).await?;
     if armed("ledger::write_stale", business) {
         // Under test: as if another writer had changed an account under every attempt.

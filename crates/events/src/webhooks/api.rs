@@ -122,12 +122,13 @@ fn parse_events(events: &[String]) -> Result<Vec<String>, ApiError> {
 }
 
 fn parse_description(description: Option<String>) -> Result<Option<String>, ApiError> {
-    match description {
-        Some(text) if text.chars().count() > DESCRIPTION_CHARS_MAX => {
-            Err(ApiError::invalid("description", "description must be at most 500 characters."))
-        }
-        other => Ok(other),
-    }
+    description
+        .map(|text| {
+            till_kit::HumanText::parse(&text, DESCRIPTION_CHARS_MAX)
+                .map(till_kit::HumanText::into_string)
+                .map_err(|refusal| ApiError::text("description", refusal))
+        })
+        .transpose()
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

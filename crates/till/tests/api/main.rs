@@ -13,6 +13,7 @@ mod ledger_concurrency;
 mod ledger_helpers;
 mod operations;
 mod roles;
+mod security;
 mod support;
 mod tenancy;
 mod webhooks;
