@@ -9,6 +9,7 @@ use till_events::{Event, EventType};
 use till_http::auth::{Credential, Principal, Role};
 use till_http::extract::{ApiJson, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
+use till_http::secrets::shown_once;
 use till_http::unit_of_work::Tx;
 use till_http::{ApiError, Problem};
 use till_kit::{ApiKeyId, BusinessId, Currency};
@@ -237,7 +238,7 @@ async fn create_api_key(
     let key: ApiKeyBody = row.try_into()?;
     record_key_event(&mut tx, principal.business_id, EventType::ApiKeyCreated, &key).await?;
     let body = CreatedApiKeyBody { key, secret: issued.token.into_exposed() };
-    Ok((StatusCode::CREATED, axum::Json(body)))
+    Ok(shown_once((StatusCode::CREATED, axum::Json(body))))
 }
 
 /// List the business's API keys, newest first, revoked ones included.
@@ -322,7 +323,7 @@ async fn create_business(
         request.tax_registration.as_deref(),
     )?;
     let created = create_business_with_owner_key(&mut tx, &business, "platform").await?;
-    Ok((StatusCode::CREATED, axum::Json(created)))
+    Ok(shown_once((StatusCode::CREATED, axum::Json(created))))
 }
 
 /// Creates a business and its first owner key in the caller's transaction (which must be

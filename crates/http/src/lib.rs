@@ -6,16 +6,20 @@
 //! - [`pagination`]: cursor pagination (`limit`, `starting_after`, `has_more`).
 //! - [`auth`]: roles, the authenticated [`auth::Principal`] and the route permission check.
 //! - [`rate_limit`]: a token bucket per API key.
+//! - [`headers`]: security headers on every response.
+//! - [`secrets`]: responses that carry a secret (never cached, sealed at rest).
 //! - [`unit_of_work`]: one database transaction per request, and for every POST the
 //!   Idempotency-Key protocol, stored in that same transaction.
 
 pub mod auth;
 pub mod extract;
 pub mod fallback;
+pub mod headers;
 pub mod pagination;
 pub mod problem;
 pub mod rate_limit;
 pub mod request_id;
+pub mod secrets;
 pub mod unit_of_work;
 
 pub use problem::{ApiError, Problem};

@@ -27,6 +27,9 @@
 //!    - 5xx: roll back everything and store nothing: the failure was not a decision, and
 //!      a retry with the same key runs again.
 //!
+//! A response that carries a secret (`crate::secrets::shown_once`) is stored sealed with
+//! the server's keyring and opened for a replay, so the secret never rests in plain text.
+//!
 //! This covers effects that are local to the database. An effect on an outside party
 //! (a payment gateway) will need recovery points around the external call; the payments
 //! service will build that on the same table.
@@ -45,9 +48,12 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use till_kit::{sealing, Keyring};
+
 use crate::auth::{Principal, Role, Scope};
 use crate::extract::body_too_large;
 use crate::problem::ApiError;
+use crate::secrets::CarriesSecret;
 
 pub static IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 pub static IDEMPOTENT_REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -55,7 +61,7 @@ pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
 /// Responses bigger than this are not stored for replay (none of Till's are near it).
 const RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Response headers that are part of the stored response.
-const STORED_HEADERS: [HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];
+const STORED_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::CACHE_CONTROL];
 
 #[derive(Clone)]
 pub struct UnitOfWorkState {
@@ -65,6 +71,8 @@ pub struct UnitOfWorkState {
     /// in its own transaction (the ledger's group-commit engine). For these the middleware
     /// validates and fingerprints, leaves an [`IdempotencyContext`], and opens nothing.
     pub delegated_paths: Arc<Vec<&'static str>>,
+    /// Seals stored responses that carry a secret (`crate::secrets`).
+    pub keyring: Arc<Keyring>,
 }
 
 /// An idempotent request's key and fingerprint, for a service that stores the response
@@ -464,8 +472,22 @@ impl StoredResponse {
         Ok(self)
     }
 
+    /// Opens a body that was sealed because it carries a secret (`crate::secrets`).
+    pub fn open(mut self, keyring: &Keyring, context: &IdempotencyContext) -> Result<StoredResponse, ApiError> {
+        if sealing::is_sealed(&self.response_body) {
+            self.response_body = keyring
+                .open(seal_context(context).as_bytes(), &self.response_body)
+                .map_err(|error| ApiError::internal(&format_args!("opening a stored response: {error}")))?;
+        }
+        Ok(self)
+    }
+
     /// The stored response again, byte for byte, marked `Idempotent-Replayed: true`.
     pub fn replay(self) -> Result<Response, ApiError> {
+        if sealing::is_sealed(&self.response_body) {
+            // Never send the sealed bytes: only `open` makes them the response again.
+            return Err(ApiError::internal(&"a sealed stored response was replayed without opening it"));
+        }
         let status = u16::try_from(self.response_status)
             .ok()
             .and_then(|code| StatusCode::from_u16(code).ok())
@@ -541,7 +563,7 @@ async fn idempotent(
     let stored = find_stored(&mut transaction, &context.scope, &wanted).await?.pop();
     if let Some((_, stored)) = stored {
         rollback(transaction).await;
-        return stored.admit(&context)?.replay();
+        return stored.admit(&context)?.open(&state.keyring, &context)?.replay();
     }
 
     sqlx::query("SAVEPOINT effect").execute(&mut *transaction).await?;
@@ -570,6 +592,12 @@ async fn idempotent(
             Some((name.as_str().to_string(), serde_json::Value::String(value.to_string())))
         })
         .collect();
+    // A secret never rests in plain text: the stored copy of such a response is sealed.
+    let stored_body = if response_parts.extensions.get::<CarriesSecret>().is_some() {
+        state.keyring.seal(seal_context(&context).as_bytes(), &response_body)
+    } else {
+        response_body.to_vec()
+    };
     sqlx::query(
         "INSERT INTO api.idempotency_keys
              (scope, principal, principal_role, key, method, path, fingerprint, response_status, response_headers,
@@ -585,11 +613,17 @@ async fn idempotent(
     .bind(&context.fingerprint)
     .bind(i16::try_from(status.as_u16()).unwrap_or(i16::MAX))
     .bind(serde_json::Value::Object(headers))
-    .bind(response_body.as_ref())
+    .bind(stored_body)
     .execute(&mut *transaction)
     .await?;
     transaction.commit().await.map_err(ApiError::database)?;
     Ok(Response::from_parts(response_parts, Body::from(response_body)))
+}
+
+/// The associated data a stored response is sealed with: its row's identity, so that a
+/// sealed body copied to another key does not open there.
+fn seal_context(context: &IdempotencyContext) -> String {
+    format!("api.idempotency_keys\u{1f}{}\u{1f}{}\u{1f}{}", context.scope, context.principal, context.key)
 }
 
 /// Deletes keys older than `retention_hours` (at least 24), at most `batch_rows_max` at a

@@ -7,6 +7,7 @@ pub mod currency;
 pub mod id;
 pub mod metadata;
 pub mod money;
+pub mod sealing;
 pub mod secret;
 pub mod text;
 
@@ -14,6 +15,7 @@ pub use currency::{Currency, UnknownCurrency};
 pub use id::IdError;
 pub use metadata::{Metadata, MetadataError};
 pub use money::{Money, MoneyError};
+pub use sealing::Keyring;
 pub use secret::Secret;
 pub use text::{HumanText, TextError};
 

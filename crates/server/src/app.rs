@@ -2,10 +2,12 @@
 //!
 //! Outermost first, every request passes:
 //! 1. `request_id`: assigns the Request-Id, opens the request span, stamps the response;
-//! 2. `catch_panic`: a panic becomes an opaque 500 problem (the request's transaction is
+//! 2. `headers`: security headers (nosniff; no-store and a content policy on the API, a
+//!    stricter one on the docs page);
+//! 3. `catch_panic`: a panic becomes an opaque 500 problem (the request's transaction is
 //!    dropped with the handler, so it rolls back);
-//! 3. the body limit (413 beyond `body_bytes_max`);
-//! 4. routing; unknown routes are 404 problems, known routes with another method 405.
+//! 4. the body limit (413 beyond `body_bytes_max`);
+//! 5. routing; unknown routes are 404 problems, known routes with another method 405.
 //!
 //! Tenant routes then pass, as route layers: authentication (API key or JWT → Principal)
 //! → rate limit (per key) → authorization (the permission table) → unit of work (the
@@ -81,6 +83,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         pool: pool.clone(),
         body_bytes_max: config.body_bytes_max,
         delegated_paths: std::sync::Arc::new(till_ledger::api::ENGINE_PATHS.to_vec()),
+        keyring: config.keyring.clone(),
     };
 
     let (tenant, tenant_api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -123,6 +126,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .method_not_allowed_fallback(till_http::fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(CatchPanicLayer::custom(till_http::fallback::panic_response))
+        .layer(axum::middleware::from_fn(till_http::headers::middleware))
         .layer(axum::middleware::from_fn(till_http::request_id::middleware));
     Ok(Built { router, openapi, rate_limiter, engine })
 }

@@ -16,6 +16,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub idempotency_retention_hours: u32,
     pub admin_token: Secret<String>,
+    /// Seals secrets at rest (stored responses that carry one, webhook signing secrets).
+    pub keyring: std::sync::Arc<till_kit::Keyring>,
     pub jwt_keys: Vec<JwtKeyConfig>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
@@ -32,8 +34,8 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults for everything but the admin token.
-    pub fn new(admin_token: Secret<String>) -> Config {
+    /// Defaults for everything but the admin token and the sealing keys.
+    pub fn new(admin_token: Secret<String>, keyring: till_kit::Keyring) -> Config {
         Config {
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             rate_limit: RateLimitConfig {
@@ -42,6 +44,7 @@ impl Config {
             },
             idempotency_retention_hours: IDEMPOTENCY_RETENTION_HOURS_MIN,
             admin_token,
+            keyring: std::sync::Arc::new(keyring),
             jwt_keys: Vec::new(),
             jwt_issuer: None,
             jwt_audience: None,

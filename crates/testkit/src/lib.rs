@@ -172,7 +172,10 @@ pub struct TestBusiness {
 }
 
 pub fn test_config() -> Config {
-    let mut config = Config::new(Secret::new(format!("test-admin-token-{}", uuid::Uuid::now_v7().simple())));
+    let keyring = till_kit::Keyring::generate_text("test")
+        .and_then(|text| till_kit::Keyring::parse(&text).ok())
+        .unwrap_or_else(|| panic!("a test keyring"));
+    let mut config = Config::new(Secret::new(format!("test-admin-token-{}", uuid::Uuid::now_v7().simple())), keyring);
     // Generous by default so ordinary tests never meet the limiter; rate-limit tests lower it.
     config.rate_limit.requests_per_second = std::num::NonZeroU32::new(100_000).unwrap_or(std::num::NonZeroU32::MIN);
     config.rate_limit.burst = std::num::NonZeroU32::new(100_000).unwrap_or(std::num::NonZeroU32::MIN);

@@ -208,6 +208,11 @@ pub struct UpArgs {
     /// start and kept in `<data-dir>/admin-token`.
     #[arg(long, env = "TILL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The keys that seal secrets at rest: `id:key[,id:key…]`, each key 32 random bytes
+    /// in unpadded base64url; the first seals, all open (rotation: put the new key first).
+    /// Default: generated on the first start and kept in `<data-dir>/encryption-keys`.
+    #[arg(long, env = "TILL_ENCRYPTION_KEYS", hide_env_values = true)]
+    pub encryption_keys: Option<String>,
     /// Requests per second per API key (token bucket refill rate).
     #[arg(long, env = "TILL_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
     pub rate_limit_per_second: u32,

@@ -19,13 +19,15 @@ use crate::cli::{
 use crate::database::{self, Database};
 
 pub(crate) const ADMIN_TOKEN_FILE: &str = "admin-token";
+const ENCRYPTION_KEYS_FILE: &str = "encryption-keys";
 const DEMO_MARKER_FILE: &str = "demo-business";
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.database.data_dir)
         .with_context(|| format!("creating the data directory {}", args.database.data_dir.display()))?;
     let (admin_token, admin_token_is_new) = admin_token(&args)?;
-    let config = config(&args, admin_token.clone())?;
+    let keyring = keyring(&args)?;
+    let config = config(&args, admin_token.clone(), keyring)?;
 
     let database = database::open_for_up(&args.database).await?;
     // From here on, stop the cluster whatever happens.
@@ -87,8 +89,8 @@ async fn serve(
     Ok(())
 }
 
-fn config(args: &UpArgs, admin_token: Secret<String>) -> anyhow::Result<Config> {
-    let mut config = Config::new(admin_token);
+fn config(args: &UpArgs, admin_token: Secret<String>, keyring: till_kit::Keyring) -> anyhow::Result<Config> {
+    let mut config = Config::new(admin_token, keyring);
     config.rate_limit = RateLimitConfig {
         requests_per_second: NonZeroU32::new(args.rate_limit_per_second)
             .context("TILL_RATE_LIMIT_PER_SECOND must be at least 1")?,
@@ -129,6 +131,30 @@ fn admin_token(args: &UpArgs) -> anyhow::Result<(Secret<String>, bool)> {
     let token = format!("till_admin_{}", hex::encode(bytes));
     till_db::embedded::write_secret_file(&path, &token)?;
     Ok((Secret::new(token), true))
+}
+
+/// The keys that seal secrets at rest: from the flag or environment, else those stored
+/// in the data directory, else a new one (stored 0600, never printed).
+fn keyring(args: &UpArgs) -> anyhow::Result<till_kit::Keyring> {
+    if let Some(keys) = &args.encryption_keys {
+        return till_kit::Keyring::parse(keys).context("TILL_ENCRYPTION_KEYS");
+    }
+    let path = args.database.data_dir.join(ENCRYPTION_KEYS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(stored) => {
+            return till_kit::Keyring::parse(stored.trim()).with_context(|| format!("the keys in {}", path.display()))
+        }
+        // Only a missing file means "first start": a key file that cannot be read must
+        // never be replaced, or everything sealed with it would be lost.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut id = [0_u8; 4];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    let text = till_kit::Keyring::generate_text(&format!("k{}", hex::encode(id)))
+        .context("the system gave no randomness for an encryption key")?;
+    till_db::embedded::write_secret_file(&path, &text)?;
+    till_kit::Keyring::parse(&text).context("the generated encryption key")
 }
 
 async fn create_demo_business_once(

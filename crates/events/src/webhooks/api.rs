@@ -3,11 +3,12 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use till_http::auth::Principal;
 use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
+use till_http::secrets::shown_once;
 use till_http::unit_of_work::Tx;
 use till_http::{ApiError, Problem};
 use time::OffsetDateTime;
@@ -170,7 +171,7 @@ async fn create_endpoint(
     .bind(&secret)
     .fetch_one(&mut *tx)
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(WebhookEndpointWithSecret { endpoint: row.into(), secret })))
+    Ok(shown_once((StatusCode::CREATED, axum::Json(WebhookEndpointWithSecret { endpoint: row.into(), secret }))))
 }
 
 /// List webhook endpoints, newest first.
@@ -307,7 +308,7 @@ async fn rotate_secret(
     mut tx: Tx,
     ApiPath(id): ApiPath<WebhookEndpointId>,
     ApiJsonOrEmpty(request): ApiJsonOrEmpty<RotateSecretRequest>,
-) -> Result<axum::Json<WebhookEndpointWithSecret>, ApiError> {
+) -> Result<Response, ApiError> {
     let grace = request.grace_seconds.unwrap_or(GRACE_SECONDS_DEFAULT);
     if !(0..=GRACE_SECONDS_MAX).contains(&grace) {
         return Err(ApiError::invalid("grace_seconds", "grace_seconds must be 0 to 604800 (7 days)."));
@@ -326,7 +327,7 @@ async fn rotate_secret(
     .fetch_optional(&mut *tx)
     .await?;
     let row = row.ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
-    Ok(axum::Json(WebhookEndpointWithSecret { endpoint: row.into(), secret }))
+    Ok(shown_once(axum::Json(WebhookEndpointWithSecret { endpoint: row.into(), secret })))
 }
 
 /// One delivery attempt.

@@ -4,6 +4,8 @@
 //! - Idempotent replay across principals: `idempotency::another_principal_…`,
 //!   `idempotency::an_admin_repeating_an_owners_key_request_…`,
 //!   `idempotency::a_lower_roles_stored_refusal_…`.
+//! - Ledger refusals naming `account_id`: `ledger::bad_transfers_are_clear_4xx_…` and
+//!   `ledger::a_batch_is_all_or_nothing`.
 
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -156,4 +158,94 @@ async fn data_after_the_json_body_is_refused() {
         .expect("post");
     assert_eq!(spaced.status().as_u16(), 201, "whitespace after the document is fine");
     assert_eq!(accounts(&app).await, before + 1);
+}
+
+/// Every response that shows a secret: the request, and how to find the secret in it.
+async fn secret_responses(app: &TestApp, business: &TestBusiness) -> Vec<(String, reqwest::Response)> {
+    let k = &business.owner_key;
+    let endpoint = json!({ "url": "https://hooks.example.com/till", "enabled_events": ["*"] });
+    let created = app.post("/v1/webhook_endpoints", k, "secret-endpoint", &endpoint).await;
+    let created: Value = created.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_string();
+    let onboarding = json!({ "legal_name": "Sealed Ltd", "country": "GB" });
+    vec![
+        (
+            "POST /v1/api_keys".to_string(),
+            app.post("/v1/api_keys", k, "secret-key", &json!({ "name": "sealed", "role": "viewer" })).await,
+        ),
+        (
+            "POST /v1/platform/businesses".to_string(),
+            app.post("/v1/platform/businesses", &app.admin_token, "secret-business", &onboarding).await,
+        ),
+        (
+            "POST /v1/webhook_endpoints".to_string(),
+            app.post("/v1/webhook_endpoints", k, "secret-endpoint", &endpoint).await,
+        ),
+        (
+            "POST /v1/webhook_endpoints/{id}/rotate_secret".to_string(),
+            app.post(&format!("/v1/webhook_endpoints/{id}/rotate_secret"), k, "secret-rotate", &json!({})).await,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn no_secret_rests_in_plain_text_in_the_idempotency_store_and_replays_still_show_it() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    // Twice: the first answers, the second replays (the endpoint's create was already
+    // sent once inside `secret_responses`, so both of its rows here are replays).
+    let first = secret_responses(&app, &business).await;
+    let mut originals = Vec::new();
+    for (what, response) in first {
+        assert!(response.status().is_success(), "{what}: {}", response.status());
+        assert_eq!(response.headers()["cache-control"], "no-store", "{what}");
+        originals.push((what, response.bytes().await.expect("body")));
+    }
+    let again = secret_responses(&app, &business).await;
+    for ((what, original), (_, replay)) in originals.iter().zip(again) {
+        assert_eq!(replay.headers()["idempotent-replayed"], "true", "{what}");
+        assert_eq!(replay.headers()["cache-control"], "no-store", "{what}: a replay is not cacheable either");
+        assert_eq!(&replay.bytes().await.expect("body"), original, "{what}: the replay is the same bytes");
+        let text = String::from_utf8_lossy(original);
+        assert!(text.contains("till_sk_") || text.contains("whsec_"), "{what} shows a secret");
+    }
+    let stored: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT path, response_body FROM api.idempotency_keys")
+        .fetch_all(&app.owner_pool)
+        .await
+        .expect("stored responses");
+    // Four here, and the harness's own onboarding of the business (its owner key).
+    assert!(stored.len() >= 5, "{} stored responses", stored.len());
+    for (path, body) in stored {
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("till_sk_") && !text.contains("whsec_"), "{path} stores a secret in plain text");
+    }
+}
+
+#[tokio::test]
+async fn every_response_says_nosniff_and_the_docs_page_may_not_be_framed() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    for (path, credential) in [
+        ("/v1/business", Some(business.owner_key.as_str())),
+        ("/v1/business", None),
+        ("/v1/no-such-route", None),
+        ("/healthz", None),
+        ("/v1/openapi.json", None),
+        ("/docs/", None),
+    ] {
+        let mut request = app.client.get(app.url(path));
+        if let Some(credential) = credential {
+            request = request.bearer_auth(credential);
+        }
+        let response = request.send().await.expect("get");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff", "{path}");
+        let policy = response.headers()["content-security-policy"].to_str().expect("ascii").to_string();
+        assert!(policy.contains("frame-ancestors 'none'"), "{path}: {policy}");
+        if path.starts_with("/docs") {
+            assert_eq!(response.headers()["x-frame-options"], "DENY");
+            assert!(policy.contains("script-src 'self'") && !policy.contains("unsafe-eval"), "{policy}");
+        } else {
+            assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+        }
+    }
 }
