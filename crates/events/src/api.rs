@@ -1,4 +1,5 @@
-//! `GET /v1/events` and `GET /v1/events/{id}`: the business's own events, newest first.
+//! `GET /v1/events` and `GET /v1/events/{id}`: the business's own events, newest first,
+//! of the types the caller's role may read (`EventType::read_role`).
 
 use serde::Deserialize;
 use till_http::auth::Principal;
@@ -69,7 +70,14 @@ pub struct EventListParams {
     pub resource_id: Option<String>,
 }
 
-/// The business's events, newest first (or one resource's, in sequence order).
+/// The names of the event types the caller's role may read: an event of another type is
+/// as invisible as another business's (`GET /v1/events/{id}` answers 404).
+fn readable(principal: &Principal) -> Vec<&'static str> {
+    EventType::readable_by(principal.role).into_iter().map(EventType::name).collect()
+}
+
+/// The business's events, newest first (or one resource's, in sequence order). Only the
+/// types the caller's role may read (API-key events need an admin).
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventListParams),
     responses((status = 200, body = Page<EventBody>), (status = 400, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -105,7 +113,8 @@ async fn list_events(
     };
     let rows: Vec<EventRow> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM events.log
-          WHERE business_id = $1 AND ($2::text IS NULL OR type = $2) AND ($5::text IS NULL OR resource_id = $5) AND {cursor}
+          WHERE business_id = $1 AND ($2::text IS NULL OR type = $2) AND ($5::text IS NULL OR resource_id = $5)
+            AND type = ANY($6) AND {cursor}
           ORDER BY {order} LIMIT $4"
     ))
     .bind(principal.business_id.as_uuid())
@@ -113,6 +122,7 @@ async fn list_events(
     .bind(page.starting_after.map(|id| id.as_uuid()))
     .bind(page.fetch_limit())
     .bind(params.resource_id)
+    .bind(readable(&principal))
     .fetch_all(&mut *tx)
     .await?;
     let bodies: Vec<EventBody> = rows.into_iter().map(EventBody::from).collect();
@@ -128,11 +138,13 @@ async fn get_event(
     mut tx: Tx,
     ApiPath(id): ApiPath<EventId>,
 ) -> Result<axum::Json<EventBody>, ApiError> {
-    let row: Option<EventRow> =
-        sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events.log WHERE business_id = $1 AND id = $2"))
-            .bind(principal.business_id.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row: Option<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events.log WHERE business_id = $1 AND id = $2 AND type = ANY($3)"
+    ))
+    .bind(principal.business_id.as_uuid())
+    .bind(id.as_uuid())
+    .bind(readable(&principal))
+    .fetch_optional(&mut *tx)
+    .await?;
     Ok(axum::Json(row.ok_or_else(|| ApiError::not_found("event"))?.into()))
 }

@@ -2,6 +2,7 @@
 //! docs/EVENTS.md is this catalogue in prose; a test keeps the two in step.
 
 use serde::{Deserialize, Serialize};
+use till_http::auth::Role;
 use till_kit::BusinessId;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -65,6 +66,20 @@ impl EventType {
             EventType::WebhookEndpointDisabled => "WebhookEndpointBody",
             _ => "TransferBody",
         }
+    }
+
+    /// The role that may read events of this type, in the event log and through a
+    /// webhook endpoint: its resource's read permission (API keys are an admin's).
+    pub fn read_role(self) -> Role {
+        match self {
+            EventType::ApiKeyCreated | EventType::ApiKeyRevoked => Role::Admin,
+            _ => Role::Viewer,
+        }
+    }
+
+    /// The event types `role` may read.
+    pub fn readable_by(role: Role) -> Vec<EventType> {
+        EventType::ALL.into_iter().filter(|event_type| role.allows(event_type.read_role())).collect()
     }
 
     pub fn description(self) -> &'static str {

@@ -199,7 +199,10 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("body_too_large", 413, "The body is over the size limit."),
     ("unsupported_media_type", 415, "The body is not `application/json`."),
     ("idempotency_key_reused", 422, "The Idempotency-Key was used before with another method, path or body."),
+    ("webhook_endpoint_limit", 422, "The business has as many webhook endpoints as it may."),
+    ("replay_too_large", 422, "A webhook replay would leave too many deliveries waiting; replay from later."),
     ("rate_limited", 429, "Too many requests for this API key; wait `Retry-After` seconds."),
+    ("replay_throttled", 429, "The endpoint was replayed recently or is being replayed; wait `Retry-After` seconds."),
     ("internal_error", 500, "A bug. Quote the request id."),
     ("service_unavailable", 503, "A dependency is unavailable; retry with the same Idempotency-Key."),
 ];

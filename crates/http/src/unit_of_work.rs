@@ -24,8 +24,8 @@
 //!    - 2xx: store the response and commit the effect and the key together;
 //!    - 4xx: roll back to the savepoint (a refusal leaves no partial effect), store the
 //!      refusal and commit, so a retry gets the same answer;
-//!    - 5xx: roll back everything and store nothing: the failure was not a decision, and
-//!      a retry with the same key runs again.
+//!    - 5xx, or 429 (throttled): roll back everything and store nothing: that was not a
+//!      decision, and a retry with the same key runs again.
 //!
 //! A response that carries a secret (`crate::secrets::shown_once`) is stored sealed with
 //! the server's keyring and opened for a replay, so the secret never rests in plain text.
@@ -574,7 +574,9 @@ async fn idempotent(
     let mut transaction = work.into_transaction()?;
 
     let status = response.status();
-    if status.is_server_error() {
+    // A 429 says "not now", not "no": like a 5xx it is no decision, and a retry with the
+    // same key must run again once the limit allows.
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         rollback(transaction).await;
         return Ok(response);
     }

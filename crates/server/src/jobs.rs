@@ -16,20 +16,24 @@ const LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const HOLD_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const HOLD_SWEEP_ROWS_MAX: i32 = 1_000;
 
-pub fn spawn(
-    pool: PgPool,
-    retention_hours: u32,
-    limiter: RateLimiter,
-    engine: Engine,
-    webhooks: till_events::webhooks::WebhookConfig,
-    bus: till_events::bus::Bus,
-    mut shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
+/// What the background jobs run with.
+pub struct Jobs {
+    pub pool: PgPool,
+    pub retention_hours: u32,
+    pub limiter: RateLimiter,
+    pub engine: Engine,
+    pub webhooks: till_events::webhooks::WebhookConfig,
+    pub keyring: std::sync::Arc<till_kit::Keyring>,
+    pub bus: till_events::bus::Bus,
+}
+
+pub fn spawn(jobs: Jobs, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let Jobs { pool, retention_hours, limiter, engine, webhooks, keyring, bus } = jobs;
     // One task that ends when all the jobs have: `till up` awaits it before closing the
     // pool, so no job ever meets a closed pool.
     tokio::spawn(async move {
         let relay = till_events::relay::run(pool.clone(), shutdown.clone());
-        let webhooks = till_events::webhooks::worker::run(pool.clone(), webhooks, shutdown.clone());
+        let webhooks = till_events::webhooks::worker::run(pool.clone(), webhooks, keyring, shutdown.clone());
         let publisher = {
             let (pool, shutdown) = (pool.clone(), shutdown.clone());
             async move {

@@ -147,6 +147,8 @@ pub struct TestApp {
     /// The owner's pool, for assertions that must see every business.
     pub owner_pool: PgPool,
     pub openapi: utoipa_json::Document,
+    /// The keys the server seals secrets with.
+    pub keyring: std::sync::Arc<till_kit::Keyring>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -185,6 +187,9 @@ pub fn test_config() -> Config {
     config.webhooks.retry_cap = std::time::Duration::from_millis(200);
     config.webhooks.poll_interval = std::time::Duration::from_millis(50);
     config.webhooks.request_timeout = std::time::Duration::from_secs(2);
+    config.webhooks.connect_timeout = std::time::Duration::from_secs(2);
+    config.webhooks.breaker_pause_base = std::time::Duration::from_millis(500);
+    config.webhooks.breaker_pause_cap = std::time::Duration::from_secs(5);
     config
 }
 
@@ -207,6 +212,8 @@ async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extensi
     let owner_pool = database.owner_pool().await?;
     let admin_token = config.admin_token.expose_secret().clone();
     let webhooks = config.webhooks.clone();
+    let keyring = config.keyring.clone();
+    let keyring_for_test = keyring.clone();
     let bus = config.bus.clone();
     let built = till_server::build(AppParts { config, pool: pool.clone() }, extension)?;
     let openapi = serde_json::to_value(&built.openapi)?;
@@ -216,12 +223,15 @@ async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extensi
     let (jobs_stop, jobs_stopped) = tokio::sync::watch::channel(false);
     // The background jobs run as under `till up` (the hold sweeper among them).
     till_server::jobs::spawn(
-        pool.clone(),
-        24,
-        built.rate_limiter.clone(),
-        built.engine.clone(),
-        webhooks,
-        bus,
+        till_server::jobs::Jobs {
+            pool: pool.clone(),
+            retention_hours: 24,
+            limiter: built.rate_limiter.clone(),
+            engine: built.engine.clone(),
+            webhooks,
+            keyring,
+            bus,
+        },
         jobs_stopped,
     );
     tokio::spawn(till_server::serve(listener, built.router, async move {
@@ -232,14 +242,27 @@ async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extensi
         .timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    Ok(TestApp { address, client, admin_token, database, pool, owner_pool, openapi, shutdown: Some(shutdown) })
+    Ok(TestApp {
+        address,
+        client,
+        admin_token,
+        database,
+        pool,
+        owner_pool,
+        openapi,
+        keyring: keyring_for_test,
+        shutdown: Some(shutdown),
+    })
 }
 
 impl TestApp {
     /// A second Till instance on this instance's database (its own pool, engine and
-    /// background jobs), as behind a load balancer.
+    /// background jobs, the same sealing keys), as behind a load balancer.
     pub async fn another_instance(&self) -> TestApp {
-        try_spawn_on(self.database.clone(), test_config(), Extension::default())
+        // Instances of one deployment share their sealing keys.
+        let mut config = test_config();
+        config.keyring = self.keyring.clone();
+        try_spawn_on(self.database.clone(), config, Extension::default())
             .await
             .unwrap_or_else(|error| panic!("spawning another instance: {error:#}"))
     }

@@ -48,10 +48,17 @@ async fn serve(
     let owner_pool =
         till_db::connect_owner_pool(database.owner_options.clone(), 2).await.context("connecting to PostgreSQL")?;
     till_db::migrate(&owner_pool, &till_server::migrations()).await?;
+    // Secrets written in plain text before sealing, or sealed with a key that is no
+    // longer the first, are sealed with the first key now.
+    let resealed = till_events::webhooks::secrets::reseal(&owner_pool, &config.keyring).await?;
+    if resealed > 0 {
+        tracing::info!(resealed, "sealed webhook signing secrets with the current key");
+    }
     owner_pool.close().await;
     let pool = till_db::connect_app_pool(database.owner_options.clone(), args.db_connections_max).await?;
     let retention_hours = config.idempotency_retention_hours;
     let built_webhooks = config.webhooks.clone();
+    let keyring = config.keyring.clone();
     let bus = config.bus.clone();
     let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
@@ -72,12 +79,15 @@ async fn serve(
 
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
     let jobs = till_server::jobs::spawn(
-        pool.clone(),
-        retention_hours,
-        built.rate_limiter.clone(),
-        built.engine.clone(),
-        built_webhooks,
-        bus,
+        till_server::jobs::Jobs {
+            pool: pool.clone(),
+            retention_hours,
+            limiter: built.rate_limiter.clone(),
+            engine: built.engine.clone(),
+            webhooks: built_webhooks,
+            keyring,
+            bus,
+        },
         shutdown_receiver,
     );
     till_server::serve(listener, built.router, shutdown_signal()).await?;

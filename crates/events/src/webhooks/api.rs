@@ -1,6 +1,8 @@
 //! Webhook endpoints over HTTP: create (the signing secret is shown once), list, get,
 //! update, delete, rotate the secret, list deliveries with their attempts, and replay.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +13,7 @@ use till_http::pagination::{ListParams, Page};
 use till_http::secrets::shown_once;
 use till_http::unit_of_work::Tx;
 use till_http::{ApiError, Problem};
+use till_kit::Keyring;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -18,6 +21,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::guard::check_url;
+use super::secrets;
 use super::signing::generate_secret;
 use super::{WebhookConfig, WebhookDeliveryId, WebhookEndpointId};
 use crate::envelope::EventType;
@@ -30,16 +34,18 @@ const DESCRIPTION_CHARS_MAX: usize = 500;
 #[derive(Clone)]
 pub struct WebhookState {
     pub config: WebhookConfig,
+    /// Seals signing secrets at rest (`super::secrets`).
+    pub keyring: Arc<Keyring>,
 }
 
-pub fn routes<S: Clone + Send + Sync + 'static>(config: WebhookConfig) -> OpenApiRouter<S> {
+pub fn routes<S: Clone + Send + Sync + 'static>(config: WebhookConfig, keyring: Arc<Keyring>) -> OpenApiRouter<S> {
     OpenApiRouter::new()
         .routes(routes!(create_endpoint, list_endpoints))
         .routes(routes!(get_endpoint, update_endpoint, delete_endpoint))
         .routes(routes!(rotate_secret))
         .routes(routes!(list_deliveries))
         .routes(routes!(replay))
-        .with_state(WebhookState { config })
+        .with_state(WebhookState { config, keyring })
 }
 
 /// A merchant's webhook endpoint. Its signing secret is shown only when created or rotated.
@@ -143,11 +149,13 @@ pub struct CreateEndpointRequest {
     pub description: Option<String>,
 }
 
-/// Register a webhook endpoint.
+/// Register a webhook endpoint. It receives the events that the caller's role may read.
+/// A business has at most 16 endpoints (422 `webhook_endpoint_limit`).
 #[utoipa::path(post, path = "/v1/webhook_endpoints", tag = "webhooks",
     request_body = CreateEndpointRequest,
     params(("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
-    responses((status = 201, body = WebhookEndpointWithSecret), (status = 400, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = WebhookEndpointWithSecret), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "webhook_endpoint_limit")),
     security(("bearer" = [])))]
 async fn create_endpoint(
     principal: Principal,
@@ -158,17 +166,37 @@ async fn create_endpoint(
     let url = parse_url(&request.url, &state.config)?;
     let events = parse_events(&request.enabled_events)?;
     let description = parse_description(request.description)?;
+    // Counted under a lock of the business's endpoints, so two creations at once cannot
+    // both see room for one more.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('webhook_endpoints' || chr(31) || $1::text, 0))")
+        .bind(principal.business_id.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM events.webhook_endpoints WHERE business_id = $1")
+        .bind(principal.business_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+    let limit = state.config.endpoints_per_business_max;
+    if existing >= i64::from(limit) {
+        return Err(ApiError::unprocessable(
+            "webhook_endpoint_limit",
+            "Webhook endpoint limit",
+            format!("A business has at most {limit} webhook endpoints; delete one first."),
+        ));
+    }
+    let id = WebhookEndpointId::generate();
     let secret = generate_secret();
     let row: EndpointRow = sqlx::query_as(&format!(
-        "INSERT INTO events.webhook_endpoints (id, business_id, url, description, enabled_events, secret)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT_COLUMNS}"
+        "INSERT INTO events.webhook_endpoints (id, business_id, url, description, enabled_events, secret_sealed, reader_role)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}"
     ))
-    .bind(WebhookEndpointId::generate().as_uuid())
+    .bind(id.as_uuid())
     .bind(principal.business_id.as_uuid())
     .bind(url)
     .bind(description)
     .bind(events)
-    .bind(&secret)
+    .bind(secrets::seal(&state.keyring, id.as_uuid(), &secret))
+    .bind(principal.role.as_str())
     .fetch_one(&mut *tx)
     .await?;
     Ok(shown_once((StatusCode::CREATED, axum::Json(WebhookEndpointWithSecret { endpoint: row.into(), secret }))))
@@ -305,6 +333,7 @@ pub struct RotateSecretRequest {
     security(("bearer" = [])))]
 async fn rotate_secret(
     principal: Principal,
+    State(state): State<WebhookState>,
     mut tx: Tx,
     ApiPath(id): ApiPath<WebhookEndpointId>,
     ApiJsonOrEmpty(request): ApiJsonOrEmpty<RotateSecretRequest>,
@@ -314,16 +343,19 @@ async fn rotate_secret(
         return Err(ApiError::invalid("grace_seconds", "grace_seconds must be 0 to 604800 (7 days)."));
     }
     let secret = generate_secret();
+    // The current secret, sealed or (in a row not yet resealed) plain, becomes the
+    // previous one as it is: both are bound to this endpoint.
     let row: Option<EndpointRow> = sqlx::query_as(&format!(
         "UPDATE events.webhook_endpoints
-            SET previous_secret = secret, previous_expires_at = now() + $3 * interval '1 second', secret = $4,
+            SET previous_secret = secret, previous_secret_sealed = secret_sealed,
+                previous_expires_at = now() + $3 * interval '1 second', secret = NULL, secret_sealed = $4,
                 version = version + 1, updated_at = now()
           WHERE business_id = $1 AND id = $2 RETURNING {ENDPOINT_COLUMNS}"
     ))
     .bind(principal.business_id.as_uuid())
     .bind(id.as_uuid())
     .bind(grace)
-    .bind(&secret)
+    .bind(secrets::seal(&state.keyring, id.as_uuid(), &secret))
     .fetch_optional(&mut *tx)
     .await?;
     let row = row.ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
@@ -437,45 +469,114 @@ pub struct ReplayBody {
 }
 
 /// Deliver again, in order, every event since an event or a time that the endpoint
-/// subscribes to.
+/// subscribes to. `since` reaches back at most 30 days; an endpoint is replayed at most
+/// once a minute and never while an earlier replay of it is still being delivered (429
+/// with Retry-After, not stored under the Idempotency-Key); a replay that would leave
+/// more than 10 000 deliveries waiting is refused (422 `replay_too_large`).
 #[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/replay", tag = "webhooks",
     params(("id" = WebhookEndpointId, Path), ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
     request_body = ReplayRequest,
-    responses((status = 200, body = ReplayBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = ReplayBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "replay_too_large"),
+        (status = 429, body = Problem, content_type = "application/problem+json", description = "replay_throttled")),
     security(("bearer" = [])))]
 async fn replay(
     principal: Principal,
+    State(state): State<WebhookState>,
     mut tx: Tx,
     ApiPath(id): ApiPath<WebhookEndpointId>,
     ApiJson(request): ApiJson<ReplayRequest>,
 ) -> Result<axum::Json<ReplayBody>, ApiError> {
-    find(&mut tx, &principal, id).await?;
+    // The endpoint's row lock makes one replay of it decide at a time.
+    let endpoint: Option<(OffsetDateTime, Option<OffsetDateTime>)> = sqlx::query_as(
+        "SELECT now(), last_replay_at FROM events.webhook_endpoints WHERE business_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(principal.business_id.as_uuid())
+    .bind(id.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (now, last_replay_at) = endpoint.ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let config = &state.config;
+    let oldest = now - config.replay_window;
     let (after_event, from_time) = if let Ok(event) = EventId::parse(&request.since) {
+        let occurred_at: Option<OffsetDateTime> =
+            sqlx::query_scalar("SELECT occurred_at FROM events.log WHERE business_id = $1 AND id = $2")
+                .bind(principal.business_id.as_uuid())
+                .bind(event.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let occurred_at = occurred_at.ok_or_else(|| ApiError::invalid("since", "No such event."))?;
+        if occurred_at < oldest {
+            return Err(too_far_back(config));
+        }
         (Some(event.as_uuid()), None)
     } else {
         let at = OffsetDateTime::parse(&request.since, &time::format_description::well_known::Rfc3339)
             .map_err(|_| ApiError::invalid("since", "since must be an event id (evt_…) or an RFC 3339 time."))?;
+        if at < oldest {
+            return Err(too_far_back(config));
+        }
         (None, Some(at))
     };
-    if let Some(event) = after_event {
-        let known: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events.log WHERE business_id = $1 AND id = $2)")
-                .bind(principal.business_id.as_uuid())
-                .bind(event)
-                .fetch_one(&mut *tx)
-                .await?;
-        if !known {
-            return Err(ApiError::invalid("since", "No such event."));
-        }
+    if let Some(wait) = last_replay_at.map(|last| last + config.replay_interval - now).filter(|wait| wait.is_positive())
+    {
+        return Err(throttled(
+            format!("This endpoint was replayed less than {} seconds ago.", config.replay_interval.as_secs()),
+            wait.whole_seconds() + 1,
+        ));
     }
+    let replaying: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events.webhook_deliveries
+                         WHERE endpoint_id = $1 AND status = 'pending' AND generation > 0)",
+    )
+    .bind(id.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    if replaying {
+        return Err(throttled(
+            "An earlier replay of this endpoint is still being delivered.".to_string(),
+            i64::try_from(config.replay_interval.as_secs()).unwrap_or(60),
+        ));
+    }
+    let limit = i64::from(config.pending_deliveries_max);
+    // Both counted only up to the limit, so a huge backlog costs no more than a full one.
+    let (waiting, wanted): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM events.webhook_deliveries
+                                        WHERE endpoint_id = $2 AND status = 'pending' LIMIT $5) w),
+                (SELECT count(*) FROM (SELECT 1 FROM events.log l JOIN events.webhook_endpoints e
+                                          ON e.business_id = l.business_id AND e.id = $2
+                                        WHERE l.business_id = $1
+                                          AND ('*' = ANY (e.enabled_events) OR l.type = ANY (e.enabled_events))
+                                          AND ($3::uuid IS NULL OR l.position > (SELECT position FROM events.log WHERE id = $3))
+                                          AND ($4::timestamptz IS NULL OR l.occurred_at >= $4)
+                                        LIMIT $5 + 1) r)",
+    )
+    .bind(principal.business_id.as_uuid())
+    .bind(id.as_uuid())
+    .bind(after_event)
+    .bind(from_time)
+    .bind(limit)
+    .fetch_one(&mut *tx)
+    .await?;
+    if waiting + wanted > limit {
+        return Err(ApiError::unprocessable(
+            "replay_too_large",
+            "Replay too large",
+            format!("The replay would leave more than {limit} deliveries waiting for this endpoint; replay from a later point."),
+        )
+        .with_param("since"));
+    }
+    let (types, roles) = restricted_types();
     let replayed = sqlx::query(
         "INSERT INTO events.webhook_deliveries (id, business_id, endpoint_id, event_id, event_position, resource_id, generation)
          SELECT gen_random_uuid(), l.business_id, e.id, l.id, l.position, l.resource_id,
                 coalesce((SELECT max(d.generation) FROM events.webhook_deliveries d WHERE d.endpoint_id = e.id AND d.event_id = l.id), 0) + 1
            FROM events.log l
            JOIN events.webhook_endpoints e ON e.business_id = l.business_id AND e.id = $2
+           LEFT JOIN unnest($5::text[], $6::text[]) AS r(type, role) ON r.type = l.type
           WHERE l.business_id = $1
             AND ('*' = ANY (e.enabled_events) OR l.type = ANY (e.enabled_events))
+            AND events.role_rank(e.reader_role) >= coalesce(events.role_rank(r.role), 1)
             AND ($3::uuid IS NULL OR l.position > (SELECT position FROM events.log WHERE id = $3))
             AND ($4::timestamptz IS NULL OR l.occurred_at >= $4)
           ORDER BY l.position",
@@ -484,7 +585,37 @@ async fn replay(
     .bind(id.as_uuid())
     .bind(after_event)
     .bind(from_time)
+    .bind(types)
+    .bind(roles)
     .execute(&mut *tx)
     .await?;
+    sqlx::query("UPDATE events.webhook_endpoints SET last_replay_at = now() WHERE id = $1")
+        .bind(id.as_uuid())
+        .execute(&mut *tx)
+        .await?;
     Ok(axum::Json(ReplayBody { replayed: i64::try_from(replayed.rows_affected()).unwrap_or(i64::MAX) }))
+}
+
+fn too_far_back(config: &WebhookConfig) -> ApiError {
+    ApiError::invalid(
+        "since",
+        format!("since must be within the last {} days.", config.replay_window.as_secs() / (24 * 60 * 60)),
+    )
+}
+
+fn throttled(detail: String, retry_after_seconds: i64) -> ApiError {
+    let mut error =
+        ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "replay_throttled", "Replay throttled", detail);
+    error.retry_after_seconds = Some(u64::try_from(retry_after_seconds.max(1)).unwrap_or(60));
+    error
+}
+
+/// The event types a viewer may not read, and the role each needs (the fan-out's and a
+/// replay's filter by the endpoint's reader role).
+pub fn restricted_types() -> (Vec<&'static str>, Vec<&'static str>) {
+    EventType::ALL
+        .into_iter()
+        .filter(|event_type| event_type.read_role() != till_http::auth::Role::Viewer)
+        .map(|event_type| (event_type.name(), event_type.read_role().as_str()))
+        .unzip()
 }

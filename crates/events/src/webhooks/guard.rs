@@ -1,7 +1,9 @@
 //! The SSRF guard. A webhook URL is chosen by a merchant, so Till must never be made to
-//! call its own network: loopback, private, link-local (cloud metadata), CGNAT,
-//! multicast and reserved addresses are refused, in IPv4 and IPv6 (including IPv4 mapped,
-//! compatible, NAT64 and 6to4 forms). The check runs at registration and again at every
+//! call its own network: only global unicast addresses are allowed, in IPv4 and IPv6,
+//! and everything else (loopback, private, link-local and cloud metadata, CGNAT,
+//! multicast, reserved, and the IPv4-in-IPv6 forms: mapped to a non-global address,
+//! compatible, translated, NAT64, 6to4, Teredo) is refused. The rule is an allow-list, so
+//! a special range nobody thought of is refused rather than reached. The check runs at registration and again at every
 //! delivery, on the addresses the name resolves to at that moment, and the connection is
 //! made to a checked address (the resolver below is the only one the client uses), so a
 //! DNS answer that changes after registration (rebinding) is caught.
@@ -24,9 +26,14 @@ pub enum UrlRefusal {
     InternalAddress,
 }
 
-fn forbidden_v4(ip: Ipv4Addr) -> bool {
+/// Whether `ip` is a global unicast IPv4 address: the only kind a webhook may reach.
+/// Everything else is refused, so a range left off this list is refused rather than
+/// allowed (in the spirit of the standard library's unstable `IpAddr::is_global`, and
+/// stricter: the whole IETF block 192.0.0.0/24 and the 6to4 relay anycast block
+/// 192.88.99.0/24 are out).
+fn global_v4(ip: Ipv4Addr) -> bool {
     let [a, b, c, _] = ip.octets();
-    ip.is_unspecified()
+    !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local() // 169.254/16, cloud metadata included
@@ -36,39 +43,40 @@ fn forbidden_v4(ip: Ipv4Addr) -> bool {
         || a == 0 // "this network"
         || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated)
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240 // reserved
+        || a >= 240) // reserved, and the broadcast address
 }
 
-fn forbidden_v6(ip: Ipv6Addr) -> bool {
+/// Whether `ip` is a global unicast IPv6 address: inside 2000::/3 (the only block IANA
+/// allocates for global unicast) and outside the special blocks carved from it. An
+/// IPv4-mapped address (`::ffff:a.b.c.d`) is the IPv4 address it maps. Everything else —
+/// loopback, unspecified, IPv4-compatible and IPv4-translated forms, NAT64 (64:ff9b::/96
+/// and the local-use 64:ff9b:1::/48), unique local, link-local, multicast — lies outside
+/// 2000::/3 and is refused without a list.
+fn global_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
-        return forbidden_v4(v4);
+        return global_v4(v4);
     }
     let segments = ip.segments();
-    // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 (64:ff9b::/96) embed an IPv4.
-    let embedded = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
-    if segments[..6] == [0, 0, 0, 0, 0, 0] || segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return ip.is_unspecified() || ip.is_loopback() || forbidden_v4(embedded(segments[6], segments[7]));
-    }
-    // 6to4 (2002::/16) embeds an IPv4 in bits 16..48.
-    if segments[0] == 0x2002 {
-        return forbidden_v4(embedded(segments[1], segments[2]));
-    }
-    ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (segments[0] & 0xfe00) == 0xfc00 // unique local fc00::/7 (AWS metadata fd00:ec2::254)
-        || (segments[0] & 0xffc0) == 0xfe80 // link-local
-        || (segments[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
-        || (segments[0] == 0x2001 && segments[1] == 0) // Teredo
+    let in_global_unicast = (segments[0] & 0xe000) == 0x2000;
+    let special = match segments[0] {
+        // IETF protocol assignments 2001::/23 (Teredo, ORCHID, benchmarking), and the
+        // documentation block 2001:db8::/32.
+        0x2001 => segments[1] < 0x0200 || segments[1] == 0x0db8,
+        // 6to4: an IPv4 address inside, relayed.
+        0x2002 => true,
+        // Documentation 3fff::/20.
+        first => (first & 0xfff0) == 0x3ff0,
+    };
+    in_global_unicast && !special
 }
 
-/// Whether delivering to `ip` could reach something internal.
+/// Whether delivering to `ip` could reach something that is not on the public internet.
 pub fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => forbidden_v6(v6),
+        IpAddr::V4(v4) => !global_v4(v4),
+        IpAddr::V6(v6) => !global_v6(v6),
     }
 }
 
@@ -89,8 +97,8 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<Url, UrlRefusal> {
     // The WHATWG parser normalizes decimal, octal and hex IPv4 forms to dotted quads.
     match url.host() {
         None => Err(UrlRefusal::Invalid),
-        Some(url::Host::Ipv4(ip)) if !allow_private && forbidden_v4(ip) => Err(UrlRefusal::InternalAddress),
-        Some(url::Host::Ipv6(ip)) if !allow_private && forbidden_v6(ip) => Err(UrlRefusal::InternalAddress),
+        Some(url::Host::Ipv4(ip)) if !allow_private && !global_v4(ip) => Err(UrlRefusal::InternalAddress),
+        Some(url::Host::Ipv6(ip)) if !allow_private && !global_v6(ip) => Err(UrlRefusal::InternalAddress),
         Some(url::Host::Domain(name)) if !allow_private && is_internal_name(name) => Err(UrlRefusal::InternalAddress),
         Some(_) => Ok(url),
     }
@@ -161,7 +169,19 @@ mod tests {
             "::ffff:10.0.0.1",
             "::127.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b::808:808",
+            "64:ff9b:1::a9fe:a9fe",
+            "::ffff:0:7f00:1",
+            "::ffff:0:808:808",
+            "192.88.99.1",
+            "192.0.0.9",
+            "2001::1",
+            "2001:2::1",
+            "2001:10::1",
+            "3fff::1",
+            "100::1",
             "2002:7f00:1::",
+            "2002:808:808::",
             "fd00:ec2::254",
             "fe80::1",
             "fc00::1",
@@ -171,7 +191,7 @@ mod tests {
             let parsed: IpAddr = ip.parse().expect("address");
             assert!(is_forbidden(parsed), "{ip}");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2a00:1450:4009:81e::200e"] {
             let parsed: IpAddr = ip.parse().expect("address");
             assert!(!is_forbidden(parsed), "{ip}");
         }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod guard;
+pub mod secrets;
 pub mod signing;
 pub mod worker;
 
@@ -28,6 +29,26 @@ pub struct WebhookConfig {
     /// An endpoint failing continuously this long is disabled.
     pub disable_after: Duration,
     pub poll_interval: Duration,
+    /// Deliveries in flight at once, for this instance.
+    pub sends_max: usize,
+    /// Deliveries in flight at once to one endpoint, and for one business (across
+    /// instances, by their leases): no business can take every send.
+    pub endpoint_in_flight_max: u32,
+    pub business_in_flight_max: u32,
+    /// Consecutive failed attempts after which an endpoint's breaker opens; each further
+    /// failure pauses it for `breaker_pause_base`, doubled per failure, up to
+    /// `breaker_pause_cap` (jittered), and then one probe is let through.
+    pub breaker_failures: u32,
+    pub breaker_pause_base: Duration,
+    pub breaker_pause_cap: Duration,
+    /// Deliveries that may wait for one endpoint; past this, a new event's delivery is
+    /// recorded as failed without an attempt (replayable once the endpoint catches up).
+    pub pending_deliveries_max: u32,
+    /// Endpoints one business may register.
+    pub endpoints_per_business_max: u32,
+    /// How far back a replay may reach, and how often one endpoint may be replayed.
+    pub replay_window: Duration,
+    pub replay_interval: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -41,6 +62,16 @@ impl Default for WebhookConfig {
             retry_window: Duration::from_secs(3 * 24 * 60 * 60),
             disable_after: Duration::from_secs(5 * 24 * 60 * 60),
             poll_interval: Duration::from_millis(250),
+            sends_max: 64,
+            endpoint_in_flight_max: 4,
+            business_in_flight_max: 16,
+            breaker_failures: 5,
+            breaker_pause_base: Duration::from_secs(30),
+            breaker_pause_cap: Duration::from_secs(60 * 60),
+            pending_deliveries_max: 10_000,
+            endpoints_per_business_max: 16,
+            replay_window: Duration::from_secs(30 * 24 * 60 * 60),
+            replay_interval: Duration::from_secs(60),
         }
     }
 }

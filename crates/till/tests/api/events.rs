@@ -212,7 +212,13 @@ fn the_catalogue_documents_every_event_type() {
     let catalogue =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/EVENTS.md")).expect("docs/EVENTS.md");
     for event_type in till_events::EventType::ALL {
-        let row = format!("| `{}` | {} | `{}` |", event_type.name(), event_type.version(), event_type.data_schema());
+        let row = format!(
+            "| `{}` | {} | `{}` | {} |",
+            event_type.name(),
+            event_type.version(),
+            event_type.data_schema(),
+            event_type.read_role().as_str()
+        );
         assert!(catalogue.contains(&row), "docs/EVENTS.md lacks the row {row}");
     }
 }

@@ -193,10 +193,14 @@ fn cases() -> Vec<Case> {
                         assert!(std::time::Instant::now() < deadline, "an event arrives");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
-                    target(
-                        format!("/v1/webhook_endpoints/{endpoint}/replay"),
-                        |n| json!({ "since": format!("20{:02}-01-01T00:00:00Z", n % 100) }),
-                    )
+                    // Variants are different times within the replay window (30 days).
+                    let base = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+                    target(format!("/v1/webhook_endpoints/{endpoint}/replay"), move |n| {
+                        let since = base - time::Duration::seconds(i64::from(n));
+                        let since =
+                            since.format(&time::format_description::well_known::Rfc3339).expect("an RFC 3339 time");
+                        json!({ "since": since })
+                    })
                 })
             },
         },

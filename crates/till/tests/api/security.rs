@@ -249,3 +249,127 @@ async fn every_response_says_nosniff_and_the_docs_page_may_not_be_framed() {
         }
     }
 }
+
+/// API-key events carry the key inventory, which only admins may list: viewers see none
+/// of them in the event log, and an endpoint whose creator's role is below admin
+/// receives none.
+#[tokio::test]
+async fn viewers_cannot_read_api_key_events_in_the_log_or_through_webhooks() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let viewer = app.create_key(&business, "viewer").await;
+    let admin = app.create_key(&business, "admin").await;
+    // Two endpoints made by the admin; one is made a viewer's, as an endpoint of a
+    // dashboard role below admin would be.
+    let endpoint = |idempotency_key: String| {
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            let body = json!({ "url": "https://hooks.example.com/till", "enabled_events": ["*"] });
+            let created = app.post("/v1/webhook_endpoints", &admin, &idempotency_key, &body).await;
+            let created: Value = created.json().await.expect("json");
+            uuid::Uuid::parse_str(created["id"].as_str().expect("id").trim_start_matches("we_")).expect("uuid")
+        }
+    };
+    let admins = endpoint(key()).await;
+    let viewers = endpoint(key()).await;
+    sqlx::query("UPDATE events.webhook_endpoints SET reader_role = 'viewer' WHERE id = $1")
+        .bind(viewers)
+        .execute(&app.owner_pool)
+        .await
+        .expect("a viewer's endpoint");
+    let created = app.post("/v1/api_keys", &business.owner_key, &key(), &json!({"name": "x", "role": "viewer"})).await;
+    assert_eq!(created.status().as_u16(), 201);
+    wallet(&app, &business.owner_key, "GBP").await;
+
+    // Wait until the wallet's event reached the admin's endpoint: everything before it was
+    // fanned out by then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let delivered = |endpoint: uuid::Uuid| {
+        let pool = app.owner_pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT l.type FROM events.webhook_deliveries d JOIN events.log l ON l.id = d.event_id
+                  WHERE d.endpoint_id = $1 ORDER BY l.position",
+            )
+            .bind(endpoint)
+            .fetch_all(&pool)
+            .await
+            .expect("deliveries")
+        }
+    };
+    while !delivered(admins).await.contains(&"account.created".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "the events were fanned out");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(delivered(admins).await.contains(&"api_key.created".to_string()), "an admin's endpoint gets key events");
+    let to_viewer = delivered(viewers).await;
+    assert!(to_viewer.contains(&"account.created".to_string()), "{to_viewer:?}");
+    assert!(!to_viewer.iter().any(|event| event.starts_with("api_key.")), "{to_viewer:?}");
+
+    let listed: Value = app.get("/v1/events?type=api_key.created", &viewer).await.json().await.expect("json");
+    assert_eq!(listed["data"], json!([]), "a viewer lists no key events");
+    let all: Value = app.get("/v1/events?limit=100", &viewer).await.json().await.expect("json");
+    let types: Vec<&str> = all["data"].as_array().expect("data").iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(types.contains(&"account.created") && !types.iter().any(|t| t.starts_with("api_key.")), "{types:?}");
+    let as_admin: Value = app.get("/v1/events?type=api_key.created", &admin).await.json().await.expect("json");
+    let key_event = as_admin["data"][0]["id"].as_str().expect("an admin sees key events").to_string();
+    let one = app.get(&format!("/v1/events/{key_event}"), &viewer).await;
+    assert_eq!(one.status().as_u16(), 404, "as invisible to a viewer as another business's event");
+    assert_eq!(app.get(&format!("/v1/events/{key_event}"), &admin).await.status().as_u16(), 200);
+}
+
+/// Webhook signing secrets are sealed at rest; secrets written before sealing (plain)
+/// and secrets sealed with a retired key are sealed with the current key by `reseal`,
+/// and an endpoint keeps the same secret throughout.
+#[tokio::test]
+async fn webhook_signing_secrets_are_sealed_and_resealed_after_a_key_rotation() {
+    use till_events::webhooks::secrets;
+    use till_kit::Keyring;
+    let old_text = Keyring::generate_text("old").expect("random");
+    let mut config = till_testkit::test_config();
+    config.keyring = std::sync::Arc::new(Keyring::parse(&old_text).expect("keyring"));
+    let app = till_testkit::spawn_app_with(config, Default::default()).await;
+    let business = app.create_business("GB").await;
+    let body = json!({ "url": "https://hooks.example.com/till", "enabled_events": ["*"] });
+    let created: Value =
+        app.post("/v1/webhook_endpoints", &business.owner_key, &key(), &body).await.json().await.expect("json");
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    let id = uuid::Uuid::parse_str(created["id"].as_str().expect("id").trim_start_matches("we_")).expect("uuid");
+    let stored = || async {
+        sqlx::query_as::<_, (Option<String>, Option<Vec<u8>>)>(
+            "SELECT secret, secret_sealed FROM events.webhook_endpoints WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("row")
+    };
+    let (plain, sealed) = stored().await;
+    assert_eq!(plain, None, "no plain secret is stored");
+    let sealed = sealed.expect("a sealed secret");
+    assert!(!String::from_utf8_lossy(&sealed).contains("whsec_"));
+    assert_eq!(secrets::open(&app.keyring, id, Some(&sealed), None).expect("opens"), Some(secret.clone()));
+
+    // As a row written before sealing: plain only. `reseal` seals it.
+    sqlx::query("UPDATE events.webhook_endpoints SET secret = $2, secret_sealed = NULL WHERE id = $1")
+        .bind(id)
+        .bind(&secret)
+        .execute(&app.owner_pool)
+        .await
+        .expect("a legacy row");
+    assert_eq!(secrets::reseal(&app.owner_pool, &app.keyring).await.expect("reseal"), 1);
+    let (plain, sealed) = stored().await;
+    assert_eq!(plain, None);
+    assert_eq!(Keyring::key_id_of(sealed.as_deref().unwrap_or_default()), Some("old"));
+
+    // A rotation: the new key first, the old one after it. `reseal` moves the secret to
+    // the new key, after which the old key can leave the keyring.
+    let new_text = Keyring::generate_text("new").expect("random");
+    let rotated = Keyring::parse(&format!("{new_text},{old_text}")).expect("keyring");
+    assert_eq!(secrets::reseal(&app.owner_pool, &rotated).await.expect("reseal"), 1);
+    assert_eq!(secrets::reseal(&app.owner_pool, &rotated).await.expect("reseal"), 0, "nothing left to move");
+    let (_, sealed) = stored().await;
+    assert_eq!(Keyring::key_id_of(sealed.as_deref().unwrap_or_default()), Some("new"));
+    let new_only = Keyring::parse(&new_text).expect("keyring");
+    assert_eq!(secrets::open(&new_only, id, sealed.as_deref(), None).expect("opens"), Some(secret));
+}
