@@ -14,14 +14,7 @@ use crate::problem::ApiError;
 /// 400 that names the field rather than a silently ignored value.
 pub struct ApiJson<T>(pub T);
 
-pub fn body_too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        "Body too large",
-        "The request body is over the size limit.",
-    )
-}
+pub use crate::body::too_large as body_too_large;
 
 fn unsupported_media_type() -> ApiError {
     ApiError::new(
@@ -32,15 +25,9 @@ fn unsupported_media_type() -> ApiError {
     )
 }
 
-/// The body, within the size limit (413 beyond it).
-async fn read_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            body_too_large()
-        } else {
-            ApiError::invalid("body", rejection.body_text())
-        }
-    })
+/// The body, within the size limit (413 beyond it) and the read timeout (408).
+async fn read_bytes<S: Send + Sync>(request: Request, _state: &S) -> Result<Bytes, ApiError> {
+    crate::body::collect(request.into_body()).await
 }
 
 fn is_json_content_type(parts: &axum::http::HeaderMap) -> bool {

@@ -2,6 +2,7 @@
 //!
 //! - [`problem`]: RFC 9457 problem+json errors with stable codes ([`ApiError`]).
 //! - [`request_id`]: the `Request-Id` of every response and the request's tracing span.
+//! - [`body`]: request bodies bounded in size and in time.
 //! - [`extract`]: JSON, query and path extractors whose rejections are problems.
 //! - [`pagination`]: cursor pagination (`limit`, `starting_after`, `has_more`).
 //! - [`auth`]: roles, the authenticated [`auth::Principal`] and the route permission check.
@@ -12,6 +13,7 @@
 //!   Idempotency-Key protocol, stored in that same transaction.
 
 pub mod auth;
+pub mod body;
 pub mod extract;
 pub mod fallback;
 pub mod headers;

@@ -196,6 +196,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("idempotency_key_in_use", 409, "A request with this Idempotency-Key is still running."),
     ("state_conflict", 409, "The resource's state does not allow this now."),
     ("version_mismatch", 412, "The `If-Match` version is not the resource's current version."),
+    ("request_timeout", 408, "The request body did not arrive in time."),
     ("body_too_large", 413, "The body is over the size limit."),
     ("unsupported_media_type", 415, "The body is not `application/json`."),
     ("idempotency_key_reused", 422, "The Idempotency-Key was used before with another method, path or body."),

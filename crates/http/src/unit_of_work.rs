@@ -43,7 +43,6 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -51,7 +50,6 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use till_kit::{sealing, Keyring};
 
 use crate::auth::{Principal, Role, Scope};
-use crate::extract::body_too_large;
 use crate::problem::ApiError;
 use crate::secrets::CarriesSecret;
 
@@ -428,11 +426,9 @@ fn fingerprint(method: &Method, uri: &Uri, body: &[u8]) -> Vec<u8> {
 }
 
 async fn read_body(body: Body, bytes_max: usize) -> Result<bytes::Bytes, ApiError> {
-    match http_body_util::Limited::new(body, bytes_max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(body_too_large()),
-        Err(error) => Err(ApiError::invalid("body", format!("The request body could not be read: {error}"))),
-    }
+    // The outer body layer bounds it already; this bound holds for a router mounted
+    // without that layer too.
+    crate::body::collect(Body::new(http_body_util::Limited::new(body, bytes_max))).await
 }
 
 /// A stored response, as found for a request's key.

@@ -6,7 +6,9 @@
 //!    stricter one on the docs page);
 //! 3. `catch_panic`: a panic becomes an opaque 500 problem (the request's transaction is
 //!    dropped with the handler, so it rolls back);
-//! 4. the body limit (413 beyond `body_bytes_max`);
+//! 4. `body`: a `Content-Length` over `body_bytes_max` is a 413 at once; the body is
+//!    bounded in size and must arrive within the body timeout (408), read by whoever
+//!    needs it after authentication;
 //! 5. routing; unknown routes are 404 problems, known routes with another method 405.
 //!
 //! Tenant routes then pass, as route layers: authentication (API key or JWT → Principal)
@@ -125,6 +127,10 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .fallback(till_http::fallback::route_not_found)
         .method_not_allowed_fallback(till_http::fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
+        .layer(from_fn_with_state(
+            till_http::body::BodyLimits { bytes_max: config.body_bytes_max, read_timeout: config.http.body_timeout },
+            till_http::body::middleware,
+        ))
         .layer(CatchPanicLayer::custom(till_http::fallback::panic_response))
         .layer(axum::middleware::from_fn(till_http::headers::middleware))
         .layer(axum::middleware::from_fn(till_http::request_id::middleware));

@@ -13,6 +13,8 @@ pub const IDEMPOTENCY_RETENTION_HOURS_MIN: u32 = 24;
 #[derive(Clone)]
 pub struct Config {
     pub body_bytes_max: usize,
+    /// Header, keep-alive and body timeouts, and the connection cap.
+    pub http: crate::serve::ConnectionLimits,
     pub rate_limit: RateLimitConfig,
     pub idempotency_retention_hours: u32,
     pub admin_token: Secret<String>,
@@ -38,6 +40,7 @@ impl Config {
     pub fn new(admin_token: Secret<String>, keyring: till_kit::Keyring) -> Config {
         Config {
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+            http: crate::serve::ConnectionLimits::default(),
             rate_limit: RateLimitConfig {
                 requests_per_second: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
                 burst: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
@@ -65,6 +68,25 @@ impl Config {
             return Err(ConfigError::Invalid {
                 setting: "TILL_ADMIN_TOKEN",
                 why: "must be at least 32 characters".into(),
+            });
+        }
+        let seconds = |duration: std::time::Duration| duration.as_secs();
+        if !(1..=300).contains(&seconds(self.http.header_timeout)) {
+            return Err(ConfigError::Invalid {
+                setting: "TILL_HTTP_HEADER_TIMEOUT_SECONDS",
+                why: "must be between 1 and 300".into(),
+            });
+        }
+        if !(1..=3600).contains(&seconds(self.http.body_timeout)) {
+            return Err(ConfigError::Invalid {
+                setting: "TILL_HTTP_BODY_TIMEOUT_SECONDS",
+                why: "must be between 1 and 3600".into(),
+            });
+        }
+        if !(1..=1_000_000).contains(&self.http.connections_max) {
+            return Err(ConfigError::Invalid {
+                setting: "TILL_HTTP_CONNECTIONS_MAX",
+                why: "must be between 1 and 1000000".into(),
             });
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.body_bytes_max) {

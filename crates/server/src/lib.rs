@@ -7,9 +7,11 @@ pub mod config;
 pub mod jobs;
 pub mod openapi;
 pub mod permissions;
+pub mod serve;
 
 pub use app::{build, AppParts, Extension};
 pub use config::Config;
+pub use serve::{serve, ConnectionLimits};
 
 /// Every schema's migrations, in the order they must run.
 pub fn migrations() -> [&'static till_db::SchemaMigrations; 5] {
@@ -21,24 +23,4 @@ pub fn migrations() -> [&'static till_db::SchemaMigrations; 5] {
         &till_access::MIGRATIONS,
         &till_ledger::MIGRATIONS,
     ]
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and
-/// lets in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Without TCP_NODELAY, a response written in two segments waits for the client's
-    // delayed ACK (about 40 ms on Linux): every request would take that long.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::warn!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
 }

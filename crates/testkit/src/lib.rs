@@ -215,6 +215,7 @@ async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extensi
     let keyring = config.keyring.clone();
     let keyring_for_test = keyring.clone();
     let bus = config.bus.clone();
+    let limits = config.http;
     let built = till_server::build(AppParts { config, pool: pool.clone() }, extension)?;
     let openapi = serde_json::to_value(&built.openapi)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -234,7 +235,7 @@ async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extensi
         },
         jobs_stopped,
     );
-    tokio::spawn(till_server::serve(listener, built.router, async move {
+    tokio::spawn(till_server::serve(listener, built.router, limits, async move {
         let _ = stopped.await;
         let _ = jobs_stop.send(true);
     }));

@@ -222,6 +222,16 @@ pub struct UpArgs {
     /// Largest accepted request body.
     #[arg(long, env = "TILL_BODY_BYTES_MAX", default_value_t = 1024 * 1024)]
     pub body_bytes_max: usize,
+    /// Seconds a connection may take to send a request's line and headers, and may stay
+    /// idle between requests.
+    #[arg(long, env = "TILL_HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub http_header_timeout_seconds: u64,
+    /// Seconds a request's body may take to arrive.
+    #[arg(long, env = "TILL_HTTP_BODY_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub http_body_timeout_seconds: u64,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "TILL_HTTP_CONNECTIONS_MAX", default_value_t = 1024)]
+    pub http_connections_max: usize,
     /// How long idempotency keys are kept (at least 24).
     #[arg(long, env = "TILL_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
     pub idempotency_retention_hours: u32,

@@ -60,6 +60,7 @@ async fn serve(
     let built_webhooks = config.webhooks.clone();
     let keyring = config.keyring.clone();
     let bus = config.bus.clone();
+    let limits = config.http;
     let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
     let address = SocketAddr::new(args.bind, args.port);
@@ -90,7 +91,7 @@ async fn serve(
         },
         shutdown_receiver,
     );
-    till_server::serve(listener, built.router, shutdown_signal()).await?;
+    till_server::serve(listener, built.router, limits, shutdown_signal()).await?;
     tracing::info!("the API has stopped accepting and drained in-flight requests");
     let _ = shutdown_sender.send(true);
     jobs.await.context("joining background jobs")?;
@@ -107,6 +108,9 @@ fn config(args: &UpArgs, admin_token: Secret<String>, keyring: till_kit::Keyring
         burst: NonZeroU32::new(args.rate_limit_burst).context("TILL_RATE_LIMIT_BURST must be at least 1")?,
     };
     config.body_bytes_max = args.body_bytes_max;
+    config.http.header_timeout = std::time::Duration::from_secs(args.http_header_timeout_seconds);
+    config.http.body_timeout = std::time::Duration::from_secs(args.http_body_timeout_seconds);
+    config.http.connections_max = args.http_connections_max;
     config.idempotency_retention_hours = args.idempotency_retention_hours;
     if let Some(keys) = &args.jwt_keys {
         config.jwt_keys =

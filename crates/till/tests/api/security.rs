@@ -373,3 +373,153 @@ async fn webhook_signing_secrets_are_sealed_and_resealed_after_a_key_rotation() 
     let new_only = Keyring::parse(&new_text).expect("keyring");
     assert_eq!(secrets::open(&new_only, id, sealed.as_deref(), None).expect("opens"), Some(secret));
 }
+
+mod slow_clients {
+    //! Slowloris and its kin: each kind of slow client is cut off, and the connection
+    //! cap holds, with the limits lowered for the test.
+
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use till_testkit::{spawn_app_with, test_config, TestApp};
+
+    async fn spawn(header_timeout: Duration, connections_max: usize) -> TestApp {
+        let mut config = test_config();
+        config.http.header_timeout = header_timeout;
+        config.http.body_timeout = Duration::from_secs(1);
+        config.http.connections_max = connections_max;
+        spawn_app_with(config, Default::default()).await
+    }
+
+    async fn connect(app: &TestApp) -> TcpStream {
+        TcpStream::connect(app.address.trim_start_matches("http://")).await.expect("connect")
+    }
+
+    /// Everything the server sends until it closes the connection, or `None` if it is
+    /// still open after `within`.
+    async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+        let mut received = Vec::new();
+        let mut buffer = [0_u8; 4096];
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+                Err(_) => return None,
+                Ok(Ok(0) | Err(_)) => return Some(received),
+                Ok(Ok(read)) => received.extend_from_slice(&buffer[..read]),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn headers_sent_slowly_are_cut_off() {
+        let app = spawn(Duration::from_secs(1), 64).await;
+        let mut stream = connect(&app).await;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: till\r\n").await.expect("write");
+        let started = Instant::now();
+        let (mut read, mut write) = stream.into_split();
+        let trickle = tokio::spawn(async move {
+            // One header line every 300 ms, for up to 20 s: longer than any test allows.
+            for _ in 0..66 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if write.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buffer = [0_u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match read.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        trickle.abort();
+        assert!(closed.is_ok(), "a client trickling headers kept its connection for 10 s");
+        assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed() {
+        let app = spawn(Duration::from_secs(1), 64).await;
+        let mut stream = connect(&app).await;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: till\r\n\r\n").await.expect("write");
+        // The answer comes, then nothing more is sent: the server closes the idle
+        // keep-alive connection after the header timeout.
+        let received = until_closed(&mut stream, Duration::from_secs(10)).await;
+        let received = received.expect("an idle keep-alive connection stayed open for 10 s");
+        assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"), "{received:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_sent_slowly_is_a_408_and_a_huge_one_a_413_at_once() {
+        let app = spawn(Duration::from_secs(5), 64).await;
+        let business = app.create_business("GB").await;
+        let mut stream = connect(&app).await;
+        let head = format!(
+            "POST /v1/accounts HTTP/1.1\r\nHost: till\r\nAuthorization: Bearer {}\r\nIdempotency-Key: slow-body\r\n\
+             Content-Type: application/json\r\nContent-Length: 200\r\n\r\n",
+            business.owner_key
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let (mut read, mut write) = stream.into_split();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..60 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if write.write_all(b" ").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut received = Vec::new();
+        let mut buffer = [0_u8; 4096];
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            while !String::from_utf8_lossy(&received).contains("\r\n\r\n") {
+                match read.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => received.extend_from_slice(&buffer[..n]),
+                }
+            }
+        })
+        .await;
+        trickle.abort();
+        assert!(answered.is_ok(), "a trickled body held the request for 10 s");
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+
+        // 10 GB announced: refused before a byte of it, authenticated or not.
+        let mut stream = connect(&app).await;
+        let started = Instant::now();
+        stream
+            .write_all(
+                b"POST /v1/accounts HTTP/1.1\r\nHost: till\r\nContent-Type: application/json\r\n\
+                  Content-Length: 10000000000\r\n\r\n",
+            )
+            .await
+            .expect("write");
+        let received = until_closed(&mut stream, Duration::from_secs(10)).await.expect("answered and closed");
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_until_one_ends() {
+        let app = spawn(Duration::from_secs(30), 2).await;
+        // Two connections that send nothing hold both places.
+        let holders = [connect(&app).await, connect(&app).await];
+        // Give the server the moment it needs to accept both.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut third = connect(&app).await;
+        third.write_all(b"GET /healthz HTTP/1.1\r\nHost: till\r\nConnection: close\r\n\r\n").await.expect("write");
+        assert_eq!(until_closed(&mut third, Duration::from_secs(1)).await, None, "served past the cap");
+        drop(holders);
+        let received = until_closed(&mut third, Duration::from_secs(10)).await.expect("served once a place freed");
+        assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+    }
+}
