@@ -153,7 +153,64 @@ pub fn tenant_routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
 }
 
 pub fn platform_routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
-    OpenApiRouter::new().routes(routes!(create_business))
+    OpenApiRouter::new().routes(routes!(create_business)).routes(routes!(revoke_tokens))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeTokensRequest {
+    /// Revoke every dashboard token of this subject (`sub`) issued until now; tokens
+    /// issued later (the user signs in again) work.
+    #[schema(example = "user_42")]
+    pub subject: Option<String>,
+    /// Revoke the one token with this `jti`.
+    pub token_id: Option<String>,
+}
+
+/// A revocation of dashboard tokens.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenRevocationBody {
+    /// `subject` or `token`.
+    pub kind: String,
+    pub value: String,
+    /// Tokens issued before this (for a subject) are refused.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+}
+
+/// Revoke dashboard JWTs: one token by its `jti`, or every token of a subject issued until
+/// now. Platform operators only. A revocation is kept as long as a token it refuses could
+/// still be valid (the JWT lifetime limit), then purged.
+#[utoipa::path(post, path = "/v1/platform/token_revocations", tag = "platform",
+    request_body = RevokeTokensRequest,
+    params(("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
+    responses(
+        (status = 201, body = TokenRevocationBody),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("platform_admin" = [])))]
+async fn revoke_tokens(
+    mut tx: Tx,
+    ApiJson(request): ApiJson<RevokeTokensRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (kind, param, value) = match (request.subject, request.token_id) {
+        (Some(subject), None) => ("subject", "subject", subject),
+        (None, Some(token_id)) => ("token", "token_id", token_id),
+        _ => return Err(ApiError::invalid("subject", "Give either subject or token_id.")),
+    };
+    if value.is_empty() {
+        return Err(ApiError::text(param, till_kit::TextError::Empty));
+    }
+    till_kit::text::check(&value, crate::jwt::TOKEN_ID_CHARS_MAX).map_err(|refusal| ApiError::text(param, refusal))?;
+    let row = store::revoke_tokens(&mut tx, kind, &value).await?;
+    let details = serde_json::json!({ "kind": kind, "value": value });
+    store::record_security_event(&mut *tx, None, "tokens.revoked", "platform", details).await?;
+    let body = TokenRevocationBody { kind: row.kind, value: row.value, revoked_at: row.revoked_at };
+    Ok((StatusCode::CREATED, axum::Json(body)))
 }
 
 /// The access service's outbox (see the events crate).

@@ -4,8 +4,11 @@
 //! algorithm of the key its `kid` names, never with the one its header asks for. That
 //! closes the classic holes: `alg: none` is not an algorithm we accept, an HS256 token
 //! cannot be verified with an RSA public key used as an HMAC secret, and an unknown `kid`
-//! is refused rather than tried against every key. `exp`, `iss`, `aud` and `sub` are
-//! required, `nbf` is honoured, and clock leeway is capped at 60 seconds.
+//! is refused rather than tried against every key. `exp`, `iat`, `iss`, `aud` and `sub`
+//! are required, `nbf` is honoured, clock leeway is capped at 60 seconds, a token may not
+//! be issued in the future nor live longer than the configured maximum (`exp - iat`), and
+//! a token (`jti`) or every token of a subject issued before a moment can be revoked
+//! (`access.token_revocations`; checked by authentication, not here).
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -13,6 +16,11 @@ use till_http::auth::{Credential, Principal, Role};
 use till_kit::BusinessId;
 
 pub const LEEWAY_SECONDS_MAX: u64 = 60;
+/// The longest a dashboard token may live (`exp - iat`), unless configured otherwise.
+pub const LIFETIME_SECONDS_DEFAULT: u64 = 60 * 60;
+/// The longest the lifetime may be configured: a day.
+pub const LIFETIME_SECONDS_MAX: u64 = 24 * 60 * 60;
+pub const TOKEN_ID_CHARS_MAX: usize = 255;
 pub const HMAC_SECRET_BYTES_MIN: usize = 32;
 pub const SUBJECT_CHARS_MAX: usize = 255;
 
@@ -43,6 +51,8 @@ pub enum JwtConfigError {
     Leeway,
     #[error("JWT key ids must be unique; `{0}` repeats")]
     DuplicateKid(String),
+    #[error("the JWT lifetime must be 60 to {LIFETIME_SECONDS_MAX} seconds")]
+    Lifetime,
 }
 
 struct TrustedKey {
@@ -57,6 +67,17 @@ pub struct JwtVerifier {
     issuer: String,
     audience: String,
     leeway_seconds: u64,
+    lifetime_seconds_max: u64,
+}
+
+/// A verified token: who it speaks for, and what its revocation is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub principal: Principal,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: i64,
+    /// `jti`, when the token has one.
+    pub token_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +98,10 @@ pub enum JwtRejection {
     BadSignature,
     #[error("the token lacks a required claim or has an invalid one")]
     BadClaims,
+    #[error("the token claims to be issued in the future")]
+    IssuedInTheFuture,
+    #[error("the token lives longer than tokens may (exp - iat)")]
+    TooLongLived,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,11 +109,21 @@ struct Claims {
     sub: String,
     business_id: String,
     role: String,
+    iat: i64,
+    exp: i64,
+    #[serde(default)]
+    jti: Option<String>,
 }
 
 impl JwtVerifier {
     pub fn disabled() -> JwtVerifier {
-        JwtVerifier { keys: Vec::new(), issuer: String::new(), audience: String::new(), leeway_seconds: 0 }
+        JwtVerifier {
+            keys: Vec::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_seconds: 0,
+            lifetime_seconds_max: LIFETIME_SECONDS_DEFAULT,
+        }
     }
 
     pub fn new(
@@ -96,7 +131,11 @@ impl JwtVerifier {
         issuer: Option<&str>,
         audience: Option<&str>,
         leeway_seconds: u64,
+        lifetime_seconds_max: u64,
     ) -> Result<JwtVerifier, JwtConfigError> {
+        if !(60..=LIFETIME_SECONDS_MAX).contains(&lifetime_seconds_max) {
+            return Err(JwtConfigError::Lifetime);
+        }
         if configs.is_empty() {
             return Ok(JwtVerifier::disabled());
         }
@@ -113,15 +152,27 @@ impl JwtVerifier {
             }
             keys.push(trusted_key(config)?);
         }
-        Ok(JwtVerifier { keys, issuer: issuer.to_string(), audience: audience.to_string(), leeway_seconds })
+        Ok(JwtVerifier {
+            keys,
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            leeway_seconds,
+            lifetime_seconds_max,
+        })
     }
 
     pub fn is_enabled(&self) -> bool {
         !self.keys.is_empty()
     }
 
-    /// Verifies `token` and returns the principal it speaks for.
-    pub fn verify(&self, token: &str) -> Result<Principal, JwtRejection> {
+    /// The longest a token may live (`exp - iat`), in seconds.
+    pub fn lifetime_seconds_max(&self) -> u64 {
+        self.lifetime_seconds_max
+    }
+
+    /// Verifies `token` at `now` (seconds since the epoch) and returns the principal it
+    /// speaks for, with what its revocation is checked against.
+    pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedToken, JwtRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtRejection::Malformed)?;
         let key = match (&header.kid, self.keys.as_slice()) {
             (Some(kid), keys) => keys.iter().find(|key| &key.kid == kid).ok_or(JwtRejection::UnknownKey)?,
@@ -160,7 +211,23 @@ impl JwtVerifier {
         if claims.sub.is_empty() || till_kit::text::check(&claims.sub, SUBJECT_CHARS_MAX).is_err() {
             return Err(JwtRejection::BadClaims);
         }
-        Ok(Principal { business_id, role, credential: Credential::User { subject: claims.sub } })
+        let token_id_valid = |id: &String| !id.is_empty() && till_kit::text::check(id, TOKEN_ID_CHARS_MAX).is_ok();
+        if claims.jti.as_ref().is_some_and(|id| !token_id_valid(id)) {
+            return Err(JwtRejection::BadClaims);
+        }
+        let leeway = i64::try_from(self.leeway_seconds).unwrap_or(0);
+        if claims.iat > now.saturating_add(leeway) {
+            return Err(JwtRejection::IssuedInTheFuture);
+        }
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        if lifetime > i64::try_from(self.lifetime_seconds_max).unwrap_or(i64::MAX) {
+            return Err(JwtRejection::TooLongLived);
+        }
+        Ok(VerifiedToken {
+            principal: Principal { business_id, role, credential: Credential::User { subject: claims.sub } },
+            issued_at: claims.iat,
+            token_id: claims.jti,
+        })
     }
 }
 

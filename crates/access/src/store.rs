@@ -175,9 +175,60 @@ pub async fn key_credentials(pool: &PgPool, id: ApiKeyId) -> Result<Option<KeyCr
         .await
 }
 
-/// Cross-tenant by necessity: see `access.business_exists` in the migration.
-pub async fn business_exists(pool: &PgPool, id: BusinessId) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT access.business_exists($1)").bind(id.as_uuid()).fetch_one(pool).await
+/// Why a verified dashboard token may not act (its business is gone, it or its subject
+/// was revoked), or `None`. Cross-tenant by necessity: see `access.token_refusal`.
+pub async fn token_refusal(
+    pool: &PgPool,
+    business: BusinessId,
+    subject: &str,
+    token_id: Option<&str>,
+    issued_at: OffsetDateTime,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT access.token_refusal($1, $2, $3, $4)")
+        .bind(business.as_uuid())
+        .bind(subject)
+        .bind(token_id)
+        .bind(issued_at)
+        .fetch_one(pool)
+        .await
+}
+
+/// A revocation, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RevocationRow {
+    pub kind: String,
+    pub value: String,
+    pub revoked_at: OffsetDateTime,
+}
+
+/// Revokes a token (`kind` 'token': the first revocation stands) or every token of a
+/// subject issued until now (`kind` 'subject': a later revocation moves the moment on).
+pub async fn revoke_tokens(
+    connection: &mut PgConnection,
+    kind: &str,
+    value: &str,
+) -> Result<RevocationRow, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO access.token_revocations (kind, value) VALUES ($1, $2)
+         ON CONFLICT (kind, value) DO UPDATE
+            SET revoked_at = CASE WHEN EXCLUDED.kind = 'subject' THEN now() ELSE access.token_revocations.revoked_at END
+         RETURNING kind, value, revoked_at",
+    )
+    .bind(kind)
+    .bind(value)
+    .fetch_one(connection)
+    .await
+}
+
+/// Deletes revocations older than any token they could still refuse (tokens live at
+/// most `lifetime`); returns how many went.
+pub async fn purge_revocations(pool: &PgPool, lifetime: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let older_than = format!("{} seconds", lifetime.as_secs());
+    let purged = sqlx::query("DELETE FROM access.token_revocations WHERE revoked_at < now() - $1::interval")
+        .bind(older_than)
+        .execute(pool)
+        .await?;
+    Ok(purged.rows_affected())
 }
 
 pub async fn touch_api_key(pool: &PgPool, id: ApiKeyId) -> Result<(), sqlx::Error> {
@@ -186,7 +237,7 @@ pub async fn touch_api_key(pool: &PgPool, id: ApiKeyId) -> Result<(), sqlx::Erro
 }
 
 pub async fn record_security_event(
-    pool: &PgPool,
+    pool: impl sqlx::PgExecutor<'_>,
     business: Option<BusinessId>,
     action: &str,
     actor: &str,

@@ -203,6 +203,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("webhook_endpoint_limit", 422, "The business has as many webhook endpoints as it may."),
     ("replay_too_large", 422, "A webhook replay would leave too many deliveries waiting; replay from later."),
     ("rate_limited", 429, "Too many requests for this API key; wait `Retry-After` seconds."),
+    ("auth_throttled", 429, "Too many failed authentications from this address; wait `Retry-After` seconds."),
     ("replay_throttled", 429, "The endpoint was replayed recently or is being replayed; wait `Retry-After` seconds."),
     ("internal_error", 500, "A bug. Quote the request id."),
     ("service_unavailable", 503, "A dependency is unavailable; retry with the same Idempotency-Key."),

@@ -55,7 +55,18 @@ pub async fn middleware(State(limiter): State<RateLimiter>, request: Request, ne
     let Some(principal) = request.extensions().get::<Principal>() else {
         return ApiError::internal(&"rate limiting ran before authentication").into_response();
     };
-    match limiter.check(&principal.rate_limit_key()) {
+    let key = principal.rate_limit_key();
+    limit(&limiter, &key, request, next).await
+}
+
+/// Route-layer middleware for platform routes, after the admin token is checked: the
+/// platform credential has a bucket of its own.
+pub async fn platform_middleware(State(limiter): State<RateLimiter>, request: Request, next: Next) -> Response {
+    limit(&limiter, "platform", request, next).await
+}
+
+async fn limit(limiter: &RateLimiter, key: &str, request: Request, next: Next) -> Response {
+    match limiter.check(key) {
         Ok(()) => next.run(request).await,
         Err(wait_seconds) => {
             let mut error = ApiError::new(

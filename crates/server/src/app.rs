@@ -14,7 +14,8 @@
 //! Tenant routes then pass, as route layers: authentication (API key or JWT → Principal)
 //! → rate limit (per key) → authorization (the permission table) → unit of work (the
 //! transaction; the idempotency protocol for POST) → handler. Platform routes pass
-//! platform authentication → unit of work → handler.
+//! platform authentication → rate limit (the platform's own bucket) → unit of work →
+//! handler.
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::middleware::from_fn_with_state;
@@ -55,6 +56,8 @@ pub struct Built {
     pub openapi: utoipa::openapi::OpenApi,
     pub rate_limiter: RateLimiter,
     pub engine: till_ledger::engine::Engine,
+    /// For the jobs that keep its state small (the token deny-list's purge).
+    pub authenticator: Authenticator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         config.jwt_issuer.as_deref(),
         config.jwt_audience.as_deref(),
         config.jwt_leeway_seconds,
+        config.jwt_lifetime_seconds_max,
     )?;
     let key_cache = till_access::authn::KeyCache::default();
     let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token, key_cache.clone());
@@ -105,7 +109,8 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     let (platform, platform_api) = till_access::api::platform_routes().split_for_parts();
     let platform = platform
         .route_layer(from_fn_with_state(unit_of_work, till_http::unit_of_work::middleware))
-        .route_layer(from_fn_with_state(authenticator, till_access::authn::platform));
+        .route_layer(from_fn_with_state(rate_limiter.clone(), till_http::rate_limit::platform_middleware))
+        .route_layer(from_fn_with_state(authenticator.clone(), till_access::authn::platform));
 
     let (operations, operations_api) =
         OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).with_state(pool).split_for_parts();
@@ -134,7 +139,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .layer(CatchPanicLayer::custom(till_http::fallback::panic_response))
         .layer(axum::middleware::from_fn(till_http::headers::middleware))
         .layer(axum::middleware::from_fn(till_http::request_id::middleware));
-    Ok(Built { router, openapi, rate_limiter, engine })
+    Ok(Built { router, openapi, rate_limiter, engine, authenticator })
 }
 
 /// The document describes its own route too, so the permission table and the document

@@ -1,6 +1,6 @@
 //! Background jobs: the relay, the RabbitMQ publisher (when that is the bus), the webhook
-//! worker, the hold sweeper, purging expired idempotency keys and forgetting idle
-//! rate-limit buckets. Each runs until the shutdown signal flips, finishing its current
+//! worker, the hold sweeper, purging expired idempotency keys and spent token
+//! revocations, and forgetting idle rate-limit buckets. Each runs until the shutdown signal flips, finishing its current
 //! step.
 
 use std::time::Duration;
@@ -25,10 +25,12 @@ pub struct Jobs {
     pub webhooks: till_events::webhooks::WebhookConfig,
     pub keyring: std::sync::Arc<till_kit::Keyring>,
     pub bus: till_events::bus::Bus,
+    /// The longest a dashboard token lives: revocations older than that are purged.
+    pub token_lifetime_max: Duration,
 }
 
 pub fn spawn(jobs: Jobs, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let Jobs { pool, retention_hours, limiter, engine, webhooks, keyring, bus } = jobs;
+    let Jobs { pool, retention_hours, limiter, engine, webhooks, keyring, bus, token_lifetime_max } = jobs;
     // One task that ends when all the jobs have: `till up` awaits it before closing the
     // pool, so no job ever meets a closed pool.
     tokio::spawn(async move {
@@ -50,7 +52,10 @@ pub fn spawn(jobs: Jobs, mut shutdown: watch::Receiver<bool>) -> tokio::task::Jo
             loop {
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = purge.tick() => purge_idempotency_keys(&pool, retention_hours).await,
+                    _ = purge.tick() => {
+                        purge_idempotency_keys(&pool, retention_hours).await;
+                        purge_token_revocations(&pool, token_lifetime_max).await;
+                    }
                     _ = sweep.tick() => limiter.forget_idle(),
                     _ = holds.tick() => expire_holds(&engine).await,
                 }
@@ -67,6 +72,18 @@ async fn expire_holds(engine: &Engine) {
         Ok(expired) => tracing::info!(expired, "expired overdue holds"),
         // The next tick tries again; a hold past its expiry cannot be posted meanwhile.
         Err(error) => tracing::warn!(%error, "sweeping overdue holds failed"),
+    }
+}
+
+async fn purge_token_revocations(pool: &PgPool, token_lifetime_max: Duration) {
+    // A token issued before a revocation expired at most a lifetime (and the clock
+    // leeway) after it: the revocation can refuse nothing any more.
+    let older_than = token_lifetime_max + Duration::from_secs(till_access::jwt::LEEWAY_SECONDS_MAX * 2);
+    match till_access::store::purge_revocations(pool, older_than).await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "purged token revocations that can refuse nothing any more"),
+        // The next tick tries again; a revocation kept longer refuses only dead tokens.
+        Err(error) => tracing::warn!(%error, "purging token revocations failed"),
     }
 }
 

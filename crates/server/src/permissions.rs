@@ -15,6 +15,7 @@ pub fn table() -> Vec<RoutePermission> {
         row(Method::GET, "/readyz", Access::Public),
         row(Method::GET, "/v1/openapi.json", Access::Public),
         row(Method::POST, "/v1/platform/businesses", Access::Platform),
+        row(Method::POST, "/v1/platform/token_revocations", Access::Platform),
         row(Method::GET, "/v1/business", Access::Role(Role::Viewer)),
         row(Method::GET, "/v1/api_keys", Access::Role(Role::Admin)),
         row(Method::POST, "/v1/api_keys", Access::Role(Role::Admin)),

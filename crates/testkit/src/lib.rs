@@ -232,6 +232,7 @@ async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extensi
             webhooks,
             keyring,
             bus,
+            token_lifetime_max: built.authenticator.jwt_lifetime_max(),
         },
         jobs_stopped,
     );

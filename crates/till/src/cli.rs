@@ -248,6 +248,9 @@ pub struct UpArgs {
     /// Clock leeway for `exp` and `nbf`, at most 60 seconds.
     #[arg(long, env = "TILL_JWT_LEEWAY_SECONDS", default_value_t = 30)]
     pub jwt_leeway_seconds: u64,
+    /// The longest a dashboard JWT may live (`exp - iat`), 60 to 86400 seconds.
+    #[arg(long, env = "TILL_JWT_MAX_LIFETIME_SECONDS", default_value_t = till_access::jwt::LIFETIME_SECONDS_DEFAULT)]
+    pub jwt_lifetime_seconds_max: u64,
     /// Let webhooks go to http and to loopback/private addresses: local development only.
     #[arg(long, env = "TILL_WEBHOOKS_ALLOW_PRIVATE_TARGETS", default_value_t = false)]
     pub webhooks_allow_private_targets: bool,

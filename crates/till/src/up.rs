@@ -88,6 +88,7 @@ async fn serve(
             webhooks: built_webhooks,
             keyring,
             bus,
+            token_lifetime_max: built.authenticator.jwt_lifetime_max(),
         },
         shutdown_receiver,
     );
@@ -119,6 +120,7 @@ fn config(args: &UpArgs, admin_token: Secret<String>, keyring: till_kit::Keyring
     config.jwt_issuer = args.jwt_issuer.clone();
     config.jwt_audience = args.jwt_audience.clone();
     config.jwt_leeway_seconds = args.jwt_leeway_seconds;
+    config.jwt_lifetime_seconds_max = args.jwt_lifetime_seconds_max;
     config.webhooks.allow_private_targets = args.webhooks_allow_private_targets;
     if let Some(url) = &args.broker.broker_url {
         config.bus = till_events::bus::Bus::RabbitMq(args.broker.config(url)?);

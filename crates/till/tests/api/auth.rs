@@ -222,15 +222,15 @@ fn jwt_configuration_is_validated_at_start_up() {
     use till_access::jwt::JwtVerifier;
     let short =
         JwtKeyConfig { kid: "hs".into(), alg: "HS256".into(), public_key_pem: None, secret: Some("short".into()) };
-    assert!(JwtVerifier::new(&[short], Some(ISSUER), Some(AUDIENCE), 5).is_err(), "HS256 secret under 32 bytes");
+    assert!(JwtVerifier::new(&[short], Some(ISSUER), Some(AUDIENCE), 5, 3600).is_err(), "HS256 secret under 32 bytes");
     let none = JwtKeyConfig { kid: "n".into(), alg: "none".into(), public_key_pem: None, secret: None };
-    assert!(JwtVerifier::new(&[none], Some(ISSUER), Some(AUDIENCE), 5).is_err(), "alg none");
+    assert!(JwtVerifier::new(&[none], Some(ISSUER), Some(AUDIENCE), 5, 3600).is_err(), "alg none");
     let hs512 =
         JwtKeyConfig { kid: "h".into(), alg: "HS512".into(), public_key_pem: None, secret: Some(HMAC_SECRET.into()) };
-    assert!(JwtVerifier::new(&[hs512], Some(ISSUER), Some(AUDIENCE), 5).is_err(), "not on the allow-list");
-    assert!(JwtVerifier::new(&jwt_keys(), Some(ISSUER), Some(AUDIENCE), 61).is_err(), "leeway over 60 s");
-    assert!(JwtVerifier::new(&jwt_keys(), None, Some(AUDIENCE), 5).is_err(), "no issuer");
-    assert!(JwtVerifier::new(&jwt_keys(), Some(ISSUER), Some(AUDIENCE), 60).is_ok());
+    assert!(JwtVerifier::new(&[hs512], Some(ISSUER), Some(AUDIENCE), 5, 3600).is_err(), "not on the allow-list");
+    assert!(JwtVerifier::new(&jwt_keys(), Some(ISSUER), Some(AUDIENCE), 61, 3600).is_err(), "leeway over 60 s");
+    assert!(JwtVerifier::new(&jwt_keys(), None, Some(AUDIENCE), 5, 3600).is_err(), "no issuer");
+    assert!(JwtVerifier::new(&jwt_keys(), Some(ISSUER), Some(AUDIENCE), 60, 3600).is_ok());
 }
 
 #[tokio::test]
@@ -265,4 +265,147 @@ async fn rate_limit_answers_429_with_retry_after() {
     assert!((1..=2).contains(&retry_after));
     assert_eq!(problem(limited).await["code"], "rate_limited");
     assert_eq!(app.get("/v1/business", &other.owner_key).await.status().as_u16(), 200, "limits are per key");
+}
+
+/// The probe sent 600 random well-formed keys from one address in 0.4 s, each a lookup.
+#[tokio::test]
+async fn failed_authentication_is_throttled_per_source_before_any_lookup() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    // Verified once, so this instance knows it: it keeps working under the throttle.
+    assert_eq!(app.get("/v1/business", &business.owner_key).await.status().as_u16(), 200);
+    let fresh = app.create_key(&business, "viewer").await;
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let guess = till_access::domain::IssuedApiKey::generate();
+        statuses.push(app.get("/v1/business", guess.token.expose_secret()).await.status().as_u16());
+    }
+    let threshold = till_access::authn::FAILURE_THROTTLE_THRESHOLD as usize;
+    assert!(statuses[..threshold].iter().all(|status| *status == 401), "{statuses:?}");
+    assert!(statuses[threshold..].iter().all(|status| *status == 429), "{statuses:?}");
+    let throttled = app.get("/v1/business", "till_sk_wrong").await;
+    assert_eq!(throttled.status().as_u16(), 429);
+    assert!(throttled.headers().contains_key("retry-after"));
+    assert_eq!(problem(throttled).await["code"], "auth_throttled");
+    // A key this instance has not verified would need a lookup: not while throttled.
+    assert_eq!(app.get("/v1/business", &fresh).await.status().as_u16(), 429);
+    assert_eq!(app.get("/v1/business", &business.owner_key).await.status().as_u16(), 200, "a verified key works");
+    // The platform routes share the source's throttle.
+    let platform = app.post("/v1/platform/businesses", &app.admin_token, &key_for("p"), &json!({})).await;
+    assert_eq!(platform.status().as_u16(), 429);
+    let bursts: i64 = sqlx::query_scalar("SELECT count(*) FROM access.audit_log WHERE action = 'auth.failure_burst'")
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("count");
+    assert_eq!(bursts, 1, "one audit event for the burst, not one per failure");
+}
+
+fn key_for(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7())
+}
+
+#[tokio::test]
+async fn platform_routes_are_rate_limited() {
+    let mut config = test_config();
+    config.rate_limit.requests_per_second = std::num::NonZeroU32::MIN;
+    config.rate_limit.burst = std::num::NonZeroU32::new(3).expect("3");
+    let app = spawn_app_with(config, Default::default()).await;
+    let mut statuses = Vec::new();
+    for n in 0..5 {
+        let body = json!({ "legal_name": format!("Limited {n} Ltd"), "country": "GB" });
+        statuses
+            .push(app.post("/v1/platform/businesses", &app.admin_token, &key_for("b"), &body).await.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[201, 201, 201]);
+    assert_eq!(statuses[4], 429, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let response = app
+        .client
+        .get(app.url("/v1/business"))
+        .header("Authorization", format!("Bearer {}", business.owner_key))
+        .header("Authorization", "Bearer till_sk_other")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(problem(response).await["param"], "Authorization");
+}
+
+#[tokio::test]
+async fn dashboard_tokens_need_iat_live_briefly_and_can_be_revoked() {
+    let app = spawn_with_jwt().await;
+    let business = app.create_business("GB").await;
+    let bearer = |claims: &serde_json::Value| sign(Algorithm::EdDSA, "ed", claims);
+    let good = claims(&business.id);
+    assert_eq!(app.get("/v1/business", &bearer(&good)).await.status().as_u16(), 200);
+
+    let mut no_iat = good.clone();
+    no_iat.as_object_mut().expect("object").remove("iat");
+    assert_unauthenticated(&app, Some(&format!("Bearer {}", bearer(&no_iat))), "no iat").await;
+    let mut forever = good.clone();
+    forever["exp"] = json!(253_402_300_799_i64); // 9999-12-31
+    assert_unauthenticated(&app, Some(&format!("Bearer {}", bearer(&forever))), "exp in 9999").await;
+    let mut long = good.clone();
+    long["exp"] = json!(now() + 3600 + 60);
+    assert_unauthenticated(&app, Some(&format!("Bearer {}", bearer(&long))), "longer than the lifetime").await;
+    let mut future = good.clone();
+    future["iat"] = json!(now() + 120);
+    assert_unauthenticated(&app, Some(&format!("Bearer {}", bearer(&future))), "issued in the future").await;
+
+    // One token, by its jti.
+    let mut with_id = good.clone();
+    with_id["jti"] = json!("session-1");
+    let token = bearer(&with_id);
+    assert_eq!(app.get("/v1/business", &token).await.status().as_u16(), 200);
+    let revoke = |body: serde_json::Value| {
+        let app = &app;
+        async move { app.post("/v1/platform/token_revocations", &app.admin_token, &key_for("r"), &body).await }
+    };
+    let revoked = revoke(json!({ "token_id": "session-1" })).await;
+    assert_eq!(revoked.status().as_u16(), 201);
+    assert_unauthenticated(&app, Some(&format!("Bearer {token}")), "a revoked token").await;
+    assert_eq!(app.get("/v1/business", &bearer(&good)).await.status().as_u16(), 200, "other tokens work");
+
+    // Every token of a subject issued until now; one issued after works.
+    let before = bearer(&good);
+    assert_eq!(revoke(json!({ "subject": "user_42" })).await.status().as_u16(), 201);
+    assert_unauthenticated(&app, Some(&format!("Bearer {before}")), "a revoked subject's token").await;
+    let mut after = good.clone();
+    after["iat"] = json!(now() + 2);
+    assert_eq!(app.get("/v1/business", &bearer(&after)).await.status().as_u16(), 200, "signing in again works");
+
+    for bad in [
+        json!({}),
+        json!({ "subject": "a", "token_id": "b" }),
+        json!({ "subject": "" }),
+        json!({ "subject": "x\u{0}" }),
+    ] {
+        assert_eq!(revoke(bad.clone()).await.status().as_u16(), 400, "{bad}");
+    }
+}
+
+/// A dashboard user whose token now carries a lower role is not replayed what the higher
+/// role was given under the same Idempotency-Key.
+#[tokio::test]
+async fn a_replay_needs_the_role_that_made_the_request() {
+    let app = spawn_with_jwt().await;
+    let business = app.create_business("GB").await;
+    let as_role = |role: &str| {
+        let mut claims = claims(&business.id);
+        claims["role"] = json!(role);
+        sign(Algorithm::EdDSA, "ed", &claims)
+    };
+    let body = json!({ "name": "made by an owner", "role": "owner" });
+    let created = app.post("/v1/api_keys", &as_role("owner"), "jwt-k1", &body).await;
+    assert_eq!(created.status().as_u16(), 201);
+    let demoted = app.post("/v1/api_keys", &as_role("admin"), "jwt-k1", &body).await;
+    assert_eq!(demoted.status().as_u16(), 403, "the same subject, now an admin, is not shown the owner key");
+    assert!(demoted.headers().get("idempotent-replayed").is_none());
+    let again = app.post("/v1/api_keys", &as_role("owner"), "jwt-k1", &body).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true", "the owner's retry replays");
 }

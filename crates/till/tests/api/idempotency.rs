@@ -74,6 +74,16 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            path: "/v1/platform/token_revocations",
+            platform: true,
+            effects: "SELECT count(*) FROM access.token_revocations",
+            prepare: |_, _| {
+                Box::pin(async {
+                    target("/v1/platform/token_revocations", |n| json!({ "token_id": format!("conformance-{n}") }))
+                })
+            },
+        },
+        Case {
             path: "/v1/accounts",
             platform: false,
             effects: "SELECT count(*) FROM ledger.accounts",
