@@ -1,11 +1,32 @@
-//! What a black-box probe of the OWASP API Top 10 found, each finding with the test that
-//! failed before its fix (issue 13). Findings tested elsewhere say where.
+//! What a black-box probe of the OWASP API Top 10 found (issue 13), each finding with the
+//! test that failed before its fix. Findings tested in another module say where:
 //!
-//! - Idempotent replay across principals: `idempotency::another_principal_…`,
-//!   `idempotency::an_admin_repeating_an_owners_key_request_…`,
-//!   `idempotency::a_lower_roles_stored_refusal_…`.
-//! - Ledger refusals naming `account_id`: `ledger::bad_transfers_are_clear_4xx_…` and
-//!   `ledger::a_batch_is_all_or_nothing`.
+//! 1. Admin → owner through Idempotency-Key replay: `idempotency::an_admin_repeating_…`,
+//!    `idempotency::a_lower_roles_stored_refusal_…` (the reverse),
+//!    `idempotency::another_principal_of_the_business_…` (every POST route, as a second
+//!    owner key), `idempotency::a_key_stored_before_keys_had_principals_…`,
+//!    `auth::a_replay_needs_the_role_that_made_the_request` (a demoted JWT subject).
+//! 2. Cross-tenant webhook starvation: `webhooks::a_noisy_business_on_a_black_hole_…`,
+//!    `webhooks::a_failing_endpoint_opens_its_breaker_…`,
+//!    `webhooks::an_endpoint_holds_a_bounded_backlog_and_replays_are_bounded`.
+//! 3. Secrets at rest: `no_secret_rests_in_plain_text_…`,
+//!    `webhook_signing_secrets_are_sealed_and_resealed_…`.
+//! 4. NUL bytes and other controls: `text_with_controls_or_bidi_overrides_…`,
+//!    `a_command_the_database_refuses_fails_alone_…`.
+//! 5. Slowloris: `slow_clients::*`.
+//! 6. Unthrottled authentication failures: `auth::failed_authentication_is_throttled_…`,
+//!    `auth::platform_routes_are_rate_limited`.
+//! 7. Viewers reading API-key events: `viewers_cannot_read_api_key_events_…`.
+//! 8. SSRF guard gaps: `webhooks::hostile_urls_are_refused_…` (and `guard`'s unit tests).
+//! 9. An internal-DNS oracle in delivery errors: `webhooks::hostile_urls_are_refused_…`.
+//! 10. nosniff, CSP, frame-ancestors: `every_response_says_nosniff_…`.
+//! 11. Data after the JSON body: `data_after_the_json_body_is_refused`.
+//! 12. JWT lifetime, `iat`, revocation, two Authorization headers:
+//!     `auth::dashboard_tokens_need_iat_live_briefly_and_can_be_revoked`,
+//!     `auth::two_authorization_headers_are_refused`.
+//! 13. Problem `param` names: `ledger::bad_transfers_are_clear_4xx_…`,
+//!     `ledger::a_batch_is_all_or_nothing`, and the access domain's unit test of the
+//!     key-name detail.
 
 use futures::future::join_all;
 use serde_json::{json, Value};
