@@ -45,6 +45,7 @@ impl BrokerNode {
         )?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
         let epmd = Command::new(epmd_binary())
+            .current_dir(dir.join("home"))
             .args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -98,7 +99,10 @@ impl BrokerNode {
     async fn run_server(&mut self) -> anyhow::Result<()> {
         let dir = &self.dir;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log"))?;
+        // The node's working directory is its own: Erlang writes crash dumps
+        // (`MnesiaCore.*`, `erl_crash.dump`) there, never into whoever started it.
         let server = Command::new(server_binary()?)
+            .current_dir(dir.join("home"))
             .env("HOME", dir.join("home"))
             .env("RABBITMQ_NODENAME", "till@localhost")
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
