@@ -24,6 +24,12 @@ pub fn current() -> Option<String> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
+/// Runs `future` as part of the request `id` (for work that runs outside a request's
+/// task on its behalf, such as a job resuming it): `current` answers `id` inside it.
+pub async fn scope<F: std::future::Future>(id: String, future: F) -> F::Output {
+    CURRENT.scope(id, future).await
+}
+
 fn is_safe_token(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= CLIENT_REQUEST_ID_CHARS_MAX

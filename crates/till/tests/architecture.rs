@@ -60,3 +60,25 @@ fn the_detector_sees_a_violation() {
     assert_eq!(uses_io_crate("fn f() { axum::Json(1) }"), Some("axum"));
     assert_eq!(uses_io_crate("// sqlx:: in a comment\nuse serde::Serialize;"), None);
 }
+
+/// Only the outbound kit calls outside parties. The webhooks (addresses tenants chose,
+/// through the SSRF guard), the test harness and the binary (its benchmark's load and
+/// end-to-end tests) are the other crates that may hold an HTTP client.
+#[test]
+fn only_the_outbound_kit_and_the_webhooks_make_http_requests() {
+    const MAY_HOLD_AN_HTTP_CLIENT: [&str; 4] = ["outbound", "events", "testkit", "till"];
+    for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
+        let crate_dir = entry.expect("entry").path();
+        let name = crate_dir.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
+        let Ok(manifest) = std::fs::read_to_string(crate_dir.join("Cargo.toml")) else { continue };
+        let dependencies = manifest.split("[dev-dependencies]").next().unwrap_or_default();
+        let has_client = dependencies.lines().any(|line| {
+            let line = line.trim_start();
+            line.starts_with("reqwest") || line.starts_with("hyper-util") && line.contains("client")
+        });
+        assert!(
+            !has_client || MAY_HOLD_AN_HTTP_CLIENT.contains(&name.as_str()),
+            "crates/{name} depends on an HTTP client"
+        );
+    }
+}
