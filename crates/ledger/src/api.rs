@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 use crate::check::{self, CheckReport};
 use crate::domain::{
-    AccountStatus, Command, NewTransfer, Side, ACCOUNT_NAME_CHARS_MAX, AMOUNT_MAX, BATCH_TRANSFERS_MAX,
+    AccountStatus, Command, HoldExpiry, NewTransfer, Side, ACCOUNT_NAME_CHARS_MAX, AMOUNT_MAX, BATCH_TRANSFERS_MAX,
     DESCRIPTION_CHARS_MAX, HOLD_SECONDS_MAX,
 };
 use crate::engine::{Engine, Reply};
@@ -463,7 +463,7 @@ fn parse_account_id(text: &str, param: &str) -> Result<AccountId, ApiError> {
 }
 
 impl CreateTransferRequest {
-    fn parse(self, now: OffsetDateTime, prefix: &str) -> Result<NewTransfer, ApiError> {
+    fn parse(self, prefix: &str) -> Result<NewTransfer, ApiError> {
         let field = |name: &str| format!("{prefix}{name}");
         let debit_account = parse_account_id(&self.debit_account_id, &field("debit_account_id"))?;
         let credit_account = parse_account_id(&self.credit_account_id, &field("credit_account_id"))?;
@@ -477,33 +477,26 @@ impl CreateTransferRequest {
         if debit_account == credit_account {
             return Err(ApiError::invalid(field("credit_account_id"), "A transfer needs two different accounts."));
         }
-        let expires_at = match (self.timeout_seconds, self.expires_at.as_deref()) {
+        // The expiry is checked against the ledger's clock when the hold is made (the
+        // domain refuses one in the past or past 30 days); here only its form.
+        let expiry = match (self.timeout_seconds, self.expires_at.as_deref()) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid(field("expires_at"), "Give timeout_seconds or expires_at, not both."))
             }
-            (Some(seconds), None) if (1..=HOLD_SECONDS_MAX).contains(&seconds) => {
-                Some(now + time::Duration::seconds(seconds))
-            }
+            (Some(seconds), None) if (1..=HOLD_SECONDS_MAX).contains(&seconds) => HoldExpiry::After { seconds },
             (Some(_), None) => {
                 return Err(ApiError::invalid(
                     field("timeout_seconds"),
                     "timeout_seconds must be 1 to 2592000 (30 days).",
                 ))
             }
-            (None, Some(text)) => {
-                let at = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| ApiError::invalid(field("expires_at"), "expires_at must be an RFC 3339 timestamp."))?;
-                if at <= now || at > now + time::Duration::seconds(HOLD_SECONDS_MAX) {
-                    return Err(ApiError::invalid(
-                        field("expires_at"),
-                        "expires_at must be in the future, within 30 days.",
-                    ));
-                }
-                Some(at)
-            }
-            (None, None) => None,
+            (None, Some(text)) => HoldExpiry::At(
+                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| ApiError::invalid(field("expires_at"), "expires_at must be an RFC 3339 timestamp."))?,
+            ),
+            (None, None) => HoldExpiry::Never,
         };
-        if !self.pending && expires_at.is_some() {
+        if !self.pending && expiry != HoldExpiry::Never {
             return Err(ApiError::invalid(field("pending"), "Only a hold (pending: true) can expire."));
         }
         let description = parse_description(self.description.as_deref(), &field("description"))?;
@@ -513,7 +506,7 @@ impl CreateTransferRequest {
             credit_account,
             amount: self.amount,
             currency,
-            hold: self.pending.then_some(expires_at),
+            hold: self.pending.then_some(expiry),
             description,
             metadata: parse_metadata(self.metadata).map_err(|e| ApiError { param: Some(field("metadata")), ..e })?,
         })
@@ -556,7 +549,7 @@ async fn create_transfer(
     idempotency: IdempotencyContext,
     ApiJson(request): ApiJson<CreateTransferRequest>,
 ) -> Result<Response, ApiError> {
-    let new = request.parse(OffsetDateTime::now_utc(), "")?;
+    let new = request.parse("")?;
     Ok(respond(engine.submit(principal.business_id, Command::Transfer(new), Some(idempotency), request_id()).await))
 }
 
@@ -588,12 +581,11 @@ async fn create_batch(
     if request.transfers.is_empty() || request.transfers.len() > BATCH_TRANSFERS_MAX {
         return Err(ApiError::invalid("transfers", format!("A batch has 1 to {BATCH_TRANSFERS_MAX} transfers.")));
     }
-    let now = OffsetDateTime::now_utc();
     let transfers = request
         .transfers
         .into_iter()
         .enumerate()
-        .map(|(index, transfer)| transfer.parse(now, &format!("transfers[{index}].")))
+        .map(|(index, transfer)| transfer.parse(&format!("transfers[{index}].")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(respond(engine.submit(principal.business_id, Command::Batch(transfers), Some(idempotency), request_id()).await))
 }

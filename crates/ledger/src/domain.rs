@@ -247,6 +247,19 @@ impl Transfer {
     }
 }
 
+/// When a hold ends by itself. Both timed forms are judged against the ledger's clock
+/// (the database's, read by the batch), never a caller's: `timeout_seconds` counted from
+/// one clock and "overdue" judged by another would let a hold expire early or late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldExpiry {
+    /// It lasts until posted or voided.
+    Never,
+    /// This many seconds (1 to `HOLD_SECONDS_MAX`) after the hold is made.
+    After { seconds: i64 },
+    /// At this moment: after the hold is made, within `HOLD_SECONDS_MAX`.
+    At(OffsetDateTime),
+}
+
 /// A transfer requested by a client, already parsed: ids, a positive bounded amount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTransfer {
@@ -255,8 +268,8 @@ pub struct NewTransfer {
     pub credit_account: AccountId,
     pub amount: i64,
     pub currency: Currency,
-    /// `Some` for a hold; the inner value is when it expires, if ever.
-    pub hold: Option<Option<OffsetDateTime>>,
+    /// `Some` for a hold, with when it expires by itself.
+    pub hold: Option<HoldExpiry>,
     pub description: Option<HumanText>,
     pub metadata: Metadata,
 }
@@ -339,6 +352,8 @@ pub enum Refusal {
     AmountExceedsHold { held: i64 },
     #[error("transfer {transfer} cannot be reversed: {why}")]
     NotReversible { transfer: TransferId, why: &'static str },
+    #[error("a hold expires 1 second to 30 days after it is made")]
+    HoldExpiryOutOfRange,
     #[error("transfer {index} of the batch: {refusal}")]
     InBatch { index: usize, refusal: Box<Refusal> },
 }
@@ -516,6 +531,15 @@ impl Book {
         }
         self.usable_account(new.debit_account, new.currency)?;
         self.usable_account(new.credit_account, new.currency)?;
+        let latest = self.now + time::Duration::seconds(HOLD_SECONDS_MAX);
+        let expires_at = match new.hold {
+            None | Some(HoldExpiry::Never) => None,
+            Some(HoldExpiry::After { seconds }) if (1..=HOLD_SECONDS_MAX).contains(&seconds) => {
+                Some(self.now + time::Duration::seconds(seconds))
+            }
+            Some(HoldExpiry::At(at)) if at > self.now && at <= latest => Some(at),
+            Some(HoldExpiry::After { .. } | HoldExpiry::At(_)) => return Err(Refusal::HoldExpiryOutOfRange),
+        };
         let (kind, posted, pending) =
             if new.hold.is_some() { ("hold", 0, new.amount) } else { ("posted", new.amount, 0) };
         self.move_side(new.debit_account, new.id, Side::Debit, kind, posted, pending)?;
@@ -528,7 +552,7 @@ impl Book {
             amount: new.amount,
             currency: new.currency,
             pending: new.hold.is_some(),
-            expires_at: new.hold.flatten(),
+            expires_at,
             description: new.description.as_ref().map(|text| text.as_str().to_string()),
             metadata: new.metadata.clone(),
             reverses: None,

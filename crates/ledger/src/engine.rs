@@ -564,8 +564,12 @@ async fn try_batch(
         let outcome = book.apply(&job.command);
         if let Err(Refusal::HoldExpired { transfer }) = &outcome {
             // The hold is overdue but the sweeper has not reached it: expire it now, in
-            // this batch, so its funds are released with the refusal.
-            let _ = book.apply(&Command::Expire { hold: *transfer });
+            // this batch, so its funds are released with the refusal. The book just judged
+            // it overdue, so the expiry cannot be refused; if it were, the sweeper's next
+            // pass would expire it, and the refusal above stands either way.
+            if let Err(refusal) = book.apply(&Command::Expire { hold: *transfer }) {
+                tracing::error!(%refusal, hold = %transfer, "expiring an overdue hold in a batch was refused");
+            }
         }
         events.extend(transfer_events(&book, marks, business, &job.request_id).map_err(BatchError::Encode)?);
         let (status, content_type, body) = render(&job.command, &outcome, &job.request_id);

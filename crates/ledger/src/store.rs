@@ -48,8 +48,11 @@ pub fn metadata_from(value: serde_json::Value) -> Result<Metadata, CorruptRow> {
     Metadata::parse(map).map_err(|error| CorruptRow(error.to_string()))
 }
 
+/// Metadata as a JSON object (built directly: it is string keys and string values, so
+/// there is no failure to fall back from).
 pub fn metadata_json(metadata: &Metadata) -> serde_json::Value {
-    serde_json::to_value(metadata.as_map()).unwrap_or_default()
+    let object = metadata.as_map().iter().map(|(key, value)| (key.clone(), serde_json::Value::String(value.clone())));
+    serde_json::Value::Object(object.collect())
 }
 
 impl AccountRow {

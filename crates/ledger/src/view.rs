@@ -9,7 +9,7 @@ use till_kit::{Currency, Metadata};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::domain::{Account, Command, NewTransfer, Refusal, Transfer, TransferStatus};
+use crate::domain::{Account, Command, HoldExpiry, NewTransfer, Refusal, Transfer, TransferStatus};
 use crate::{AccountId, EntryId, TransferId};
 
 /// A ledger account with its balances (minor units of `currency`).
@@ -271,6 +271,13 @@ fn transfer_refusal_error(new: Option<&NewTransfer>, refusal: &Refusal) -> ApiEr
             ApiError::unprocessable("amount_exceeds_hold", "Amount exceeds hold", detail).with_param("amount")
         }
         Refusal::NotReversible { .. } => ApiError::conflict("transfer_not_reversible", detail),
+        Refusal::HoldExpiryOutOfRange => {
+            let param = match new.and_then(|new| new.hold) {
+                Some(HoldExpiry::After { .. }) => "timeout_seconds",
+                _ => "expires_at",
+            };
+            ApiError::invalid(param, detail)
+        }
         // A batch inside a batch does not exist; answered as the inner refusal.
         Refusal::InBatch { refusal, .. } => transfer_refusal_error(None, refusal),
     }

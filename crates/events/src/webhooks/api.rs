@@ -438,19 +438,25 @@ async fn list_deliveries(
     .await?;
     let bodies = rows
         .into_iter()
-        .map(|row| DeliveryBody {
-            id: WebhookDeliveryId::from_uuid(row.id),
-            event_id: EventId::from_uuid(row.event_id),
-            resource_id: row.resource_id,
-            next_attempt_at: (row.status == "pending").then_some(row.next_attempt_at),
-            status: row.status,
-            attempts: row.attempts,
-            generation: row.generation,
-            last_status_code: row.last_status_code,
-            attempt_history: serde_json::from_value(row.attempt_history).unwrap_or_default(),
-            created_at: row.created_at,
+        .map(|row| {
+            // Built by the query above: a history that does not decode is a bug, not an
+            // empty history.
+            let attempt_history = serde_json::from_value(row.attempt_history)
+                .map_err(|error| ApiError::internal(&format_args!("a delivery's attempt history: {error}")))?;
+            Ok(DeliveryBody {
+                id: WebhookDeliveryId::from_uuid(row.id),
+                event_id: EventId::from_uuid(row.event_id),
+                resource_id: row.resource_id,
+                next_attempt_at: (row.status == "pending").then_some(row.next_attempt_at),
+                status: row.status,
+                attempts: row.attempts,
+                generation: row.generation,
+                last_status_code: row.last_status_code,
+                attempt_history,
+                created_at: row.created_at,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(axum::Json(Page::from_rows(bodies, page.limit, |delivery| delivery.id.to_string())))
 }
 

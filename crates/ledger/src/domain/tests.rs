@@ -80,7 +80,7 @@ fn maximum_balance_is_enforced() {
 fn a_hold_reserves_then_posts_in_part_and_releases_the_rest() {
     let (mut book, source, wallet) = funded_wallet(100);
     let mut hold = transfer(wallet, source, 80);
-    hold.hold = Some(None);
+    hold.hold = Some(HoldExpiry::Never);
     book.apply(&Command::Transfer(hold.clone())).expect("hold");
     let balances = book.accounts[&wallet].balances();
     assert_eq!((balances.balance, balances.available), (100, 20));
@@ -107,7 +107,7 @@ fn a_hold_reserves_then_posts_in_part_and_releases_the_rest() {
 fn expiry_is_exclusive_with_post_and_void() {
     let (mut book, source, wallet) = funded_wallet(100);
     let mut hold = transfer(wallet, source, 60);
-    hold.hold = Some(Some(now() + Duration::seconds(30)));
+    hold.hold = Some(HoldExpiry::After { seconds: 30 });
     book.apply(&Command::Transfer(hold.clone())).expect("hold");
     assert_eq!(book.apply(&Command::Expire { hold: hold.id }), Err(Refusal::HoldNotExpired { transfer: hold.id }));
     book.now = now() + Duration::seconds(31);
@@ -265,7 +265,7 @@ proptest! {
                 Op::Transfer { from, to, amount, hold, ttl } => {
                     let mut new = transfer(ids[from], ids[to], amount);
                     if hold {
-                        new.hold = Some(ttl.map(|seconds| book.now + Duration::seconds(seconds)));
+                        new.hold = Some(ttl.map_or(HoldExpiry::Never, |seconds| HoldExpiry::After { seconds }));
                     }
                     Command::Transfer(new)
                 }
@@ -289,4 +289,29 @@ proptest! {
             assert_invariants(&book, &ids)?;
         }
     }
+}
+
+#[test]
+fn a_hold_expiry_is_judged_by_the_ledgers_clock() {
+    let (mut book, source, wallet) = funded_wallet(100);
+    let hold = |expiry: HoldExpiry| {
+        let mut new = transfer(wallet, source, 10);
+        new.hold = Some(expiry);
+        Command::Transfer(new)
+    };
+    for refused in [
+        HoldExpiry::After { seconds: 0 },
+        HoldExpiry::After { seconds: HOLD_SECONDS_MAX + 1 },
+        HoldExpiry::At(book.now),
+        HoldExpiry::At(book.now - Duration::seconds(1)),
+        HoldExpiry::At(book.now + Duration::seconds(HOLD_SECONDS_MAX + 1)),
+    ] {
+        assert_eq!(book.apply(&hold(refused)), Err(Refusal::HoldExpiryOutOfRange), "{refused:?}");
+    }
+    let Ok(Outcome::Transfer(after)) = book.apply(&hold(HoldExpiry::After { seconds: 60 })) else { panic!("a hold") };
+    assert_eq!(after.expires_at, Some(book.now + Duration::seconds(60)), "counted from the book's clock");
+    let at = book.now + Duration::seconds(HOLD_SECONDS_MAX);
+    let Ok(Outcome::Transfer(until)) = book.apply(&hold(HoldExpiry::At(at))) else { panic!("a hold") };
+    assert_eq!(until.expires_at, Some(at));
+    assert_eq!(book.accounts[&wallet].balances().available, 80, "the refusals reserved nothing");
 }

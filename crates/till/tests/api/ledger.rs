@@ -529,8 +529,15 @@ async fn history_is_append_only_in_the_database() {
         "DELETE FROM ledger.hold_resolutions",
         "TRUNCATE ledger.entries",
     ] {
-        assert!(sqlx::query(statement).execute(&app.owner_pool).await.is_err(), "the owner cannot: {statement}");
-        assert!(sqlx::query(statement).execute(&app.pool).await.is_err(), "the app cannot: {statement}");
+        // The owner, who may do anything else, meets the trigger (insufficient_privilege
+        // with its message); the app is refused as well, whichever layer refuses it.
+        let owner = sqlx::query(statement).execute(&app.owner_pool).await.expect_err(statement);
+        let owner = owner.as_database_error().expect("a database error");
+        assert_eq!(owner.code().as_deref(), Some("42501"), "{statement}: {owner}");
+        assert!(owner.message().contains("is append-only"), "the trigger refused it: {statement}: {owner}");
+        let app_error = sqlx::query(statement).execute(&app.pool).await.expect_err(statement);
+        let app_error = app_error.as_database_error().expect("a database error");
+        assert_eq!(app_error.code().as_deref(), Some("42501"), "{statement}: {app_error}");
     }
 }
 
