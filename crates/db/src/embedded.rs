@@ -91,11 +91,9 @@ pub struct ClusterOptions {
 pub enum EmbeddedError {
     #[error(
         "no PostgreSQL server binaries were found (looked in TILL_PG_BINDIR, or else `pg_config --bindir`, \
-         PATH and /usr/lib/postgresql/*/bin).\nInstall them, for example `sudo apt-get install -y postgresql` \
-         on Debian/Ubuntu or `brew install postgresql` on macOS, or set DATABASE_URL to use an \
-         existing server."
+         PATH and /usr/lib/postgresql/*/bin): {0}; or set DATABASE_URL to use an existing server."
     )]
-    NoBinaries,
+    NoBinaries(String),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("running as root, but no unprivileged user (`postgres` or `nobody`) exists to run PostgreSQL")]
@@ -106,6 +104,11 @@ pub enum EmbeddedError {
     Start { log: String, tail: String },
     #[error("PostgreSQL did not stop within {STOP_TIMEOUT_MS} ms")]
     StopTimeout,
+    #[error(
+        "the PostgreSQL of this data directory (pid {0}) is still running after {STOP_TIMEOUT_MS} ms: \
+         another `till up` is using it, or it is stuck shutting down"
+    )]
+    StillRunning(i32),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -115,6 +118,50 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Embedd
     move |source| EmbeddedError::Io { context, source }
 }
 
+/// Waits, at most `STOP_TIMEOUT_MS`, for a postmaster still running on `pg_dir` to end.
+///
+/// After `till up` is killed (kill -9), its watchdog stops PostgreSQL with a fast
+/// shutdown, which ends with a checkpoint; a `till up` started at once would find the old
+/// postmaster's `postmaster.pid` and fail ("lock file already exists"). A pid file whose
+/// process is gone is left to PostgreSQL, which removes a stale one itself.
+async fn wait_for_previous_postmaster(pg_dir: &Path) -> Result<(), EmbeddedError> {
+    let Some(pid) = postmaster_pid(pg_dir) else { return Ok(()) };
+    let started = std::time::Instant::now();
+    let mut said = false;
+    while is_postmaster(pid) {
+        if started.elapsed() > Duration::from_millis(STOP_TIMEOUT_MS) {
+            return Err(EmbeddedError::StillRunning(pid));
+        }
+        if !said {
+            tracing::warn!(
+                pid,
+                "waiting for the PostgreSQL of a previous run of this data directory to finish shutting down"
+            );
+            eprintln!("Waiting for the PostgreSQL of a previous run (pid {pid}) to finish shutting down…");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// The pid in the first line of `postmaster.pid`, if the file is there.
+fn postmaster_pid(pg_dir: &Path) -> Option<i32> {
+    let text = fs::read_to_string(pg_dir.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+/// Whether `pid` is a live `postgres` process (a reused pid of another program is not).
+fn is_postmaster(pid: i32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline.split(|byte| *byte == 0).next().is_some_and(|program| program.ends_with(b"postgres"))
+    })
+}
+
+fn has_server(dir: &Path) -> bool {
+    dir.join("postgres").is_file() && dir.join("initdb").is_file()
+}
+
 /// The installed server binaries.
 #[derive(Debug, Clone)]
 pub struct Binaries {
@@ -122,14 +169,29 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds a directory holding both `postgres` and `initdb`. `TILL_PG_BINDIR`, when set,
-    /// is the only place looked at.
+    /// Finds a directory holding both `postgres` and `initdb`, installing the PostgreSQL
+    /// server first if the machine has none and Till may (`crate::packages`).
+    /// `TILL_PG_BINDIR`, when set, is the only place looked at, and nothing is installed.
     pub fn find() -> Result<Binaries, EmbeddedError> {
-        let has_server = |dir: &Path| dir.join("postgres").is_file() && dir.join("initdb").is_file();
         if let Some(only) = std::env::var_os("TILL_PG_BINDIR") {
             let dir = PathBuf::from(only);
-            return if has_server(&dir) { Ok(Binaries { dir }) } else { Err(EmbeddedError::NoBinaries) };
+            return if has_server(&dir) {
+                Ok(Binaries { dir })
+            } else {
+                Err(EmbeddedError::NoBinaries(format!(
+                    "TILL_PG_BINDIR={} has no postgres and initdb: point it at them, or unset it and install them \
+                     (`sudo apt-get install -y postgresql` on Debian/Ubuntu)",
+                    dir.display()
+                )))
+            };
         }
+        crate::packages::ensure("the PostgreSQL server", &["postgresql"], || Binaries::installed().is_some())
+            .map_err(EmbeddedError::NoBinaries)?;
+        Binaries::installed().ok_or_else(|| EmbeddedError::NoBinaries("they are not where Till looks".into()))
+    }
+
+    /// The installed server binaries, if any are where Till looks.
+    fn installed() -> Option<Binaries> {
         let from_pg_config = std::process::Command::new("pg_config")
             .arg("--bindir")
             .output()
@@ -164,7 +226,6 @@ impl Binaries {
                     .unwrap_or(dir);
                 Binaries { dir }
             })
-            .ok_or(EmbeddedError::NoBinaries)
     }
 
     fn tool(&self, name: &str) -> PathBuf {
@@ -228,7 +289,10 @@ impl Cluster {
     /// Initialises the cluster on first use, then starts it and waits until it accepts
     /// connections.
     pub async fn start(options: &ClusterOptions) -> Result<Cluster, EmbeddedError> {
-        let binaries = Binaries::find()?;
+        // Finding may install PostgreSQL and wait for apt: not on the runtime's threads.
+        let binaries = tokio::task::spawn_blocking(Binaries::find)
+            .await
+            .map_err(|error| EmbeddedError::NoBinaries(format!("looking for them failed: {error}")))??;
         let user = ServiceUser::decide()?;
         let data_dir = absolute(&options.data_dir)?;
         fs::create_dir_all(&data_dir).map_err(io_error(format!("creating {}", data_dir.display())))?;
@@ -250,6 +314,7 @@ impl Cluster {
             Some(port) => port,
             None => free_port()?,
         };
+        wait_for_previous_postmaster(&pg_dir).await?;
         let log_path = data_dir.join(LOG_FILE);
         let log = fs::OpenOptions::new()
             .create(true)

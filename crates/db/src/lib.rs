@@ -7,9 +7,11 @@
 //! - [`migrate`](mod@migrate): forward-only migrations embedded in the binary, one schema per service.
 //! - [`tenant`]: transactions scoped to one business for the row-level-security policies.
 //! - [`params`]: numbered parameters for statements assembled from parts.
+//! - [`packages`]: the system packages Till needs, installed when missing (when it may).
 
 pub mod embedded;
 pub mod migrate;
+pub mod packages;
 pub mod params;
 pub mod pool;
 pub mod tenant;

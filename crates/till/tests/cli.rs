@@ -172,6 +172,13 @@ fn a_killed_till_up_does_not_leave_postgres_running() {
     let mut child = running.child;
     child.kill().expect("SIGKILL");
     let _ = child.wait();
+    // Started again at once, as a supervisor would: the old postmaster may still be in
+    // its shutdown checkpoint, and the new `till up` waits for it instead of failing.
+    let mut again = till();
+    again.env("TILL_DATA_DIR", &data_dir);
+    let running = start_up(again, 0);
+    assert_eq!(get_business(running.port, "till_sk_nobody").0, 401, "the restarted Till answers");
+    stop(running, Signal::SIGTERM);
     wait_until_gone(&pid_file, "the watchdog stops PostgreSQL");
     let pg_dir = cluster_dir(&data_dir);
     let _ = std::fs::remove_dir_all(&data_dir);

@@ -29,6 +29,9 @@ pub struct BrokerNode {
 impl BrokerNode {
     /// Starts a new node and waits until it accepts AMQP connections.
     pub async fn start() -> anyhow::Result<BrokerNode> {
+        // Before anything runs: installing RabbitMQ brings epmd too. (It may wait for apt,
+        // so not on the runtime's own threads.)
+        tokio::task::spawn_blocking(server_binary).await.context("looking for RabbitMQ")??;
         let dir = std::env::temp_dir().join(format!("till-rabbitmq-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(dir.join("home")).context("creating the broker directory")?;
         let (amqp_port, dist_port, epmd_port) = (free_port()?, free_port()?, free_port()?);
@@ -164,21 +167,28 @@ impl Drop for BrokerNode {
     }
 }
 
+/// The RabbitMQ server script, installing RabbitMQ first if the machine has none and
+/// Till may (`till_db::packages`); `TILL_RABBITMQ_SERVER` names it instead.
 fn server_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("TILL_RABBITMQ_SERVER") {
         return Ok(PathBuf::from(path));
     }
+    till_db::packages::ensure("RabbitMQ (for the tests of the RabbitMQ bus)", &["rabbitmq-server"], || {
+        installed_server().is_some()
+    })
+    .map_err(|advice| anyhow::anyhow!("{advice}, or set TILL_RABBITMQ_SERVER"))?;
+    installed_server().context("rabbitmq-server is installed but not where Till looks: set TILL_RABBITMQ_SERVER")
+}
+
+fn installed_server() -> Option<PathBuf> {
     // Debian's /usr/sbin/rabbitmq-server switches to the rabbitmq user; the script
     // behind it runs as whoever starts it, which is what a private node needs.
     let debian = PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server");
     if debian.exists() {
-        return Ok(debian);
+        return Some(debian);
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).map(|dir| dir.join("rabbitmq-server")).find(|path| path.exists()));
-    on_path
-        .flatten()
-        .context("rabbitmq-server not found: install it (apt-get install rabbitmq-server) or set TILL_RABBITMQ_SERVER")
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("rabbitmq-server")).find(|path| path.exists()))
 }
 
 fn epmd_binary() -> PathBuf {
