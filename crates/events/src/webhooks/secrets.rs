@@ -6,7 +6,7 @@
 //! no longer the keyring's first, so that a retired key can leave the keyring.
 
 use sqlx::PgPool;
-use till_kit::Keyring;
+use till_kit::{Keyring, Secret};
 use uuid::Uuid;
 
 /// What a secret is sealed with: the endpoint it signs for.
@@ -19,19 +19,19 @@ pub fn seal(keyring: &Keyring, endpoint: Uuid, secret: &str) -> Vec<u8> {
 }
 
 /// The secret of a claimed or stored endpoint row: the sealed copy if there is one,
-/// else the plain one (a row not yet resealed).
+/// else the plain one (a row not yet resealed). Masked in `Debug`, never serialized.
 pub fn open(
     keyring: &Keyring,
     endpoint: Uuid,
     sealed: Option<&[u8]>,
     plain: Option<&str>,
-) -> Result<Option<String>, till_kit::sealing::OpenError> {
+) -> Result<Option<Secret<String>>, till_kit::sealing::OpenError> {
     match (sealed, plain) {
         (Some(sealed), _) => {
             let bytes = keyring.open(context(endpoint).as_bytes(), sealed)?;
-            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+            Ok(Some(Secret::new(String::from_utf8_lossy(&bytes).into_owned())))
         }
-        (None, plain) => Ok(plain.map(str::to_string)),
+        (None, plain) => Ok(plain.map(|plain| Secret::new(plain.to_string()))),
     }
 }
 
@@ -96,8 +96,8 @@ pub async fn reseal(owner_pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u6
                     AND previous_secret IS NOT DISTINCT FROM $6 AND previous_secret_sealed IS NOT DISTINCT FROM $7",
             )
             .bind(row.id)
-            .bind(seal(keyring, row.id, &secret))
-            .bind(previous.as_deref().map(|previous| seal(keyring, row.id, previous)))
+            .bind(seal(keyring, row.id, secret.expose_secret()))
+            .bind(previous.as_ref().map(|previous| seal(keyring, row.id, previous.expose_secret())))
             .bind(&row.secret)
             .bind(&row.secret_sealed)
             .bind(&row.previous_secret)

@@ -263,8 +263,8 @@ async fn send(config: &WebhookConfig, client: &reqwest::Client, keyring: &Keyrin
     .unwrap_or(None);
     let id = format!("evt_{}", delivery.event_id.simple());
     let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut secrets = vec![secret.as_str()];
-    secrets.extend(previous.as_deref());
+    let mut secrets = vec![secret.expose_secret().as_str()];
+    secrets.extend(previous.as_ref().map(|previous| previous.expose_secret().as_str()));
     let mut headers = HeaderMap::new();
     let values = [
         ("webhook-id", id.clone()),

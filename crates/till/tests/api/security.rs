@@ -369,7 +369,8 @@ async fn webhook_signing_secrets_are_sealed_and_resealed_after_a_key_rotation() 
     assert_eq!(plain, None, "no plain secret is stored");
     let sealed = sealed.expect("a sealed secret");
     assert!(!String::from_utf8_lossy(&sealed).contains("whsec_"));
-    assert_eq!(secrets::open(&app.keyring, id, Some(&sealed), None).expect("opens"), Some(secret.clone()));
+    let opened = secrets::open(&app.keyring, id, Some(&sealed), None).expect("opens").expect("a secret");
+    assert_eq!(opened.expose_secret(), &secret);
 
     // As a row written before sealing: plain only. `reseal` seals it.
     sqlx::query("UPDATE events.webhook_endpoints SET secret = $2, secret_sealed = NULL WHERE id = $1")
@@ -392,7 +393,8 @@ async fn webhook_signing_secrets_are_sealed_and_resealed_after_a_key_rotation() 
     let (_, sealed) = stored().await;
     assert_eq!(Keyring::key_id_of(sealed.as_deref().unwrap_or_default()), Some("new"));
     let new_only = Keyring::parse(&new_text).expect("keyring");
-    assert_eq!(secrets::open(&new_only, id, sealed.as_deref(), None).expect("opens"), Some(secret));
+    let opened = secrets::open(&new_only, id, sealed.as_deref(), None).expect("opens").expect("a secret");
+    assert_eq!(opened.expose_secret(), &secret);
 }
 
 mod slow_clients {
