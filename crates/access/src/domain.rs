@@ -85,17 +85,17 @@ impl UkVatNumber {
         let invalid =
             || AccessError::Invalid("tax_registration", "not a valid UK VAT number (GB followed by 9 digits).".into());
         let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
-        // Only ASCII letters and digits from here on, so the slices below are on
-        // character boundaries (a non-ASCII character inside used to split one: a 500).
+        // Only ASCII letters and digits from here on (a non-ASCII character used to be
+        // sliced inside: a 500), and the checks below work on bytes, never str slices.
         if !compact.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
             return Err(invalid());
         }
-        let rest = compact.strip_prefix("GB").ok_or_else(invalid)?;
-        let valid = match rest.len() {
-            5 if rest.starts_with("GD") => digits(&rest[2..]).is_some_and(|n| n <= 499),
-            5 if rest.starts_with("HA") => digits(&rest[2..]).is_some_and(|n| (500..=999).contains(&n)),
-            9 => mod97_valid(rest),
-            12 => mod97_valid(&rest[..9]) && digits(&rest[9..]).is_some(),
+        let rest = compact.as_bytes().strip_prefix(b"GB").ok_or_else(invalid)?;
+        let valid = match rest {
+            [b'G', b'D', number @ ..] if number.len() == 3 => digits(number).is_some_and(|n| n <= 499),
+            [b'H', b'A', number @ ..] if number.len() == 3 => digits(number).is_some_and(|n| (500..=999).contains(&n)),
+            nine if nine.len() == 9 => mod97_valid(nine),
+            [nine @ .., b0, b1, b2] if nine.len() == 9 => mod97_valid(nine) && digits(&[*b0, *b1, *b2]).is_some(),
             _ => false,
         };
         if valid {
@@ -110,15 +110,15 @@ impl UkVatNumber {
     }
 }
 
-fn digits(text: &str) -> Option<u32> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+/// The number written in ASCII digits `bytes` (at most 9 of them), if they all are.
+fn digits(bytes: &[u8]) -> Option<u32> {
+    if bytes.is_empty() || bytes.len() > 9 || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    text.parse().ok()
+    Some(bytes.iter().fold(0, |number, digit| number * 10 + u32::from(digit - b'0')))
 }
 
-fn mod97_valid(nine: &str) -> bool {
-    let bytes = nine.as_bytes();
+fn mod97_valid(bytes: &[u8]) -> bool {
     if bytes.len() != 9 || !bytes.iter().all(u8::is_ascii_digit) {
         return false;
     }
@@ -144,7 +144,7 @@ impl Gstin {
         if bytes.len() != 15 || !bytes.iter().all(|b| GSTIN_ALPHABET.contains(b)) {
             return Err(invalid("it must be 15 letters and digits"));
         }
-        let state: u32 = digits(&gstin[..2]).ok_or_else(|| invalid("it must start with a state code"))?;
+        let state: u32 = digits(&bytes[..2]).ok_or_else(|| invalid("it must start with a state code"))?;
         if !((1..=38).contains(&state) || state == 97 || state == 99) {
             return Err(invalid("the state code is not one of India's"));
         }
@@ -169,7 +169,8 @@ impl Gstin {
     }
 
     pub fn state_code(&self) -> &str {
-        &self.0[..2]
+        // A GSTIN is 15 ASCII characters (checked by `parse`), so 2 is a boundary.
+        self.0.get(..2).unwrap_or_default()
     }
 }
 

@@ -476,7 +476,7 @@ fn cluster_dir(data_dir: &Path, user: ServiceUser) -> PathBuf {
         return inside;
     }
     let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
-    PathBuf::from("/var/lib/till/clusters").join(&hex::encode(digest)[..16])
+    PathBuf::from("/var/lib/till/clusters").join(hex::encode(&digest[..8]))
 }
 
 fn traversable_by_others(path: &Path) -> bool {

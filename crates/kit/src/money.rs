@@ -3,6 +3,9 @@
 //! There is no `impl Add` and no float anywhere: every operation is checked and
 //! currency-aware, and returns an error instead of wrapping, saturating or mixing currencies.
 
+// Money and balances: every operation is checked, and no `as` cast can truncate.
+#![warn(clippy::arithmetic_side_effects, clippy::as_conversions)]
+
 use std::fmt;
 
 use crate::currency::Currency;
@@ -118,10 +121,11 @@ impl Money {
         let mut magnitude: i128 = 0;
         let padded_fraction = format!("{significant_fraction:0<exponent$}");
         for byte in whole.bytes().chain(padded_fraction.bytes()) {
-            let digit = i128::from(byte - b'0');
+            // An ASCII digit (checked above), so the subtraction cannot go below zero.
+            let digit = i128::from(byte.saturating_sub(b'0'));
             magnitude = magnitude.checked_mul(10).and_then(|m| m.checked_add(digit)).ok_or(MoneyError::Overflow)?;
         }
-        let signed = if negative { -magnitude } else { magnitude };
+        let signed = if negative { magnitude.checked_neg().ok_or(MoneyError::Overflow)? } else { magnitude };
         let minor = i64::try_from(signed).map_err(|_| MoneyError::Overflow)?;
         Ok(Money { minor, currency })
     }
@@ -134,9 +138,11 @@ impl Money {
         if exponent == 0 {
             return format!("{sign}{magnitude}");
         }
-        let per_major = 10_u64.pow(exponent);
-        let width = exponent as usize;
-        format!("{sign}{}.{:0width$}", magnitude / per_major, magnitude % per_major)
+        // ISO 4217 exponents are at most 4, so 10^exponent fits and is never zero.
+        let per_major = 10_u64.checked_pow(exponent).unwrap_or(u64::MAX);
+        let width = usize::from(self.currency.exponent());
+        let (major, minor) = (magnitude.checked_div(per_major), magnitude.checked_rem(per_major));
+        format!("{sign}{}.{:0width$}", major.unwrap_or_default(), minor.unwrap_or_default())
     }
 }
 
@@ -153,6 +159,8 @@ impl fmt::Display for Money {
 }
 
 #[cfg(test)]
+// Wide (i128) arithmetic on i64 operands, to check the checked operations against it.
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -17,6 +17,9 @@
 //! increase it count only once posted. `min_balance` bounds `available` from below and
 //! `max_balance` bounds `balance` from above, and no committed state breaks either.
 
+// Money and balances: every operation is checked, and no `as` cast can truncate.
+#![warn(clippy::arithmetic_side_effects, clippy::as_conversions)]
+
 use std::collections::HashMap;
 
 use till_kit::{Currency, HumanText, Metadata};
@@ -126,13 +129,14 @@ impl Account {
             Side::Credit => (t.credits_posted, t.debits_posted, t.credits_pending, t.debits_pending),
             Side::Debit => (t.debits_posted, t.credits_posted, t.debits_pending, t.credits_pending),
         };
-        let balance = i128::from(increase_posted) - i128::from(decrease_posted);
+        // Differences of i64 values in i128 never saturate: these are exact.
+        let balance = i128::from(increase_posted).saturating_sub(i128::from(decrease_posted));
         let pending_outgoing = i128::from(decrease_pending);
         Balances {
             balance,
             pending_outgoing,
             pending_incoming: i128::from(increase_pending),
-            available: balance - pending_outgoing,
+            available: balance.saturating_sub(pending_outgoing),
         }
     }
 
@@ -531,11 +535,12 @@ impl Book {
         }
         self.usable_account(new.debit_account, new.currency)?;
         self.usable_account(new.credit_account, new.currency)?;
-        let latest = self.now + time::Duration::seconds(HOLD_SECONDS_MAX);
+        let after = |seconds: i64| self.now.checked_add(time::Duration::seconds(seconds));
+        let latest = after(HOLD_SECONDS_MAX).ok_or(Refusal::HoldExpiryOutOfRange)?;
         let expires_at = match new.hold {
             None | Some(HoldExpiry::Never) => None,
             Some(HoldExpiry::After { seconds }) if (1..=HOLD_SECONDS_MAX).contains(&seconds) => {
-                Some(self.now + time::Duration::seconds(seconds))
+                Some(after(seconds).ok_or(Refusal::HoldExpiryOutOfRange)?)
             }
             Some(HoldExpiry::At(at)) if at > self.now && at <= latest => Some(at),
             Some(HoldExpiry::After { .. } | HoldExpiry::At(_)) => return Err(Refusal::HoldExpiryOutOfRange),
@@ -600,8 +605,10 @@ impl Book {
             ResolutionKind::Voided => "void",
             ResolutionKind::Expired => "expire",
         };
-        self.move_side(hold.debit_account, id, Side::Debit, entry_kind, posted_amount, -hold.amount)?;
-        self.move_side(hold.credit_account, id, Side::Credit, entry_kind, posted_amount, -hold.amount)?;
+        // A hold's amount is positive, so its negation is exact.
+        let released = hold.amount.saturating_neg();
+        self.move_side(hold.debit_account, id, Side::Debit, entry_kind, posted_amount, released)?;
+        self.move_side(hold.credit_account, id, Side::Credit, entry_kind, posted_amount, released)?;
         self.check([hold.debit_account, hold.credit_account])?;
         let resolution = Resolution { kind, posted_amount, resolved_at: self.now };
         self.writes.resolutions.push(ResolutionRecord { hold: id, resolution });

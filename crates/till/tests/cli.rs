@@ -273,7 +273,7 @@ async fn dead_letters_are_listed_and_replayed_from_the_cli() {
     let url = till_testkit::broker::shared_broker_url().expect("broker");
     let mut config = BrokerConfig::new(till_kit::Secret::new(url.clone()));
     config.exchange = format!("till.cli.{}", uuid::Uuid::now_v7().simple());
-    let consumer = format!("cli-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let consumer = format!("cli-{}", uuid::Uuid::now_v7().simple().to_string().chars().skip(20).collect::<String>());
     let connection = broker::connect(&config, "cli-test").await.expect("connect");
     let channel = broker::confirm_channel(&connection).await.expect("channel");
     broker::declare_consumer(&channel, &config, &consumer, &["#".to_string()]).await.expect("declare");

@@ -1,3 +1,6 @@
+// Tests compute expected balances with plain arithmetic on small numbers.
+#![allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
+
 //! Unit and property tests of the pure ledger.
 
 use proptest::prelude::*;

@@ -30,7 +30,8 @@ fn broker_config(url: String) -> BrokerConfig {
 }
 
 fn consumer_name() -> String {
-    format!("c-{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+    // The random end of a UUIDv7 (its start is the time, shared by names made together).
+    format!("c-{}", uuid::Uuid::now_v7().simple().to_string().chars().skip(20).collect::<String>())
 }
 
 async fn app_on(config: &BrokerConfig) -> TestApp {
