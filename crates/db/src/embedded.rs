@@ -80,6 +80,9 @@ pub struct ClusterOptions {
     pub data_dir: PathBuf,
     /// The TCP port on 127.0.0.1; `None` picks a free one at every start.
     pub port: Option<u16>,
+    /// With `port` unset: the port to take if it is free once any previous postmaster of
+    /// this cluster has ended (the previous run's), else a free one.
+    pub preferred_port: Option<u16>,
     /// `false` turns off fsync for throwaway clusters (tests). Never for `till up`.
     pub durable: bool,
     /// Delete the whole data directory when the cluster stops (tests).
@@ -310,11 +313,13 @@ impl Cluster {
         if !data_dir.join(INITIALIZED_MARKER).exists() {
             initdb(&binaries, user, &pg_dir, &password, &data_dir).await?;
         }
-        let port = match options.port {
+        // Before choosing a port: the previous run's postmaster still holds its own.
+        wait_for_previous_postmaster(&pg_dir).await?;
+        let preferred = options.preferred_port.filter(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok());
+        let port = match options.port.or(preferred) {
             Some(port) => port,
             None => free_port()?,
         };
-        wait_for_previous_postmaster(&pg_dir).await?;
         let log_path = data_dir.join(LOG_FILE);
         let log = fs::OpenOptions::new()
             .create(true)

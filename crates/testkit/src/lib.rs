@@ -79,7 +79,14 @@ where
 async fn start_cluster() -> anyhow::Result<(Cluster, SharedCluster)> {
     till_telemetry::init_with_default("warn");
     let data_dir = std::env::temp_dir().join(format!("till-test-{}", uuid::Uuid::now_v7().simple()));
-    let options = ClusterOptions { data_dir, port: None, durable: false, ephemeral: true, connections_max: 400 };
+    let options = ClusterOptions {
+        data_dir,
+        port: None,
+        preferred_port: None,
+        durable: false,
+        ephemeral: true,
+        connections_max: 400,
+    };
     let cluster = Cluster::start(&options).await.context("starting the test cluster")?;
     cluster.ensure_database(TEMPLATE_DATABASE).await?;
     let pool = till_db::connect_owner_pool(cluster.connect_options(TEMPLATE_DATABASE), 1).await?;

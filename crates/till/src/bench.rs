@@ -84,8 +84,14 @@ pub async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
 /// A benchmark's own PostgreSQL: durable settings, like `till up`, deleted when it stops.
 pub(crate) async fn throwaway_cluster(label: &str) -> anyhow::Result<(Cluster, std::path::PathBuf)> {
     let data_dir = std::env::temp_dir().join(format!("till-bench-{label}-{}", uuid_simple()));
-    let options =
-        ClusterOptions { data_dir: data_dir.clone(), port: None, durable: true, ephemeral: true, connections_max: 200 };
+    let options = ClusterOptions {
+        data_dir: data_dir.clone(),
+        port: None,
+        preferred_port: None,
+        durable: true,
+        ephemeral: true,
+        connections_max: 200,
+    };
     let cluster = Cluster::start(&options).await.context("starting the benchmark's PostgreSQL")?;
     Ok((cluster, data_dir))
 }

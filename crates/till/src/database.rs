@@ -75,13 +75,12 @@ async fn running_embedded(data_dir: &Path) -> Option<Database> {
 }
 
 async fn start_embedded(args: &DatabaseArgs) -> anyhow::Result<Database> {
-    let previous_port = std::fs::read_to_string(args.data_dir.join(PORT_FILE))
-        .ok()
-        .and_then(|text| text.trim().parse::<u16>().ok())
-        .filter(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok());
+    let previous_port =
+        std::fs::read_to_string(args.data_dir.join(PORT_FILE)).ok().and_then(|text| text.trim().parse::<u16>().ok());
     let options = ClusterOptions {
         data_dir: args.data_dir.clone(),
-        port: args.pg_port.or(previous_port),
+        port: args.pg_port,
+        preferred_port: previous_port,
         durable: true,
         ephemeral: false,
         connections_max: EMBEDDED_CONNECTIONS_MAX,

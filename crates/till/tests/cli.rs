@@ -169,6 +169,7 @@ fn a_killed_till_up_does_not_leave_postgres_running() {
     let running = start_up(command, 0);
     let pid_file = cluster_dir(&data_dir).join("postmaster.pid");
     assert!(pid_file.exists());
+    let pg_port = std::fs::read_to_string(data_dir.join("postgres.port")).expect("the port file");
     let mut child = running.child;
     child.kill().expect("SIGKILL");
     let _ = child.wait();
@@ -178,6 +179,8 @@ fn a_killed_till_up_does_not_leave_postgres_running() {
     again.env("TILL_DATA_DIR", &data_dir);
     let running = start_up(again, 0);
     assert_eq!(get_business(running.port, "till_sk_nobody").0, 401, "the restarted Till answers");
+    let pg_port_again = std::fs::read_to_string(data_dir.join("postgres.port")).expect("the port file");
+    assert_eq!(pg_port_again, pg_port, "the cluster kept its port once the old postmaster was gone");
     stop(running, Signal::SIGTERM);
     wait_until_gone(&pid_file, "the watchdog stops PostgreSQL");
     let pg_dir = cluster_dir(&data_dir);
