@@ -107,6 +107,9 @@ pub enum Admission {
 pub enum Outcome {
     Success,
     Failure,
+    /// The call says nothing about the dependency (it could not even be made): it is not
+    /// counted, and a half-open trial's place is given back.
+    Neutral,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -211,6 +214,7 @@ impl Breaker {
                 return;
             };
             inner.state = match outcome {
+                Outcome::Neutral => State::HalfOpen { in_flight: in_flight.saturating_sub(1), successes },
                 Outcome::Failure => State::Open { until: now + self.config.open_for },
                 Outcome::Success if successes + 1 >= self.config.half_open_trials => {
                     inner.buckets.iter_mut().for_each(|bucket| *bucket = Bucket::default());
@@ -222,8 +226,9 @@ impl Breaker {
             };
             return;
         }
-        if !matches!(inner.state, State::Closed) {
-            // A call admitted while closed, ending after the breaker opened: it changes nothing.
+        if !matches!(inner.state, State::Closed) || outcome == Outcome::Neutral {
+            // A call admitted while closed, ending after the breaker opened, changes
+            // nothing; nor does a call that says nothing about the dependency.
             return;
         }
         let slice = self.slice(now);
@@ -341,6 +346,21 @@ mod tests {
         assert_eq!(breaker.state(), BreakerState::Open { retry_after: Duration::from_secs(5) });
         clock.advance(Duration::from_secs(1));
         assert!(matches!(breaker.admit(), Admission::Refused { retry_after } if retry_after == Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn a_neutral_call_counts_for_nothing_and_gives_back_its_trial() {
+        let clock = ManualClock::default();
+        let breaker = breaker(&clock);
+        call(&breaker, Outcome::Neutral);
+        assert_eq!(breaker.state(), BreakerState::Closed { calls: 0, failures: 0 });
+        for _ in 0..4 {
+            call(&breaker, Outcome::Failure);
+        }
+        clock.advance(Duration::from_secs(5));
+        let trial = breaker.admit();
+        breaker.record(trial, Outcome::Neutral);
+        assert_eq!(breaker.state(), BreakerState::HalfOpen { trials_in_flight: 0, successes: 0 });
     }
 
     #[test]

@@ -262,7 +262,7 @@ impl Dependency {
                 }
                 Err(Attempted::Request(cause)) => {
                     // The caller's mistake, not the dependency's: neutral for the breaker.
-                    self.breaker.record(admission, Outcome::Success);
+                    self.breaker.record(admission, Outcome::Neutral);
                     return Err(OutboundError::Request { names, cause });
                 }
                 Err(Attempted::Connect(cause)) => Transient::Connect(cause),
