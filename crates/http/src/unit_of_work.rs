@@ -115,6 +115,19 @@ impl KeyOwner {
         }
     }
 
+    /// The request's idempotency context: its owner, key and fingerprint.
+    fn context(self, key: String, parts: &Parts, body: &[u8]) -> IdempotencyContext {
+        IdempotencyContext {
+            scope: self.scope.idempotency_scope(),
+            principal: self.principal,
+            role: self.role,
+            key,
+            fingerprint: fingerprint(&parts.method, &parts.uri, body),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+        }
+    }
+
     fn lock_name(&self, key: &str) -> String {
         format!("idempotency\u{1f}{}\u{1f}{}\u{1f}{key}", self.scope.idempotency_scope(), self.principal)
     }
@@ -513,15 +526,7 @@ async fn delegate(
     let key = idempotency_key(request.headers())?;
     let (parts, body) = request.into_parts();
     let body = read_body(body, state.body_bytes_max).await?;
-    let context = IdempotencyContext {
-        scope: owner.scope.idempotency_scope(),
-        principal: owner.principal,
-        role: owner.role,
-        key,
-        fingerprint: fingerprint(&parts.method, &parts.uri, &body),
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-    };
+    let context = owner.context(key, &parts, &body);
     let mut request = Request::from_parts(parts, Body::from(body));
     request.extensions_mut().insert(context);
     Ok(next.run(request).await)
@@ -537,17 +542,10 @@ async fn idempotent(
     let (parts, body) = request.into_parts();
     let body = read_body(body, state.body_bytes_max).await?;
     let lock_name = owner.lock_name(&key);
-    let context = IdempotencyContext {
-        scope: owner.scope.idempotency_scope(),
-        principal: owner.principal,
-        role: owner.role,
-        key,
-        fingerprint: fingerprint(&parts.method, &parts.uri, &body),
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-    };
+    let scope = owner.scope;
+    let context = owner.context(key, &parts, &body);
 
-    let mut transaction = begin(&state.pool, owner.scope).await?;
+    let mut transaction = begin(&state.pool, scope).await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(lock_name)
         .fetch_one(&mut *transaction)

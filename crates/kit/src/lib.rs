@@ -4,6 +4,7 @@
 //! Nothing here performs I/O or knows about HTTP or SQL; every service depends on it.
 
 pub mod currency;
+pub mod errors;
 pub mod id;
 pub mod metadata;
 pub mod money;

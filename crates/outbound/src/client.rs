@@ -342,7 +342,7 @@ enum Attempted {
 }
 
 fn classify(error: reqwest::Error) -> Attempted {
-    let cause = error_chain(&error);
+    let cause = till_kit::errors::chain(&error);
     if error.is_connect() {
         Attempted::Connect(cause)
     } else if error.is_builder() {
@@ -350,18 +350,6 @@ fn classify(error: reqwest::Error) -> Attempted {
     } else {
         Attempted::NoAnswer(cause)
     }
-}
-
-/// An error and its causes, for the log.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A failed attempt that a retry might get past.

@@ -280,7 +280,7 @@ async fn send(config: &WebhookConfig, client: &reqwest::Client, keyring: &Keyrin
     let response = match client.post(url).headers(headers).body(body).send().await {
         Ok(response) => response,
         Err(error) => {
-            log(&error_chain(&error));
+            log(&till_kit::errors::chain(&error));
             return failed(if error.is_timeout() {
                 outcome::TIMED_OUT
             } else if error.is_connect() {
@@ -307,17 +307,4 @@ async fn send(config: &WebhookConfig, client: &reqwest::Client, keyring: &Keyrin
     } else {
         Attempt { succeeded: false, status_code: code, error: Some(format!("HTTP {}", status.as_u16())) }
     }
-}
-
-/// An error and its causes ("error sending request: … : operation timed out"), so the
-/// attempt log says what actually happened.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
