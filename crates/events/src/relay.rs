@@ -4,6 +4,10 @@
 //! outbox and enter the log together, so a relay that dies mid-batch loses nothing and
 //! publishes nothing twice; the next relay moves the same events. Order per outbox is
 //! kept (oldest first, one relay per outbox at a time), which keeps order per resource.
+//!
+//! Which outboxes there are is read from `events.outboxes`, where each service's migration
+//! registers its own (`events.create_outbox`): a new service's events are relayed without
+//! a list in the code to join.
 
 use std::time::Duration;
 
@@ -11,8 +15,6 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-/// Every outbox, registered by its service's migration.
-pub const OUTBOXES: [&str; 3] = ["access.outbox", "events.outbox", "ledger.outbox"];
 pub const NOTIFY_CHANNEL: &str = "till_outbox";
 const RELAY_ROWS_MAX: i32 = 1_000;
 /// Polled even without notifications, so a lost NOTIFY only delays.
@@ -20,6 +22,11 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the relay gathers notifications before a drain: the latency it adds, and the
 /// batching it buys under load.
 const RELAY_COALESCE: Duration = Duration::from_millis(5);
+
+/// Every registered outbox (`schema.outbox`), in name order.
+pub async fn outboxes(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM events.outboxes ORDER BY name").fetch_all(pool).await
+}
 
 /// Moves everything currently committed in `outbox`; returns how many events moved.
 pub async fn drain(pool: &PgPool, outbox: &str) -> Result<u64, sqlx::Error> {
@@ -63,6 +70,7 @@ pub(crate) async fn listen(pool: &PgPool, channel: &str) -> Option<PgListener> {
 pub async fn run(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
     let mut listener = listen(&pool, NOTIFY_CHANNEL).await;
     let mut poll = tokio::time::interval(POLL_INTERVAL);
+    let mut known: Vec<String> = Vec::new();
     loop {
         let notified = async {
             match listener.as_mut() {
@@ -70,11 +78,19 @@ pub async fn run(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
                 None => std::future::pending().await,
             }
         };
-        let mut due: Vec<&str> = tokio::select! {
+        let mut due: Vec<String> = tokio::select! {
             _ = shutdown.changed() => return,
-            _ = poll.tick() => OUTBOXES.to_vec(),
+            _ = poll.tick() => {
+                // Every poll reads the registered outboxes again (one small query): an
+                // outbox that a newer instance's migration registered is relayed here too.
+                match outboxes(&pool).await {
+                    Ok(registered) => known = registered,
+                    Err(error) => tracing::warn!(%error, "reading the registered outboxes failed; using the last list"),
+                }
+                known.clone()
+            }
             outcome = notified => match outcome {
-                Ok(payload) => OUTBOXES.iter().copied().filter(|outbox| *outbox == payload).collect(),
+                Ok(payload) => known.iter().filter(|outbox| **outbox == payload).cloned().collect(),
                 Err(error) => {
                     // Keep going on polling alone rather than spin on a broken listener.
                     tracing::warn!(%error, "outbox listener failed; polling only from now on");
@@ -86,14 +102,14 @@ pub async fn run(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
         tokio::time::sleep(RELAY_COALESCE).await;
         if let Some(listener) = listener.as_mut() {
             while let Some(notification) = listener.next_buffered() {
-                if let Some(outbox) = OUTBOXES.iter().find(|outbox| **outbox == notification.payload()) {
-                    due.push(outbox);
+                if let Some(outbox) = known.iter().find(|outbox| **outbox == notification.payload()) {
+                    due.push(outbox.clone());
                 }
             }
         }
         due.sort_unstable();
         due.dedup();
-        for outbox in due {
+        for outbox in &due {
             if let Err(error) = drain(&pool, outbox).await {
                 tracing::warn!(%error, outbox, "relaying events failed; retrying on the next tick");
             }

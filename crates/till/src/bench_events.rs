@@ -263,8 +263,8 @@ async fn under_load(
 
 async fn outbox_backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let mut waiting = 0;
-    for outbox in till_events::relay::OUTBOXES {
-        waiting += till_events::relay::backlog(pool, outbox).await?.0;
+    for outbox in till_events::relay::outboxes(pool).await? {
+        waiting += till_events::relay::backlog(pool, &outbox).await?.0;
     }
     Ok(waiting)
 }

@@ -338,8 +338,8 @@ pub async fn events_backlog(args: EventsBacklogArgs) -> anyhow::Result<()> {
         let owner_pool = till_db::connect_owner_pool(database.owner_options.clone(), 1).await?;
         till_db::migrate(&owner_pool, &till_server::migrations()).await?;
         let now = time::OffsetDateTime::now_utc();
-        for outbox in till_events::relay::OUTBOXES {
-            let (waiting, oldest) = till_events::relay::backlog(&owner_pool, outbox).await?;
+        for outbox in till_events::relay::outboxes(&owner_pool).await? {
+            let (waiting, oldest) = till_events::relay::backlog(&owner_pool, &outbox).await?;
             let age = oldest
                 .map(|oldest| format!("{} ms", (now - oldest).whole_milliseconds()))
                 .unwrap_or_else(|| "-".into());

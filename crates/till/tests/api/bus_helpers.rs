@@ -83,8 +83,8 @@ pub async fn wait_for_every_effect(app: &TestApp, within: Duration) {
 
 async fn outbox_empty(app: &TestApp) -> bool {
     let mut waiting = 0;
-    for outbox in till_events::relay::OUTBOXES {
-        waiting += till_events::relay::backlog(&app.pool, outbox).await.expect("backlog").0;
+    for outbox in till_events::relay::outboxes(&app.pool).await.expect("outboxes") {
+        waiting += till_events::relay::backlog(&app.pool, &outbox).await.expect("backlog").0;
     }
     waiting == 0
 }

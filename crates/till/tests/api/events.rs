@@ -129,8 +129,8 @@ async fn moved_in_order(app: &TestApp) -> (i64, i64) {
 async fn drain_all(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        for outbox in till_events::relay::OUTBOXES {
-            till_events::relay::drain(&app.pool, outbox).await.expect("drain");
+        for outbox in till_events::relay::outboxes(&app.pool).await.expect("outboxes") {
+            till_events::relay::drain(&app.pool, &outbox).await.expect("drain");
         }
         if outbox_waiting(app).await == 0 {
             return;
@@ -376,4 +376,42 @@ async fn a_failing_handler_on_the_embedded_bus_holds_the_cursor_and_loses_nothin
     consume_available(&app.pool, &subscription, &handler).await.expect("the rest");
     assert_eq!(effects(&app).await, (7, 7), "every event once");
     assert_eq!(crate::bus_helpers::effects_out_of_order(&app).await, 0);
+}
+
+/// The relay drains whatever outboxes the migrations registered: a new service's outbox
+/// needs no list in the code to join.
+#[tokio::test]
+async fn an_outbox_a_migration_registers_is_relayed_without_a_list_in_the_code() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let business_id = uuid::Uuid::parse_str(business.id.trim_start_matches("biz_")).expect("uuid");
+    // What a new service's migration does.
+    sqlx::query("CREATE SCHEMA widgets").execute(&app.owner_pool).await.expect("schema");
+    sqlx::query("GRANT USAGE ON SCHEMA widgets TO till_app").execute(&app.owner_pool).await.expect("grant");
+    sqlx::query("SELECT events.create_outbox('widgets')").execute(&app.owner_pool).await.expect("outbox");
+    let registered = till_events::relay::outboxes(&app.pool).await.expect("outboxes");
+    assert!(registered.contains(&"widgets.outbox".to_string()), "{registered:?}");
+    let event = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO widgets.outbox (id, type, version, business_id, resource_id, sequence, occurred_at, data)
+         VALUES ($1, 'account.created', 1, $2, 'wid_1', 1, now(), '{}')",
+    )
+    .bind(event)
+    .bind(business_id)
+    .execute(&app.owner_pool)
+    .await
+    .expect("an event in the new outbox");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logged: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events.log WHERE id = $1)")
+            .bind(event)
+            .fetch_one(&app.owner_pool)
+            .await
+            .expect("log");
+        if logged {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new outbox's event was never relayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
