@@ -51,13 +51,36 @@ pub struct Extension {
     pub permissions: Vec<RoutePermission>,
 }
 
+/// The app, built: its router and what its background jobs run with. `till up` and the
+/// test harness both start it with [`Built::run`], so there is one start-up sequence.
 pub struct Built {
     pub router: Router,
     pub openapi: utoipa::openapi::OpenApi,
-    pub rate_limiter: RateLimiter,
     pub engine: till_ledger::engine::Engine,
-    /// For the jobs that keep its state small (the token deny-list's purge).
-    pub authenticator: Authenticator,
+    jobs: crate::jobs::Jobs,
+    limits: crate::serve::ConnectionLimits,
+}
+
+impl Built {
+    /// Serves `listener` with the background jobs until `shutdown` resolves, then stops in
+    /// order: no new connections, in-flight requests finish, the jobs finish their current
+    /// step, the ledger's writers close. The caller closes the pool after.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+        let jobs = crate::jobs::spawn(self.jobs, jobs_stopped);
+        let served = crate::serve(listener, self.router, self.limits, shutdown).await;
+        tracing::info!("the API has stopped accepting and drained in-flight requests");
+        let _ = stop_jobs.send(true);
+        if let Err(error) = jobs.await {
+            tracing::error!(%error, "a background job ended abnormally");
+        }
+        self.engine.close().await;
+        served
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +135,11 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .route_layer(from_fn_with_state(rate_limiter.clone(), till_http::rate_limit::platform_middleware))
         .route_layer(from_fn_with_state(authenticator.clone(), till_access::authn::platform));
 
-    let (operations, operations_api) =
-        OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).with_state(pool).split_for_parts();
+    let (operations, operations_api) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .with_state(pool.clone())
+        .split_for_parts();
 
     let mut openapi = tenant_api;
     openapi.merge(platform_api);
@@ -139,7 +165,17 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .layer(CatchPanicLayer::custom(till_http::fallback::panic_response))
         .layer(axum::middleware::from_fn(till_http::headers::middleware))
         .layer(axum::middleware::from_fn(till_http::request_id::middleware));
-    Ok(Built { router, openapi, rate_limiter, engine, authenticator })
+    let jobs = crate::jobs::Jobs {
+        pool: pool.clone(),
+        retention_hours: config.idempotency_retention_hours,
+        limiter: rate_limiter,
+        engine: engine.clone(),
+        webhooks: config.webhooks.clone(),
+        keyring: config.keyring.clone(),
+        bus: config.bus.clone(),
+        token_lifetime_max: authenticator.jwt_lifetime_max(),
+    };
+    Ok(Built { router, openapi, engine, jobs, limits: config.http })
 }
 
 /// The document describes its own route too, so the permission table and the document

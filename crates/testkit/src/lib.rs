@@ -218,34 +218,16 @@ async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extensi
     let pool = database.app_pool(10).await?;
     let owner_pool = database.owner_pool().await?;
     let admin_token = config.admin_token.expose_secret().clone();
-    let webhooks = config.webhooks.clone();
-    let keyring = config.keyring.clone();
-    let keyring_for_test = keyring.clone();
-    let bus = config.bus.clone();
-    let limits = config.http;
+    let keyring_for_test = config.keyring.clone();
     let built = till_server::build(AppParts { config, pool: pool.clone() }, extension)?;
     let openapi = serde_json::to_value(&built.openapi)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (jobs_stop, jobs_stopped) = tokio::sync::watch::channel(false);
-    // The background jobs run as under `till up` (the hold sweeper among them).
-    till_server::jobs::spawn(
-        till_server::jobs::Jobs {
-            pool: pool.clone(),
-            retention_hours: 24,
-            limiter: built.rate_limiter.clone(),
-            engine: built.engine.clone(),
-            webhooks,
-            keyring,
-            bus,
-            token_lifetime_max: built.authenticator.jwt_lifetime_max(),
-        },
-        jobs_stopped,
-    );
-    tokio::spawn(till_server::serve(listener, built.router, limits, async move {
+    // The same start-up as `till up`'s: the API and its background jobs (the hold
+    // sweeper, the relay, the webhook worker among them), stopped when the app drops.
+    tokio::spawn(built.run(listener, async move {
         let _ = stopped.await;
-        let _ = jobs_stop.send(true);
     }));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))

@@ -56,11 +56,6 @@ async fn serve(
     }
     owner_pool.close().await;
     let pool = till_db::connect_app_pool(database.owner_options.clone(), args.db_connections_max).await?;
-    let retention_hours = config.idempotency_retention_hours;
-    let built_webhooks = config.webhooks.clone();
-    let keyring = config.keyring.clone();
-    let bus = config.bus.clone();
-    let limits = config.http;
     let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
     let address = SocketAddr::new(args.bind, args.port);
@@ -78,25 +73,7 @@ async fn serve(
         args.broker.broker_url.is_some(),
     );
 
-    let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
-    let jobs = till_server::jobs::spawn(
-        till_server::jobs::Jobs {
-            pool: pool.clone(),
-            retention_hours,
-            limiter: built.rate_limiter.clone(),
-            engine: built.engine.clone(),
-            webhooks: built_webhooks,
-            keyring,
-            bus,
-            token_lifetime_max: built.authenticator.jwt_lifetime_max(),
-        },
-        shutdown_receiver,
-    );
-    till_server::serve(listener, built.router, limits, shutdown_signal()).await?;
-    tracing::info!("the API has stopped accepting and drained in-flight requests");
-    let _ = shutdown_sender.send(true);
-    jobs.await.context("joining background jobs")?;
-    built.engine.close().await;
+    built.run(listener, shutdown_signal()).await?;
     pool.close().await;
     Ok(())
 }
