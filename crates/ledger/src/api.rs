@@ -9,13 +9,13 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
-use till_events::{Event, EventType};
+use till_events::EventType;
 use till_http::auth::Principal;
 use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
 use till_http::unit_of_work::{IdempotencyContext, Tx};
 use till_http::{ApiError, Problem};
-use till_kit::{Currency, HumanText, Metadata};
+use till_kit::{Currency, HumanText, Metadata, Money};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -23,12 +23,13 @@ use utoipa_axum::routes;
 
 use crate::check::{self, CheckReport};
 use crate::domain::{
-    AccountStatus, Command, HoldExpiry, NewTransfer, Side, ACCOUNT_NAME_CHARS_MAX, AMOUNT_MAX, BATCH_TRANSFERS_MAX,
-    DESCRIPTION_CHARS_MAX, HOLD_SECONDS_MAX,
+    AccountChange, AccountRefusal, AccountStatus, Command, HoldExpiry, NewTransfer, Side, ACCOUNT_NAME_CHARS_MAX,
+    AMOUNT_MAX, BATCH_TRANSFERS_MAX, DESCRIPTION_CHARS_MAX, HOLD_SECONDS_MAX,
 };
-use crate::engine::{Engine, Reply};
-use crate::store::{self, AccountChanges, AccountRow, NewAccount};
-use crate::view::{AccountBody, AccountExtras, BalanceBody, BatchBody, EntryBody, TransferBody};
+use crate::engine::{Caller, Engine, Reply};
+use crate::posting::{self, OpenAccount};
+use crate::store::{self, AccountChanges, AccountRow};
+use crate::view::{AccountBody, BalanceBody, BatchBody, EntryBody, TransferBody};
 use crate::{AccountId, EntryId, TransferId};
 
 /// POST routes whose effect and idempotent response the engine commits together.
@@ -61,15 +62,7 @@ fn corrupt(error: store::CorruptRow) -> ApiError {
 }
 
 fn account_body(row: AccountRow) -> Result<AccountBody, ApiError> {
-    let account = row.account().map_err(corrupt)?;
-    let extras = AccountExtras {
-        name: row.name,
-        metadata: store::metadata_from(row.metadata).map_err(corrupt)?,
-        version: row.version,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    };
-    AccountBody::new(&account, extras)
+    Ok(posting::account_body(row)?)
 }
 
 /// Distinguishes a field left out (`None`) from one sent as `null` (`Some(None)`).
@@ -95,35 +88,24 @@ fn parse_currency(code: &str, param: &str) -> Result<Currency, ApiError> {
     Currency::parse(code).map_err(|error| ApiError::invalid(param, error.to_string()))
 }
 
-fn check_bound(value: Option<i64>, param: &str) -> Result<Option<i64>, ApiError> {
-    match value {
-        Some(bound) if bound.unsigned_abs() > AMOUNT_MAX.unsigned_abs().saturating_mul(1_000) => {
-            Err(ApiError::invalid(param, format!("{param} is out of range.")))
+/// The problem for an account the domain will not open or change as asked.
+fn account_refusal_error(refusal: AccountRefusal) -> ApiError {
+    let detail = format!("{refusal}.");
+    match refusal {
+        AccountRefusal::NameLength => ApiError::invalid("name", detail),
+        AccountRefusal::BoundOutOfRange { bound } | AccountRefusal::BoundCurrencyMismatch { bound } => {
+            ApiError::invalid(bound, detail)
         }
-        other => Ok(other),
+        AccountRefusal::BoundsInverted | AccountRefusal::MaxBelowZero => ApiError::invalid("max_balance", detail),
+        AccountRefusal::MinAboveZero => ApiError::invalid("min_balance", detail),
+        AccountRefusal::Reopen => ApiError::conflict("account_closed", detail).with_param("status"),
+        AccountRefusal::NotEmpty => {
+            ApiError::unprocessable("account_not_empty", "Account not empty", detail).with_param("status")
+        }
+        AccountRefusal::BoundsViolated(_) => {
+            ApiError::unprocessable("bounds_violated", "Bounds violated", detail).with_param("min_balance")
+        }
     }
-}
-
-/// An account event, in the request's transaction. The sequence is the account's
-/// version: 1 when opened, then one more per update.
-async fn record_account_event(
-    tx: &mut Tx,
-    principal: &Principal,
-    event_type: EventType,
-    body: &AccountBody,
-) -> Result<(), ApiError> {
-    let data = serde_json::value::to_raw_value(body).map_err(|error| ApiError::internal(&error))?;
-    let event = Event::new(
-        event_type,
-        principal.business_id,
-        body.id.to_string(),
-        i64::from(body.version),
-        body.updated_at,
-        till_http::request_id::current(),
-        data,
-    );
-    till_events::outbox::append(tx, store::OUTBOX, &[event]).await?;
-    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -165,32 +147,20 @@ async fn create_account(
     let currency = parse_currency(&request.currency, "currency")?;
     let normal_balance = Side::parse(&request.normal_balance)
         .ok_or_else(|| ApiError::invalid("normal_balance", "normal_balance must be debit or credit."))?;
-    let min_balance = check_bound(request.min_balance.unwrap_or(Some(0)), "min_balance")?;
-    let max_balance = check_bound(request.max_balance, "max_balance")?;
-    if let (Some(min), Some(max)) = (min_balance, max_balance) {
-        if min > max {
-            return Err(ApiError::invalid("max_balance", "max_balance must not be below min_balance."));
-        }
-    }
-    if max_balance.is_some_and(|max| max < 0) {
-        return Err(ApiError::invalid("max_balance", "max_balance must not be negative: a new account has balance 0."));
-    }
-    if min_balance.is_some_and(|min| min > 0) {
-        return Err(ApiError::invalid("min_balance", "min_balance must not be positive: a new account has balance 0."));
-    }
-    let metadata = parse_metadata(request.metadata)?;
-    let new = NewAccount {
+    let money = |minor: Option<i64>| minor.map(|minor| Money::from_minor(minor, currency));
+    let spec = OpenAccount {
         id: AccountId::generate(),
-        name: name.as_str(),
+        name,
         currency,
         normal_balance,
-        min_balance,
-        max_balance,
-        metadata: &metadata,
+        min_balance: money(request.min_balance.unwrap_or(Some(0))),
+        max_balance: money(request.max_balance),
+        metadata: parse_metadata(request.metadata)?,
     };
-    let row = store::insert_account(&mut tx, principal.business_id, &new).await?;
-    let body = account_body(row)?;
-    record_account_event(&mut tx, &principal, EventType::AccountCreated, &body).await?;
+    let body =
+        posting::open_account(&mut tx, principal.business_id, &spec, till_http::request_id::current().as_deref())
+            .await?
+            .map_err(account_refusal_error)?;
     Ok((StatusCode::CREATED, axum::Json(body)))
 }
 
@@ -299,7 +269,7 @@ async fn update_account(
             .with_param("If-Match"));
         }
     }
-    let mut account = row.account().map_err(corrupt)?;
+    let account = row.account().map_err(corrupt)?;
     let name = match &request.name {
         Some(name) => parse_name(name)?.into_string(),
         None => row.name.clone(),
@@ -308,43 +278,16 @@ async fn update_account(
         Some(map) => parse_metadata(Some(map))?,
         None => store::metadata_from(row.metadata.clone()).map_err(corrupt)?,
     };
-    if let Some(status) = &request.status {
-        let status = AccountStatus::parse(status)
-            .ok_or_else(|| ApiError::invalid("status", "status must be active, frozen or closed."))?;
-        if account.status == AccountStatus::Closed && status != AccountStatus::Closed {
-            return Err(ApiError::conflict("account_closed", "A closed account cannot be reopened."));
-        }
-        let holds_open = account.totals.debits_pending != 0 || account.totals.credits_pending != 0;
-        if status == AccountStatus::Closed && (account.balances().balance != 0 || holds_open) {
-            return Err(ApiError::unprocessable(
-                "account_not_empty",
-                "Account not empty",
-                "Only an account with a zero balance and no open holds can be closed.",
-            ));
-        }
-        account.status = status;
-    }
-    if let Some(min) = request.min_balance {
-        account.min_balance = check_bound(min, "min_balance")?;
-    }
-    if let Some(max) = request.max_balance {
-        account.max_balance = check_bound(max, "max_balance")?;
-    }
-    if let (Some(min), Some(max)) = (account.min_balance, account.max_balance) {
-        if min > max {
-            return Err(ApiError::invalid("max_balance", "max_balance must not be below min_balance."));
-        }
-    }
-    // New bounds must hold for the account as it is now: no committed state is ever
-    // outside its bounds.
-    account.check_bounds().map_err(|refusal| {
-        ApiError::unprocessable(
-            "bounds_violated",
-            "Bounds violated",
-            format!("The account's current balances break the new bounds: {refusal}."),
-        )
-        .with_param("min_balance")
-    })?;
+    let status = request
+        .status
+        .as_deref()
+        .map(|text| {
+            AccountStatus::parse(text)
+                .ok_or_else(|| ApiError::invalid("status", "status must be active, frozen or closed."))
+        })
+        .transpose()?;
+    let change = AccountChange { status, min_balance: request.min_balance, max_balance: request.max_balance };
+    let account = account.changed(&change).map_err(account_refusal_error)?;
     let changes = AccountChanges {
         name: &name,
         metadata: &metadata,
@@ -354,7 +297,9 @@ async fn update_account(
     };
     let row = store::update_account(&mut tx, principal.business_id, id, &changes).await?;
     let body = account_body(row)?;
-    record_account_event(&mut tx, &principal, EventType::AccountUpdated, &body).await?;
+    let request_id = till_http::request_id::current();
+    posting::account_event(&mut tx, principal.business_id, EventType::AccountUpdated, &body, request_id.as_deref())
+        .await?;
     Ok(axum::Json(body))
 }
 
@@ -504,8 +449,7 @@ impl CreateTransferRequest {
             id: TransferId::generate(),
             debit_account,
             credit_account,
-            amount: self.amount,
-            currency,
+            amount: Money::from_minor(self.amount, currency),
             hold: self.pending.then_some(expiry),
             description,
             metadata: parse_metadata(self.metadata).map_err(|e| ApiError { param: Some(field("metadata")), ..e })?,
@@ -524,7 +468,16 @@ fn respond(reply: Reply) -> Response {
         }
         Reply::Replay(stored) => stored.replay().unwrap_or_else(IntoResponse::into_response),
         Reply::Error(error) => error.into_response(),
+        // Answers to services, never to a request the HTTP layer submitted.
+        Reply::Decided(_) | Reply::KeyReused => {
+            ApiError::internal(&"the engine answered a request as a service").into_response()
+        }
     }
+}
+
+/// A request's caller: its key, its id, and how its outcome becomes a response.
+fn http(idempotency: IdempotencyContext) -> Caller {
+    Caller::Http { idempotency: Some(idempotency), request_id: request_id(), render: crate::view::render }
 }
 
 fn request_id() -> String {
@@ -550,7 +503,7 @@ async fn create_transfer(
     ApiJson(request): ApiJson<CreateTransferRequest>,
 ) -> Result<Response, ApiError> {
     let new = request.parse("")?;
-    Ok(respond(engine.submit(principal.business_id, Command::Transfer(new), Some(idempotency), request_id()).await))
+    Ok(respond(engine.submit(principal.business_id, Command::Transfer(new), http(idempotency)).await))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -587,7 +540,7 @@ async fn create_batch(
         .enumerate()
         .map(|(index, transfer)| transfer.parse(&format!("transfers[{index}].")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(respond(engine.submit(principal.business_id, Command::Batch(transfers), Some(idempotency), request_id()).await))
+    Ok(respond(engine.submit(principal.business_id, Command::Batch(transfers), http(idempotency)).await))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -672,8 +625,8 @@ async fn post_hold(
             format!("amount must be a whole number of minor units from 1 to {AMOUNT_MAX}."),
         ));
     }
-    let command = Command::Post { hold: id, amount: request.amount };
-    Ok(respond(engine.submit(principal.business_id, command, Some(idempotency), request_id()).await))
+    let command = Command::Post { hold: id, amount: request.amount, currency: None };
+    Ok(respond(engine.submit(principal.business_id, command, http(idempotency)).await))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -696,7 +649,7 @@ async fn void_hold(
     idempotency: IdempotencyContext,
     ApiJsonOrEmpty(_request): ApiJsonOrEmpty<VoidHoldRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(respond(engine.submit(principal.business_id, Command::Void { hold: id }, Some(idempotency), request_id()).await))
+    Ok(respond(engine.submit(principal.business_id, Command::Void { hold: id }, http(idempotency)).await))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -730,7 +683,7 @@ async fn reverse_transfer(
         description: parse_description(request.description.as_deref(), "description")?,
         metadata: parse_metadata(request.metadata)?,
     };
-    Ok(respond(engine.submit(principal.business_id, command, Some(idempotency), request_id()).await))
+    Ok(respond(engine.submit(principal.business_id, command, http(idempotency)).await))
 }
 
 /// Run the invariant checker over the caller's ledger.

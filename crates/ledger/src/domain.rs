@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use till_kit::{Currency, HumanText, Metadata};
+use till_kit::{Currency, HumanText, Metadata, Money};
 use time::OffsetDateTime;
 
 use crate::{AccountId, EntryId, TransferId};
@@ -161,6 +161,127 @@ impl Account {
     }
 }
 
+/// The largest size of an account's bound (10^18 minor units): beyond any balance a
+/// history of `AMOUNT_MAX` transfers can reach, and still an i64.
+pub const BOUND_MAX: i64 = 1_000_000_000_000_000_000;
+
+/// Why an account cannot be opened, or changed, as asked. The same rules hold for every
+/// caller; the HTTP layer only names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountRefusal {
+    #[error("An account's name has 1 to {ACCOUNT_NAME_CHARS_MAX} characters")]
+    NameLength,
+    #[error("{bound} is at most {BOUND_MAX} either side of zero")]
+    BoundOutOfRange { bound: &'static str },
+    #[error("{bound} must be in the account's currency")]
+    BoundCurrencyMismatch { bound: &'static str },
+    #[error("max_balance must not be below min_balance")]
+    BoundsInverted,
+    #[error("min_balance must not be positive: a new account has balance 0")]
+    MinAboveZero,
+    #[error("max_balance must not be negative: a new account has balance 0")]
+    MaxBelowZero,
+    #[error("A closed account cannot be reopened")]
+    Reopen,
+    #[error("Only an account with a zero balance and no open holds can be closed")]
+    NotEmpty,
+    #[error("The account's current balances break the new bounds: {0}")]
+    BoundsViolated(Refusal),
+}
+
+/// A change to an account's status or bounds (`Some(None)` lifts a bound).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountChange {
+    pub status: Option<AccountStatus>,
+    pub min_balance: Option<Option<i64>>,
+    pub max_balance: Option<Option<i64>>,
+}
+
+/// An account's name: 1 to `ACCOUNT_NAME_CHARS_MAX` characters.
+pub fn check_account_name(name: &HumanText) -> Result<(), AccountRefusal> {
+    let chars = name.as_str().chars().count();
+    if chars == 0 || chars > ACCOUNT_NAME_CHARS_MAX {
+        return Err(AccountRefusal::NameLength);
+    }
+    Ok(())
+}
+
+fn check_bound(value: Option<i64>, bound: &'static str) -> Result<(), AccountRefusal> {
+    match value {
+        Some(value) if value.unsigned_abs() > BOUND_MAX.unsigned_abs() => {
+            Err(AccountRefusal::BoundOutOfRange { bound })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_order(min_balance: Option<i64>, max_balance: Option<i64>) -> Result<(), AccountRefusal> {
+    match (min_balance, max_balance) {
+        (Some(min), Some(max)) if min > max => Err(AccountRefusal::BoundsInverted),
+        _ => Ok(()),
+    }
+}
+
+impl Account {
+    /// A new, empty, active account with these bounds, if they admit its zero balance.
+    pub fn open(
+        id: AccountId,
+        currency: Currency,
+        normal_balance: Side,
+        min_balance: Option<i64>,
+        max_balance: Option<i64>,
+    ) -> Result<Account, AccountRefusal> {
+        check_bound(min_balance, "min_balance")?;
+        check_bound(max_balance, "max_balance")?;
+        if min_balance.is_some_and(|min| min > 0) {
+            return Err(AccountRefusal::MinAboveZero);
+        }
+        if max_balance.is_some_and(|max| max < 0) {
+            return Err(AccountRefusal::MaxBelowZero);
+        }
+        check_order(min_balance, max_balance)?;
+        Ok(Account {
+            id,
+            currency,
+            normal_balance,
+            min_balance,
+            max_balance,
+            status: AccountStatus::Active,
+            totals: Totals::default(),
+        })
+    }
+
+    /// The account after `change`: a closed account stays closed, only an empty one (no
+    /// balance, no open holds) closes, and new bounds must hold for its balances now.
+    pub fn changed(&self, change: &AccountChange) -> Result<Account, AccountRefusal> {
+        let mut account = self.clone();
+        if let Some(status) = change.status {
+            if self.status == AccountStatus::Closed && status != AccountStatus::Closed {
+                return Err(AccountRefusal::Reopen);
+            }
+            let holds_open = self.totals.debits_pending != 0 || self.totals.credits_pending != 0;
+            if status == AccountStatus::Closed
+                && self.status != AccountStatus::Closed
+                && (self.balances().balance != 0 || holds_open)
+            {
+                return Err(AccountRefusal::NotEmpty);
+            }
+            account.status = status;
+        }
+        if let Some(min) = change.min_balance {
+            check_bound(min, "min_balance")?;
+            account.min_balance = min;
+        }
+        if let Some(max) = change.max_balance {
+            check_bound(max, "max_balance")?;
+            account.max_balance = max;
+        }
+        check_order(account.min_balance, account.max_balance)?;
+        account.check_bounds().map_err(AccountRefusal::BoundsViolated)?;
+        Ok(account)
+    }
+}
+
 /// How a hold ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolutionKind {
@@ -264,14 +385,16 @@ pub enum HoldExpiry {
     At(OffsetDateTime),
 }
 
-/// A transfer requested by a client, already parsed: ids, a positive bounded amount.
+/// A transfer requested by a client or a service. The book refuses one whose amount is
+/// not 1 to `AMOUNT_MAX`, whose id is in use or whose description is too long, whoever
+/// built it: the HTTP parser checks the same rules only to name the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTransfer {
     pub id: TransferId,
     pub debit_account: AccountId,
     pub credit_account: AccountId,
-    pub amount: i64,
-    pub currency: Currency,
+    /// In the accounts' currency.
+    pub amount: Money,
     /// `Some` for a hold, with when it expires by itself.
     pub hold: Option<HoldExpiry>,
     pub description: Option<HumanText>,
@@ -283,10 +406,13 @@ pub enum Command {
     Transfer(NewTransfer),
     /// All or nothing.
     Batch(Vec<NewTransfer>),
-    /// Post a hold, in full (`None`) or in part.
+    /// Post a hold, in full (`None`) or in part: 1 up to the hold's amount, in minor units
+    /// of the hold's currency, which `currency` (when given) must be. Services build it
+    /// from a `Money` (`crate::posting`); HTTP's `amount` has no currency of its own.
     Post {
         hold: TransferId,
         amount: Option<i64>,
+        currency: Option<Currency>,
     },
     Void {
         hold: TransferId,
@@ -314,6 +440,16 @@ impl Command {
             Command::Batch(news) => news.iter().flat_map(|new| [new.debit_account, new.credit_account]).collect(),
             Command::Post { hold, .. } | Command::Void { hold } | Command::Expire { hold } => of_transfer(hold),
             Command::Reverse { transfer, .. } => of_transfer(transfer),
+        }
+    }
+
+    /// Ids of the transfers the command would create, which must be unused.
+    pub fn new_transfers(&self) -> Vec<TransferId> {
+        match self {
+            Command::Transfer(new) => vec![new.id],
+            Command::Batch(news) => news.iter().map(|new| new.id).collect(),
+            Command::Reverse { reversal, .. } => vec![*reversal],
+            Command::Post { .. } | Command::Void { .. } | Command::Expire { .. } => Vec::new(),
         }
     }
 
@@ -358,6 +494,16 @@ pub enum Refusal {
     NotReversible { transfer: TransferId, why: &'static str },
     #[error("a hold expires 1 second to 30 days after it is made")]
     HoldExpiryOutOfRange,
+    #[error("an amount is a whole number of minor units from 1 to {AMOUNT_MAX}")]
+    AmountOutOfRange,
+    #[error("the amount is in {amount} but the hold is in {hold}")]
+    AmountCurrencyMismatch { amount: Currency, hold: Currency },
+    #[error("transfer id {transfer} is already in use")]
+    TransferIdInUse { transfer: TransferId },
+    #[error("a description has at most {DESCRIPTION_CHARS_MAX} characters")]
+    DescriptionTooLong,
+    #[error("a batch has 1 to {BATCH_TRANSFERS_MAX} transfers")]
+    BatchSizeOutOfRange,
     #[error("transfer {index} of the batch: {refusal}")]
     InBatch { index: usize, refusal: Box<Refusal> },
 }
@@ -454,6 +600,9 @@ impl Book {
         match command {
             Command::Transfer(new) => self.create(new).map(Outcome::Transfer),
             Command::Batch(news) => {
+                if news.is_empty() || news.len() > BATCH_TRANSFERS_MAX {
+                    return Err(Refusal::BatchSizeOutOfRange);
+                }
                 let mut created = Vec::with_capacity(news.len());
                 for (index, new) in news.iter().enumerate() {
                     let transfer =
@@ -462,11 +611,13 @@ impl Book {
                 }
                 Ok(Outcome::Batch(created))
             }
-            Command::Post { hold, amount } => {
-                self.resolve(*hold, ResolutionKind::Posted, *amount).map(Outcome::Transfer)
+            Command::Post { hold, amount, currency } => {
+                self.resolve(*hold, ResolutionKind::Posted, (*amount, *currency)).map(Outcome::Transfer)
             }
-            Command::Void { hold } => self.resolve(*hold, ResolutionKind::Voided, None).map(Outcome::Transfer),
-            Command::Expire { hold } => self.resolve(*hold, ResolutionKind::Expired, None).map(Outcome::Transfer),
+            Command::Void { hold } => self.resolve(*hold, ResolutionKind::Voided, (None, None)).map(Outcome::Transfer),
+            Command::Expire { hold } => {
+                self.resolve(*hold, ResolutionKind::Expired, (None, None)).map(Outcome::Transfer)
+            }
             Command::Reverse { transfer, reversal, description, metadata } => {
                 self.reverse(*transfer, *reversal, description.clone(), metadata.clone()).map(Outcome::Transfer)
             }
@@ -530,11 +681,23 @@ impl Book {
     }
 
     fn create(&mut self, new: &NewTransfer) -> Result<Transfer, Refusal> {
+        let (amount, currency) = (new.amount.minor(), new.amount.currency());
+        if !(1..=AMOUNT_MAX).contains(&amount) {
+            return Err(Refusal::AmountOutOfRange);
+        }
+        // The engine loads every transfer whose id a command claims, so one in use is in
+        // the book (as is one an earlier command of the batch created).
+        if self.transfers.contains_key(&new.id) {
+            return Err(Refusal::TransferIdInUse { transfer: new.id });
+        }
+        if new.description.as_ref().is_some_and(|text| text.as_str().chars().count() > DESCRIPTION_CHARS_MAX) {
+            return Err(Refusal::DescriptionTooLong);
+        }
         if new.debit_account == new.credit_account {
             return Err(Refusal::SameAccount);
         }
-        self.usable_account(new.debit_account, new.currency)?;
-        self.usable_account(new.credit_account, new.currency)?;
+        self.usable_account(new.debit_account, currency)?;
+        self.usable_account(new.credit_account, currency)?;
         let after = |seconds: i64| self.now.checked_add(time::Duration::seconds(seconds));
         let latest = after(HOLD_SECONDS_MAX).ok_or(Refusal::HoldExpiryOutOfRange)?;
         let expires_at = match new.hold {
@@ -545,8 +708,7 @@ impl Book {
             Some(HoldExpiry::At(at)) if at > self.now && at <= latest => Some(at),
             Some(HoldExpiry::After { .. } | HoldExpiry::At(_)) => return Err(Refusal::HoldExpiryOutOfRange),
         };
-        let (kind, posted, pending) =
-            if new.hold.is_some() { ("hold", 0, new.amount) } else { ("posted", new.amount, 0) };
+        let (kind, posted, pending) = if new.hold.is_some() { ("hold", 0, amount) } else { ("posted", amount, 0) };
         self.move_side(new.debit_account, new.id, Side::Debit, kind, posted, pending)?;
         self.move_side(new.credit_account, new.id, Side::Credit, kind, posted, pending)?;
         self.check([new.debit_account, new.credit_account])?;
@@ -554,8 +716,8 @@ impl Book {
             id: new.id,
             debit_account: new.debit_account,
             credit_account: new.credit_account,
-            amount: new.amount,
-            currency: new.currency,
+            amount,
+            currency,
             pending: new.hold.is_some(),
             expires_at,
             description: new.description.as_ref().map(|text| text.as_str().to_string()),
@@ -570,7 +732,12 @@ impl Book {
         Ok(transfer)
     }
 
-    fn resolve(&mut self, id: TransferId, kind: ResolutionKind, amount: Option<i64>) -> Result<Transfer, Refusal> {
+    fn resolve(
+        &mut self,
+        id: TransferId,
+        kind: ResolutionKind,
+        (amount, currency): (Option<i64>, Option<Currency>),
+    ) -> Result<Transfer, Refusal> {
         let hold = self.transfers.get(&id).cloned().ok_or(Refusal::TransferNotFound { transfer: id })?;
         if !hold.pending {
             return Err(Refusal::NotAHold { transfer: id });
@@ -586,8 +753,12 @@ impl Book {
             }
             _ => {}
         }
+        if let Some(currency) = currency.filter(|&currency| currency != hold.currency) {
+            return Err(Refusal::AmountCurrencyMismatch { amount: currency, hold: hold.currency });
+        }
         let posted_amount = match (kind, amount) {
             (ResolutionKind::Posted, None) => hold.amount,
+            (ResolutionKind::Posted, Some(amount)) if amount < 1 => return Err(Refusal::AmountOutOfRange),
             (ResolutionKind::Posted, Some(amount)) if amount > hold.amount => {
                 return Err(Refusal::AmountExceedsHold { held: hold.amount });
             }
@@ -639,8 +810,7 @@ impl Book {
             id: reversal,
             debit_account: original.credit_account,
             credit_account: original.debit_account,
-            amount,
-            currency: original.currency,
+            amount: Money::from_minor(amount, original.currency),
             hold: None,
             description: description
                 .or_else(|| HumanText::parse(&format!("Reversal of {id}"), DESCRIPTION_CHARS_MAX).ok()),

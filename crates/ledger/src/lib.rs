@@ -6,6 +6,8 @@
 //! - [`engine`]: the group-commit writer. Concurrent commands for one business are
 //!   applied in one database transaction per batch, with per-command outcomes, so
 //!   throughput does not depend on one row lock and one commit per transfer.
+//! - [`posting`]: the typed API other services call, through the engine or inside a
+//!   transaction they hold.
 //! - [`store`]: the only module that knows the `ledger` schema's SQL.
 //! - [`check`]: the invariant checker.
 //! - [`api`]: HTTP handlers and bodies.
@@ -14,6 +16,7 @@ pub mod api;
 pub mod check;
 pub mod domain;
 pub mod engine;
+pub mod posting;
 pub mod store;
 pub mod view;
 

@@ -645,3 +645,67 @@ pub async fn entry_as_of(
     .fetch_optional(connection)
     .await
 }
+
+/// A service's posting key, as stored: what rebuilds the outcome it was given.
+#[derive(Debug, sqlx::FromRow)]
+pub struct PostingKeyRow {
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+    pub transfer_ids: Vec<Uuid>,
+}
+
+/// The stored posting keys among `keys` (none when `keys` is empty, without a round trip).
+pub async fn find_posting_keys(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    keys: &[&str],
+) -> Result<Vec<PostingKeyRow>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT key, fingerprint, transfer_ids FROM ledger.posting_keys WHERE business_id = $1 AND key = ANY($2)",
+    )
+    .bind(business.as_uuid())
+    .bind(keys)
+    .fetch_all(connection)
+    .await
+}
+
+/// Records the posting keys of applied commands. A key another instance stored since the
+/// lookup fails the insert (unique violation), and the batch is decided again: it then
+/// replays.
+pub async fn insert_posting_keys(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    rows: &[PostingKeyRow],
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // A uuid[][] cannot hold rows of different lengths, so the ids travel as one flat
+    // array with each key's count.
+    let counts: Vec<i32> = rows.iter().map(|row| i32::try_from(row.transfer_ids.len()).unwrap_or(i32::MAX)).collect();
+    let flat: Vec<Uuid> = rows.iter().flat_map(|row| row.transfer_ids.iter().copied()).collect();
+    sqlx::query(
+        "INSERT INTO ledger.posting_keys (business_id, key, fingerprint, transfer_ids, created_at)
+         SELECT $1, k.key, k.fingerprint,
+                (SELECT array_agg(f.id ORDER BY f.n) FROM UNNEST($5::uuid[]) WITH ORDINALITY AS f(id, n)
+                  WHERE f.n > k.start AND f.n <= k.start + k.count),
+                $6
+           FROM (SELECT u.key, u.fingerprint, u.count,
+                        coalesce(sum(u.count) OVER (ORDER BY u.n ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                          AS start
+                   FROM UNNEST($2::text[], $3::bytea[], $4::int4[]) WITH ORDINALITY AS u(key, fingerprint, count, n)) k",
+    )
+    .bind(business.as_uuid())
+    .bind(rows.iter().map(|row| row.key.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.fingerprint.as_slice()).collect::<Vec<_>>())
+    .bind(counts)
+    .bind(flat)
+    .bind(at)
+    .execute(connection)
+    .await?;
+    Ok(())
+}

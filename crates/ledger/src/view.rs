@@ -9,7 +9,7 @@ use till_kit::{Currency, Metadata};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::domain::{Account, Command, HoldExpiry, NewTransfer, Refusal, Transfer, TransferStatus};
+use crate::domain::{Account, Command, HoldExpiry, NewTransfer, Outcome, Refusal, Transfer, TransferStatus};
 use crate::{AccountId, EntryId, TransferId};
 
 /// A ledger account with its balances (minor units of `currency`).
@@ -278,7 +278,46 @@ fn transfer_refusal_error(new: Option<&NewTransfer>, refusal: &Refusal) -> ApiEr
             };
             ApiError::invalid(param, detail)
         }
+        // The HTTP parser refuses these with the field's own message first; from the
+        // domain they still name the field rather than becoming a 500.
+        Refusal::AmountOutOfRange => ApiError::invalid("amount", detail),
+        Refusal::AmountCurrencyMismatch { .. } => {
+            ApiError::unprocessable("currency_mismatch", "Currency mismatch", detail).with_param("currency")
+        }
+        Refusal::TransferIdInUse { .. } => ApiError::conflict("transfer_id_in_use", detail),
+        Refusal::DescriptionTooLong => ApiError::invalid("description", detail),
+        Refusal::BatchSizeOutOfRange => ApiError::invalid("transfers", detail),
         // A batch inside a batch does not exist; answered as the inner refusal.
         Refusal::InBatch { refusal, .. } => transfer_refusal_error(None, refusal),
     }
+}
+
+/// The HTTP response for a command's outcome: 201 with the transfer (or the batch) when
+/// a transfer was created, 200 when a hold was posted or voided, the refusal's problem
+/// otherwise.
+pub fn render(
+    command: &Command,
+    outcome: &Result<Outcome, Refusal>,
+    request_id: &str,
+) -> (StatusCode, &'static str, Vec<u8>) {
+    let json = |status, value: serde_json::Result<Vec<u8>>| match value {
+        Ok(body) => (status, "application/json", body),
+        Err(error) => problem(&ApiError::internal(&error), request_id),
+    };
+    match outcome {
+        Ok(Outcome::Transfer(transfer)) => {
+            let status = if transfer.resolution.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+            json(status, serde_json::to_vec(&TransferBody::from(transfer)))
+        }
+        Ok(Outcome::Batch(transfers)) => {
+            let body = BatchBody { data: transfers.iter().map(TransferBody::from).collect() };
+            json(StatusCode::CREATED, serde_json::to_vec(&body))
+        }
+        Err(refusal) => problem(&refusal_error(command, refusal), request_id),
+    }
+}
+
+fn problem(error: &ApiError, request_id: &str) -> (StatusCode, &'static str, Vec<u8>) {
+    let body = serde_json::to_vec(&error.problem_for(request_id.to_string())).unwrap_or_default();
+    (error.status, till_http::problem::PROBLEM_CONTENT_TYPE, body)
 }

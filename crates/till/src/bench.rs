@@ -861,8 +861,7 @@ async fn idempotency_cost(args: &BenchLedgerArgs, url: &str, accounts: &[String]
                             id: till_ledger::TransferId::generate(),
                             debit_account: ids[a],
                             credit_account: ids[b],
-                            amount: 1,
-                            currency: till_kit::Currency::GBP,
+                            amount: till_kit::Money::from_minor(1, till_kit::Currency::GBP),
                             hold: None,
                             description: None,
                             metadata: till_kit::Metadata::default(),
@@ -876,8 +875,12 @@ async fn idempotency_cost(args: &BenchLedgerArgs, url: &str, accounts: &[String]
                             method: "POST".into(),
                             path: "/v1/transfers".into(),
                         });
-                        if let till_ledger::engine::Reply::Fresh { .. } =
-                            engine.submit(business, command, context, String::new()).await
+                        let caller = till_ledger::engine::Caller::Http {
+                            idempotency: context,
+                            request_id: String::new(),
+                            render: till_ledger::view::render,
+                        };
+                        if let till_ledger::engine::Reply::Fresh { .. } = engine.submit(business, command, caller).await
                         {
                             done.fetch_add(1, Ordering::Relaxed);
                         }

@@ -25,8 +25,7 @@ fn transfer(debit: AccountId, credit: AccountId, amount: i64) -> NewTransfer {
         id: TransferId::generate(),
         debit_account: debit,
         credit_account: credit,
-        amount,
-        currency: Currency::GBP,
+        amount: Money::from_minor(amount, Currency::GBP),
         hold: None,
         description: None,
         metadata: Metadata::default(),
@@ -92,10 +91,10 @@ fn a_hold_reserves_then_posts_in_part_and_releases_the_rest() {
         Err(Refusal::InsufficientFunds { account: wallet })
     );
     assert_eq!(
-        book.apply(&Command::Post { hold: hold.id, amount: Some(81) }),
+        book.apply(&Command::Post { hold: hold.id, amount: Some(81), currency: None }),
         Err(Refusal::AmountExceedsHold { held: 80 })
     );
-    let posted = book.apply(&Command::Post { hold: hold.id, amount: Some(30) }).expect("post");
+    let posted = book.apply(&Command::Post { hold: hold.id, amount: Some(30), currency: None }).expect("post");
     let Outcome::Transfer(posted) = posted else { panic!("one transfer") };
     assert_eq!((posted.status(), posted.posted_amount()), (TransferStatus::Posted, 30));
     let balances = book.accounts[&wallet].balances();
@@ -115,7 +114,7 @@ fn expiry_is_exclusive_with_post_and_void() {
     assert_eq!(book.apply(&Command::Expire { hold: hold.id }), Err(Refusal::HoldNotExpired { transfer: hold.id }));
     book.now = now() + Duration::seconds(31);
     assert_eq!(
-        book.apply(&Command::Post { hold: hold.id, amount: None }),
+        book.apply(&Command::Post { hold: hold.id, amount: None, currency: None }),
         Err(Refusal::HoldExpired { transfer: hold.id })
     );
     assert!(book.apply(&Command::Expire { hold: hold.id }).is_ok());
@@ -171,7 +170,7 @@ fn refusals_for_bad_accounts() {
         Err(Refusal::AccountNotFound { account: stranger })
     );
     let mut euros = transfer(wallet, source, 1);
-    euros.currency = Currency::EUR;
+    euros.amount = Money::from_minor(euros.amount.minor(), Currency::EUR);
     assert!(matches!(book.apply(&Command::Transfer(euros)), Err(Refusal::CurrencyMismatch { .. })));
     book.accounts.get_mut(&wallet).expect("wallet").status = AccountStatus::Frozen;
     assert_eq!(
@@ -273,7 +272,7 @@ proptest! {
                     Command::Transfer(new)
                 }
                 Op::Batch(legs) => Command::Batch(legs.into_iter().map(|(from, to, amount)| transfer(ids[from], ids[to], amount)).collect()),
-                Op::Post { hold, amount } if !created.is_empty() => Command::Post { hold: created[hold % created.len()], amount },
+                Op::Post { hold, amount } if !created.is_empty() => Command::Post { hold: created[hold % created.len()], amount, currency: None },
                 Op::Void { hold } if !created.is_empty() => Command::Void { hold: created[hold % created.len()] },
                 Op::Expire { hold } if !created.is_empty() => Command::Expire { hold: created[hold % created.len()] },
                 Op::Reverse { transfer } if !created.is_empty() => Command::Reverse {
@@ -317,4 +316,159 @@ fn a_hold_expiry_is_judged_by_the_ledgers_clock() {
     let Ok(Outcome::Transfer(until)) = book.apply(&hold(HoldExpiry::At(at))) else { panic!("a hold") };
     assert_eq!(until.expires_at, Some(at));
     assert_eq!(book.accounts[&wallet].balances().available, 80, "the refusals reserved nothing");
+}
+
+/// Commands a careless or hostile service could build in process, where no HTTP parser
+/// stands in front of the book: any amount, any currency, ids already used, texts past
+/// their limits, accounts frozen or closed.
+#[derive(Debug, Clone)]
+enum Hostile {
+    Transfer { from: usize, to: usize, amount: i64, inr: bool, reuse: Option<usize>, hold: bool, long: bool },
+    Batch(Vec<(usize, usize, i64, Option<usize>)>),
+    Post { hold: usize, amount: Option<i64>, inr: bool },
+    Void { hold: usize },
+    Reverse { transfer: usize, reuse: Option<usize> },
+}
+
+fn hostile() -> impl Strategy<Value = Hostile> {
+    let amount = prop_oneof![any::<i64>(), -3..300_i64, Just(AMOUNT_MAX), Just(AMOUNT_MAX + 1), Just(i64::MIN)];
+    let reuse = proptest::option::weighted(0.2, 0..40_usize);
+    prop_oneof![
+        4 => (0..6_usize, 0..6_usize, amount.clone(), proptest::bool::weighted(0.1), reuse.clone(), any::<bool>(), proptest::bool::weighted(0.1))
+            .prop_map(|(from, to, amount, inr, reuse, hold, long)| Hostile::Transfer { from, to, amount, inr, reuse, hold, long }),
+        1 => proptest::collection::vec((0..6_usize, 0..6_usize, amount.clone(), reuse.clone()), 0..5).prop_map(Hostile::Batch),
+        2 => (0..40_usize, proptest::option::of(amount), proptest::bool::weighted(0.1))
+            .prop_map(|(hold, amount, inr)| Hostile::Post { hold, amount, inr }),
+        1 => (0..40_usize).prop_map(|hold| Hostile::Void { hold }),
+        1 => (0..40_usize, reuse).prop_map(|(transfer, reuse)| Hostile::Reverse { transfer, reuse }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn hostile_commands_are_refused_alone_and_break_nothing(ops in proptest::collection::vec(hostile(), 1..60)) {
+        let mut accounts = vec![account(Side::Debit, None, None), account(Side::Credit, Some(0), None)];
+        accounts.push(account(Side::Credit, Some(-100), Some(500)));
+        accounts.push(account(Side::Debit, None, Some(i64::MAX)));
+        let mut frozen = account(Side::Credit, None, None);
+        frozen.status = AccountStatus::Frozen;
+        let mut closed = account(Side::Debit, None, None);
+        closed.status = AccountStatus::Closed;
+        accounts.extend([frozen, closed]);
+        let ids: Vec<AccountId> = accounts.iter().map(|account| account.id).collect();
+        let mut book = Book::new(accounts, Vec::new(), now());
+        let mut created: Vec<TransferId> = Vec::new();
+        let pick = |created: &[TransferId], index: Option<usize>| match index {
+            Some(index) if !created.is_empty() => created[index % created.len()],
+            _ => TransferId::generate(),
+        };
+        let long = HumanText::parse(&"é".repeat(DESCRIPTION_CHARS_MAX + 1), usize::MAX).ok();
+        for op in ops {
+            let leg = |from: usize, to: usize, amount: i64, id: TransferId| NewTransfer { id, ..transfer(ids[from], ids[to], amount) };
+            let command = match op {
+                Hostile::Transfer { from, to, amount, inr, reuse, hold, long: too_long } => {
+                    let mut new = leg(from, to, amount, pick(&created, reuse));
+                    if inr {
+                        new.amount = Money::from_minor(amount, Currency::INR);
+                    }
+                    new.hold = hold.then_some(HoldExpiry::Never);
+                    if too_long {
+                        new.description = long.clone();
+                    }
+                    Command::Transfer(new)
+                }
+                Hostile::Batch(legs) => Command::Batch(
+                    legs.into_iter().map(|(from, to, amount, reuse)| leg(from, to, amount, pick(&created, reuse))).collect(),
+                ),
+                Hostile::Post { hold, amount, inr } => Command::Post {
+                    hold: pick(&created, Some(hold)),
+                    amount,
+                    currency: Some(if inr { Currency::INR } else { Currency::GBP }),
+                },
+                Hostile::Void { hold } => Command::Void { hold: pick(&created, Some(hold)) },
+                Hostile::Reverse { transfer, reuse } => Command::Reverse {
+                    transfer: pick(&created, Some(transfer)),
+                    reversal: pick(&created, reuse),
+                    description: None,
+                    metadata: Metadata::default(),
+                },
+            };
+            let (accounts_before, transfers_before) = (book.accounts.clone(), book.transfers.clone());
+            let written_before = (book.writes.transfers.len(), book.writes.resolutions.len(), book.writes.entries.len());
+            match book.apply(&command) {
+                Ok(Outcome::Transfer(transfer)) => {
+                    prop_assert!((1..=AMOUNT_MAX).contains(&transfer.amount));
+                    created.push(transfer.id);
+                }
+                Ok(Outcome::Batch(transfers)) => {
+                    prop_assert!(!transfers.is_empty());
+                    created.extend(transfers.iter().map(|transfer| transfer.id));
+                }
+                Err(_) => {
+                    prop_assert_eq!(&book.accounts, &accounts_before, "a refusal changes no account");
+                    prop_assert_eq!(&book.transfers, &transfers_before, "nor any transfer");
+                    let written = (book.writes.transfers.len(), book.writes.resolutions.len(), book.writes.entries.len());
+                    prop_assert_eq!(written, written_before, "nor writes anything");
+                }
+            }
+            assert_invariants(&book, &ids)?;
+            let mut seen = std::collections::HashSet::new();
+            prop_assert!(book.writes.transfers.iter().all(|transfer| seen.insert(transfer.id)), "an id used twice");
+            let within = |transfer: &Transfer| {
+                transfer.description.as_ref().is_none_or(|text| text.chars().count() <= DESCRIPTION_CHARS_MAX)
+            };
+            prop_assert!(book.writes.transfers.iter().all(within), "a description past its limit");
+            for id in &ids[4..] {
+                prop_assert_eq!(book.accounts[id].totals, Totals::default(), "a frozen or closed account took money");
+            }
+        }
+    }
+
+    #[test]
+    fn account_rules_hold_for_any_change(
+        min in proptest::option::of(prop_oneof![any::<i64>(), -1_000..1_000_i64]),
+        max in proptest::option::of(prop_oneof![any::<i64>(), -1_000..1_000_i64]),
+        status in prop_oneof![Just(None), Just(Some(AccountStatus::Active)), Just(Some(AccountStatus::Frozen)), Just(Some(AccountStatus::Closed))],
+        balance in 0..500_i64,
+        holding in any::<bool>(),
+        closed in any::<bool>(),
+    ) {
+        if let Ok(opened) = Account::open(AccountId::generate(), Currency::GBP, Side::Credit, min, max) {
+            prop_assert!(opened.check_bounds().is_ok());
+            prop_assert_eq!(opened.status, AccountStatus::Active);
+        }
+        let mut account = account(Side::Credit, None, None);
+        account.totals.credits_posted = balance;
+        if holding {
+            account.totals.debits_pending = 1;
+        }
+        if closed {
+            account.status = AccountStatus::Closed;
+        }
+        let change = AccountChange { status, min_balance: Some(min), max_balance: Some(max) };
+        match account.changed(&change) {
+            Ok(changed) => {
+                prop_assert!(changed.check_bounds().is_ok(), "no committed state is out of bounds");
+                prop_assert!(!(closed && changed.status != AccountStatus::Closed), "a closed account reopened");
+                if changed.status == AccountStatus::Closed && !closed {
+                    prop_assert!(balance == 0 && !holding, "only an empty account closes");
+                }
+                prop_assert_eq!(changed.totals, account.totals);
+            }
+            Err(AccountRefusal::Reopen) => prop_assert!(closed),
+            Err(AccountRefusal::NotEmpty) => prop_assert!(balance != 0 || holding),
+            Err(_) => {}
+        }
+    }
+}
+
+#[test]
+fn a_batch_past_its_limit_is_refused_whole() {
+    let (mut book, source, wallet) = funded_wallet(10_000);
+    let legs = (0..=BATCH_TRANSFERS_MAX).map(|_| transfer(source, wallet, 1)).collect();
+    let before = book.accounts.clone();
+    assert_eq!(book.apply(&Command::Batch(legs)), Err(Refusal::BatchSizeOutOfRange));
+    assert_eq!(book.accounts, before);
 }

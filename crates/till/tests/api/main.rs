@@ -12,6 +12,7 @@ mod ledger;
 mod ledger_concurrency;
 mod ledger_helpers;
 mod operations;
+mod posting;
 mod roles;
 mod security;
 mod support;
