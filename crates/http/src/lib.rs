@@ -11,6 +11,8 @@
 //! - [`secrets`]: responses that carry a secret (never cached, sealed at rest).
 //! - [`unit_of_work`]: one database transaction per request, and for every POST the
 //!   Idempotency-Key protocol, stored in that same transaction.
+//! - [`recovery`]: a POST that calls an outside party, in atomic phases with recovery
+//!   points, resumable after a crash.
 
 pub mod auth;
 pub mod body;
@@ -20,6 +22,7 @@ pub mod headers;
 pub mod pagination;
 pub mod problem;
 pub mod rate_limit;
+pub mod recovery;
 pub mod request_id;
 pub mod secrets;
 pub mod unit_of_work;

@@ -30,9 +30,9 @@
 //! A response that carries a secret (`crate::secrets::shown_once`) is stored sealed with
 //! the server's keyring and opened for a replay, so the secret never rests in plain text.
 //!
-//! This covers effects that are local to the database. An effect on an outside party
-//! (a payment gateway) will need recovery points around the external call; the payments
-//! service will build that on the same table.
+//! This covers effects that are local to the database. A route whose effect is on an
+//! outside party (a payment gateway) is *phased* instead: atomic phases with recovery
+//! points around the call, under a lease on the key (`crate::recovery`).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -71,6 +71,10 @@ pub struct UnitOfWorkState {
     pub delegated_paths: Arc<Vec<&'static str>>,
     /// Seals stored responses that carry a secret (`crate::secrets`).
     pub keyring: Arc<Keyring>,
+    /// POST routes that call an outside party, run in phases with recovery points
+    /// (`crate::recovery`): the templates of the registered resumers.
+    pub phased_paths: Arc<Vec<&'static str>>,
+    pub recovery: crate::recovery::RecoveryConfig,
 }
 
 /// An idempotent request's key and fingerprint, for a service that stores the response
@@ -127,10 +131,19 @@ impl KeyOwner {
             path: parts.uri.path().to_string(),
         }
     }
+}
 
-    fn lock_name(&self, key: &str) -> String {
-        format!("idempotency\u{1f}{}\u{1f}{}\u{1f}{key}", self.scope.idempotency_scope(), self.principal)
-    }
+/// Takes the transaction-level advisory lock on `context`'s key, without waiting: `false`
+/// when a request with the same key holds it now.
+pub(crate) async fn try_lock_key(
+    connection: &mut PgConnection,
+    context: &IdempotencyContext,
+) -> Result<bool, ApiError> {
+    let name = format!("idempotency\u{1f}{}\u{1f}{}\u{1f}{}", context.scope, context.principal, context.key);
+    Ok(sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(name)
+        .fetch_one(connection)
+        .await?)
 }
 
 /// The principal of requests made with the platform admin token.
@@ -355,11 +368,18 @@ pub async fn middleware(State(state): State<UnitOfWorkState>, request: Request, 
         Ok(owner) => owner,
         Err(error) => return error.into_response(),
     };
-    let delegated = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .is_some_and(|path| state.delegated_paths.contains(&path.as_str()));
-    let outcome = if request.method() == Method::POST && delegated {
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|path| path.as_str().to_string());
+    let delegated = route.as_deref().is_some_and(|path| state.delegated_paths.contains(&path));
+    let phased = route.as_deref().filter(|path| state.phased_paths.contains(path));
+    let outcome = if let (Some(route), true) = (phased, request.method() == Method::POST) {
+        let route = route.to_string();
+        match read_idempotent(&state, owner, request).await {
+            Ok((scope, context, body, request)) => {
+                crate::recovery::middleware(&state, scope, context, &route, body, request, next).await
+            }
+            Err(error) => Err(error),
+        }
+    } else if request.method() == Method::POST && delegated {
         delegate(&state, owner, request, next).await
     } else if request.method() == Method::POST {
         idempotent(&state, owner, request, next).await
@@ -369,7 +389,7 @@ pub async fn middleware(State(state): State<UnitOfWorkState>, request: Request, 
     outcome.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn begin(pool: &PgPool, scope: Scope) -> Result<Transaction<'static, Postgres>, ApiError> {
+pub(crate) async fn begin(pool: &PgPool, scope: Scope) -> Result<Transaction<'static, Postgres>, ApiError> {
     let transaction = match scope {
         Scope::Business(business) => till_db::begin_tenant(pool, business).await,
         Scope::Platform => till_db::begin_platform(pool).await,
@@ -532,25 +552,31 @@ async fn delegate(
     Ok(next.run(request).await)
 }
 
+/// The key, the body (read whole, to fingerprint it) and the idempotency context of a
+/// POST, and the request with its body put back.
+async fn read_idempotent(
+    state: &UnitOfWorkState,
+    owner: KeyOwner,
+    request: Request,
+) -> Result<(Scope, IdempotencyContext, bytes::Bytes, Request), ApiError> {
+    let key = idempotency_key(request.headers())?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, state.body_bytes_max).await?;
+    let scope = owner.scope;
+    let context = owner.context(key, &parts, &body);
+    let request = Request::from_parts(parts, Body::from(body.clone()));
+    Ok((scope, context, body, request))
+}
+
 async fn idempotent(
     state: &UnitOfWorkState,
     owner: KeyOwner,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(request.headers())?;
-    let (parts, body) = request.into_parts();
-    let body = read_body(body, state.body_bytes_max).await?;
-    let lock_name = owner.lock_name(&key);
-    let scope = owner.scope;
-    let context = owner.context(key, &parts, &body);
-
+    let (scope, context, _, mut request) = read_idempotent(state, owner, request).await?;
     let mut transaction = begin(&state.pool, scope).await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(lock_name)
-        .fetch_one(&mut *transaction)
-        .await?;
-    if !locked {
+    if !try_lock_key(&mut transaction, &context).await? {
         return Err(key_in_use());
     }
     let wanted = [(context.principal.clone(), context.key.clone())];
@@ -562,7 +588,6 @@ async fn idempotent(
 
     sqlx::query("SAVEPOINT effect").execute(&mut *transaction).await?;
     let work = UnitOfWork::new(transaction);
-    let mut request = Request::from_parts(parts, Body::from(body));
     request.extensions_mut().insert(work.clone());
     let response = next.run(request).await;
     let mut transaction = work.into_transaction()?;
@@ -574,13 +599,27 @@ async fn idempotent(
         rollback(transaction).await;
         return Ok(response);
     }
+    if !status.is_success() {
+        sqlx::query("ROLLBACK TO SAVEPOINT effect").execute(&mut *transaction).await?;
+    }
+    let response = store_response(&mut transaction, &state.keyring, &context, response).await?;
+    transaction.commit().await.map_err(ApiError::database)?;
+    Ok(response)
+}
+
+/// Stores `response` under `context`'s key in `transaction` (sealed if it carries a
+/// secret) and gives it back to send.
+pub(crate) async fn store_response(
+    transaction: &mut PgConnection,
+    keyring: &Keyring,
+    context: &IdempotencyContext,
+    response: Response,
+) -> Result<Response, ApiError> {
+    let status = response.status();
     let (response_parts, response_body) = response.into_parts();
     let response_body = axum::body::to_bytes(response_body, RESPONSE_BYTES_MAX)
         .await
         .map_err(|error| ApiError::internal(&format_args!("reading the response to store it: {error}")))?;
-    if !status.is_success() {
-        sqlx::query("ROLLBACK TO SAVEPOINT effect").execute(&mut *transaction).await?;
-    }
     let headers: serde_json::Map<String, serde_json::Value> = STORED_HEADERS
         .iter()
         .filter_map(|name| {
@@ -590,7 +629,7 @@ async fn idempotent(
         .collect();
     // A secret never rests in plain text: the stored copy of such a response is sealed.
     let stored_body = if response_parts.extensions.get::<CarriesSecret>().is_some() {
-        state.keyring.seal(seal_context(&context).as_bytes(), &response_body)
+        keyring.seal(seal_context(context).as_bytes(), &response_body)
     } else {
         response_body.to_vec()
     };
@@ -612,7 +651,6 @@ async fn idempotent(
     .bind(stored_body)
     .execute(&mut *transaction)
     .await?;
-    transaction.commit().await.map_err(ApiError::database)?;
     Ok(Response::from_parts(response_parts, Body::from(response_body)))
 }
 

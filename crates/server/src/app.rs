@@ -49,6 +49,8 @@ pub struct AppParts {
 pub struct Extension {
     pub tenant_routes: OpenApiRouter,
     pub permissions: Vec<RoutePermission>,
+    /// Phased routes among them (calls to an outside party), with what resumes each.
+    pub resumers: Vec<till_http::recovery::Resumer>,
 }
 
 /// The app, built: its router and what its background jobs run with. `till up` and the
@@ -107,12 +109,15 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token, key_cache.clone());
     let rate_limiter = RateLimiter::new(config.rate_limit);
     let permission_table = permissions::permission_table(extension.permissions);
+    let resumers = extension.resumers;
     let engine = till_ledger::engine::Engine::new(pool.clone()).map_err(BuildError::Engine)?;
     let unit_of_work = UnitOfWorkState {
         pool: pool.clone(),
         body_bytes_max: config.body_bytes_max,
         delegated_paths: std::sync::Arc::new(till_ledger::api::ENGINE_PATHS.to_vec()),
         keyring: config.keyring.clone(),
+        phased_paths: std::sync::Arc::new(resumers.iter().map(|resumer| resumer.route).collect()),
+        recovery: config.recovery,
     };
 
     let (tenant, tenant_api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -131,7 +136,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
 
     let (platform, platform_api) = till_access::api::platform_routes().split_for_parts();
     let platform = platform
-        .route_layer(from_fn_with_state(unit_of_work, till_http::unit_of_work::middleware))
+        .route_layer(from_fn_with_state(unit_of_work.clone(), till_http::unit_of_work::middleware))
         .route_layer(from_fn_with_state(rate_limiter.clone(), till_http::rate_limit::platform_middleware))
         .route_layer(from_fn_with_state(authenticator.clone(), till_access::authn::platform));
 
@@ -174,6 +179,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         keyring: config.keyring.clone(),
         bus: config.bus.clone(),
         token_lifetime_max: authenticator.jwt_lifetime_max(),
+        recovery: crate::jobs::Recovery { unit_of_work, resumers },
     };
     Ok(Built { router, openapi, engine, jobs, limits: config.http })
 }

@@ -29,6 +29,9 @@ pub struct Config {
     pub webhooks: till_events::webhooks::WebhookConfig,
     /// The bus consumers read: the embedded log, or RabbitMQ (then the publisher runs too).
     pub bus: till_events::bus::Bus,
+    /// Leases of phased requests (those that call an outside party) and when the recovery
+    /// job resumes one that was abandoned.
+    pub recovery: till_http::recovery::RecoveryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,7 @@ impl Config {
             idempotency_retention_hours: IDEMPOTENCY_RETENTION_HOURS_MIN,
             admin_token,
             keyring: std::sync::Arc::new(keyring),
+            recovery: till_http::recovery::RecoveryConfig::default(),
             jwt_keys: Vec::new(),
             jwt_issuer: None,
             jwt_audience: None,

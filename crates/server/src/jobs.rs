@@ -1,5 +1,5 @@
 //! Background jobs: the relay, the RabbitMQ publisher (when that is the bus), the webhook
-//! worker, the hold sweeper, purging expired idempotency keys and spent token
+//! worker, the hold sweeper, resuming abandoned phased requests, purging expired idempotency keys and spent token
 //! revocations, and forgetting idle rate-limit buckets. Each runs until the shutdown signal flips, finishing its current
 //! step.
 
@@ -15,6 +15,8 @@ const PURGE_BATCH_ROWS_MAX: i32 = 10_000;
 const LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const HOLD_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const HOLD_SWEEP_ROWS_MAX: i32 = 1_000;
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+const RECOVERY_ROWS_MAX: i32 = 100;
 
 /// What the background jobs run with.
 pub struct Jobs {
@@ -27,10 +29,17 @@ pub struct Jobs {
     pub bus: till_events::bus::Bus,
     /// The longest a dashboard token lives: revocations older than that are purged.
     pub token_lifetime_max: Duration,
+    pub recovery: Recovery,
+}
+
+/// What the recovery job resumes abandoned phased requests with.
+pub struct Recovery {
+    pub unit_of_work: till_http::unit_of_work::UnitOfWorkState,
+    pub resumers: Vec<till_http::recovery::Resumer>,
 }
 
 pub fn spawn(jobs: Jobs, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let Jobs { pool, retention_hours, limiter, engine, webhooks, keyring, bus, token_lifetime_max } = jobs;
+    let Jobs { pool, retention_hours, limiter, engine, webhooks, keyring, bus, token_lifetime_max, recovery } = jobs;
     // One task that ends when all the jobs have: `till up` awaits it before closing the
     // pool, so no job ever meets a closed pool.
     tokio::spawn(async move {
@@ -49,6 +58,8 @@ pub fn spawn(jobs: Jobs, mut shutdown: watch::Receiver<bool>) -> tokio::task::Jo
             let mut sweep = tokio::time::interval(LIMITER_SWEEP_INTERVAL);
             let mut holds = tokio::time::interval(HOLD_SWEEP_INTERVAL);
             holds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut resume = tokio::time::interval(RECOVERY_INTERVAL);
+            resume.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = shutdown.changed() => return,
@@ -58,11 +69,21 @@ pub fn spawn(jobs: Jobs, mut shutdown: watch::Receiver<bool>) -> tokio::task::Jo
                     }
                     _ = sweep.tick() => limiter.forget_idle(),
                     _ = holds.tick() => expire_holds(&engine).await,
+                    _ = resume.tick(), if !recovery.resumers.is_empty() => resume_abandoned(&recovery).await,
                 }
             }
         };
         tokio::join!(relay, publisher, webhooks, periodic);
     })
+}
+
+/// Resumes phased requests that were abandoned (their process died, no client retried).
+async fn resume_abandoned(recovery: &Recovery) {
+    match till_http::recovery::resume_abandoned(&recovery.unit_of_work, &recovery.resumers, RECOVERY_ROWS_MAX).await {
+        Ok(0) => {}
+        Ok(resumed) => tracing::info!(resumed, "resumed abandoned requests from their recovery points"),
+        Err(error) => tracing::warn!(%error, "resuming abandoned requests failed; the next tick retries"),
+    }
 }
 
 /// Expires overdue holds, a bounded number per tick; a backlog drains over a few ticks.

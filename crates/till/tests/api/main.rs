@@ -13,6 +13,7 @@ mod ledger_concurrency;
 mod ledger_helpers;
 mod operations;
 mod posting;
+mod recovery;
 mod roles;
 mod security;
 mod support;

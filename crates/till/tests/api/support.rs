@@ -61,7 +61,7 @@ pub fn extension(budget: FlakyBudget) -> Extension {
         .into_iter()
         .map(|path| RoutePermission { method: Method::POST, path, access: viewer })
         .collect();
-    Extension { tenant_routes, permissions }
+    Extension { tenant_routes, permissions, resumers: Vec::new() }
 }
 
 /// Counts audit rows with `action` for every business (owner pool, past RLS).
