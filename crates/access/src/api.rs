@@ -12,6 +12,7 @@ use till_http::pagination::{ListParams, Page};
 use till_http::secrets::shown_once;
 use till_http::unit_of_work::Tx;
 use till_http::{ApiError, Problem};
+use till_kit::schema::{Name100, Name200, Text255};
 use till_kit::{ApiKeyId, BusinessId, Currency};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -25,7 +26,10 @@ use crate::store::{self, ApiKeyRow, BusinessRow};
 impl From<AccessError> for ApiError {
     fn from(error: AccessError) -> ApiError {
         let field = error.field();
-        ApiError::invalid(field, error.to_string())
+        match error {
+            AccessError::Invalid(..) => ApiError::invalid(field, error.to_string()),
+            AccessError::Rule(..) => ApiError::rule(field, error.to_string()),
+        }
     }
 }
 
@@ -115,7 +119,7 @@ pub struct CreatedApiKeyBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     /// For humans: what uses this key.
-    #[schema(example = "checkout server")]
+    #[schema(value_type = Name100, example = "checkout server")]
     pub name: String,
     /// At most the caller's own role.
     pub role: Role,
@@ -124,16 +128,17 @@ pub struct CreateApiKeyRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBusinessRequest {
-    #[schema(example = "Acme Trading Ltd")]
+    #[schema(value_type = Name200, example = "Acme Trading Ltd")]
     pub legal_name: String,
     /// `GB` or `IN`.
-    #[schema(example = "GB")]
+    #[schema(pattern = "^(GB|IN)$", example = "GB")]
     pub country: String,
     /// Defaults to the country's currency (GBP, INR).
-    #[schema(example = "GBP")]
+    #[schema(value_type = Option<Currency>, example = "GBP")]
     pub default_currency: Option<String>,
-    /// A UK VAT number for GB, a GSTIN for IN.
-    #[schema(example = "GB999999973")]
+    /// A UK VAT number for GB, a GSTIN for IN; its format and check digits are checked
+    /// against the country (422 `rule_violated`, naming what is wrong).
+    #[schema(max_length = 64, example = "GB999999973")]
     pub tax_registration: Option<String>,
 }
 
@@ -161,9 +166,11 @@ pub fn platform_routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
 pub struct RevokeTokensRequest {
     /// Revoke every dashboard token of this subject (`sub`) issued until now; tokens
     /// issued later (the user signs in again) work.
-    #[schema(example = "user_42")]
+    /// Give exactly one of `subject` and `token_id` (422 `rule_violated` otherwise).
+    #[schema(value_type = Option<Text255>, example = "user_42")]
     pub subject: Option<String>,
     /// Revoke the one token with this `jti`.
+    #[schema(value_type = Option<Text255>)]
     pub token_id: Option<String>,
 }
 
@@ -200,7 +207,7 @@ async fn revoke_tokens(
     let (kind, param, value) = match (request.subject, request.token_id) {
         (Some(subject), None) => ("subject", "subject", subject),
         (None, Some(token_id)) => ("token", "token_id", token_id),
-        _ => return Err(ApiError::invalid("subject", "Give either subject or token_id.")),
+        _ => return Err(ApiError::rule("subject", "Give either subject or token_id.")),
     };
     if value.is_empty() {
         return Err(ApiError::text(param, till_kit::TextError::Empty));

@@ -25,6 +25,7 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use till_http::auth::{Credential, Principal, Role, Scope};
 use till_http::ApiError;
+use till_http::ErrorCode;
 use till_kit::{ApiKeyId, BusinessId, Secret};
 use time::OffsetDateTime;
 
@@ -121,6 +122,8 @@ pub struct Authenticator {
     jwt: Arc<JwtVerifier>,
     admin_token_hash: [u8; 32],
     failures: Arc<Mutex<HashMap<String, (Instant, u32)>>>,
+    /// Failures from one source in a window before it is throttled.
+    failures_max: u32,
     keys: KeyCache,
     unknown: UnknownKeys,
 }
@@ -132,9 +135,17 @@ impl Authenticator {
             jwt: Arc::new(jwt),
             admin_token_hash: Sha256::digest(admin_token.expose_secret().as_bytes()).into(),
             failures: Arc::new(Mutex::new(HashMap::new())),
+            failures_max: FAILURE_THROTTLE_THRESHOLD,
             keys,
             unknown: UnknownKeys::default(),
         }
+    }
+
+    /// Throttles a source after `failures_max` failed authentications in a minute instead
+    /// of `FAILURE_THROTTLE_THRESHOLD` (at least 1).
+    pub fn with_failure_threshold(mut self, failures_max: u32) -> Authenticator {
+        self.failures_max = failures_max.max(1);
+        self
     }
 
     /// The longest a dashboard token may live, for purging revocations.
@@ -146,7 +157,7 @@ impl Authenticator {
     fn throttle(&self, source: &str) -> Result<(), Failure> {
         let failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match failures.get(source) {
-            Some((started, count)) if *count >= FAILURE_THROTTLE_THRESHOLD && started.elapsed() < FAILURE_WINDOW => {
+            Some((started, count)) if *count >= self.failures_max && started.elapsed() < FAILURE_WINDOW => {
                 let left = FAILURE_WINDOW.saturating_sub(started.elapsed());
                 Err(Failure::Throttled { retry_after_seconds: left.as_secs() + 1 })
             }
@@ -258,7 +269,7 @@ impl Authenticator {
         } else {
             tracing::debug!(reason, route_kind, %source, failures, "authentication failed");
         }
-        if failures == FAILURE_THROTTLE_THRESHOLD {
+        if failures == self.failures_max {
             tracing::warn!(%source, failures, "throttling a source whose authentication keeps failing");
         }
         if failures == FAILURE_BURST_THRESHOLD {
@@ -304,9 +315,7 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 
 fn throttled(retry_after_seconds: u64) -> Response {
     let mut error = ApiError::new(
-        axum::http::StatusCode::TOO_MANY_REQUESTS,
-        "auth_throttled",
-        "Too many failed authentications",
+        ErrorCode::AuthThrottled,
         "Too many failed authentications from this address; wait Retry-After seconds.",
     );
     error.retry_after_seconds = Some(retry_after_seconds);

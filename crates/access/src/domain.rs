@@ -10,14 +10,19 @@ use till_kit::{ApiKeyId, Currency, HumanText, Secret};
 /// A value that does not parse: the field at fault and, for humans, why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
+    /// The field breaks a rule its schema states (400).
     #[error("{1}")]
     Invalid(&'static str, String),
+    /// The field is well-formed but breaks a rule no schema can state, such as a check
+    /// digit or agreement with another field (422 `rule_violated`).
+    #[error("{1}")]
+    Rule(&'static str, String),
 }
 
 impl AccessError {
     pub fn field(&self) -> &'static str {
         match self {
-            AccessError::Invalid(field, _) => field,
+            AccessError::Invalid(field, _) | AccessError::Rule(field, _) => field,
         }
     }
 }
@@ -83,7 +88,7 @@ pub struct UkVatNumber(String);
 impl UkVatNumber {
     pub fn parse(text: &str) -> Result<UkVatNumber, AccessError> {
         let invalid =
-            || AccessError::Invalid("tax_registration", "not a valid UK VAT number (GB followed by 9 digits).".into());
+            || AccessError::Rule("tax_registration", "not a valid UK VAT number (GB followed by 9 digits).".into());
         let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
         // Only ASCII letters and digits from here on (a non-ASCII character used to be
         // sliced inside: a 500), and the checks below work on bytes, never str slices.
@@ -138,7 +143,7 @@ const GSTIN_ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 impl Gstin {
     pub fn parse(text: &str) -> Result<Gstin, AccessError> {
-        let invalid = |why: &str| AccessError::Invalid("tax_registration", format!("not a valid GSTIN: {why}."));
+        let invalid = |why: &str| AccessError::Rule("tax_registration", format!("not a valid GSTIN: {why}."));
         let gstin = text.trim().to_ascii_uppercase();
         let bytes = gstin.as_bytes();
         if bytes.len() != 15 || !bytes.iter().all(|b| GSTIN_ALPHABET.contains(b)) {
@@ -414,6 +419,30 @@ mod tests {
             let _ = UkVatNumber::parse(&text);
             let _ = UkVatNumber::parse(&format!("GB{text}"));
             let _ = PresentedApiKey::parse(&text);
+        }
+        /// Outside input of any kind (every Unicode scalar, control characters, up to
+        /// thousands of characters): each parser answers, naming its field, with a
+        /// detail that says what is wrong rather than only which field.
+        #[test]
+        fn hostile_input_is_refused_naming_the_field_with_a_reason(
+            chars in proptest::collection::vec(any::<char>(), 0..3_000),
+            prefix in prop_oneof![Just(""), Just("GB"), Just("27"), Just("  ")],
+        ) {
+            let text: String = prefix.chars().chain(chars).collect();
+            let refusals = [
+                ("tax_registration", TaxRegistration::parse(Country::GB, &text).err()),
+                ("tax_registration", TaxRegistration::parse(Country::IN, &text).err()),
+                ("legal_name", LegalName::parse(&text).err()),
+                ("name", KeyName::parse(&text).err()),
+                ("country", Country::parse(&text).err()),
+            ];
+            for (field, refusal) in refusals {
+                let Some(refusal) = refusal else { continue };
+                prop_assert_eq!(refusal.field(), field);
+                let detail = refusal.to_string();
+                prop_assert!(detail.len() > field.len() + 8, "{field}: the detail {detail:?} says too little");
+                prop_assert!(detail.chars().count() < 300, "the detail echoes the input: {detail:?}");
+            }
         }
     }
 }

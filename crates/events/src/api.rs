@@ -56,6 +56,20 @@ const RESOURCE_ID_CHARS_MAX: usize = 64;
 
 const EVENT_COLUMNS: &str = "id, type, version, business_id, resource_id, sequence, occurred_at, request_id, data";
 
+/// An event type's name (docs/EVENTS.md).
+pub struct EventTypeOnly;
+
+impl utoipa::PartialSchema for EventTypeOnly {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(EventType::ALL.iter().map(|event_type| event_type.name())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventTypeOnly {}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -64,9 +78,10 @@ pub struct EventListParams {
     pub starting_after: Option<String>,
     /// Only events of this type (e.g. `transfer.created`).
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", value_type = Option<EventTypeOnly>)]
     pub event_type: Option<String>,
     /// Only events about this resource (e.g. `tr_…`), oldest first when given.
+    #[param(pattern = "^[A-Za-z0-9_]{1,64}$")]
     pub resource_id: Option<String>,
 }
 

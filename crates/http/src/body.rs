@@ -23,6 +23,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 
 use crate::problem::ApiError;
+use crate::ErrorCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLimits {
@@ -36,21 +37,11 @@ pub struct BodyLimits {
 pub struct BodyTimedOut(Duration);
 
 pub fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        "Body too large",
-        "The request body is over the size limit.",
-    )
+    ApiError::new(ErrorCode::BodyTooLarge, "The request body is over the size limit.")
 }
 
 fn timed_out() -> ApiError {
-    ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
-        "Request timeout",
-        "The request body did not arrive in time.",
-    )
+    ApiError::new(ErrorCode::RequestTimeout, "The request body did not arrive in time.")
 }
 
 /// The connection cannot be reused after a body was refused unread.

@@ -3,12 +3,13 @@
 //! strings (400) and path ids (404: a malformed id names no resource).
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::problem::ApiError;
+use crate::ErrorCode;
 
 /// A JSON request body. Request types use `#[serde(deny_unknown_fields)]`, so a typo is a
 /// 400 that names the field rather than a silently ignored value.
@@ -17,12 +18,7 @@ pub struct ApiJson<T>(pub T);
 pub use crate::body::too_large as body_too_large;
 
 fn unsupported_media_type() -> ApiError {
-    ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        "Unsupported media type",
-        "Send the body as `Content-Type: application/json`.",
-    )
+    ApiError::new(ErrorCode::UnsupportedMediaType, "Send the body as `Content-Type: application/json`.")
 }
 
 /// The body, within the size limit (413 beyond it) and the read timeout (408).
@@ -43,26 +39,62 @@ fn is_json_content_type(parts: &axum::http::HeaderMap) -> bool {
 /// body differently from a proxy or a signer that stops at the first document.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = inner.to_string();
-        let code = if message.starts_with("unknown field") { "unknown_field" } else { "invalid_json" };
-        let mut problem = ApiError::new(StatusCode::BAD_REQUEST, code, "Invalid request body", message);
-        if path != "." {
-            problem = problem.with_param(path);
+    let parsed = serde_path_to_error::deserialize(&mut deserializer);
+    let value = match parsed {
+        Ok(value) => value,
+        // JSON has one kind of number: `2500.0` is the integer 2500 (JSON Schema says so
+        // too), which serde will not read as an i64. Only then is the body read again
+        // with such numbers made integers, so the common body pays nothing for it.
+        // (`from_slice` refuses trailing data itself.)
+        Err(error) if error.inner().to_string().starts_with("invalid type: floating point") => {
+            let mut document: serde_json::Value = serde_json::from_slice(bytes).map_err(body_error_plain)?;
+            integral_floats_to_integers(&mut document);
+            return serde_path_to_error::deserialize(document).map_err(body_error);
         }
-        problem
-    })?;
+        Err(error) => return Err(body_error(error)),
+    };
     deserializer.end().map_err(|error| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "Invalid request body",
+            ErrorCode::InvalidJson,
             format!("The body must be one JSON document and nothing after it: {error}"),
         )
     })?;
     Ok(value)
+}
+
+fn body_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let mut problem = body_error_plain(error.into_inner());
+    if path != "." {
+        problem = problem.with_param(path);
+    }
+    problem
+}
+
+fn body_error_plain(error: serde_json::Error) -> ApiError {
+    let message = error.to_string();
+    let code = if message.starts_with("unknown field") { ErrorCode::UnknownField } else { ErrorCode::InvalidJson };
+    ApiError::new(code, message)
+}
+
+/// Makes every number with no fractional part that fits an i64 (or u64) an integer.
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(number) if number.is_f64() => {
+            let Some(float) = number.as_f64() else { return };
+            // Exact only within ±2^53; beyond, a float is not a trustworthy integer.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if float.fract() == 0.0 && float.abs() <= EXACT {
+                let text = format!("{float:.0}");
+                if let Ok(integer) = text.parse::<i64>() {
+                    *value = serde_json::Value::from(integer);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 impl<T, S> FromRequest<S> for ApiJson<T>
@@ -92,11 +124,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri).map(|axum::extract::Query(value)| ApiQuery(value)).map_err(
+        let uri = &parts.uri;
+        axum::extract::Query::<T>::try_from_uri(uri).map(|axum::extract::Query(value)| ApiQuery(value)).map_err(
             |rejection| {
                 let message = rejection.body_text();
-                let code = if message.contains("unknown field") { "unknown_field" } else { "invalid_request" };
-                ApiError::new(StatusCode::BAD_REQUEST, code, "Invalid query", message).with_param("query")
+                let code =
+                    if message.contains("unknown field") { ErrorCode::UnknownField } else { ErrorCode::InvalidRequest };
+                ApiError::new(code, message).with_param("query")
             },
         )
     }
@@ -141,6 +175,7 @@ where
         if !has_json_type {
             return Err(unsupported_media_type());
         }
-        parse_json(&bytes).map(ApiJsonOrEmpty)
+        // The optional body's schema admits `null`, which says "no body" as plainly.
+        parse_json::<Option<T>>(&bytes).map(|body| ApiJsonOrEmpty(body.unwrap_or_default()))
     }
 }

@@ -1,23 +1,17 @@
 //! Problems for requests that match no route (404) or no method of a route (405), and
 //! for panics (an opaque 500; the transaction of the request is dropped, so it rolls back).
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::problem::ApiError;
+use crate::ErrorCode;
 
 pub async fn route_not_found() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "Not found", "No such route.").into_response()
+    ApiError::new(ErrorCode::RouteNotFound, "No such route.").into_response()
 }
 
 pub async fn method_not_allowed() -> Response {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "Method not allowed",
-        "This route does not support this method.",
-    )
-    .into_response()
+    ApiError::new(ErrorCode::MethodNotAllowed, "This route does not support this method.").into_response()
 }
 
 /// For `tower_http::catch_panic`: the panic message is logged, never sent.

@@ -27,7 +27,7 @@ pub mod request_id;
 pub mod secrets;
 pub mod unit_of_work;
 
-pub use problem::{ApiError, Problem};
+pub use problem::{ApiError, ErrorCode, Problem};
 
 /// The migrations of the HTTP kit's own tables (schema `api`: idempotency keys).
 pub static MIGRATIONS: till_db::SchemaMigrations = till_db::SchemaMigrations { schema: "api", migrator: &MIGRATOR };

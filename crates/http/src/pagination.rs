@@ -45,7 +45,7 @@ impl ListParams {
         if !(1..=PAGE_SIZE_MAX).contains(&limit) {
             return Err(ApiError::invalid("limit", format!("limit must be between 1 and {PAGE_SIZE_MAX}.")));
         }
-        let starting_after = match &self.starting_after {
+        let starting_after = match self.starting_after.as_deref() {
             None => None,
             Some(text) => Some(
                 parse_cursor(text)

@@ -7,7 +7,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -16,6 +15,7 @@ use governor::{Quota, RateLimiter as Governor};
 
 use crate::auth::Principal;
 use crate::problem::ApiError;
+use crate::ErrorCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitConfig {
@@ -70,9 +70,7 @@ async fn limit(limiter: &RateLimiter, key: &str, request: Request, next: Next) -
         Ok(()) => next.run(request).await,
         Err(wait_seconds) => {
             let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "Too many requests",
+                ErrorCode::RateLimited,
                 "This API key is over its request rate; retry after the number of seconds in Retry-After.",
             );
             error.retry_after_seconds = Some(wait_seconds.max(1));

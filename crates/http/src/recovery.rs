@@ -49,6 +49,7 @@ use uuid::Uuid;
 use crate::auth::{Role, Scope};
 use crate::problem::ApiError;
 use crate::unit_of_work::{self, IdempotencyContext, UnitOfWorkState};
+use crate::ErrorCode;
 
 /// The point of a request that has done nothing yet.
 pub const STARTED: &str = "started";
@@ -277,8 +278,8 @@ async fn store_final(
 
 /// The 409 for a request whose key another request (or the recovery job) took over.
 fn lease_lost() -> ApiError {
-    ApiError::conflict(
-        "idempotency_key_in_use",
+    ApiError::new(
+        ErrorCode::IdempotencyKeyInUse,
         "Another attempt of this Idempotency-Key's request has taken it over. Retry to get its response.",
     )
     .with_param("Idempotency-Key")
@@ -541,7 +542,7 @@ async fn resume_one(
     let phased = match take(state, scope, &context, &row.route, &Bytes::from(row.request_body)).await {
         Ok(Taken::Lease(phased)) => phased,
         Ok(Taken::Answer(_)) => return Ok(false),
-        Err(error) if error.code == "idempotency_key_in_use" => return Ok(false),
+        Err(error) if error.code == ErrorCode::IdempotencyKeyInUse => return Ok(false),
         Err(error) => return Err(error),
     };
     let lease = phased.lease;

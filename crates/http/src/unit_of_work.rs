@@ -52,6 +52,7 @@ use till_kit::{sealing, Keyring};
 use crate::auth::{Principal, Role, Scope};
 use crate::problem::ApiError;
 use crate::secrets::CarriesSecret;
+use crate::ErrorCode;
 
 pub static IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 pub static IDEMPOTENT_REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -163,8 +164,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyContext {
 
 /// The 409 for a key whose first request is still running.
 pub fn key_in_use() -> ApiError {
-    ApiError::conflict(
-        "idempotency_key_in_use",
+    ApiError::new(
+        ErrorCode::IdempotencyKeyInUse,
         "A request with this Idempotency-Key is still running. Retry after it finishes to get its response.",
     )
     .with_param("Idempotency-Key")
@@ -172,9 +173,8 @@ pub fn key_in_use() -> ApiError {
 
 /// The 422 for a key used before with another request.
 pub fn key_reused() -> ApiError {
-    ApiError::unprocessable(
-        "idempotency_key_reused",
-        "Idempotency-Key reused",
+    ApiError::new(
+        ErrorCode::IdempotencyKeyReused,
         "This Idempotency-Key was used with another method, path or body. Use a new key for a new request.",
     )
     .with_param("Idempotency-Key")
@@ -183,9 +183,8 @@ pub fn key_reused() -> ApiError {
 /// The 422 for a key stored before keys were scoped to their principal: nobody can be
 /// shown to own it, so it is neither replayed nor run again (until it is purged).
 fn key_unattributed() -> ApiError {
-    ApiError::unprocessable(
-        "idempotency_key_reused",
-        "Idempotency-Key reused",
+    ApiError::new(
+        ErrorCode::IdempotencyKeyReused,
         "This Idempotency-Key was used before by a request recorded without its credential. Use a new key.",
     )
     .with_param("Idempotency-Key")
@@ -426,11 +425,7 @@ async fn rollback(transaction: Transaction<'static, Postgres>) {
 /// Validates the Idempotency-Key header.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get(&IDEMPOTENCY_KEY_HEADER) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "idempotency_key_missing",
-            "Idempotency-Key missing",
-            "Every POST needs an Idempotency-Key header (1–255 printable ASCII characters), so that it is safe to retry.",
+        return Err(ApiError::new(ErrorCode::IdempotencyKeyMissing, "Every POST needs an Idempotency-Key header (1–255 printable ASCII characters), so that it is safe to retry.",
         )
         .with_param("Idempotency-Key"));
     };
@@ -438,9 +433,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let printable = bytes.iter().all(|byte| (0x20..=0x7e).contains(byte));
     if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_CHARS_MAX || !printable {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "idempotency_key_invalid",
-            "Idempotency-Key invalid",
+            ErrorCode::IdempotencyKeyInvalid,
             "The Idempotency-Key must be 1–255 printable ASCII characters.",
         )
         .with_param("Idempotency-Key"));

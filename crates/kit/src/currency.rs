@@ -96,7 +96,7 @@ impl utoipa::PartialSchema for Currency {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some("^[A-Z]{3}$"))
+            .enum_values(Some(Currency::all().map(Currency::code)))
             .description(Some("ISO 4217 currency code, upper case; it decides the exponent of `amount`."))
             .examples([serde_json::json!("GBP")])
             .into()

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod id;
 pub mod metadata;
 pub mod money;
+pub mod schema;
 pub mod sealing;
 pub mod secret;
 pub mod text;

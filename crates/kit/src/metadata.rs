@@ -64,12 +64,17 @@ impl<'de> Deserialize<'de> for Metadata {
 
 impl utoipa::PartialSchema for Metadata {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let text = |min: usize, max: usize| {
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .min_length(Some(min))
+                .max_length(Some(max))
+                .pattern(Some(text::HUMAN_TEXT_PATTERN))
+        };
         utoipa::openapi::ObjectBuilder::new()
-            .additional_properties(Some(
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
-                    .max_length(Some(METADATA_VALUE_CHARS_MAX)),
-            ))
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .property_names(Some(text(1, METADATA_KEY_CHARS_MAX)))
+            .additional_properties(Some(text(0, METADATA_VALUE_CHARS_MAX)))
             .max_properties(Some(METADATA_KEYS_MAX))
             .description(Some(
                 "Up to 20 string keys (at most 40 characters) with string values (at most 500 characters).",

@@ -7,6 +7,15 @@
 //! CSV exports and e-mail headers. Lengths are counted in characters, never bytes, and
 //! nothing here slices a string by byte index.
 
+/// Human text as a JSON Schema pattern, for the OpenAPI document: no C0 control but tab,
+/// no DEL or C1, no bidirectional override or isolate (what [`refusal_of`] refuses).
+pub const HUMAN_TEXT_PATTERN: &str =
+    "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069]*$";
+
+/// A name ([`HumanText::name`]) as a JSON Schema pattern: human text with at least one
+/// character that is not white space.
+pub const NAME_PATTERN: &str = "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069][^\\u0000-\\u0008\\u000a-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069]*$";
+
 /// Text a client sent, checked: see the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HumanText(String);

@@ -14,7 +14,9 @@ use till_http::auth::Principal;
 use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
 use till_http::unit_of_work::{IdempotencyContext, Tx};
+use till_http::ErrorCode;
 use till_http::{ApiError, Problem};
+use till_kit::schema::{Name200, Text500};
 use till_kit::{Currency, HumanText, Metadata, Money};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -24,7 +26,7 @@ use utoipa_axum::routes;
 use crate::check::{self, CheckReport};
 use crate::domain::{
     AccountChange, AccountRefusal, AccountStatus, Command, HoldExpiry, NewTransfer, Side, ACCOUNT_NAME_CHARS_MAX,
-    AMOUNT_MAX, BATCH_TRANSFERS_MAX, DESCRIPTION_CHARS_MAX, HOLD_SECONDS_MAX,
+    AMOUNT_MAX, BATCH_TRANSFERS_MAX, BOUND_MAX, DESCRIPTION_CHARS_MAX, HOLD_SECONDS_MAX,
 };
 use crate::engine::{Caller, Engine, Reply};
 use crate::posting::{self, OpenAccount};
@@ -96,34 +98,34 @@ fn account_refusal_error(refusal: AccountRefusal) -> ApiError {
         AccountRefusal::BoundOutOfRange { bound } | AccountRefusal::BoundCurrencyMismatch { bound } => {
             ApiError::invalid(bound, detail)
         }
-        AccountRefusal::BoundsInverted | AccountRefusal::MaxBelowZero => ApiError::invalid("max_balance", detail),
+        AccountRefusal::BoundsInverted => ApiError::rule("max_balance", detail),
+        AccountRefusal::MaxBelowZero => ApiError::invalid("max_balance", detail),
         AccountRefusal::MinAboveZero => ApiError::invalid("min_balance", detail),
-        AccountRefusal::Reopen => ApiError::conflict("account_closed", detail).with_param("status"),
-        AccountRefusal::NotEmpty => {
-            ApiError::unprocessable("account_not_empty", "Account not empty", detail).with_param("status")
-        }
-        AccountRefusal::BoundsViolated(_) => {
-            ApiError::unprocessable("bounds_violated", "Bounds violated", detail).with_param("min_balance")
-        }
+        AccountRefusal::Reopen => ApiError::new(ErrorCode::AccountClosed, detail).with_param("status"),
+        AccountRefusal::NotEmpty => ApiError::new(ErrorCode::AccountNotEmpty, detail).with_param("status"),
+        AccountRefusal::BoundsViolated(_) => ApiError::new(ErrorCode::BoundsViolated, detail).with_param("min_balance"),
     }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
-    #[schema(example = "Merchant settlement")]
+    #[schema(value_type = Name200, example = "Merchant settlement")]
     pub name: String,
-    #[schema(example = "GBP")]
+    #[schema(value_type = Currency, example = "GBP")]
     pub currency: String,
     /// `debit` (assets, expenses) or `credit` (liabilities, income, customer balances).
-    #[schema(example = "credit")]
+    #[schema(pattern = "^(debit|credit)$", example = "credit")]
     pub normal_balance: String,
-    /// Lower bound of `available`. Left out: 0 (no overdraft). `null`: unbounded.
+    /// Lower bound of `available`, at most 0 (a new account's balance). Left out: 0 (no
+    /// overdraft). `null`: unbounded.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, example = 0)]
+    #[schema(value_type = Option<i64>, minimum = -1_000_000_000_000_000_000_i64, maximum = 0, example = 0)]
     pub min_balance: Option<Option<i64>>,
-    /// Upper bound of `balance`. Left out or `null`: unbounded.
+    /// Upper bound of `balance`, at least 0. Left out or `null`: unbounded.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_000_i64)]
     pub max_balance: Option<i64>,
+    #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -171,8 +173,10 @@ pub struct AccountListParams {
     pub limit: Option<u32>,
     pub starting_after: Option<String>,
     /// Only accounts in this currency.
+    #[param(value_type = Option<Currency>)]
     pub currency: Option<String>,
     /// Only accounts with this status.
+    #[param(pattern = "^(active|frozen|closed)$")]
     pub status: Option<String>,
 }
 
@@ -220,16 +224,21 @@ async fn get_account(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccountRequest {
+    #[schema(value_type = Option<Name200>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// `active`, `frozen` (no new transfers; holds can still end) or `closed` (final; the
     /// account must be empty).
+    #[schema(pattern = "^(active|frozen|closed)$")]
     pub status: Option<String>,
+    /// Must hold for the account's balances now (422 `bounds_violated`), and not be above
+    /// `max_balance` (422 `rule_violated`).
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = -1_000_000_000_000_000_000_i64, maximum = 1_000_000_000_000_000_000_i64)]
     pub min_balance: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = -1_000_000_000_000_000_000_i64, maximum = 1_000_000_000_000_000_000_i64)]
     pub max_balance: Option<Option<i64>>,
 }
 
@@ -253,31 +262,8 @@ async fn update_account(
     headers: HeaderMap,
     ApiJson(request): ApiJson<UpdateAccountRequest>,
 ) -> Result<axum::Json<AccountBody>, ApiError> {
-    // Lock the account row, as every engine batch that touches it does: the bounds and
-    // status cannot change under a batch, nor the balances under this check.
-    let row =
-        store::lock_account(&mut tx, principal.business_id, id).await?.ok_or_else(|| ApiError::not_found("account"))?;
-    if let Some(expected) = headers.get(header::IF_MATCH) {
-        let expected = expected.to_str().unwrap_or_default().trim().trim_matches('"');
-        if expected != row.version.to_string() {
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "version_mismatch",
-                "Version mismatch",
-                format!("The account is at version {}; re-read it and try again.", row.version),
-            )
-            .with_param("If-Match"));
-        }
-    }
-    let account = row.account().map_err(corrupt)?;
-    let name = match &request.name {
-        Some(name) => parse_name(name)?.into_string(),
-        None => row.name.clone(),
-    };
-    let metadata = match request.metadata {
-        Some(map) => parse_metadata(Some(map))?,
-        None => store::metadata_from(row.metadata.clone()).map_err(corrupt)?,
-    };
+    // The request is checked whole before the account's version is: a malformed request
+    // is a 400 whatever the account's state.
     let status = request
         .status
         .as_deref()
@@ -286,6 +272,39 @@ async fn update_account(
                 .ok_or_else(|| ApiError::invalid("status", "status must be active, frozen or closed."))
         })
         .transpose()?;
+    let name = request.name.as_deref().map(parse_name).transpose()?;
+    let metadata = request.metadata.map(|map| parse_metadata(Some(map))).transpose()?;
+    for (bound, value) in [("min_balance", request.min_balance), ("max_balance", request.max_balance)] {
+        if value.flatten().is_some_and(|value| value.unsigned_abs() > BOUND_MAX.unsigned_abs()) {
+            return Err(ApiError::invalid(bound, format!("{bound} is at most {BOUND_MAX} either side of zero.")));
+        }
+    }
+    // Lock the account row, as every engine batch that touches it does: the bounds and
+    // status cannot change under a batch, nor the balances under this check.
+    let row =
+        store::lock_account(&mut tx, principal.business_id, id).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    if let Some(expected) = headers.get(header::IF_MATCH) {
+        let expected = expected.to_str().unwrap_or_default().trim().trim_matches('"');
+        if expected.is_empty() || expected.len() > 18 || !expected.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(ApiError::invalid("If-Match", "If-Match must be the account's version, a whole number."));
+        }
+        if expected != row.version.to_string() {
+            return Err(ApiError::new(
+                ErrorCode::VersionMismatch,
+                format!("The account is at version {}; re-read it and try again.", row.version),
+            )
+            .with_param("If-Match"));
+        }
+    }
+    let account = row.account().map_err(corrupt)?;
+    let name = match name {
+        Some(name) => name.into_string(),
+        None => row.name.clone(),
+    };
+    let metadata = match metadata {
+        Some(metadata) => metadata,
+        None => store::metadata_from(row.metadata.clone()).map_err(corrupt)?,
+    };
     let change = AccountChange { status, min_balance: request.min_balance, max_balance: request.max_balance };
     let account = account.changed(&change).map_err(account_refusal_error)?;
     let changes = AccountChanges {
@@ -351,6 +370,7 @@ async fn list_entries(
 #[into_params(parameter_in = Query)]
 pub struct BalanceParams {
     /// RFC 3339; default now.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub as_of: Option<String>,
 }
 
@@ -382,29 +402,36 @@ async fn balance(
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTransferRequest {
+    #[schema(value_type = AccountId)]
     pub debit_account_id: String,
+    /// Another account than `debit_account_id` (422 `rule_violated` otherwise).
+    #[schema(value_type = AccountId)]
     pub credit_account_id: String,
     /// Minor units, 1 to 10^15.
-    #[schema(example = 2500)]
+    #[schema(example = 2500, minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub amount: i64,
-    #[schema(example = "GBP")]
+    #[schema(value_type = Currency, example = "GBP")]
     pub currency: String,
     /// Create a hold: reserve the funds until posted, voided or expired.
     #[serde(default)]
     pub pending: bool,
-    /// For a hold: expire after this many seconds (1 to 30 days).
+    /// For a hold: expire after this many seconds (1 to 30 days). Only with `pending`,
+    /// and not with `expires_at` (422 `rule_violated`).
+    #[schema(minimum = 1, maximum = 2_592_000)]
     pub timeout_seconds: Option<i64>,
-    /// For a hold: expire at this time (RFC 3339), instead of `timeout_seconds`.
+    /// For a hold: expire at this time (RFC 3339), instead of `timeout_seconds`: after
+    /// now and within 30 days, by the ledger's clock (422 `rule_violated` otherwise).
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<String>,
+    #[schema(value_type = Option<Text500>)]
     pub description: Option<String>,
+    #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
 fn parse_account_id(text: &str, param: &str) -> Result<AccountId, ApiError> {
     // A malformed id names no account: answered like a missing one.
-    AccountId::parse(text).map_err(|_| {
-        ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Not found", "No such account.").with_param(param)
-    })
+    AccountId::parse(text).map_err(|_| ApiError::new(ErrorCode::ResourceMissing, "No such account.").with_param(param))
 }
 
 impl CreateTransferRequest {
@@ -420,13 +447,13 @@ impl CreateTransferRequest {
         }
         let currency = parse_currency(&self.currency, &field("currency"))?;
         if debit_account == credit_account {
-            return Err(ApiError::invalid(field("credit_account_id"), "A transfer needs two different accounts."));
+            return Err(ApiError::rule(field("credit_account_id"), "A transfer needs two different accounts."));
         }
         // The expiry is checked against the ledger's clock when the hold is made (the
         // domain refuses one in the past or past 30 days); here only its form.
         let expiry = match (self.timeout_seconds, self.expires_at.as_deref()) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::invalid(field("expires_at"), "Give timeout_seconds or expires_at, not both."))
+                return Err(ApiError::rule(field("expires_at"), "Give timeout_seconds or expires_at, not both."))
             }
             (Some(seconds), None) if (1..=HOLD_SECONDS_MAX).contains(&seconds) => HoldExpiry::After { seconds },
             (Some(_), None) => {
@@ -442,7 +469,7 @@ impl CreateTransferRequest {
             (None, None) => HoldExpiry::Never,
         };
         if !self.pending && expiry != HoldExpiry::Never {
-            return Err(ApiError::invalid(field("pending"), "Only a hold (pending: true) can expire."));
+            return Err(ApiError::rule(field("pending"), "Only a hold (pending: true) can expire."));
         }
         let description = parse_description(self.description.as_deref(), &field("description"))?;
         Ok(NewTransfer {
@@ -510,6 +537,7 @@ async fn create_transfer(
 #[serde(deny_unknown_fields)]
 pub struct CreateBatchRequest {
     /// 1 to 1000 transfers, applied all or nothing, in order.
+    #[schema(min_items = 1, max_items = 1000)]
     pub transfers: Vec<CreateTransferRequest>,
 }
 
@@ -550,6 +578,7 @@ pub struct TransferListParams {
     pub limit: Option<u32>,
     pub starting_after: Option<String>,
     /// Only transfers that debit or credit this account.
+    #[param(value_type = Option<AccountId>)]
     pub account_id: Option<String>,
 }
 
@@ -598,6 +627,7 @@ async fn get_transfer(
 #[serde(deny_unknown_fields)]
 pub struct PostHoldRequest {
     /// Post only this much (at most the amount held); the rest is released. Default: all.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub amount: Option<i64>,
 }
 
@@ -655,7 +685,9 @@ async fn void_hold(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReverseTransferRequest {
+    #[schema(value_type = Option<Text500>)]
     pub description: Option<String>,
+    #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 

@@ -172,7 +172,7 @@ impl Ledger {
         match self.engine.submit(business, command, Caller::Service { key, request_id }).await {
             Reply::Decided(decision) => Ok(decision),
             Reply::KeyReused => Err(LedgerError::KeyReused(echo.unwrap_or_else(|| PostingKey(String::from("?"))))),
-            Reply::Error(error) if error.code == "idempotency_key_in_use" => {
+            Reply::Error(error) if error.code == till_http::ErrorCode::IdempotencyKeyInUse => {
                 Err(LedgerError::KeyInFlight(echo.unwrap_or_else(|| PostingKey(String::from("?")))))
             }
             Reply::Error(error) => Err(LedgerError::Unavailable(error)),

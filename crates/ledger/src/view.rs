@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use serde::Serialize;
 use till_http::ApiError;
+use till_http::ErrorCode;
 use till_kit::{Currency, Metadata};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -245,46 +246,38 @@ fn transfer_refusal_error(new: Option<&NewTransfer>, refusal: &Refusal) -> ApiEr
     };
     match refusal {
         Refusal::AccountNotFound { account } => {
-            with_account(ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Not found", detail), *account)
+            with_account(ApiError::new(ErrorCode::ResourceMissing, detail), *account)
         }
-        Refusal::SameAccount => ApiError::invalid("credit_account_id", detail),
-        Refusal::CurrencyMismatch { .. } => {
-            ApiError::unprocessable("currency_mismatch", "Currency mismatch", detail).with_param("currency")
-        }
+        Refusal::SameAccount => ApiError::rule("credit_account_id", detail),
+        Refusal::CurrencyMismatch { .. } => ApiError::new(ErrorCode::CurrencyMismatch, detail).with_param("currency"),
         Refusal::AccountNotActive { account, .. } => {
-            with_account(ApiError::unprocessable("account_not_active", "Account not active", detail), *account)
+            with_account(ApiError::new(ErrorCode::AccountNotActive, detail), *account)
         }
-        Refusal::InsufficientFunds { .. } => {
-            ApiError::unprocessable("insufficient_funds", "Insufficient funds", detail).with_param("amount")
-        }
+        Refusal::InsufficientFunds { .. } => ApiError::new(ErrorCode::InsufficientFunds, detail).with_param("amount"),
         Refusal::BalanceLimitExceeded { .. } => {
-            ApiError::unprocessable("balance_limit_exceeded", "Balance limit exceeded", detail).with_param("amount")
+            ApiError::new(ErrorCode::BalanceLimitExceeded, detail).with_param("amount")
         }
-        Refusal::TransferNotFound { .. } => {
-            ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Not found", detail)
-        }
-        Refusal::NotAHold { .. } => ApiError::conflict("transfer_not_pending", detail),
-        Refusal::HoldResolved { .. } => ApiError::conflict("hold_already_resolved", detail),
-        Refusal::HoldExpired { .. } => ApiError::conflict("hold_expired", detail),
-        Refusal::HoldNotExpired { .. } => ApiError::conflict("hold_not_expired", detail),
-        Refusal::AmountExceedsHold { .. } => {
-            ApiError::unprocessable("amount_exceeds_hold", "Amount exceeds hold", detail).with_param("amount")
-        }
-        Refusal::NotReversible { .. } => ApiError::conflict("transfer_not_reversible", detail),
+        Refusal::TransferNotFound { .. } => ApiError::new(ErrorCode::ResourceMissing, detail),
+        Refusal::NotAHold { .. } => ApiError::new(ErrorCode::TransferNotPending, detail),
+        Refusal::HoldResolved { .. } => ApiError::new(ErrorCode::HoldAlreadyResolved, detail),
+        Refusal::HoldExpired { .. } => ApiError::new(ErrorCode::HoldExpired, detail),
+        Refusal::HoldNotExpired { .. } => ApiError::new(ErrorCode::HoldNotExpired, detail),
+        Refusal::AmountExceedsHold { .. } => ApiError::new(ErrorCode::AmountExceedsHold, detail).with_param("amount"),
+        Refusal::NotReversible { .. } => ApiError::new(ErrorCode::TransferNotReversible, detail),
         Refusal::HoldExpiryOutOfRange => {
             let param = match new.and_then(|new| new.hold) {
                 Some(HoldExpiry::After { .. }) => "timeout_seconds",
                 _ => "expires_at",
             };
-            ApiError::invalid(param, detail)
+            ApiError::rule(param, detail)
         }
         // The HTTP parser refuses these with the field's own message first; from the
         // domain they still name the field rather than becoming a 500.
         Refusal::AmountOutOfRange => ApiError::invalid("amount", detail),
         Refusal::AmountCurrencyMismatch { .. } => {
-            ApiError::unprocessable("currency_mismatch", "Currency mismatch", detail).with_param("currency")
+            ApiError::new(ErrorCode::CurrencyMismatch, detail).with_param("currency")
         }
-        Refusal::TransferIdInUse { .. } => ApiError::conflict("transfer_id_in_use", detail),
+        Refusal::TransferIdInUse { .. } => ApiError::new(ErrorCode::TransferIdInUse, detail),
         Refusal::DescriptionTooLong => ApiError::invalid("description", detail),
         Refusal::BatchSizeOutOfRange => ApiError::invalid("transfers", detail),
         // A batch inside a batch does not exist; answered as the inner refusal.

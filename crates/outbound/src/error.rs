@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use till_http::ApiError;
+use till_http::problem::DependencyFailure;
+use till_http::{ApiError, ErrorCode};
 
 /// A dependency's name and the stable problem codes its failures become (API.md:
 /// `<dependency>_unavailable` with Retry-After when nothing was sent, `…_reply_invalid`
@@ -80,9 +80,7 @@ impl From<OutboundError> for ApiError {
         let names = error.names();
         let unavailable = |retry_after: Duration| {
             let mut problem = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                names.unavailable,
-                "Dependency unavailable",
+                ErrorCode::Dependency { code: names.unavailable, failure: DependencyFailure::Unavailable },
                 format!("{} is unavailable; nothing was done. Retry after Retry-After seconds.", names.dependency),
             );
             problem.retry_after_seconds = Some(retry_after.as_secs().max(1));
@@ -104,9 +102,7 @@ impl From<OutboundError> for ApiError {
             OutboundError::TimedOut { .. } => {
                 tracing::warn!(%error, "an outside party timed out");
                 ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    names.timeout,
-                    "Dependency timed out",
+                    ErrorCode::Dependency { code: names.timeout, failure: DependencyFailure::TimedOut },
                     format!(
                         "{} did not answer in time; it may or may not have acted. Retry with the same Idempotency-Key.",
                         names.dependency
@@ -116,9 +112,7 @@ impl From<OutboundError> for ApiError {
             OutboundError::InvalidReply { .. } => {
                 tracing::warn!(%error, "an outside party's reply failed validation");
                 ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    names.reply_invalid,
-                    "Dependency reply invalid",
+                    ErrorCode::Dependency { code: names.reply_invalid, failure: DependencyFailure::ReplyInvalid },
                     format!("{}'s reply could not be trusted, so nothing was done with it.", names.dependency),
                 )
             }

@@ -57,7 +57,8 @@ pub struct Extension {
 /// test harness both start it with [`Built::run`], so there is one start-up sequence.
 pub struct Built {
     pub router: Router,
-    pub openapi: utoipa::openapi::OpenApi,
+    /// The OpenAPI document as served (`/v1/openapi.json`), completed by `contract`.
+    pub openapi: serde_json::Value,
     pub engine: till_ledger::engine::Engine,
     jobs: crate::jobs::Jobs,
     limits: crate::serve::ConnectionLimits,
@@ -93,6 +94,8 @@ pub enum BuildError {
     Jwt(#[from] till_access::jwt::JwtConfigError),
     #[error("starting the ledger writers' runtime: {0}")]
     Engine(std::io::Error),
+    #[error("completing the OpenAPI document: {0}")]
+    OpenApi(serde_json::Error),
 }
 
 pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError> {
@@ -106,7 +109,8 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         config.jwt_lifetime_seconds_max,
     )?;
     let key_cache = till_access::authn::KeyCache::default();
-    let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token, key_cache.clone());
+    let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token, key_cache.clone())
+        .with_failure_threshold(config.auth_failures_per_minute);
     let rate_limiter = RateLimiter::new(config.rate_limit);
     let permission_table = permissions::permission_table(extension.permissions);
     let resumers = extension.resumers;
@@ -150,9 +154,10 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     openapi.merge(platform_api);
     openapi.merge(operations_api);
     add_openapi_document_path(&mut openapi);
+    let openapi = crate::contract::completed(&openapi).map_err(BuildError::OpenApi)?;
 
     let docs = SwaggerUi::new("/docs")
-        .url("/v1/openapi.json", openapi.clone())
+        .external_url_unchecked("/v1/openapi.json", openapi.clone())
         .config(utoipa_swagger_ui::Config::default().validator_url("none").try_it_out_enabled(true));
 
     let router = Router::new()

@@ -29,6 +29,8 @@ pub struct Config {
     pub webhooks: till_events::webhooks::WebhookConfig,
     /// The bus consumers read: the embedded log, or RabbitMQ (then the publisher runs too).
     pub bus: till_events::bus::Bus,
+    /// Failed authentications from one address in a minute before it is throttled (429).
+    pub auth_failures_per_minute: u32,
     /// Leases of phased requests (those that call an outside party) and when the recovery
     /// job resumes one that was abandoned.
     pub recovery: till_http::recovery::RecoveryConfig,
@@ -53,6 +55,7 @@ impl Config {
             idempotency_retention_hours: IDEMPOTENCY_RETENTION_HOURS_MIN,
             admin_token,
             keyring: std::sync::Arc::new(keyring),
+            auth_failures_per_minute: till_access::authn::FAILURE_THROTTLE_THRESHOLD,
             recovery: till_http::recovery::RecoveryConfig::default(),
             jwt_keys: Vec::new(),
             jwt_issuer: None,

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod config;
+pub mod contract;
 pub mod jobs;
 pub mod openapi;
 pub mod permissions;

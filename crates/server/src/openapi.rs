@@ -21,6 +21,7 @@ ids are prefixed strings; errors are RFC 9457 problem+json with a stable `code`;
         till_ledger::view::TransferBody,
         till_access::api::ApiKeyBody,
         till_events::webhooks::api::WebhookEndpointBody,
+        till_events::api::EventTypeOnly,
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -57,9 +58,12 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
-        let codes: String = till_http::problem::ERROR_CODES
+        let codes: String = till_http::ErrorCode::ALL
             .iter()
-            .map(|(code, status, meaning)| format!("\n| `{code}` | {status} | {meaning} |"))
+            .map(|code| format!("\n| `{}` | {} | {} |", code.as_str(), code.status().as_u16(), code.description()))
+            .chain(till_http::problem::DependencyFailure::ALL.iter().map(|failure| {
+                format!("\n| `<dependency>_…` | {} | {} |", failure.status().as_u16(), failure.description())
+            }))
             .collect();
         let description = openapi.info.description.get_or_insert_with(String::new);
         description.push_str(&format!("\n\n## Error codes\n\n| code | status | meaning |\n|---|---|---|{codes}"));

@@ -219,6 +219,10 @@ pub struct UpArgs {
     /// Burst size per API key (token bucket capacity).
     #[arg(long, env = "TILL_RATE_LIMIT_BURST", default_value_t = 200)]
     pub rate_limit_burst: u32,
+    /// Failed authentications from one address in a minute before it is refused with 429
+    /// (raise it only for a test run that fuzzes authentication from one address).
+    #[arg(long, env = "TILL_AUTH_FAILURES_PER_MINUTE", default_value_t = till_access::authn::FAILURE_THROTTLE_THRESHOLD)]
+    pub auth_failures_per_minute: u32,
     /// Largest accepted request body.
     #[arg(long, env = "TILL_BODY_BYTES_MAX", default_value_t = 1024 * 1024)]
     pub body_bytes_max: usize,

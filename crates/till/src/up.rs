@@ -86,6 +86,7 @@ fn config(args: &UpArgs, admin_token: Secret<String>, keyring: till_kit::Keyring
         burst: NonZeroU32::new(args.rate_limit_burst).context("TILL_RATE_LIMIT_BURST must be at least 1")?,
     };
     config.body_bytes_max = args.body_bytes_max;
+    config.auth_failures_per_minute = args.auth_failures_per_minute;
     config.http.header_timeout = std::time::Duration::from_secs(args.http_header_timeout_seconds);
     config.http.body_timeout = std::time::Duration::from_secs(args.http_body_timeout_seconds);
     config.http.connections_max = args.http_connections_max;

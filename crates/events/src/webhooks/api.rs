@@ -12,6 +12,7 @@ use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
 use till_http::secrets::shown_once;
 use till_http::unit_of_work::Tx;
+use till_http::ErrorCode;
 use till_http::{ApiError, Problem};
 use till_kit::Keyring;
 use time::OffsetDateTime;
@@ -102,12 +103,50 @@ impl From<EndpointRow> for WebhookEndpointBody {
     }
 }
 
+/// An event type's name, or `*` for all of them (docs/EVENTS.md).
+pub struct EventTypeName;
+
+impl utoipa::PartialSchema for EventTypeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = EventType::ALL.iter().map(|event_type| event_type.name()).chain(["*"]);
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl ToSchema for EventTypeName {}
+
+/// `since` of a replay: an event id or an RFC 3339 time.
+pub struct ReplaySince;
+
+impl utoipa::PartialSchema for ReplaySince {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::OneOfBuilder::new()
+            .item(<crate::EventId as utoipa::PartialSchema>::schema())
+            .item(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime))),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for ReplaySince {}
+
 const ENDPOINT_COLUMNS: &str = "id, url, description, enabled_events, status, version, failing_since, created_at";
 
 fn parse_url(url: &str, config: &WebhookConfig) -> Result<String, ApiError> {
+    if url.chars().count() > super::guard::URL_CHARS_MAX {
+        return Err(ApiError::invalid("url", format!("url is at most {} characters.", super::guard::URL_CHARS_MAX)));
+    }
     check_url(url, config.allow_private_targets)
         .map(|url| url.to_string())
-        .map_err(|refusal| ApiError::invalid("url", refusal.to_string()))
+        // WHATWG URL parsing and the address rules cannot be written as a schema: the
+        // document says `format: uri`, and a URL the guard refuses is a broken rule.
+        .map_err(|refusal| ApiError::rule("url", refusal.to_string()))
 }
 
 fn parse_events(events: &[String]) -> Result<Vec<String>, ApiError> {
@@ -141,11 +180,13 @@ fn parse_description(description: Option<String>) -> Result<Option<String>, ApiE
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpointRequest {
-    /// `https` only (loopback and private addresses are refused).
-    #[schema(example = "https://shop.example.com/till/webhooks")]
+    /// `https` only, no credentials, not a loopback, private or other internal address
+    /// (422 `rule_violated`).
+    #[schema(format = "uri", max_length = 2048, example = "https://shop.example.com/till/webhooks")]
     pub url: String,
-    #[schema(example = json!(["transfer.created", "transfer.posted"]))]
+    #[schema(value_type = Vec<EventTypeName>, min_items = 1, example = json!(["transfer.created", "transfer.posted"]))]
     pub enabled_events: Vec<String>,
+    #[schema(value_type = Option<till_kit::schema::Text500>)]
     pub description: Option<String>,
 }
 
@@ -178,9 +219,8 @@ async fn create_endpoint(
         .await?;
     let limit = state.config.endpoints_per_business_max;
     if existing >= i64::from(limit) {
-        return Err(ApiError::unprocessable(
-            "webhook_endpoint_limit",
-            "Webhook endpoint limit",
+        return Err(ApiError::new(
+            ErrorCode::WebhookEndpointLimit,
             format!("A business has at most {limit} webhook endpoints; delete one first."),
         ));
     }
@@ -250,10 +290,14 @@ async fn get_endpoint(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpointRequest {
+    #[schema(format = "uri", max_length = 2048)]
     pub url: Option<String>,
+    #[schema(value_type = Option<Vec<EventTypeName>>, min_items = 1)]
     pub enabled_events: Option<Vec<String>>,
+    #[schema(value_type = Option<till_kit::schema::Text500>)]
     pub description: Option<String>,
     /// `enabled` or `disabled`. Enabling clears `failing_since`.
+    #[schema(pattern = "^(enabled|disabled)$")]
     pub status: Option<String>,
 }
 
@@ -322,6 +366,7 @@ async fn delete_endpoint(
 #[serde(deny_unknown_fields)]
 pub struct RotateSecretRequest {
     /// How long the old secret keeps signing beside the new one (default a day, at most 7).
+    #[schema(minimum = 0, maximum = 604_800)]
     pub grace_seconds: Option<i64>,
 }
 
@@ -464,7 +509,8 @@ async fn list_deliveries(
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// An event id (`evt_…`: replay the events after it) or an RFC 3339 time (replay the
-    /// events from then on).
+    /// events from then on), within the last 30 days (422 `rule_violated` otherwise).
+    #[schema(value_type = ReplaySince)]
     pub since: String,
 }
 
@@ -511,7 +557,7 @@ async fn replay(
                 .bind(event.as_uuid())
                 .fetch_optional(&mut *tx)
                 .await?;
-        let occurred_at = occurred_at.ok_or_else(|| ApiError::invalid("since", "No such event."))?;
+        let occurred_at = occurred_at.ok_or_else(|| ApiError::rule("since", "No such event."))?;
         if occurred_at < oldest {
             return Err(too_far_back(config));
         }
@@ -565,10 +611,7 @@ async fn replay(
     .fetch_one(&mut *tx)
     .await?;
     if waiting + wanted > limit {
-        return Err(ApiError::unprocessable(
-            "replay_too_large",
-            "Replay too large",
-            format!("The replay would leave more than {limit} deliveries waiting for this endpoint; replay from a later point."),
+        return Err(ApiError::new(ErrorCode::ReplayTooLarge, format!("The replay would leave more than {limit} deliveries waiting for this endpoint; replay from a later point."),
         )
         .with_param("since"));
     }
@@ -603,15 +646,14 @@ async fn replay(
 }
 
 fn too_far_back(config: &WebhookConfig) -> ApiError {
-    ApiError::invalid(
+    ApiError::rule(
         "since",
         format!("since must be within the last {} days.", config.replay_window.as_secs() / (24 * 60 * 60)),
     )
 }
 
 fn throttled(detail: String, retry_after_seconds: i64) -> ApiError {
-    let mut error =
-        ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "replay_throttled", "Replay throttled", detail);
+    let mut error = ApiError::new(ErrorCode::ReplayThrottled, detail);
     error.retry_after_seconds = Some(u64::try_from(retry_after_seconds.max(1)).unwrap_or(60));
     error
 }

@@ -204,3 +204,82 @@ async fn lists_page_newest_first_with_cursors() {
         assert_eq!(problem(response).await["param"], param);
     }
 }
+
+/// The document states what the shared layers answer and what they accept, on every
+/// operation (the outside check is schemathesis in `.ci/contract`).
+#[tokio::test]
+async fn every_operation_documents_the_shared_statuses_and_constraints() {
+    let app = till_testkit::spawn_app().await;
+    let paths = app.openapi["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("path item") {
+            operations += 1;
+            let label = format!("{} {path}", method.to_uppercase());
+            let documented = |status: &str| operation["responses"].get(status).is_some();
+            let secured = operation["security"].as_array().is_some_and(|schemes| !schemes.is_empty());
+            if secured {
+                for status in ["400", "401", "403", "429", "503"] {
+                    assert!(documented(status), "{label} does not document {status}");
+                }
+            }
+            if path.contains('{') {
+                assert!(documented("404"), "{label} does not document 404");
+            }
+            if operation.get("requestBody").is_some() {
+                for status in ["400", "413", "415"] {
+                    assert!(documented(status), "{label} does not document {status}");
+                }
+            }
+            let params = operation["parameters"].as_array().cloned().unwrap_or_default();
+            if method == "post" {
+                assert!(documented("409") && documented("422"), "{label}: the Idempotency-Key's 409 and 422");
+                let key = params.iter().find(|param| param["name"] == "Idempotency-Key").expect("Idempotency-Key");
+                assert_eq!(key["required"], true, "{label}");
+                assert_eq!(key["schema"]["maxLength"], 255, "{label}");
+                assert!(key["schema"]["pattern"].is_string(), "{label}");
+            }
+            for param in &params {
+                match param["name"].as_str() {
+                    Some("limit") => {
+                        assert_eq!(
+                            (param["schema"]["minimum"].clone(), param["schema"]["maximum"].clone()),
+                            (json!(1), json!(100)),
+                            "{label}"
+                        );
+                    }
+                    Some("starting_after") => {
+                        assert!(
+                            param["schema"]["pattern"].as_str().is_some_and(|p| p.ends_with("_[0-9a-f]{32}$")),
+                            "{label}"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            // Every problem response names the codes behind it, from the registry.
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                if status.starts_with('4') && response["content"].get("application/problem+json").is_some() {
+                    assert!(response["description"].as_str().is_some_and(|d| !d.is_empty()), "{label} {status}");
+                }
+            }
+        }
+    }
+    assert!(operations >= 30, "{operations} operations");
+    // Creating operations link to the operations on what they created (stateful checks).
+    let links = &app.openapi["paths"]["/v1/accounts"]["post"]["responses"]["201"]["links"];
+    assert!(links.get("get_account").is_some() && links.get("update_account").is_some(), "{links}");
+}
+
+/// Every code in the registry has a status of its class and a description; codes are
+/// unique.
+#[test]
+fn the_error_registry_is_consistent() {
+    let mut seen = std::collections::HashSet::new();
+    for code in till_http::ErrorCode::ALL {
+        assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
+        assert!(code.status().is_client_error() || code.status().is_server_error(), "{}", code.as_str());
+        assert!(!code.description().is_empty() && !code.title().is_empty(), "{}", code.as_str());
+        assert!(code.as_str().bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'_'), "{}", code.as_str());
+    }
+}

@@ -141,7 +141,8 @@ async fn bad_transfers_are_clear_4xx_and_write_nothing() {
         (with("currency", json!("XYZ")), 400, "invalid_request", "currency"),
         (with("currency", json!("gbp")), 400, "invalid_request", "currency"),
         (with("currency", json!("EUR")), 422, "currency_mismatch", "currency"),
-        (with("credit_account_id", json!(alice)), 400, "invalid_request", "credit_account_id"),
+        // Rules no schema can state are 422 `rule_violated`, naming the field.
+        (with("credit_account_id", json!(alice)), 422, "rule_violated", "credit_account_id"),
         (with("credit_account_id", json!(euros)), 422, "currency_mismatch", "currency"),
         (with("credit_account_id", json!(frozen)), 422, "account_not_active", "credit_account_id"),
         (with("credit_account_id", json!(closed)), 422, "account_not_active", "credit_account_id"),
@@ -150,7 +151,7 @@ async fn bad_transfers_are_clear_4xx_and_write_nothing() {
         (with("amount", json!(1_001)), 422, "insufficient_funds", "amount"),
         (with("colour", json!("red")), 400, "unknown_field", ""),
         (json!({"debit_account_id": alice, "amount": 5, "currency": "GBP"}), 400, "invalid_json", ""),
-        (with("timeout_seconds", json!(60)), 400, "invalid_request", "pending"),
+        (with("timeout_seconds", json!(60)), 422, "rule_violated", "pending"),
         (
             with("pending", json!(true))
                 .as_object()

@@ -12,6 +12,7 @@ use axum::Extension as AxumExtension;
 use till_http::auth::{Access, Principal, Role, RoutePermission};
 use till_http::unit_of_work::Tx;
 use till_http::ApiError;
+use till_http::ErrorCode;
 use till_server::Extension;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -35,7 +36,7 @@ async fn panics(principal: Principal, mut tx: Tx) -> Result<StatusCode, ApiError
 
 async fn refuses(principal: Principal, mut tx: Tx) -> Result<StatusCode, ApiError> {
     write_marker(&mut tx, &principal, "test.before_refusal").await?;
-    Err(ApiError::unprocessable("test_refusal", "Refused", "Refused by a business rule after writing."))
+    Err(ApiError::new(ErrorCode::RuleViolated, "Refused by a business rule after writing."))
 }
 
 async fn flaky(

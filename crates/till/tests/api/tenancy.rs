@@ -115,17 +115,17 @@ async fn businesses_are_validated_and_tax_registrations_checked() {
         (json!({"legal_name": "Acme", "country": "GB", "default_currency": "EUR"}), 201, None),
         (
             json!({"legal_name": "Acme", "country": "GB", "tax_registration": "GB999999974"}),
-            400,
+            422,
             Some("tax_registration"),
         ),
         (
             json!({"legal_name": "Acme", "country": "IN", "tax_registration": "27AAPFU0939F1ZW"}),
-            400,
+            422,
             Some("tax_registration"),
         ),
         (
             json!({"legal_name": "Acme", "country": "IN", "tax_registration": "GB999999973"}),
-            400,
+            422,
             Some("tax_registration"),
         ),
         (json!({"legal_name": "Acme", "country": "FR"}), 400, Some("country")),
