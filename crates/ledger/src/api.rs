@@ -90,6 +90,14 @@ fn parse_currency(code: &str, param: &str) -> Result<Currency, ApiError> {
     Currency::parse(code).map_err(|error| ApiError::invalid(param, error.to_string()))
 }
 
+fn parse_status(text: Option<&str>) -> Result<Option<AccountStatus>, ApiError> {
+    text.map(|text| {
+        AccountStatus::parse(text)
+            .ok_or_else(|| ApiError::invalid("status", "status must be active, frozen or closed."))
+    })
+    .transpose()
+}
+
 /// The problem for an account the domain will not open or change as asked.
 fn account_refusal_error(refusal: AccountRefusal) -> ApiError {
     let detail = format!("{refusal}.");
@@ -192,14 +200,7 @@ async fn list_accounts(
     let page =
         ListParams { limit: params.limit, starting_after: params.starting_after }.page(|t| AccountId::parse(t).ok())?;
     let currency = params.currency.as_deref().map(|code| parse_currency(code, "currency")).transpose()?;
-    let status = params
-        .status
-        .as_deref()
-        .map(|text| {
-            AccountStatus::parse(text)
-                .ok_or_else(|| ApiError::invalid("status", "status must be active, frozen or closed."))
-        })
-        .transpose()?;
+    let status = parse_status(params.status.as_deref())?;
     let rows =
         store::list_accounts(&mut tx, principal.business_id, currency, status, page.starting_after, page.fetch_limit())
             .await?;
@@ -264,14 +265,7 @@ async fn update_account(
 ) -> Result<axum::Json<AccountBody>, ApiError> {
     // The request is checked whole before the account's version is: a malformed request
     // is a 400 whatever the account's state.
-    let status = request
-        .status
-        .as_deref()
-        .map(|text| {
-            AccountStatus::parse(text)
-                .ok_or_else(|| ApiError::invalid("status", "status must be active, frozen or closed."))
-        })
-        .transpose()?;
+    let status = parse_status(request.status.as_deref())?;
     let name = request.name.as_deref().map(parse_name).transpose()?;
     let metadata = request.metadata.map(|map| parse_metadata(Some(map))).transpose()?;
     for (bound, value) in [("min_balance", request.min_balance), ("max_balance", request.max_balance)] {

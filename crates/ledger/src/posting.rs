@@ -311,16 +311,9 @@ pub(crate) async fn account_event(
     Ok(())
 }
 
-/// Scopes the caller's transaction to `business` (row-level security) and reads the
-/// database's clock, the ledger's only clock.
+/// Scopes the caller's transaction to `business` and reads the ledger's clock.
 async fn scope(connection: &mut PgConnection, business: BusinessId) -> Result<time::OffsetDateTime, LedgerError> {
-    Ok(sqlx::query_scalar(
-        "SELECT clock_timestamp() FROM (SELECT set_config('till.business_id', $1, true), \
-         set_config('till.scope', $1, true)) AS scoped",
-    )
-    .bind(business.as_uuid().to_string())
-    .fetch_one(connection)
-    .await?)
+    Ok(store::scope_transaction(connection, business).await?)
 }
 
 /// The row that records `key` for an applied `command`.

@@ -165,6 +165,21 @@ pub fn begin_batch(business: BusinessId) -> String {
     )
 }
 
+/// Scopes a transaction someone else began to `business` (row-level security) for the
+/// rest of its life, and reads the database's clock, the ledger's only clock.
+pub async fn scope_transaction(
+    connection: &mut PgConnection,
+    business: BusinessId,
+) -> Result<OffsetDateTime, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT clock_timestamp() FROM (SELECT set_config('till.business_id', $1, true), \
+         set_config('till.scope', $1, true)) AS scoped",
+    )
+    .bind(business.as_uuid().to_string())
+    .fetch_one(connection)
+    .await
+}
+
 /// Overdue holds of every business, for the sweeper (cross-business by necessity: see
 /// `ledger.overdue_holds` in the migration).
 pub async fn overdue_holds(pool: &sqlx::PgPool, rows_max: i32) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
