@@ -42,17 +42,30 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let parsed = serde_path_to_error::deserialize(&mut deserializer);
     let value = match parsed {
         Ok(value) => value,
-        // JSON has one kind of number: `2500.0` is the integer 2500 (JSON Schema says so
-        // too), which serde will not read as an i64. Only then is the body read again
-        // with such numbers made integers, so the common body pays nothing for it.
-        // (`from_slice` refuses trailing data itself.)
+        // JSON has one kind of number: `2500.0` and `25e2` are the integer 2500 (JSON
+        // Schema says so too), which serde will not read as an i64. Only then is the body
+        // read again, with every such literal written as the integer it exactly is, so the
+        // common body pays nothing. The literal's digits decide, never an f64: a float
+        // would read `2500.0000000000001` as 2500.
         Err(error) if error.inner().to_string().starts_with("invalid type: floating point") => {
-            let mut document: serde_json::Value = serde_json::from_slice(bytes).map_err(body_error_plain)?;
-            integral_floats_to_integers(&mut document);
-            return serde_path_to_error::deserialize(document).map_err(body_error);
+            let Some(rewritten) = integral_literals_as_integers(bytes) else { return Err(body_error(error)) };
+            return parse_json_once(&rewritten);
         }
         Err(error) => return Err(body_error(error)),
     };
+    deserializer.end().map_err(|error| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("The body must be one JSON document and nothing after it: {error}"),
+        )
+    })?;
+    Ok(value)
+}
+
+/// [`parse_json`] without the second reading.
+fn parse_json_once<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(body_error)?;
     deserializer.end().map_err(|error| {
         ApiError::new(
             ErrorCode::InvalidJson,
@@ -77,24 +90,92 @@ fn body_error_plain(error: serde_json::Error) -> ApiError {
     ApiError::new(code, message)
 }
 
-/// Makes every number with no fractional part that fits an i64 (or u64) an integer.
-fn integral_floats_to_integers(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Number(number) if number.is_f64() => {
-            let Some(float) = number.as_f64() else { return };
-            // Exact only within ±2^53; beyond, a float is not a trustworthy integer.
-            const EXACT: f64 = 9_007_199_254_740_992.0;
-            if float.fract() == 0.0 && float.abs() <= EXACT {
-                let text = format!("{float:.0}");
-                if let Ok(integer) = text.parse::<i64>() {
-                    *value = serde_json::Value::from(integer);
+/// The JSON text with every number literal that has a fraction or an exponent but is
+/// exactly an integer (`2500.0`, `25e2`, `-0.0`) written as that integer; `None` when
+/// there is none (nothing to read again). Literals that are not exact integers, and
+/// everything inside strings, are left as they are.
+fn integral_literals_as_integers(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rewritten = false;
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        if byte == b'"' {
+            // A string, copied whole: up to its closing quote, skipping escaped ones.
+            let start = index;
+            index += 1;
+            while let Some(&inner) = bytes.get(index) {
+                index += if inner == b'\\' { 2 } else { 1 };
+                if inner == b'"' {
+                    break;
                 }
             }
+            out.extend_from_slice(bytes.get(start..index.min(bytes.len()))?);
+        } else if byte == b'-' || byte.is_ascii_digit() {
+            let start = index;
+            while bytes.get(index).is_some_and(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+            {
+                index += 1;
+            }
+            let literal = bytes.get(start..index)?;
+            match exact_integer(literal) {
+                Some(integer) if integer.as_bytes() != literal => {
+                    out.extend_from_slice(integer.as_bytes());
+                    rewritten = true;
+                }
+                _ => out.extend_from_slice(literal),
+            }
+        } else {
+            out.push(byte);
+            index += 1;
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
-        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
-        _ => {}
     }
+    rewritten.then_some(out)
+}
+
+/// The integer a JSON number literal exactly is, as digits (at most 20 of them), or
+/// `None` if it has a non-zero fractional part, is out of that range or is malformed.
+fn exact_integer(literal: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(literal).ok()?;
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (unsigned.get(..at)?, unsigned.get(at + 1..)?.parse::<i32>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = match mantissa.split_once('.') {
+        Some((_, "")) => return None,
+        Some(parts) => parts,
+        None => (mantissa, ""),
+    };
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !(-400..=400).contains(&exponent) {
+        return None;
+    }
+    let digits: String = [whole, fraction].concat();
+    // Where the decimal point falls in `digits` once the exponent has moved it.
+    let point = i64::try_from(whole.len()).ok()? + i64::from(exponent);
+    let point = usize::try_from(point.max(0)).ok()?;
+    let (integral, rest) = if point >= digits.len() {
+        (format!("{digits}{}", "0".repeat(point - digits.len())), "")
+    } else {
+        (digits.get(..point)?.to_string(), digits.get(point..)?)
+    };
+    if !rest.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    let integral = integral.trim_start_matches('0');
+    if integral.len() > 20 {
+        return None;
+    }
+    Some(match (integral.is_empty(), negative) {
+        (true, _) => String::from("0"),
+        (false, true) => format!("-{integral}"),
+        (false, false) => integral.to_string(),
+    })
 }
 
 impl<T, S> FromRequest<S> for ApiJson<T>
@@ -124,8 +205,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let uri = &parts.uri;
-        axum::extract::Query::<T>::try_from_uri(uri).map(|axum::extract::Query(value)| ApiQuery(value)).map_err(
+        axum::extract::Query::<T>::try_from_uri(&parts.uri).map(|axum::extract::Query(value)| ApiQuery(value)).map_err(
             |rejection| {
                 let message = rejection.body_text();
                 let code =
@@ -177,5 +257,47 @@ where
         }
         // The optional body's schema admits `null`, which says "no body" as plainly.
         parse_json::<Option<T>>(&bytes).map(|body| ApiJsonOrEmpty(body.unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Amount {
+        amount: i64,
+        #[serde(default)]
+        note: Option<String>,
+    }
+
+    #[test]
+    fn exact_integers_are_read_from_the_literal_never_through_a_float() {
+        for (text, expected) in [
+            ("2500.0", "2500"),
+            ("25e2", "2500"),
+            ("2.5E3", "2500"),
+            ("-0.0", "0"),
+            ("1e18", "1000000000000000000"),
+            ("-7.000", "-7"),
+            ("1000e-3", "1"),
+        ] {
+            assert_eq!(exact_integer(text.as_bytes()).as_deref(), Some(expected), "{text}");
+        }
+        for text in ["2500.0000000000001", "1.5", "1.25e1", "1e-1", "1e400", "1e25", "-", "1.", ".5", "1e"] {
+            assert_eq!(exact_integer(text.as_bytes()), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_body_with_an_integral_float_is_read_and_one_with_a_fraction_is_refused() {
+        let amount: Amount = parse_json(br#"{"amount": 2500.0, "note": "2.5 \"x\" 3.0"}"#).expect("integral");
+        assert_eq!(amount.amount, 2500);
+        assert_eq!(amount.note.as_deref(), Some("2.5 \"x\" 3.0"), "strings are left alone");
+        // A float would round this to 2500; the literal says it is not an integer.
+        let refused = parse_json::<Amount>(br#"{"amount": 2500.0000000000001}"#).expect_err("a fraction");
+        assert_eq!((refused.code, refused.param.as_deref()), (ErrorCode::InvalidJson, Some("amount")));
+        let trailing = parse_json::<Amount>(br#"{"amount": 1.0} {}"#).expect_err("trailing");
+        assert_eq!(trailing.code, ErrorCode::InvalidJson);
     }
 }
