@@ -343,3 +343,31 @@ async fn the_recovery_job_finishes_a_request_nobody_retried() {
     assert_eq!(late.headers()["idempotent-replayed"], "true");
     assert_eq!(h.gateway.calls().len(), 1);
 }
+
+#[tokio::test]
+async fn a_request_that_outlives_its_lease_cannot_commit_after_another_took_over() {
+    let h = harness(no_job()).await;
+    // The party takes longer than the 1 s lease: a retry after the lease takes the key
+    // over while the first attempt is still waiting for the party.
+    h.gateway.0.lock().expect("lock").delay = Duration::from_millis(3_000);
+    let body = json!({"amount": 400});
+    let (first, second) = tokio::join!(h.charge("charge-6", &body), async {
+        // Well after the 1 s lease, well before the party answers the first attempt.
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        h.charge("charge-6", &body).await
+    });
+    let (first, second) = (first.status().as_u16(), second.status().as_u16());
+    // The first attempt's last phase finds its lease gone (409); the one that took over
+    // finishes. Neither made the effect twice.
+    assert_eq!((first, second), (409, 201));
+    let calls = h.gateway.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0], calls[1], "the taking-over attempt called with the recorded key");
+    assert_eq!(h.gateway.effects(), 1);
+    let charges = h.charges().await;
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[0].0, "succeeded");
+    let replay = h.charge("charge-6", &body).await;
+    assert_eq!(replay.status().as_u16(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+}
