@@ -63,6 +63,8 @@ async fn serve(
     let base = format!("http://{}", listener.local_addr()?);
 
     let demo = create_demo_business_once(&pool, &args.database.data_dir).await?;
+    // Before the banner, which is when a supervisor may first send SIGTERM.
+    let shutdown = shutdown_signal();
     print_banner(
         &base,
         database,
@@ -73,7 +75,7 @@ async fn serve(
         args.broker.broker_url.is_some(),
     );
 
-    built.run(listener, shutdown_signal()).await?;
+    built.run(listener, shutdown).await?;
     pool.close().await;
     Ok(())
 }
@@ -212,19 +214,33 @@ fn print_banner(
     println!("Press Ctrl-C to stop.");
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop Till");
-            let _ = interrupt.await;
-            return;
+/// Resolves at Ctrl-C or SIGTERM. The handlers are installed here, when it is called,
+/// not when the future is first polled: the server may answer requests before it polls
+/// its shutdown future, and a SIGTERM in between would otherwise kill Till outright
+/// (seen once in CI: `till up` died of a SIGTERM sent right after it answered).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                _ = interrupt.recv() => tracing::info!("Ctrl-C: shutting down"),
+                _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            },
+            (Ok(mut interrupt), Err(error)) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop Till");
+                interrupt.recv().await;
+            }
+            (Err(error), Ok(mut terminate)) => {
+                tracing::error!(%error, "cannot listen for Ctrl-C; only SIGTERM will stop Till");
+                terminate.recv().await;
+            }
+            (Err(error), Err(_)) => {
+                tracing::error!(%error, "cannot listen for Ctrl-C or SIGTERM; stop Till with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = interrupt => tracing::info!("Ctrl-C: shutting down"),
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
     }
 }
 
