@@ -5,7 +5,6 @@
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use till_events::{Event, EventType};
 use till_http::auth::{Credential, Principal, Role};
 use till_http::extract::{ApiJson, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
@@ -14,6 +13,7 @@ use till_http::unit_of_work::Tx;
 use till_http::{ApiError, Problem};
 use till_kit::schema::{Name100, Name200, Text255};
 use till_kit::{ApiKeyId, BusinessId, Currency};
+use till_outbox::{Event, EventType};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -242,7 +242,7 @@ async fn record_key_event(
         till_http::request_id::current(),
         data,
     );
-    till_events::outbox::append(connection, OUTBOX, &[event]).await?;
+    till_outbox::append::append(connection, OUTBOX, &[event]).await?;
     Ok(())
 }
 

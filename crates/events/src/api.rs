@@ -14,8 +14,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::envelope::{EventBody, EventType};
-use crate::EventId;
+use till_outbox::envelope::{EventBody, EventType};
+use till_outbox::EventId;
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
     OpenApiRouter::new().routes(routes!(list_events)).routes(routes!(get_event))

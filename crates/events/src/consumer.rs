@@ -15,8 +15,8 @@ use till_kit::BusinessId;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::envelope::EventBody;
-use crate::EventId;
+use till_outbox::envelope::EventBody;
+use till_outbox::EventId;
 
 /// An event as a consumer receives it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]

@@ -1,8 +1,8 @@
 //! The events backbone.
 //!
-//! - [`envelope`]: the event envelope of API.md and the catalogue of event types.
-//! - Each service writes its events to its own outbox table (`<schema>.outbox`), in the
-//!   same transaction as the state change; [`outbox::append`] is the writer.
+//! Services publish through the outbox kit (`till_outbox`: the envelope, the catalogue and
+//! `append` into their own `<schema>.outbox`, in the same transaction as the state change);
+//! this crate moves what they committed on.
 //! - [`relay`]: moves committed events, in order, from every registered outbox into the
 //!   embedded event log (`events.log`), which is the bus `till up` uses: consumers read it
 //!   with their own cursors. It wakes on NOTIFY and also polls, so a lost notification only
@@ -19,14 +19,10 @@ pub mod api;
 pub mod broker;
 pub mod bus;
 pub mod consumer;
-pub mod envelope;
-pub mod outbox;
 pub mod relay;
 pub mod webhooks;
 
-pub use envelope::{Event, EventType};
+pub use till_outbox::{envelope, Event, EventId, EventType};
 
 pub static MIGRATIONS: till_db::SchemaMigrations = till_db::SchemaMigrations { schema: "events", migrator: &MIGRATOR };
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-till_kit::typed_id!(EventId, "evt", "event", "An event: something that happened to a resource.");

@@ -53,10 +53,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
-use till_events::{Event, EventType};
 use till_http::unit_of_work::{self, IdempotencyContext, ResponseRecord, StoredResponse};
 use till_http::ApiError;
 use till_kit::BusinessId;
+use till_outbox::{Event, EventType};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Account, Book, Command, Outcome, Refusal};

@@ -32,9 +32,9 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
-use till_events::{Event, EventType};
 use till_http::ApiError;
 use till_kit::{BusinessId, Currency, HumanText, Metadata, Money};
+use till_outbox::{Event, EventType};
 
 use crate::domain::{
     check_account_name, Account, AccountRefusal, Command, HoldExpiry, NewTransfer, Outcome, Refusal, Side, Transfer,
@@ -307,7 +307,7 @@ pub(crate) async fn account_event(
         request_id.map(String::from),
         data,
     );
-    till_events::outbox::append(connection, store::OUTBOX, &[event]).await?;
+    till_outbox::append::append(connection, store::OUTBOX, &[event]).await?;
     Ok(())
 }
 

@@ -465,7 +465,7 @@ pub enum Written {
 /// Writes what a batch recorded, the accounts' new totals, the batch's events and its
 /// stored responses, in one statement: a data-modifying CTE per table, each fed by
 /// `UNNEST` of column arrays (empty arrays insert nothing). The outbox and response parts
-/// are the events and HTTP crates' own SQL ([`till_events::outbox::append_sql`],
+/// are the outbox and HTTP kits' own SQL ([`till_outbox::append::append_sql`],
 /// [`unit_of_work::record_responses_sql`]), spliced in to save two round trips per batch.
 ///
 /// Every consulted account is checked at the revision the batch read it at: a changed
@@ -478,7 +478,7 @@ pub async fn write(
     business: BusinessId,
     writes: &Writes,
     accounts: &[Consulted<'_>],
-    events: &[till_events::Event],
+    events: &[till_outbox::Event],
     responses: &[ResponseRecord<'_>],
 ) -> Result<Written, sqlx::Error> {
     if writes.transfers.is_empty()
@@ -530,7 +530,7 @@ pub async fn write(
         .bind(changed.iter().map(|a| a.revision).collect::<Vec<_>>())
         .bind(unchanged.iter().map(|a| a.account.id.as_uuid()).collect::<Vec<_>>())
         .bind(unchanged.iter().map(|a| a.revision).collect::<Vec<_>>());
-    let query = till_events::outbox::bind_append(query, events);
+    let query = till_outbox::append::bind_append(query, events);
     let row = unit_of_work::bind_responses(query, responses).fetch_one(connection).await?;
     let (updated, current): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     let all_current =
@@ -581,8 +581,8 @@ static WRITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              {responses}
          )
          SELECT (SELECT count(*) FROM new_totals), (SELECT count(*) FROM still_current)",
-        events = till_events::outbox::append_sql(OUTBOX, WRITE_PARAMETERS + 1),
-        responses = unit_of_work::record_responses_sql(WRITE_PARAMETERS + 1 + till_events::outbox::APPEND_PARAMETERS),
+        events = till_outbox::append::append_sql(OUTBOX, WRITE_PARAMETERS + 1),
+        responses = unit_of_work::record_responses_sql(WRITE_PARAMETERS + 1 + till_outbox::append::APPEND_PARAMETERS),
     )
 });
 

@@ -16,7 +16,7 @@ ids are prefixed strings; errors are RFC 9457 problem+json with a stable `code`;
     components(schemas(
         till_http::Problem,
         till_http::auth::Role,
-        till_events::envelope::EventBody,
+        till_outbox::envelope::EventBody,
         till_ledger::view::AccountBody,
         till_ledger::view::TransferBody,
         till_access::api::ApiKeyBody,

@@ -21,8 +21,8 @@ use till_db::embedded::Cluster;
 use till_events::broker::{self, node::BrokerNode, BrokerConfig};
 use till_events::bus::{subscribe, Bus, Handler, Subscription};
 use till_events::consumer::Effect;
-use till_events::envelope::EventBody;
 use till_kit::Secret;
+use till_outbox::envelope::EventBody;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 

@@ -280,7 +280,7 @@ async fn dead_letters_are_listed_and_replayed_from_the_cli() {
     let connection = broker::connect(&config, "cli-test").await.expect("connect");
     let channel = broker::confirm_channel(&connection).await.expect("channel");
     broker::declare_consumer(&channel, &config, &consumer, &["#".to_string()]).await.expect("declare");
-    let event: till_events::envelope::EventBody = serde_json::from_value(serde_json::json!({
+    let event: till_outbox::envelope::EventBody = serde_json::from_value(serde_json::json!({
         "id": "evt_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "type": "transfer.created", "version": 1,
         "business_id": "biz_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "resource_id": "tr_01936f0e6c2a7cc2b0a6a4e5f3d2c1b1",
         "sequence": 1, "occurred_at": "2026-11-22T10:00:00Z", "request_id": null, "data": {}

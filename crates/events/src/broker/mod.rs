@@ -29,7 +29,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use till_kit::Secret;
 
-use crate::envelope::EventBody;
+use till_outbox::envelope::EventBody;
 
 /// The exchange every event is published to, unless configured otherwise.
 pub const EXCHANGE: &str = "till.events";

@@ -25,8 +25,8 @@ use super::guard::check_url;
 use super::secrets;
 use super::signing::generate_secret;
 use super::{WebhookConfig, WebhookDeliveryId, WebhookEndpointId};
-use crate::envelope::EventType;
-use crate::EventId;
+use till_outbox::envelope::EventType;
+use till_outbox::EventId;
 
 const GRACE_SECONDS_DEFAULT: i64 = 24 * 60 * 60;
 const GRACE_SECONDS_MAX: i64 = 7 * 24 * 60 * 60;
@@ -124,7 +124,7 @@ pub struct ReplaySince;
 impl utoipa::PartialSchema for ReplaySince {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::OneOfBuilder::new()
-            .item(<crate::EventId as utoipa::PartialSchema>::schema())
+            .item(<till_outbox::EventId as utoipa::PartialSchema>::schema())
             .item(
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 use till_events::consumer::Effect;
-use till_events::envelope::EventBody;
+use till_outbox::envelope::EventBody;
 use till_testkit::TestApp;
 
 /// `public.consumer_effects`: one row per effect, in the order the effects committed.

@@ -211,7 +211,7 @@ async fn a_relay_that_dies_mid_move_loses_nothing_and_duplicates_nothing() {
 fn the_catalogue_documents_every_event_type() {
     let catalogue =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/EVENTS.md")).expect("docs/EVENTS.md");
-    for event_type in till_events::EventType::ALL {
+    for event_type in till_outbox::EventType::ALL {
         let row = format!(
             "| `{}` | {} | `{}` | {} |",
             event_type.name(),
@@ -226,7 +226,7 @@ fn the_catalogue_documents_every_event_type() {
 #[tokio::test]
 async fn event_data_schemas_are_in_the_openapi_document() {
     let app = spawn_app().await;
-    for event_type in till_events::EventType::ALL {
+    for event_type in till_outbox::EventType::ALL {
         assert!(
             app.openapi["components"]["schemas"][event_type.data_schema()].is_object(),
             "{}",
@@ -327,7 +327,7 @@ async fn a_failing_handler_on_the_embedded_bus_holds_the_cursor_and_loses_nothin
     use std::sync::atomic::{AtomicBool, Ordering};
     use till_events::bus::{consume_available, Handler, Subscription};
     use till_events::consumer::Effect;
-    use till_events::envelope::EventBody;
+    use till_outbox::envelope::EventBody;
 
     /// Fails every transfer but the first while broken.
     struct FailAfterFirstTransfer {
