@@ -12,15 +12,14 @@
 //!   effect); [`bus`] runs them on the embedded log (a cursor each) or on RabbitMQ.
 //! - [`broker`]: the RabbitMQ bus: the publisher that follows the log with confirms, the
 //!   consumers' quorum queues with retries and dead letters.
-//! - [`webhooks`]: merchant webhook endpoints, signed deliveries with retries in
-//!   per-resource order, replay, and the SSRF guard.
+//!
+//! Merchant webhooks are a service of their own (`till_webhooks`), a consumer of the log.
 
 pub mod api;
 pub mod broker;
 pub mod bus;
 pub mod consumer;
 pub mod relay;
-pub mod webhooks;
 
 pub use till_outbox::{envelope, Event, EventId, EventType};
 

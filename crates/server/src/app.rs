@@ -128,7 +128,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .merge(till_access::api::tenant_routes())
         .merge(till_ledger::api::routes(engine.clone()))
         .merge(till_events::api::routes())
-        .merge(till_events::webhooks::api::routes(config.webhooks.clone(), config.keyring.clone()))
+        .merge(till_webhooks::api::routes(config.webhooks.clone(), config.keyring.clone()))
         .merge(extension.tenant_routes)
         .split_for_parts();
     let tenant = tenant

@@ -26,7 +26,7 @@ pub struct Config {
     pub jwt_leeway_seconds: u64,
     /// The longest a dashboard JWT may live (`exp - iat`).
     pub jwt_lifetime_seconds_max: u64,
-    pub webhooks: till_events::webhooks::WebhookConfig,
+    pub webhooks: till_webhooks::WebhookConfig,
     /// The bus consumers read: the embedded log, or RabbitMQ (then the publisher runs too).
     pub bus: till_events::bus::Bus,
     /// Failed authentications from one address in a minute before it is throttled (429).
@@ -62,7 +62,7 @@ impl Config {
             jwt_audience: None,
             jwt_leeway_seconds: 30,
             jwt_lifetime_seconds_max: till_access::jwt::LIFETIME_SECONDS_DEFAULT,
-            webhooks: till_events::webhooks::WebhookConfig::default(),
+            webhooks: till_webhooks::WebhookConfig::default(),
             bus: till_events::bus::Bus::Embedded,
         }
     }

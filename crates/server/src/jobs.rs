@@ -24,7 +24,7 @@ pub struct Jobs {
     pub retention_hours: u32,
     pub limiter: RateLimiter,
     pub engine: Engine,
-    pub webhooks: till_events::webhooks::WebhookConfig,
+    pub webhooks: till_webhooks::WebhookConfig,
     pub keyring: std::sync::Arc<till_kit::Keyring>,
     pub bus: till_events::bus::Bus,
     /// The longest a dashboard token lives: revocations older than that are purged.
@@ -44,7 +44,7 @@ pub fn spawn(jobs: Jobs, mut shutdown: watch::Receiver<bool>) -> tokio::task::Jo
     // pool, so no job ever meets a closed pool.
     tokio::spawn(async move {
         let relay = till_events::relay::run(pool.clone(), shutdown.clone());
-        let webhooks = till_events::webhooks::worker::run(pool.clone(), webhooks, keyring, shutdown.clone());
+        let webhooks = till_webhooks::worker::run(pool.clone(), webhooks, keyring, shutdown.clone());
         let publisher = {
             let (pool, shutdown) = (pool.clone(), shutdown.clone());
             async move {

@@ -15,12 +15,13 @@ pub use config::Config;
 pub use serve::{serve, ConnectionLimits};
 
 /// Every schema's migrations, in the order they must run.
-pub fn migrations() -> [&'static till_db::SchemaMigrations; 5] {
+pub fn migrations() -> [&'static till_db::SchemaMigrations; 6] {
     // The events schema comes before the services, whose outboxes register with it.
     [
         &till_db::MIGRATIONS,
         &till_http::MIGRATIONS,
         &till_events::MIGRATIONS,
+        &till_webhooks::MIGRATIONS,
         &till_access::MIGRATIONS,
         &till_ledger::MIGRATIONS,
     ]

@@ -20,7 +20,7 @@ ids are prefixed strings; errors are RFC 9457 problem+json with a stable `code`;
         till_ledger::view::AccountBody,
         till_ledger::view::TransferBody,
         till_access::api::ApiKeyBody,
-        till_events::webhooks::api::WebhookEndpointBody,
+        till_webhooks::api::WebhookEndpointBody,
         till_events::api::EventTypeOnly,
     )),
     modifiers(&SecuritySchemes),

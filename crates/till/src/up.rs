@@ -50,7 +50,7 @@ async fn serve(
     till_db::migrate(&owner_pool, &till_server::migrations()).await?;
     // Secrets written in plain text before sealing, or sealed with a key that is no
     // longer the first, are sealed with the first key now.
-    let resealed = till_events::webhooks::secrets::reseal(&owner_pool, &config.keyring).await?;
+    let resealed = till_webhooks::secrets::reseal(&owner_pool, &config.keyring).await?;
     if resealed > 0 {
         tracing::info!(resealed, "sealed webhook signing secrets with the current key");
     }

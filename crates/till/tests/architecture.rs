@@ -66,7 +66,7 @@ fn the_detector_sees_a_violation() {
 /// end-to-end tests) are the other crates that may hold an HTTP client.
 #[test]
 fn only_the_outbound_kit_and_the_webhooks_make_http_requests() {
-    const MAY_HOLD_AN_HTTP_CLIENT: [&str; 4] = ["outbound", "events", "testkit", "till"];
+    const MAY_HOLD_AN_HTTP_CLIENT: [&str; 4] = ["outbound", "webhooks", "testkit", "till"];
     for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
         let crate_dir = entry.expect("entry").path();
         let name = crate_dir.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
@@ -80,5 +80,47 @@ fn only_the_outbound_kit_and_the_webhooks_make_http_requests() {
             !has_client || MAY_HOLD_AN_HTTP_CLIENT.contains(&name.as_str()),
             "crates/{name} depends on an HTTP client"
         );
+    }
+}
+
+/// The crate's normal dependencies, by name, as its manifest lists them.
+fn dependencies(crate_dir: &Path) -> Vec<String> {
+    let Ok(manifest) = std::fs::read_to_string(crate_dir.join("Cargo.toml")) else { return Vec::new() };
+    let Some((_, rest)) = manifest.split_once("[dependencies]") else { return Vec::new() };
+    let section = rest.split("\n[").next().unwrap_or_default();
+    section
+        .lines()
+        .filter_map(|line| line.split(['=', '.', ' ']).next())
+        .map(str::trim)
+        .filter(|name| !name.is_empty() && !name.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Services publish through the outbox kit and nothing else of the events backbone: only
+/// the composition root, the binary and the test harness link the events service. The
+/// kit itself holds neither a broker client nor an HTTP client.
+#[test]
+fn services_reach_the_events_backbone_only_through_the_outbox_kit() {
+    const MAY_LINK_THE_EVENTS_SERVICE: [&str; 4] = ["events", "server", "testkit", "till"];
+    let mut services = 0;
+    for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
+        let crate_dir = entry.expect("entry").path();
+        let name = crate_dir.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
+        let dependencies = dependencies(&crate_dir);
+        if dependencies.iter().any(|dependency| dependency == "till-outbox") {
+            services += 1;
+        }
+        assert!(
+            !dependencies.iter().any(|dependency| dependency == "till-events")
+                || MAY_LINK_THE_EVENTS_SERVICE.contains(&name.as_str()),
+            "crates/{name} depends on the events service; services depend only on the outbox kit"
+        );
+    }
+    assert!(services >= 3, "found the services that publish events");
+    let outbox = dependencies(&workspace().join("crates/outbox"));
+    assert!(!outbox.is_empty(), "read the outbox kit's manifest");
+    for forbidden in ["lapin", "reqwest", "hyper-util", "till-events"] {
+        assert!(!outbox.iter().any(|dependency| dependency == forbidden), "the outbox kit depends on {forbidden}");
     }
 }

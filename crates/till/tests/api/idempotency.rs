@@ -163,7 +163,7 @@ fn cases() -> Vec<Case> {
         Case {
             path: "/v1/webhook_endpoints",
             platform: false,
-            effects: "SELECT count(*) FROM events.webhook_endpoints",
+            effects: "SELECT count(*) FROM webhooks.endpoints",
             prepare: |_, _| {
                 Box::pin(async {
                     target(
@@ -176,7 +176,7 @@ fn cases() -> Vec<Case> {
         Case {
             path: "/v1/webhook_endpoints/{id}/rotate_secret",
             platform: false,
-            effects: "SELECT coalesce(sum(version), 0) FROM events.webhook_endpoints",
+            effects: "SELECT coalesce(sum(version), 0) FROM webhooks.endpoints",
             prepare: |app, business| {
                 Box::pin(async move {
                     let endpoint = webhook_endpoint(app, business).await;
@@ -187,8 +187,7 @@ fn cases() -> Vec<Case> {
         Case {
             path: "/v1/webhook_endpoints/{id}/replay",
             platform: false,
-            effects:
-                "SELECT count(DISTINCT (endpoint_id, generation)) FROM events.webhook_deliveries WHERE generation > 0",
+            effects: "SELECT count(DISTINCT (endpoint_id, generation)) FROM webhooks.deliveries WHERE generation > 0",
             prepare: |app, business| {
                 Box::pin(async move {
                     let endpoint = webhook_endpoint(app, business).await;

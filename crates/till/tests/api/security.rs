@@ -293,7 +293,7 @@ async fn viewers_cannot_read_api_key_events_in_the_log_or_through_webhooks() {
     };
     let admins = endpoint(key()).await;
     let viewers = endpoint(key()).await;
-    sqlx::query("UPDATE events.webhook_endpoints SET reader_role = 'viewer' WHERE id = $1")
+    sqlx::query("UPDATE webhooks.endpoints SET reader_role = 'viewer' WHERE id = $1")
         .bind(viewers)
         .execute(&app.owner_pool)
         .await
@@ -314,7 +314,7 @@ async fn viewers_cannot_read_api_key_events_in_the_log_or_through_webhooks() {
         let resources = vec![key_id.clone(), wallet_id.clone()];
         async move {
             sqlx::query_scalar::<_, String>(
-                "SELECT l.type FROM events.webhook_deliveries d JOIN events.log l ON l.id = d.event_id
+                "SELECT l.type FROM webhooks.deliveries d JOIN events.log l ON l.id = d.event_id
                   WHERE d.endpoint_id = $1 AND l.resource_id = ANY($2) ORDER BY l.position",
             )
             .bind(endpoint)
@@ -350,8 +350,8 @@ async fn viewers_cannot_read_api_key_events_in_the_log_or_through_webhooks() {
 /// and an endpoint keeps the same secret throughout.
 #[tokio::test]
 async fn webhook_signing_secrets_are_sealed_and_resealed_after_a_key_rotation() {
-    use till_events::webhooks::secrets;
     use till_kit::Keyring;
+    use till_webhooks::secrets;
     let old_text = Keyring::generate_text("old").expect("random");
     let mut config = till_testkit::test_config();
     config.keyring = std::sync::Arc::new(Keyring::parse(&old_text).expect("keyring"));
@@ -364,7 +364,7 @@ async fn webhook_signing_secrets_are_sealed_and_resealed_after_a_key_rotation() 
     let id = uuid::Uuid::parse_str(created["id"].as_str().expect("id").trim_start_matches("we_")).expect("uuid");
     let stored = || async {
         sqlx::query_as::<_, (Option<String>, Option<Vec<u8>>)>(
-            "SELECT secret, secret_sealed FROM events.webhook_endpoints WHERE id = $1",
+            "SELECT secret, secret_sealed FROM webhooks.endpoints WHERE id = $1",
         )
         .bind(id)
         .fetch_one(&app.owner_pool)
@@ -379,7 +379,7 @@ async fn webhook_signing_secrets_are_sealed_and_resealed_after_a_key_rotation() 
     assert_eq!(opened.expose_secret(), &secret);
 
     // As a row written before sealing: plain only. `reseal` seals it.
-    sqlx::query("UPDATE events.webhook_endpoints SET secret = $2, secret_sealed = NULL WHERE id = $1")
+    sqlx::query("UPDATE webhooks.endpoints SET secret = $2, secret_sealed = NULL WHERE id = $1")
         .bind(id)
         .bind(&secret)
         .execute(&app.owner_pool)

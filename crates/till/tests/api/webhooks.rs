@@ -335,7 +335,7 @@ async fn hostile_urls_are_refused_and_nothing_internal_is_ever_called() {
     let resolves_internally = !host.is_empty()
         && tokio::net::lookup_host((host.as_str(), port))
             .await
-            .is_ok_and(|mut addresses| addresses.all(|a| till_events::webhooks::guard::is_forbidden(a.ip())));
+            .is_ok_and(|mut addresses| addresses.all(|a| till_webhooks::guard::is_forbidden(a.ip())));
     let internally_resolving = if resolves_internally {
         Some(create_endpoint(&app, k, &format!("https://{host}:{port}/hook")).await.0)
     } else {
@@ -344,7 +344,7 @@ async fn hostile_urls_are_refused_and_nothing_internal_is_ever_called() {
     let stored = {
         let endpoint_id = uuid::Uuid::now_v7();
         sqlx::query(
-            "INSERT INTO events.webhook_endpoints (id, business_id, url, enabled_events, secret)
+            "INSERT INTO webhooks.endpoints (id, business_id, url, enabled_events, secret)
              VALUES ($1, $2, $3, ARRAY['*'], 'whsec_AAAA')",
         )
         .bind(endpoint_id)
@@ -359,13 +359,12 @@ async fn hostile_urls_are_refused_and_nothing_internal_is_ever_called() {
     source(&app, k, "GBP").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let attempts: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(attempts), 0) FROM events.webhook_deliveries WHERE endpoint_id = $1",
-        )
-        .bind(stored)
-        .fetch_one(&app.owner_pool)
-        .await
-        .expect("attempts");
+        let attempts: i64 =
+            sqlx::query_scalar("SELECT coalesce(sum(attempts), 0) FROM webhooks.deliveries WHERE endpoint_id = $1")
+                .bind(stored)
+                .fetch_one(&app.owner_pool)
+                .await
+                .expect("attempts");
         if attempts >= 3 {
             break;
         }
@@ -373,7 +372,7 @@ async fn hostile_urls_are_refused_and_nothing_internal_is_ever_called() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let error: Option<String> =
-        sqlx::query_scalar("SELECT last_error FROM events.webhook_deliveries WHERE endpoint_id = $1 LIMIT 1")
+        sqlx::query_scalar("SELECT last_error FROM webhooks.deliveries WHERE endpoint_id = $1 LIMIT 1")
             .bind(stored)
             .fetch_one(&app.owner_pool)
             .await
@@ -454,21 +453,20 @@ async fn an_endpoint_that_keeps_failing_is_disabled_with_an_event() {
     let business = app.create_business("GB").await;
     let k = &business.owner_key;
     let (endpoint, _) = create_endpoint(&app, k, "https://hooks.example.com/till").await;
-    let config = till_events::webhooks::WebhookConfig::default();
+    let config = till_webhooks::WebhookConfig::default();
     // Not failing long enough yet: nothing happens.
-    sqlx::query("UPDATE events.webhook_endpoints SET failing_since = now() - interval '4 days'")
+    sqlx::query("UPDATE webhooks.endpoints SET failing_since = now() - interval '4 days'")
         .execute(&app.owner_pool)
         .await
         .expect("age");
-    assert_eq!(till_events::webhooks::worker::disable_failing_endpoints(&app.pool, &config).await.expect("check"), 0);
-    sqlx::query("UPDATE events.webhook_endpoints SET failing_since = now() - interval '6 days'")
+    assert_eq!(till_webhooks::worker::disable_failing_endpoints(&app.pool, &config).await.expect("check"), 0);
+    sqlx::query("UPDATE webhooks.endpoints SET failing_since = now() - interval '6 days'")
         .execute(&app.owner_pool)
         .await
         .expect("age");
     // The server's own worker checks too (at start and every minute), so either it or
     // this call disables the endpoint, exactly once.
-    let disabled_here =
-        till_events::webhooks::worker::disable_failing_endpoints(&app.pool, &config).await.expect("check");
+    let disabled_here = till_webhooks::worker::disable_failing_endpoints(&app.pool, &config).await.expect("check");
     assert!(disabled_here <= 1);
     let body: Value = app.get(&format!("/v1/webhook_endpoints/{endpoint}"), k).await.json().await.expect("json");
     assert_eq!(body["status"], "disabled");
@@ -500,7 +498,7 @@ async fn black_hole() -> SocketAddr {
 }
 
 async fn deliveries_of(app: &TestApp, business: &str, status: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM events.webhook_deliveries WHERE business_id = $1 AND status = $2")
+    sqlx::query_scalar("SELECT count(*) FROM webhooks.deliveries WHERE business_id = $1 AND status = $2")
         .bind(uuid::Uuid::parse_str(business.trim_start_matches("biz_")).expect("uuid"))
         .bind(status)
         .fetch_one(&app.owner_pool)
@@ -559,8 +557,8 @@ async fn a_noisy_business_on_a_black_hole_cannot_hold_up_another_business() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (in_flight, broken): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM events.webhook_deliveries WHERE business_id = $1 AND leased_until > now()),
-                    (SELECT count(*) FROM events.webhook_endpoints WHERE business_id = $1 AND consecutive_failures >= 5)",
+            "SELECT (SELECT count(*) FROM webhooks.deliveries WHERE business_id = $1 AND leased_until > now()),
+                    (SELECT count(*) FROM webhooks.endpoints WHERE business_id = $1 AND consecutive_failures >= 5)",
         )
         .bind(noisy_id)
         .fetch_one(&app.owner_pool)
@@ -586,7 +584,7 @@ async fn a_failing_endpoint_opens_its_breaker_and_a_success_closes_it() {
     let endpoint_id = uuid::Uuid::parse_str(endpoint.trim_start_matches("we_")).expect("uuid");
     let state = || async {
         sqlx::query_as::<_, (i32, Option<time::OffsetDateTime>)>(
-            "SELECT consecutive_failures, paused_until FROM events.webhook_endpoints WHERE id = $1",
+            "SELECT consecutive_failures, paused_until FROM webhooks.endpoints WHERE id = $1",
         )
         .bind(endpoint_id)
         .fetch_one(&app.owner_pool)
@@ -626,7 +624,7 @@ async fn an_endpoint_holds_a_bounded_backlog_and_replays_are_bounded() {
     }
     assert_eq!(deliveries_of(&app, &business.id, "pending").await, 40, "no more than 40 wait");
     let skipped: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT last_error FROM events.webhook_deliveries WHERE status = 'failed' AND attempts = 0",
+        "SELECT DISTINCT last_error FROM webhooks.deliveries WHERE status = 'failed' AND attempts = 0",
     )
     .fetch_all(&app.owner_pool)
     .await
@@ -651,7 +649,7 @@ async fn an_endpoint_holds_a_bounded_backlog_and_replays_are_bounded() {
     assert_eq!(problem(too_large).await["code"], "replay_too_large");
 
     // With the backlog cleared, a small replay runs, and a second one at once is throttled.
-    sqlx::query("UPDATE events.webhook_deliveries SET status = 'failed' WHERE status = 'pending'")
+    sqlx::query("UPDATE webhooks.deliveries SET status = 'failed' WHERE status = 'pending'")
         .execute(&app.owner_pool)
         .await
         .expect("clear the backlog");

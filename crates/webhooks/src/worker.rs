@@ -3,7 +3,7 @@
 //!
 //! Sends run in a pool of `sends_max` slots, and a slot is refilled as soon as it frees
 //! (one slow receiver never holds up the rest, as a claim-and-wait-for-all round did).
-//! The claim itself is fair (see `events.claim_webhook_deliveries`): one delivery per
+//! The claim itself is fair (see `webhooks.claim_deliveries`): one delivery per
 //! endpoint per claim, each business and endpoint under its in-flight limit, the least
 //! recently served first, and nothing to an endpoint whose breaker is open.
 
@@ -58,7 +58,7 @@ pub fn client(config: &WebhookConfig) -> Result<reqwest::Client, reqwest::Error>
 /// Disables endpoints that have failed for longer than `disable_after`.
 pub async fn disable_failing_endpoints(pool: &PgPool, config: &WebhookConfig) -> Result<i32, sqlx::Error> {
     let disable_after = format!("{} milliseconds", config.disable_after.as_millis());
-    sqlx::query_scalar("SELECT events.disable_failing_endpoints($1::interval)")
+    sqlx::query_scalar("SELECT webhooks.disable_failing_endpoints($1::interval)")
         .bind(disable_after)
         .fetch_one(pool)
         .await
@@ -134,7 +134,7 @@ pub async fn run(pool: PgPool, config: WebhookConfig, keyring: Arc<Keyring>, mut
 /// Turns every new log event into deliveries.
 async fn fan_out_all(pool: &PgPool, config: &WebhookConfig) -> Result<(), sqlx::Error> {
     let (types, roles) = super::api::restricted_types();
-    while sqlx::query_scalar::<_, i32>("SELECT events.fan_out_webhooks($1, $2, $3, $4)")
+    while sqlx::query_scalar::<_, i32>("SELECT webhooks.fan_out($1, $2, $3, $4)")
         .bind(FAN_OUT_ROWS_MAX)
         .bind(i32::try_from(config.pending_deliveries_max).unwrap_or(i32::MAX))
         .bind(&types)
@@ -148,7 +148,7 @@ async fn fan_out_all(pool: &PgPool, config: &WebhookConfig) -> Result<(), sqlx::
 
 async fn claim(pool: &PgPool, config: &WebhookConfig, rows_max: usize) -> Result<Vec<Claimed>, sqlx::Error> {
     let lease = format!("{} milliseconds", (config.request_timeout + config.connect_timeout).as_millis() * 2);
-    sqlx::query_as("SELECT * FROM events.claim_webhook_deliveries($1, $2::interval, $3, $4, $5)")
+    sqlx::query_as("SELECT * FROM webhooks.claim_deliveries($1, $2::interval, $3, $4, $5)")
         .bind(i32::try_from(rows_max).unwrap_or(i32::MAX))
         .bind(lease)
         .bind(i32::try_from(config.endpoint_in_flight_max).unwrap_or(i32::MAX))
@@ -183,7 +183,7 @@ async fn deliver(
         let window_ends = delivery.created_at + config.retry_window;
         (due <= window_ends).then_some(due)
     };
-    sqlx::query("SELECT events.record_webhook_attempt($1, $2, $3, $4, $5, $6, $7, $8::interval, $9::interval)")
+    sqlx::query("SELECT webhooks.record_attempt($1, $2, $3, $4, $5, $6, $7, $8::interval, $9::interval)")
         .bind(delivery.delivery_id)
         .bind(attempt.succeeded)
         .bind(attempt.status_code)

@@ -1,5 +1,9 @@
-//! Merchant webhooks: endpoints, Standard Webhooks signatures, delivery with retries,
-//! and the SSRF guard every delivery passes.
+//! The webhooks service: merchant endpoints, Standard Webhooks signatures, delivery with
+//! retries, and the SSRF guard every delivery passes.
+//!
+//! A consumer of the event log: `webhooks.fan_out` turns new log events into deliveries
+//! (its cursor is the events service's, `webhooks`); the worker claims and sends them.
+//! Its tables live in its own schema (`webhooks`), its events go to its own outbox.
 
 pub mod api;
 pub mod guard;
@@ -8,6 +12,10 @@ pub mod signing;
 pub mod worker;
 
 use std::time::Duration;
+
+pub static MIGRATIONS: till_db::SchemaMigrations =
+    till_db::SchemaMigrations { schema: "webhooks", migrator: &MIGRATOR };
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 till_kit::typed_id!(WebhookEndpointId, "we", "webhook endpoint", "A merchant's webhook endpoint.");
 till_kit::typed_id!(WebhookDeliveryId, "whd", "webhook delivery", "The delivery of one event to one endpoint.");

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 /// What a secret is sealed with: the endpoint it signs for.
 pub fn context(endpoint: Uuid) -> String {
-    format!("events.webhook_endpoints\u{1f}{endpoint}")
+    format!("webhooks.endpoints\u{1f}{endpoint}")
 }
 
 pub fn seal(keyring: &Keyring, endpoint: Uuid, secret: &str) -> Vec<u8> {
@@ -58,7 +58,7 @@ pub async fn reseal(owner_pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u6
         // The key id of a sealed value is its bytes 5.. (after "\0s1" and the id's length).
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, secret, secret_sealed, previous_secret, previous_secret_sealed
-               FROM events.webhook_endpoints
+               FROM webhooks.endpoints
               WHERE id > $1
                 AND (secret IS NOT NULL OR previous_secret IS NOT NULL
                      OR substring(secret_sealed FROM 5 FOR get_byte(secret_sealed, 3)) <> $2
@@ -90,7 +90,7 @@ pub async fn reseal(owner_pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u6
                 }
             };
             let updated = sqlx::query(
-                "UPDATE events.webhook_endpoints
+                "UPDATE webhooks.endpoints
                     SET secret_sealed = $2, previous_secret_sealed = $3, secret = NULL, previous_secret = NULL
                   WHERE id = $1 AND secret IS NOT DISTINCT FROM $4 AND secret_sealed IS NOT DISTINCT FROM $5
                     AND previous_secret IS NOT DISTINCT FROM $6 AND previous_secret_sealed IS NOT DISTINCT FROM $7",

@@ -213,7 +213,7 @@ async fn create_endpoint(
         .bind(principal.business_id.as_uuid())
         .execute(&mut *tx)
         .await?;
-    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM events.webhook_endpoints WHERE business_id = $1")
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM webhooks.endpoints WHERE business_id = $1")
         .bind(principal.business_id.as_uuid())
         .fetch_one(&mut *tx)
         .await?;
@@ -227,7 +227,7 @@ async fn create_endpoint(
     let id = WebhookEndpointId::generate();
     let secret = generate_secret();
     let row: EndpointRow = sqlx::query_as(&format!(
-        "INSERT INTO events.webhook_endpoints (id, business_id, url, description, enabled_events, secret_sealed, reader_role)
+        "INSERT INTO webhooks.endpoints (id, business_id, url, description, enabled_events, secret_sealed, reader_role)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}"
     ))
     .bind(id.as_uuid())
@@ -252,7 +252,7 @@ async fn list_endpoints(
 ) -> Result<axum::Json<Page<WebhookEndpointBody>>, ApiError> {
     let page = params.page(|t| WebhookEndpointId::parse(t).ok())?;
     let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM events.webhook_endpoints
+        "SELECT {ENDPOINT_COLUMNS} FROM webhooks.endpoints
           WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
     ))
     .bind(principal.business_id.as_uuid())
@@ -266,7 +266,7 @@ async fn list_endpoints(
 
 async fn find(tx: &mut Tx, principal: &Principal, id: WebhookEndpointId) -> Result<EndpointRow, ApiError> {
     let row: Option<EndpointRow> = sqlx::query_as(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM events.webhook_endpoints WHERE business_id = $1 AND id = $2"
+        "SELECT {ENDPOINT_COLUMNS} FROM webhooks.endpoints WHERE business_id = $1 AND id = $2"
     ))
     .bind(principal.business_id.as_uuid())
     .bind(id.as_uuid())
@@ -326,7 +326,7 @@ async fn update_endpoint(
         Some(_) => return Err(ApiError::invalid("status", "status must be enabled or disabled.")),
     };
     let row: EndpointRow = sqlx::query_as(&format!(
-        "UPDATE events.webhook_endpoints
+        "UPDATE webhooks.endpoints
             SET url = $3, enabled_events = $4, description = $5, status = $6, version = version + 1, updated_at = now(),
                 failing_since = CASE WHEN $6 = 'enabled' THEN NULL ELSE failing_since END
           WHERE business_id = $1 AND id = $2 RETURNING {ENDPOINT_COLUMNS}"
@@ -351,7 +351,7 @@ async fn delete_endpoint(
     mut tx: Tx,
     ApiPath(id): ApiPath<WebhookEndpointId>,
 ) -> Result<StatusCode, ApiError> {
-    let deleted = sqlx::query("DELETE FROM events.webhook_endpoints WHERE business_id = $1 AND id = $2")
+    let deleted = sqlx::query("DELETE FROM webhooks.endpoints WHERE business_id = $1 AND id = $2")
         .bind(principal.business_id.as_uuid())
         .bind(id.as_uuid())
         .execute(&mut *tx)
@@ -391,7 +391,7 @@ async fn rotate_secret(
     // The current secret, sealed or (in a row not yet resealed) plain, becomes the
     // previous one as it is: both are bound to this endpoint.
     let row: Option<EndpointRow> = sqlx::query_as(&format!(
-        "UPDATE events.webhook_endpoints
+        "UPDATE webhooks.endpoints
             SET previous_secret = secret, previous_secret_sealed = secret_sealed,
                 previous_expires_at = now() + $3 * interval '1 second', secret = NULL, secret_sealed = $4,
                 version = version + 1, updated_at = now()
@@ -467,12 +467,12 @@ async fn list_deliveries(
                 coalesce((SELECT jsonb_agg(jsonb_build_object('attempt', a.attempt, 'status_code', a.status_code,
                                    'latency_ms', a.latency_ms, 'error', a.error, 'attempted_at', a.attempted_at)
                                    ORDER BY a.attempt)
-                            FROM events.webhook_attempts a WHERE a.delivery_id = d.id), '[]'::jsonb) AS attempt_history,
+                            FROM webhooks.attempts a WHERE a.delivery_id = d.id), '[]'::jsonb) AS attempt_history,
                 d.created_at
-           FROM events.webhook_deliveries d
+           FROM webhooks.deliveries d
           WHERE d.business_id = $1 AND d.endpoint_id = $2
             AND ($3::uuid IS NULL
-                 OR (d.created_at, d.id) < (SELECT c.created_at, c.id FROM events.webhook_deliveries c WHERE c.id = $3))
+                 OR (d.created_at, d.id) < (SELECT c.created_at, c.id FROM webhooks.deliveries c WHERE c.id = $3))
           ORDER BY d.created_at DESC, d.id DESC LIMIT $4",
     )
     .bind(principal.business_id.as_uuid())
@@ -541,7 +541,7 @@ async fn replay(
 ) -> Result<axum::Json<ReplayBody>, ApiError> {
     // The endpoint's row lock makes one replay of it decide at a time.
     let endpoint: Option<(OffsetDateTime, Option<OffsetDateTime>)> = sqlx::query_as(
-        "SELECT now(), last_replay_at FROM events.webhook_endpoints WHERE business_id = $1 AND id = $2 FOR UPDATE",
+        "SELECT now(), last_replay_at FROM webhooks.endpoints WHERE business_id = $1 AND id = $2 FOR UPDATE",
     )
     .bind(principal.business_id.as_uuid())
     .bind(id.as_uuid())
@@ -578,7 +578,7 @@ async fn replay(
         ));
     }
     let replaying: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events.webhook_deliveries
+        "SELECT EXISTS (SELECT 1 FROM webhooks.deliveries
                          WHERE endpoint_id = $1 AND status = 'pending' AND generation > 0)",
     )
     .bind(id.as_uuid())
@@ -593,9 +593,9 @@ async fn replay(
     let limit = i64::from(config.pending_deliveries_max);
     // Both counted only up to the limit, so a huge backlog costs no more than a full one.
     let (waiting, wanted): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM (SELECT 1 FROM events.webhook_deliveries
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM webhooks.deliveries
                                         WHERE endpoint_id = $2 AND status = 'pending' LIMIT $5) w),
-                (SELECT count(*) FROM (SELECT 1 FROM events.log l JOIN events.webhook_endpoints e
+                (SELECT count(*) FROM (SELECT 1 FROM events.log l JOIN webhooks.endpoints e
                                           ON e.business_id = l.business_id AND e.id = $2
                                         WHERE l.business_id = $1
                                           AND ('*' = ANY (e.enabled_events) OR l.type = ANY (e.enabled_events))
@@ -617,15 +617,15 @@ async fn replay(
     }
     let (types, roles) = restricted_types();
     let replayed = sqlx::query(
-        "INSERT INTO events.webhook_deliveries (id, business_id, endpoint_id, event_id, event_position, resource_id, generation)
+        "INSERT INTO webhooks.deliveries (id, business_id, endpoint_id, event_id, event_position, resource_id, generation)
          SELECT gen_random_uuid(), l.business_id, e.id, l.id, l.position, l.resource_id,
-                coalesce((SELECT max(d.generation) FROM events.webhook_deliveries d WHERE d.endpoint_id = e.id AND d.event_id = l.id), 0) + 1
+                coalesce((SELECT max(d.generation) FROM webhooks.deliveries d WHERE d.endpoint_id = e.id AND d.event_id = l.id), 0) + 1
            FROM events.log l
-           JOIN events.webhook_endpoints e ON e.business_id = l.business_id AND e.id = $2
+           JOIN webhooks.endpoints e ON e.business_id = l.business_id AND e.id = $2
            LEFT JOIN unnest($5::text[], $6::text[]) AS r(type, role) ON r.type = l.type
           WHERE l.business_id = $1
             AND ('*' = ANY (e.enabled_events) OR l.type = ANY (e.enabled_events))
-            AND events.role_rank(e.reader_role) >= coalesce(events.role_rank(r.role), 1)
+            AND webhooks.role_rank(e.reader_role) >= coalesce(webhooks.role_rank(r.role), 1)
             AND ($3::uuid IS NULL OR l.position > (SELECT position FROM events.log WHERE id = $3))
             AND ($4::timestamptz IS NULL OR l.occurred_at >= $4)
           ORDER BY l.position",
@@ -638,7 +638,7 @@ async fn replay(
     .bind(roles)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE events.webhook_endpoints SET last_replay_at = now() WHERE id = $1")
+    sqlx::query("UPDATE webhooks.endpoints SET last_replay_at = now() WHERE id = $1")
         .bind(id.as_uuid())
         .execute(&mut *tx)
         .await?;
