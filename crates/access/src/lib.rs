@@ -12,6 +12,7 @@ pub mod api;
 pub mod authn;
 pub mod domain;
 pub mod jwt;
+pub mod service;
 pub mod store;
 
 pub static MIGRATIONS: till_db::SchemaMigrations = till_db::SchemaMigrations { schema: "access", migrator: &MIGRATOR };

@@ -20,6 +20,7 @@ pub mod broker;
 pub mod bus;
 pub mod consumer;
 pub mod relay;
+pub mod service;
 
 pub use till_outbox::{envelope, Event, EventId, EventType};
 

@@ -25,6 +25,7 @@ pub mod rate_limit;
 pub mod recovery;
 pub mod request_id;
 pub mod secrets;
+pub mod service;
 pub mod unit_of_work;
 
 pub use problem::{ApiError, ErrorCode, Problem};

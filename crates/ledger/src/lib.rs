@@ -17,6 +17,7 @@ pub mod check;
 pub mod domain;
 pub mod engine;
 pub mod posting;
+pub mod service;
 pub mod store;
 pub mod view;
 

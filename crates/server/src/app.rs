@@ -25,6 +25,7 @@ use till_access::authn::Authenticator;
 use till_access::jwt::JwtVerifier;
 use till_http::auth::RoutePermission;
 use till_http::rate_limit::RateLimiter;
+use till_http::service::{Context, MountError, Mounted};
 use till_http::unit_of_work::UnitOfWorkState;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
@@ -59,7 +60,6 @@ pub struct Built {
     pub router: Router,
     /// The OpenAPI document as served (`/v1/openapi.json`), completed by `contract`.
     pub openapi: serde_json::Value,
-    pub engine: till_ledger::engine::Engine,
     jobs: crate::jobs::Jobs,
     limits: crate::serve::ConnectionLimits,
 }
@@ -67,7 +67,8 @@ pub struct Built {
 impl Built {
     /// Serves `listener` with the background jobs until `shutdown` resolves, then stops in
     /// order: no new connections, in-flight requests finish, the jobs finish their current
-    /// step, the ledger's writers close. The caller closes the pool after.
+    /// step and release what they hold (the ledger's writers close). The caller closes the
+    /// pool after.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
@@ -78,10 +79,7 @@ impl Built {
         let served = crate::serve(listener, self.router, self.limits, shutdown).await;
         tracing::info!("the API has stopped accepting and drained in-flight requests");
         let _ = stop_jobs.send(true);
-        if let Err(error) = jobs.await {
-            tracing::error!(%error, "a background job ended abnormally");
-        }
-        self.engine.close().await;
+        jobs.await;
         served
     }
 }
@@ -92,8 +90,8 @@ pub enum BuildError {
     Config(#[from] crate::config::ConfigError),
     #[error("invalid JWT configuration: {0}")]
     Jwt(#[from] till_access::jwt::JwtConfigError),
-    #[error("starting the ledger writers' runtime: {0}")]
-    Engine(std::io::Error),
+    #[error(transparent)]
+    Mount(#[from] MountError),
     #[error("completing the OpenAPI document: {0}")]
     OpenApi(serde_json::Error),
 }
@@ -112,33 +110,49 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     let authenticator = Authenticator::new(pool.clone(), jwt, &config.admin_token, key_cache.clone())
         .with_failure_threshold(config.auth_failures_per_minute);
     let rate_limiter = RateLimiter::new(config.rate_limit);
-    let permission_table = permissions::permission_table(extension.permissions);
-    let resumers = extension.resumers;
-    let engine = till_ledger::engine::Engine::new(pool.clone()).map_err(BuildError::Engine)?;
+
+    // What the services find in their context: the settings the CLI parsed for them, and
+    // what authentication shares with access's routes.
+    let mut context = Context::new(pool.clone(), config.keyring.clone());
+    context.provide(config.webhooks.clone());
+    context.provide(config.bus.clone());
+    context.provide(key_cache);
+    context.provide(authenticator.clone());
+    let mut mounted = Vec::with_capacity(crate::SERVICES.len() + 1);
+    for service in crate::SERVICES {
+        mounted.push((service.mount)(&mut context)?);
+    }
+    let Extension { tenant_routes: extra_routes, permissions: extra_permissions, resumers: extra_resumers } = extension;
+    mounted.push(Mounted { tenant_routes: extra_routes, resumers: extra_resumers, ..Mounted::default() });
+
+    let mut tenant_routes = OpenApiRouter::with_openapi(ApiDoc::openapi());
+    let mut platform_routes = OpenApiRouter::new();
+    let (mut delegated_paths, mut resumers, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
+    for service in mounted {
+        tenant_routes = tenant_routes.merge(service.tenant_routes);
+        platform_routes = platform_routes.merge(service.platform_routes);
+        delegated_paths.extend(service.delegated_paths);
+        resumers.extend(service.resumers);
+        jobs.extend(service.jobs);
+    }
+    let permission_table = permissions::permission_table(extra_permissions);
     let unit_of_work = UnitOfWorkState {
         pool: pool.clone(),
         body_bytes_max: config.body_bytes_max,
-        delegated_paths: std::sync::Arc::new(till_ledger::api::ENGINE_PATHS.to_vec()),
+        delegated_paths: std::sync::Arc::new(delegated_paths),
         keyring: config.keyring.clone(),
         phased_paths: std::sync::Arc::new(resumers.iter().map(|resumer| resumer.route).collect()),
         recovery: config.recovery,
     };
 
-    let (tenant, tenant_api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(till_access::api::tenant_routes())
-        .merge(till_ledger::api::routes(engine.clone()))
-        .merge(till_events::api::routes())
-        .merge(till_webhooks::api::routes(config.webhooks.clone(), config.keyring.clone()))
-        .merge(extension.tenant_routes)
-        .split_for_parts();
+    let (tenant, tenant_api) = tenant_routes.split_for_parts();
     let tenant = tenant
-        .layer(axum::Extension(key_cache))
         .route_layer(from_fn_with_state(unit_of_work.clone(), till_http::unit_of_work::middleware))
         .route_layer(from_fn_with_state(permission_table, till_http::auth::authorize))
         .route_layer(from_fn_with_state(rate_limiter.clone(), till_http::rate_limit::middleware))
         .route_layer(from_fn_with_state(authenticator.clone(), till_access::authn::tenant));
 
-    let (platform, platform_api) = till_access::api::platform_routes().split_for_parts();
+    let (platform, platform_api) = platform_routes.split_for_parts();
     let platform = platform
         .route_layer(from_fn_with_state(unit_of_work.clone(), till_http::unit_of_work::middleware))
         .route_layer(from_fn_with_state(rate_limiter.clone(), till_http::rate_limit::platform_middleware))
@@ -179,14 +193,10 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         pool: pool.clone(),
         retention_hours: config.idempotency_retention_hours,
         limiter: rate_limiter,
-        engine: engine.clone(),
-        webhooks: config.webhooks.clone(),
-        keyring: config.keyring.clone(),
-        bus: config.bus.clone(),
-        token_lifetime_max: authenticator.jwt_lifetime_max(),
         recovery: crate::jobs::Recovery { unit_of_work, resumers },
+        services: jobs,
     };
-    Ok(Built { router, openapi, engine, jobs, limits: config.http })
+    Ok(Built { router, openapi, jobs, limits: config.http })
 }
 
 /// The document describes its own route too, so the permission table and the document

@@ -16,20 +16,9 @@ ids are prefixed strings; errors are RFC 9457 problem+json with a stable `code`;
     components(schemas(
         till_http::Problem,
         till_http::auth::Role,
-        till_outbox::envelope::EventBody,
-        till_ledger::view::AccountBody,
-        till_ledger::view::TransferBody,
-        till_access::api::ApiKeyBody,
-        till_webhooks::api::WebhookEndpointBody,
-        till_events::api::EventTypeOnly,
     )),
     modifiers(&SecuritySchemes),
     tags(
-        (name = "access", description = "The caller's business and its API keys."),
-        (name = "platform", description = "Platform operators: creating businesses."),
-        (name = "ledger", description = "Double-entry accounts, transfers, holds, batches, reversals, balances and the invariant checker. Amounts are integer minor units."),
-        (name = "events", description = "What happened to the business's resources, in order per resource. The catalogue of event types is docs/EVENTS.md; each event's `data` is the resource after it."),
-        (name = "webhooks", description = "Webhook endpoints: events delivered to merchants, signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature), retried with backoff, in order per resource."),
         (name = "operations", description = "Health and readiness."),
     )
 )]

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod guard;
 pub mod secrets;
+pub mod service;
 pub mod signing;
 pub mod worker;
 

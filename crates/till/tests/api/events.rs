@@ -415,3 +415,32 @@ async fn an_outbox_a_migration_registers_is_relayed_without_a_list_in_the_code()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The services' registrations and the database agree: every outbox a migration
+/// registered belongs to a listed service (none is orphaned when a service goes), every
+/// outbox a service declares is registered (its events are relayed), and no two services
+/// share a name or a schema.
+#[tokio::test]
+async fn the_registered_outboxes_are_exactly_the_services_outboxes() {
+    let app = spawn_app().await;
+    let registered: std::collections::BTreeSet<String> =
+        till_events::relay::outboxes(&app.pool).await.expect("outboxes").into_iter().collect();
+    let declared: std::collections::BTreeSet<String> =
+        till_server::SERVICES.iter().filter_map(|service| service.outbox).map(str::to_string).collect();
+    assert_eq!(registered, declared);
+    let names: std::collections::BTreeSet<_> = till_server::SERVICES.iter().map(|service| service.name).collect();
+    let schemas: std::collections::BTreeSet<_> =
+        till_server::SERVICES.iter().map(|service| service.migrations.schema).collect();
+    assert_eq!(names.len(), till_server::SERVICES.len(), "service names are unique");
+    assert_eq!(schemas.len(), till_server::SERVICES.len(), "each service has its own schema");
+    for service in till_server::SERVICES {
+        if let Some(outbox) = service.outbox {
+            assert_eq!(
+                outbox,
+                format!("{}.outbox", service.migrations.schema),
+                "{} publishes from its own schema",
+                service.name
+            );
+        }
+    }
+}
