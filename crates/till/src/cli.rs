@@ -26,9 +26,15 @@ pub enum Command {
     /// The events backbone.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Benchmarks, reported as ratios to a baseline measured in the same run.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Benchmarks, reported as ratios to a baseline measured in the same run: runs the
+    /// `till-bench` binary built beside this one (`cargo build --release -p till-bench`),
+    /// which starts this `till` as the server it measures. `till bench --help` lists them.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// What `till-bench` is given: `ledger`, `events`, and their options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,50 +119,6 @@ pub struct ReplayDeadLettersArgs {
 pub struct EventsBacklogArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// The ledger through the HTTP API against pgbench TPC-B on the same PostgreSQL.
-    Ledger(BenchLedgerArgs),
-    /// The events backbone under the ledger's load: relay and publisher rates, and the
-    /// latency from commit to consumer, on the embedded bus and on RabbitMQ.
-    Events(BenchEventsArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct BenchEventsArgs {
-    /// Concurrent HTTP clients of the ledger load.
-    #[arg(long, default_value_t = 32)]
-    pub clients: usize,
-    /// Seconds of load per bus.
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
-    /// Accounts the load spreads over.
-    #[arg(long, default_value_t = 2_000)]
-    pub accounts: usize,
-    /// Synthetic events for the relay-alone measurement.
-    #[arg(long, default_value_t = 100_000)]
-    pub relay_events: u32,
-    /// Use this RabbitMQ instead of starting a private node.
-    #[arg(long)]
-    pub broker_url: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchLedgerArgs {
-    /// Concurrent clients, for pgbench and for Till.
-    #[arg(long, default_value_t = 32)]
-    pub clients: usize,
-    /// Seconds per measured phase.
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
-    /// Accounts the uniform load spreads over.
-    #[arg(long, default_value_t = 10_000)]
-    pub accounts: usize,
-    /// pgbench's scale factor (branches); at least the client count avoids branch contention.
-    #[arg(long, default_value_t = 32)]
-    pub pgbench_scale: u32,
 }
 
 #[derive(Debug, Subcommand)]

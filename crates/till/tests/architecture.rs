@@ -62,11 +62,12 @@ fn the_detector_sees_a_violation() {
 }
 
 /// Only the outbound kit calls outside parties. The webhooks (addresses tenants chose,
-/// through the SSRF guard), the test harness and the binary (its benchmark's load and
-/// end-to-end tests) are the other crates that may hold an HTTP client.
+/// through the SSRF guard), the test harness and the benchmarks (their load) are the
+/// other crates that may hold an HTTP client; the binary's end-to-end tests hold one as a
+/// dev-dependency only.
 #[test]
 fn only_the_outbound_kit_and_the_webhooks_make_http_requests() {
-    const MAY_HOLD_AN_HTTP_CLIENT: [&str; 4] = ["outbound", "webhooks", "testkit", "till"];
+    const MAY_HOLD_AN_HTTP_CLIENT: [&str; 4] = ["outbound", "webhooks", "testkit", "bench"];
     for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
         let crate_dir = entry.expect("entry").path();
         let name = crate_dir.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
@@ -98,11 +99,12 @@ fn dependencies(crate_dir: &Path) -> Vec<String> {
 }
 
 /// Services publish through the outbox kit and nothing else of the events backbone: only
-/// the composition root, the binary and the test harness link the events service. The
+/// the composition root, the binary, the test harness and the benchmarks link the events
+/// service. The
 /// kit itself holds neither a broker client nor an HTTP client.
 #[test]
 fn services_reach_the_events_backbone_only_through_the_outbox_kit() {
-    const MAY_LINK_THE_EVENTS_SERVICE: [&str; 4] = ["events", "server", "testkit", "till"];
+    const MAY_LINK_THE_EVENTS_SERVICE: [&str; 5] = ["events", "server", "testkit", "till", "bench"];
     let mut services = 0;
     for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
         let crate_dir = entry.expect("entry").path();
@@ -122,5 +124,20 @@ fn services_reach_the_events_backbone_only_through_the_outbox_kit() {
     assert!(!outbox.is_empty(), "read the outbox kit's manifest");
     for forbidden in ["lapin", "reqwest", "hyper-util", "till-events"] {
         assert!(!outbox.iter().any(|dependency| dependency == forbidden), "the outbox kit depends on {forbidden}");
+    }
+}
+
+/// The benchmarks are not part of the product: nothing depends on them, and the binary
+/// only runs theirs (`till bench` execs `till-bench`).
+#[test]
+fn nothing_depends_on_the_benchmarks() {
+    for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
+        let crate_dir = entry.expect("entry").path();
+        let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap_or_default();
+        let name = crate_dir.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
+        assert!(
+            name == "bench" || !manifest.lines().any(|line| line.trim_start().starts_with("till-bench")),
+            "crates/{name} depends on the benchmarks"
+        );
     }
 }

@@ -1,5 +1,5 @@
 #![allow(clippy::float_arithmetic)] // Rates, ratios and latencies: measurements, never money.
-//! `till bench ledger`: the ledger's throughput and latency, measured against pgbench's
+//! `till-bench ledger` (`till bench ledger`): the ledger's throughput and latency, measured against pgbench's
 //! TPC-B on the same PostgreSQL in the same run, so results are ratios to a baseline
 //! rather than absolute numbers from a machine nobody else has.
 //!
@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use till_db::embedded::{Binaries, Cluster, ClusterOptions};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::BenchLedgerArgs;
+use crate::{BenchLedgerArgs, Target};
 
 /// The pause between measured phases.
 const PHASE_SETTLE: Duration = Duration::from_secs(2);
@@ -111,15 +111,13 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
     // Till, as its own process, on the same cluster.
     cluster.ensure_database("till").await?;
     let url = format!("postgres://{}:{password}@127.0.0.1:{}/till", till_db::embedded::SUPERUSER, cluster.port());
-    let server = Server::start(&url, &data_dir.join("server"), &[]).await?;
+    let server = Server::start(&args.target, &url, &data_dir.join("server"), &[]).await?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
     let postmaster = std::fs::read_to_string(cluster.cluster_dir().join("postmaster.pid"))
         .ok()
         .and_then(|text| text.lines().next().and_then(|line| line.trim().parse().ok()));
     let pids = Pids { server: server.child.id(), postmaster };
-    let admin_token = std::fs::read_to_string(data_dir.join("server").join(crate::up::ADMIN_TOKEN_FILE))
-        .context("reading the server's admin token")?;
-    let server_side = ServerSide { base: &server.base, key: &server.api_key, admin_token: admin_token.trim(), pids };
+    let server_side = ServerSide { base: &server.base, key: &server.api_key, admin_token: &server.admin_token, pids };
     let outcome = phases(args, &client, server_side, &url, &pgbench).await;
     server.stop().await;
     outcome
@@ -130,15 +128,24 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
 pub(crate) struct Server {
     pub child: tokio::process::Child,
     pub api_key: String,
+    /// The platform admin token it was started with.
+    pub admin_token: String,
     pub base: String,
 }
 
 impl Server {
-    pub async fn start(url: &str, server_dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Server> {
+    pub async fn start(
+        target: &Target,
+        url: &str,
+        server_dir: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Server> {
         std::fs::create_dir_all(server_dir)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        let admin_token = format!("till_admin_bench_{}", uuid_simple());
+        let mut child = tokio::process::Command::new(target.binary()?)
             .args(["up", "--port", &port.to_string()])
+            .env("TILL_ADMIN_TOKEN", &admin_token)
             .env("DATABASE_URL", url)
             .env("TILL_DATA_DIR", server_dir)
             .env("TILL_RATE_LIMIT_PER_SECOND", "10000000")
@@ -172,7 +179,7 @@ impl Server {
             }
             None => std::fs::read_to_string(&key_file).context("till up printed no API key")?,
         };
-        Ok(Server { child, api_key, base: format!("http://127.0.0.1:{port}") })
+        Ok(Server { child, api_key, admin_token, base: format!("http://127.0.0.1:{port}") })
     }
 
     /// SIGTERM, as an operator would, and wait.

@@ -1,5 +1,5 @@
 #![allow(clippy::float_arithmetic)] // Rates and latencies: measurements, never money.
-//! `till bench events`: the events backbone under the ledger benchmark's load.
+//! `till-bench events`: the events backbone under the ledger benchmark's load.
 //!
 //! On a throwaway durable cluster, with Till as its own process:
 //! 1. Embedded bus: uniform single transfers over HTTP (as in `bench ledger`) for the
@@ -26,10 +26,10 @@ use till_outbox::envelope::EventBody;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::bench::{
+use crate::ledger::{
     create_accounts, drive, drive_wrk, find_wrk, throwaway_cluster, uuid_simple, Load, Pattern, Server, Tenant,
 };
-use crate::cli::{BenchEventsArgs, BenchLedgerArgs};
+use crate::{BenchEventsArgs, BenchLedgerArgs};
 
 pub async fn events(args: BenchEventsArgs) -> anyhow::Result<()> {
     let (cluster, data_dir) = throwaway_cluster("events").await?;
@@ -44,12 +44,17 @@ async fn run(args: &BenchEventsArgs, cluster: &Cluster, data_dir: &std::path::Pa
     cluster.ensure_database("till").await?;
     let url = format!("postgres://{}:{password}@127.0.0.1:{}/till", till_db::embedded::SUPERUSER, cluster.port());
     let server_dir = data_dir.join("server");
-    let ledger_args =
-        BenchLedgerArgs { clients: args.clients, seconds: args.seconds, accounts: args.accounts, pgbench_scale: 1 };
+    let ledger_args = BenchLedgerArgs {
+        target: args.target.clone(),
+        clients: args.clients,
+        seconds: args.seconds,
+        accounts: args.accounts,
+        pgbench_scale: 1,
+    };
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
 
     // 1. The embedded bus under load.
-    let server = Server::start(&url, &server_dir, &[]).await?;
+    let server = Server::start(&args.target, &url, &server_dir, &[]).await?;
     let pool = till_db::connect_app_pool(cluster.connect_options("till"), 8).await?;
     let owner_pool = till_db::connect_owner_pool(cluster.connect_options("till"), 2).await?;
     let accounts = create_accounts(&client, &server.base, &server.api_key, ledger_args.accounts).await?;
@@ -94,7 +99,7 @@ async fn run(args: &BenchEventsArgs, cluster: &Cluster, data_dir: &std::path::Pa
         publish_rate / embedded.events_per_second(args.seconds)
     );
     let env = [("TILL_BROKER_URL", broker_url), ("TILL_BROKER_EXCHANGE", config.exchange.clone())];
-    let server = Server::start(&url, &server_dir, &env).await?;
+    let server = Server::start(&args.target, &url, &server_dir, &env).await?;
     let rabbit =
         under_load(args, &ledger_args, &client, &server, &pools, &tenants, Bus::RabbitMq(config), "bench-rabbitmq")
             .await;

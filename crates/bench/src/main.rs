@@ -1,0 +1,107 @@
+//! `till-bench`: Till's benchmarks, kept out of the product binary.
+//!
+//! Each benchmark provisions its own throwaway PostgreSQL, starts the `till` binary as a
+//! separate process on it (so the server's CPU and peak RSS are its own), and reports its
+//! figures as ratios to a baseline measured in the same run (pgbench's TPC-B for the
+//! ledger). `till bench …` runs this binary when it is built beside `till`.
+//!
+//! - `till-bench ledger`: the ledger through the HTTP API against pgbench.
+//! - `till-bench events`: the events backbone under the ledger's load.
+
+mod events;
+mod ledger;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "till-bench", version, about = "Till's benchmarks, as ratios to a baseline measured in the same run.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which `till` to measure.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The `till` binary to start as the server (default: the one beside this binary).
+    #[arg(long, env = "TILL_BENCH_TILL")]
+    pub till: Option<PathBuf>,
+}
+
+impl Target {
+    /// The `till` binary: as given, or the one built beside this binary.
+    pub fn binary(&self) -> anyhow::Result<PathBuf> {
+        if let Some(till) = &self.till {
+            return Ok(till.clone());
+        }
+        let beside = std::env::current_exe()?.with_file_name("till");
+        anyhow::ensure!(
+            beside.is_file(),
+            "no till binary at {}: build it (cargo build --release) or pass --till",
+            beside.display()
+        );
+        Ok(beside)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The ledger through the HTTP API against pgbench TPC-B on the same PostgreSQL.
+    Ledger(BenchLedgerArgs),
+    /// The events backbone under the ledger's load: relay and publisher rates, and the
+    /// latency from commit to consumer, on the embedded bus and on RabbitMQ.
+    Events(BenchEventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchEventsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Concurrent HTTP clients of the ledger load.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds of load per bus.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Accounts the load spreads over.
+    #[arg(long, default_value_t = 2_000)]
+    pub accounts: usize,
+    /// Synthetic events for the relay-alone measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub relay_events: u32,
+    /// Use this RabbitMQ instead of starting a private node.
+    #[arg(long)]
+    pub broker_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLedgerArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Concurrent clients, for pgbench and for Till.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Accounts the uniform load spreads over.
+    #[arg(long, default_value_t = 10_000)]
+    pub accounts: usize,
+    /// pgbench's scale factor (branches); at least the client count avoids branch contention.
+    #[arg(long, default_value_t = 32)]
+    pub pgbench_scale: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    till_telemetry::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Ledger(args) => ledger::ledger(args).await,
+            Command::Events(args) => events::events(args).await,
+        }
+    })
+}
