@@ -123,6 +123,20 @@ pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
     Ok(TestDatabase { options, name, url })
 }
 
+/// A fresh database with no migrations applied: for tests of a migration itself, which
+/// apply the migrations as they stood before it, then the rest.
+pub async fn empty_database() -> anyhow::Result<TestDatabase> {
+    let shared = cluster()?;
+    let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+    let mut connection = sqlx::PgConnection::connect_with(&connect_options(shared, "postgres")).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut connection).await?;
+    connection.close().await?;
+    let options = connect_options(shared, &name);
+    let url =
+        format!("postgres://{}:{}@127.0.0.1:{}/{name}", till_db::embedded::SUPERUSER, shared.password, shared.port);
+    Ok(TestDatabase { options, name, url })
+}
+
 #[derive(Clone)]
 pub struct TestDatabase {
     /// Superuser options for this database (owner of the tables).

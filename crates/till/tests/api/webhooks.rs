@@ -666,3 +666,102 @@ async fn an_endpoint_holds_a_bounded_backlog_and_replays_are_bounded() {
     assert_eq!(retried.status().as_u16(), 429);
     assert!(retried.headers().get("idempotent-replayed").is_none(), "a 429 is not stored: the retry runs again");
 }
+
+/// An instance upgraded from before the webhooks had a schema of their own keeps its
+/// endpoints, waiting deliveries and attempts: the migration moves them into `webhooks`,
+/// and the remade functions fan out, claim and record on the moved rows.
+#[tokio::test]
+async fn upgrading_moves_the_webhooks_data_into_its_own_schema_and_keeps_delivering() {
+    let database = till_testkit::empty_database().await.expect("database");
+    let owner = database.owner_pool().await.expect("owner pool");
+    // The migrations as they stood before the webhooks had a schema: everything but it.
+    let before: Vec<_> =
+        till_server::migrations().into_iter().filter(|migrations| migrations.schema != "webhooks").collect();
+    till_db::migrate(&owner, &before).await.expect("the old migrations");
+    let (business, endpoint, delivered, waiting) =
+        (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO events.webhook_endpoints (id, business_id, url, enabled_events, secret)
+         VALUES ($1, $2, 'https://hooks.example.com/till', '{*}', 'whsec_old')",
+    )
+    .bind(endpoint)
+    .bind(business)
+    .execute(&owner)
+    .await
+    .expect("an endpoint in the old schema");
+    for (event, position_hint) in [(delivered, 1), (waiting, 2)] {
+        sqlx::query(
+            "INSERT INTO events.log (id, type, version, business_id, resource_id, sequence, occurred_at, data)
+             VALUES ($1, 'account.created', 1, $2, $3, 1, now(), '{}')",
+        )
+        .bind(event)
+        .bind(business)
+        .bind(format!("acct_{position_hint}"))
+        .execute(&owner)
+        .await
+        .expect("a logged event");
+    }
+    // The old fan-out turns both into deliveries; one is then attempted and succeeds.
+    let consumed: i32 = sqlx::query_scalar("SELECT events.fan_out_webhooks(1000, 100, '{}', '{}')")
+        .fetch_one(&owner)
+        .await
+        .expect("the old fan-out");
+    assert_eq!(consumed, 2);
+    sqlx::query(
+        "SELECT events.record_webhook_attempt(d.id, true, 200, 12, NULL, NULL, 5, '1 minute', '1 hour')
+           FROM events.webhook_deliveries d WHERE d.event_id = $1",
+    )
+    .bind(delivered)
+    .execute(&owner)
+    .await
+    .expect("an attempt recorded the old way");
+
+    till_db::migrate(&owner, &till_server::migrations()).await.expect("the upgrade");
+
+    let rows: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM webhooks.endpoints), (SELECT count(*) FROM webhooks.deliveries),
+                (SELECT count(*) FROM webhooks.attempts)",
+    )
+    .fetch_one(&owner)
+    .await
+    .expect("the moved rows");
+    assert_eq!(rows, (1, 2, 1), "endpoints, deliveries and attempts moved with their rows");
+    let left_behind: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'events' AND p.proname IN ('fan_out_webhooks', 'claim_webhook_deliveries',
+                'record_webhook_attempt', 'disable_failing_endpoints', 'role_rank')",
+    )
+    .fetch_one(&owner)
+    .await
+    .expect("functions");
+    assert_eq!(left_behind, 0, "the old functions are gone from events");
+    // The remade functions work on the moved rows, as the worker's role calls them: the
+    // cursor has not moved back (nothing fans out twice), the waiting delivery is claimed
+    // with its endpoint's URL, and its attempt is recorded.
+    let app = database.app_pool(2).await.expect("app pool");
+    let again: i32 = sqlx::query_scalar("SELECT webhooks.fan_out(1000, 100, '{}', '{}')")
+        .fetch_one(&app)
+        .await
+        .expect("the new fan-out");
+    assert_eq!(again, 0, "the cursor survived the move");
+    let claimed: Vec<(uuid::Uuid, String, uuid::Uuid)> = sqlx::query_as(
+        "SELECT delivery_id, url, event_id FROM webhooks.claim_deliveries(10, '1 minute'::interval, 4, 16, 5)",
+    )
+    .fetch_all(&app)
+    .await
+    .expect("the new claim");
+    assert_eq!(claimed.len(), 1, "only the waiting delivery: {claimed:?}");
+    assert_eq!((claimed[0].1.as_str(), claimed[0].2), ("https://hooks.example.com/till", waiting));
+    sqlx::query("SELECT webhooks.record_attempt($1, true, 200, 9, NULL, NULL, 5, '1 minute', '1 hour')")
+        .bind(claimed[0].0)
+        .execute(&app)
+        .await
+        .expect("the new record");
+    let succeeded: i64 = sqlx::query_scalar("SELECT count(*) FROM webhooks.deliveries WHERE status = 'succeeded'")
+        .fetch_one(&owner)
+        .await
+        .expect("statuses");
+    assert_eq!(succeeded, 2);
+    app.close().await;
+    owner.close().await;
+}
