@@ -312,8 +312,8 @@ impl ResolutionKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resolution {
     pub kind: ResolutionKind,
-    /// The amount posted (0 unless `Posted`).
-    pub posted_amount: i64,
+    /// The amount posted (zero unless `Posted`), in the hold's currency.
+    pub posted: Money,
     pub resolved_at: OffsetDateTime,
 }
 
@@ -323,8 +323,8 @@ pub struct Transfer {
     pub id: TransferId,
     pub debit_account: AccountId,
     pub credit_account: AccountId,
-    pub amount: i64,
-    pub currency: Currency,
+    /// From 1 to [`AMOUNT_MAX`] minor units; its currency is both accounts'.
+    pub amount: Money,
     pub pending: bool,
     pub expires_at: Option<OffsetDateTime>,
     pub description: Option<String>,
@@ -359,12 +359,16 @@ impl Transfer {
     }
 
     /// The amount that actually moved (posted), so far.
-    pub fn posted_amount(&self) -> i64 {
+    pub fn posted_amount(&self) -> Money {
         match (self.pending, self.resolution) {
             (false, _) => self.amount,
-            (true, Some(resolution)) => resolution.posted_amount,
-            (true, None) => 0,
+            (true, Some(resolution)) => resolution.posted,
+            (true, None) => Money::zero(self.amount.currency()),
         }
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.amount.currency()
     }
 
     pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
@@ -716,8 +720,7 @@ impl Book {
             id: new.id,
             debit_account: new.debit_account,
             credit_account: new.credit_account,
-            amount,
-            currency,
+            amount: new.amount,
             pending: new.hold.is_some(),
             expires_at,
             description: new.description.as_ref().map(|text| text.as_str().to_string()),
@@ -753,14 +756,15 @@ impl Book {
             }
             _ => {}
         }
-        if let Some(currency) = currency.filter(|&currency| currency != hold.currency) {
-            return Err(Refusal::AmountCurrencyMismatch { amount: currency, hold: hold.currency });
+        let (held, currency_held) = (hold.amount.minor(), hold.currency());
+        if let Some(currency) = currency.filter(|&currency| currency != currency_held) {
+            return Err(Refusal::AmountCurrencyMismatch { amount: currency, hold: currency_held });
         }
         let posted_amount = match (kind, amount) {
-            (ResolutionKind::Posted, None) => hold.amount,
+            (ResolutionKind::Posted, None) => held,
             (ResolutionKind::Posted, Some(amount)) if amount < 1 => return Err(Refusal::AmountOutOfRange),
-            (ResolutionKind::Posted, Some(amount)) if amount > hold.amount => {
-                return Err(Refusal::AmountExceedsHold { held: hold.amount });
+            (ResolutionKind::Posted, Some(amount)) if amount > held => {
+                return Err(Refusal::AmountExceedsHold { held });
             }
             (ResolutionKind::Posted, Some(amount)) => amount,
             _ => 0,
@@ -768,8 +772,8 @@ impl Book {
         // Posting needs the accounts usable now; voiding and expiring release funds and
         // are allowed whatever the accounts' status, so a frozen account's holds can end.
         if kind == ResolutionKind::Posted {
-            self.usable_account(hold.debit_account, hold.currency)?;
-            self.usable_account(hold.credit_account, hold.currency)?;
+            self.usable_account(hold.debit_account, currency_held)?;
+            self.usable_account(hold.credit_account, currency_held)?;
         }
         let entry_kind = match kind {
             ResolutionKind::Posted => "post",
@@ -777,11 +781,12 @@ impl Book {
             ResolutionKind::Expired => "expire",
         };
         // A hold's amount is positive, so its negation is exact.
-        let released = hold.amount.saturating_neg();
+        let released = held.saturating_neg();
         self.move_side(hold.debit_account, id, Side::Debit, entry_kind, posted_amount, released)?;
         self.move_side(hold.credit_account, id, Side::Credit, entry_kind, posted_amount, released)?;
         self.check([hold.debit_account, hold.credit_account])?;
-        let resolution = Resolution { kind, posted_amount, resolved_at: self.now };
+        let resolution =
+            Resolution { kind, posted: Money::from_minor(posted_amount, currency_held), resolved_at: self.now };
         self.writes.resolutions.push(ResolutionRecord { hold: id, resolution });
         let resolved = Transfer { resolution: Some(resolution), ..hold };
         self.transfers.insert(id, resolved.clone());
@@ -803,14 +808,14 @@ impl Book {
             return Err(Refusal::NotReversible { transfer: id, why: "it is itself a reversal" });
         }
         let amount = original.posted_amount();
-        if original.status() != TransferStatus::Posted || amount == 0 {
+        if original.status() != TransferStatus::Posted || amount.is_zero() {
             return Err(Refusal::NotReversible { transfer: id, why: "only posted money can be reversed" });
         }
         let new = NewTransfer {
             id: reversal,
             debit_account: original.credit_account,
             credit_account: original.debit_account,
-            amount: Money::from_minor(amount, original.currency),
+            amount,
             hold: None,
             description: description
                 .or_else(|| HumanText::parse(&format!("Reversal of {id}"), DESCRIPTION_CHARS_MAX).ok()),

@@ -137,18 +137,6 @@ impl Command {
     }
 }
 
-impl Transfer {
-    /// The transfer's amount, with its currency.
-    pub fn money(&self) -> Money {
-        Money::from_minor(self.amount, self.currency)
-    }
-
-    /// What of it is posted: all of a posted transfer, what a hold's resolution posted.
-    pub fn posted_money(&self) -> Money {
-        Money::from_minor(self.posted_amount(), self.currency)
-    }
-}
-
 /// The ledger as other services call it. Clones share the engine.
 #[derive(Clone)]
 pub struct Ledger {

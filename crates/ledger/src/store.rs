@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{PgConnection, Row};
 use till_http::unit_of_work::{self, ResponseRecord, StoredResponse, StoredRow};
-use till_kit::{BusinessId, Currency, Metadata};
+use till_kit::{BusinessId, Currency, Metadata, Money};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -374,10 +374,11 @@ pub struct TransferRow {
 
 impl TransferRow {
     pub fn transfer(self) -> Result<Transfer, CorruptRow> {
+        let currency = Currency::parse(&self.currency).map_err(|error| CorruptRow(error.to_string()))?;
         let resolution = match (self.resolution_kind, self.posted_amount, self.resolved_at) {
             (Some(kind), Some(posted_amount), Some(resolved_at)) => Some(Resolution {
                 kind: ResolutionKind::parse(&kind).ok_or(CorruptRow(kind))?,
-                posted_amount,
+                posted: Money::from_minor(posted_amount, currency),
                 resolved_at,
             }),
             _ => None,
@@ -386,8 +387,7 @@ impl TransferRow {
             id: TransferId::from_uuid(self.id),
             debit_account: AccountId::from_uuid(self.debit_account_id),
             credit_account: AccountId::from_uuid(self.credit_account_id),
-            amount: self.amount,
-            currency: Currency::parse(&self.currency).map_err(|error| CorruptRow(error.to_string()))?,
+            amount: Money::from_minor(self.amount, currency),
             pending: self.pending,
             expires_at: self.expires_at,
             description: self.description,
@@ -498,8 +498,8 @@ pub async fn write(
         .bind(t.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
         .bind(t.iter().map(|x| x.debit_account.as_uuid()).collect::<Vec<_>>())
         .bind(t.iter().map(|x| x.credit_account.as_uuid()).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.amount).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.currency.code()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.amount.minor()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.currency().code()).collect::<Vec<_>>())
         .bind(t.iter().map(|x| x.pending).collect::<Vec<_>>())
         .bind(t.iter().map(|x| x.expires_at).collect::<Vec<_>>())
         .bind(t.iter().map(|x| x.description.clone()).collect::<Vec<_>>())
@@ -508,7 +508,7 @@ pub async fn write(
         .bind(t.iter().map(|x| x.created_at).collect::<Vec<_>>())
         .bind(r.iter().map(|x| x.hold.as_uuid()).collect::<Vec<_>>())
         .bind(r.iter().map(|x| x.resolution.kind.as_str()).collect::<Vec<_>>())
-        .bind(r.iter().map(|x| x.resolution.posted_amount).collect::<Vec<_>>())
+        .bind(r.iter().map(|x| x.resolution.posted.minor()).collect::<Vec<_>>())
         .bind(r.iter().map(|x| x.resolution.resolved_at).collect::<Vec<_>>())
         .bind(e.iter().map(|x| x.id.as_uuid()).collect::<Vec<_>>())
         .bind(e.iter().map(|x| x.account.as_uuid()).collect::<Vec<_>>())

@@ -96,7 +96,10 @@ fn a_hold_reserves_then_posts_in_part_and_releases_the_rest() {
     );
     let posted = book.apply(&Command::Post { hold: hold.id, amount: Some(30), currency: None }).expect("post");
     let Outcome::Transfer(posted) = posted else { panic!("one transfer") };
-    assert_eq!((posted.status(), posted.posted_amount()), (TransferStatus::Posted, 30));
+    assert_eq!(
+        (posted.status(), posted.posted_amount()),
+        (TransferStatus::Posted, Money::from_minor(30, posted.currency()))
+    );
     let balances = book.accounts[&wallet].balances();
     assert_eq!((balances.balance, balances.available), (70, 70));
     assert_eq!(
@@ -238,7 +241,7 @@ fn assert_invariants(book: &Book, ids: &[AccountId]) -> Result<(), TestCaseError
         .transfers
         .values()
         .filter(|transfer| transfer.status() == TransferStatus::Pending)
-        .map(|transfer| transfer.amount)
+        .map(|transfer| transfer.amount.minor())
         .sum();
     prop_assert_eq!(open_holds, sums.debits_pending);
     Ok(())
@@ -399,7 +402,7 @@ proptest! {
             let written_before = (book.writes.transfers.len(), book.writes.resolutions.len(), book.writes.entries.len());
             match book.apply(&command) {
                 Ok(Outcome::Transfer(transfer)) => {
-                    prop_assert!((1..=AMOUNT_MAX).contains(&transfer.amount));
+                    prop_assert!((1..=AMOUNT_MAX).contains(&transfer.amount.minor()));
                     created.push(transfer.id);
                 }
                 Ok(Outcome::Batch(transfers)) => {

@@ -100,7 +100,7 @@ async fn postings_in_a_callers_transaction_commit_with_its_state_or_not_at_all()
         let command = Command::Transfer(transfer(account_id(&bank), account_id(&alice), gbp(index)));
         let commit = index % 2 == 0;
         let done = transferred(capture(&app.pool, id, &format!("pay_{index}"), &command, commit).await);
-        assert_eq!(done.money(), gbp(index));
+        assert_eq!(done.amount, gbp(index));
         if commit {
             committed += index;
             first.get_or_insert((command, done.id));
