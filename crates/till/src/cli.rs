@@ -26,6 +26,10 @@ pub enum Command {
     /// The events backbone.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The simulator of the outside world alone: Stripe's API under `/stripe/v1/…`, and
+    /// the control API (`/_sim/faults`, `/_sim/calls`, `/_sim/{provider}/objects/{id}`).
+    /// No real money moves.
+    Sim(SimArgs),
     /// Benchmarks, reported as ratios to a baseline measured in the same run: runs the
     /// `till-bench` binary built beside this one (`cargo build --release -p till-bench`),
     /// which starts this `till` as the server it measures. `till bench --help` lists them.
@@ -113,6 +117,16 @@ pub struct ReplayDeadLettersArgs {
     /// Only this event (evt_…); default: all of them.
     #[arg(long)]
     pub event: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TILL_SIM_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// TCP port to listen on.
+    #[arg(long, env = "TILL_SIM_PORT", default_value_t = 8081)]
+    pub port: u16,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 //!   business on the first start, and serves the API until Ctrl-C or SIGTERM.
 //! - `till admin create-business`: creates a business and its owner key, in the same
 //!   database `till up` uses.
+//! - `till sim`: the simulator of the outside world alone.
 //! - `till bench …`: runs the `till-bench` binary built beside this one (the benchmarks
 //!   are not part of the product binary).
 
@@ -23,6 +24,7 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Admin(cli::AdminCommand::CreateBusiness(args)) => up::create_business(args).await,
             cli::Command::Ledger(cli::LedgerCommand::Check(args)) => up::check_ledger(args).await,
             cli::Command::Bench { args } => bench(args),
+            cli::Command::Sim(args) => up::sim(args).await,
             cli::Command::Events(cli::EventsCommand::Backlog(args)) => up::events_backlog(args).await,
             cli::Command::Events(cli::EventsCommand::DeadLetters(args)) => up::dead_letters(args).await,
             cli::Command::Events(cli::EventsCommand::ReplayDeadLetters(args)) => up::replay_dead_letters(args).await,

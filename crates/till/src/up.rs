@@ -214,6 +214,21 @@ fn print_banner(
     println!("Press Ctrl-C to stop.");
 }
 
+/// `till sim`: the simulator alone, until Ctrl-C or SIGTERM.
+pub async fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    let listener = tokio::net::TcpListener::bind((args.bind, args.port))
+        .await
+        .with_context(|| format!("binding the simulator to {}:{}", args.bind, args.port))?;
+    let address = listener.local_addr()?;
+    println!(
+        "Till's simulator on http://{address}: Stripe at /stripe/v1, faults at /_sim/faults. No real money moves."
+    );
+    println!("Press Ctrl-C to stop.");
+    till_sim::serve(listener, shutdown).await?;
+    Ok(())
+}
+
 /// Resolves at Ctrl-C or SIGTERM. The handlers are installed here, when it is called,
 /// not when the future is first polled: the server may answer requests before it polls
 /// its shutdown future, and a SIGTERM in between would otherwise kill Till outright

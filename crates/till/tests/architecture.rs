@@ -141,3 +141,19 @@ fn nothing_depends_on_the_benchmarks() {
         );
     }
 }
+
+/// The simulator plays the outside world; no service links it (a service that did could
+/// call it in process and skip the adapter it is there to exercise). Only the binary
+/// does, to serve it (`till sim`).
+#[test]
+fn only_the_binary_links_the_simulator() {
+    let mut linked = Vec::new();
+    for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
+        let crate_dir = entry.expect("entry").path();
+        let name = crate_dir.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
+        if dependencies(&crate_dir).iter().any(|dependency| dependency == "till-sim") {
+            linked.push(name);
+        }
+    }
+    assert_eq!(linked, ["till"], "crates linking the simulator");
+}

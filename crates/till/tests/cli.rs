@@ -324,3 +324,50 @@ async fn dead_letters_are_listed_and_replayed_from_the_cli() {
     assert_eq!(broker::attempt_of(&back.delivery.properties), 1, "with fresh attempts");
     assert_eq!(broker::parse_event(&back.delivery.data).expect("an event"), event);
 }
+
+/// `till sim` serves the simulator alone: a Stripe client's create is answered in
+/// Stripe's shape, the control API sees the call, and SIGTERM stops it cleanly.
+#[test]
+fn till_sim_serves_the_simulator_until_sigterm() {
+    let mut child = till()
+        .args(["sim", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn till sim");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = lines.next().expect("a banner").expect("banner text");
+    assert!(banner.contains("No real money moves"), "{banner}");
+    let base = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .map(|url| url.trim_end_matches(':').to_string())
+        .expect("the address in the banner");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let created: serde_json::Value = client
+            .post(format!("{base}/stripe/v1/payment_intents"))
+            .bearer_auth("sk_test_cli")
+            .form(&[("amount", "1200"), ("currency", "gbp")])
+            .send()
+            .await
+            .expect("create")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!((created["object"].as_str(), created["amount"].as_i64()), (Some("payment_intent"), Some(1200)));
+        let calls: serde_json::Value = client
+            .get(format!("{base}/_sim/calls?provider=stripe"))
+            .send()
+            .await
+            .expect("calls")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(calls["data"][0]["operation"], "create");
+    });
+    let running = Running { child, output: Vec::new(), port: 0 };
+    stop(running, Signal::SIGTERM);
+}

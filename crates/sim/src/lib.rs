@@ -1,0 +1,121 @@
+//! The simulator: Till's stand-in for the outside parties it cannot run.
+//!
+//! Each provider speaks a subset of its real public API under a path prefix of its
+//! name (`/stripe/v1/…`), so an adapter written against the simulator is a real adapter:
+//! pointed at the provider with real credentials, it works unchanged. A provider is one
+//! module that implements [`Provider`] and one line in [`PROVIDERS`].
+//!
+//! Beside the providers, a control API for tests, demos and chaos runs:
+//! - `POST /_sim/faults` arms a fault for a provider's operation, `DELETE /_sim/faults`
+//!   clears them all ([`faults`]);
+//! - `GET /_sim/calls?provider=…` lists every request received, oldest first ([`calls`]);
+//! - `GET /_sim/{provider}/objects/{id}` shows the provider's own view of an object.
+//!
+//! State lives in memory: a simulator restart forgets everything, as a sandbox reset
+//! would. Nothing in the product depends on this crate (`tests/architecture.rs`).
+
+pub mod calls;
+pub mod faults;
+pub mod form;
+pub mod stripe;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+/// A provider the simulator plays.
+pub trait Provider: Send + Sync + 'static {
+    /// Its path prefix and its name in the control API (`stripe`).
+    fn name(&self) -> &'static str;
+    /// Its API, mounted under `/{name}`.
+    fn routes(&self, sim: Sim) -> Router;
+    /// Its own view of one of its objects, by the provider's id.
+    fn object(&self, id: &str) -> Option<serde_json::Value>;
+}
+
+/// The providers, one line each.
+fn providers() -> Vec<Arc<dyn Provider>> {
+    vec![Arc::new(stripe::Stripe::default())]
+}
+
+/// What every provider shares: the armed faults and the call log.
+#[derive(Clone, Default)]
+pub struct Sim {
+    pub faults: faults::Faults,
+    pub calls: calls::Calls,
+}
+
+/// The simulator's router: every provider under its prefix, and the control API.
+pub fn router() -> Router {
+    let sim = Sim::default();
+    let providers = providers();
+    let mut router = Router::new();
+    for provider in &providers {
+        router = router.nest(&format!("/{}", provider.name()), provider.routes(sim.clone()));
+    }
+    let control = Router::new()
+        .route("/_sim/faults", post(arm_fault).delete(clear_faults))
+        .route("/_sim/calls", get(list_calls))
+        .route("/_sim/{provider}/objects/{id}", get(object))
+        .with_state(Control { sim, providers: Arc::new(providers) });
+    router.merge(control)
+}
+
+/// Serves the simulator on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router()).with_graceful_shutdown(shutdown).await
+}
+
+#[derive(Clone)]
+struct Control {
+    sim: Sim,
+    providers: Arc<Vec<Arc<dyn Provider>>>,
+}
+
+fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": detail.into() }))).into_response()
+}
+
+async fn arm_fault(State(control): State<Control>, body: bytes::Bytes) -> Response {
+    let fault: faults::Fault = match serde_json::from_slice(&body) {
+        Ok(fault) => fault,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, format!("not a fault: {error}")),
+    };
+    if !control.providers.iter().any(|provider| provider.name() == fault.provider) {
+        return problem(StatusCode::BAD_REQUEST, format!("no provider named {:?}", fault.provider));
+    }
+    control.sim.faults.arm(fault.clone());
+    (StatusCode::CREATED, Json(fault)).into_response()
+}
+
+async fn clear_faults(State(control): State<Control>) -> StatusCode {
+    control.sim.faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CallsQuery {
+    provider: Option<String>,
+}
+
+async fn list_calls(State(control): State<Control>, Query(query): Query<CallsQuery>) -> Response {
+    Json(serde_json::json!({ "data": control.sim.calls.list(query.provider.as_deref()) })).into_response()
+}
+
+async fn object(State(control): State<Control>, Path((provider, id)): Path<(String, String)>) -> Response {
+    let Some(provider) = control.providers.iter().find(|candidate| candidate.name() == provider) else {
+        return problem(StatusCode::NOT_FOUND, format!("no provider named {provider:?}"));
+    };
+    match provider.object(&id) {
+        Some(object) => Json(object).into_response(),
+        None => problem(StatusCode::NOT_FOUND, format!("{} has no object {id:?}", provider.name())),
+    }
+}
