@@ -10,7 +10,7 @@
 //! party may have acted and map to the API's 502/503/504 problems.
 //!
 //! Webhooks to merchants are not outside parties of this kind: their addresses are chosen
-//! by tenants and go through the SSRF guard of `till-events`.
+//! by tenants and go through the SSRF guard of `till-webhooks`.
 
 pub mod backoff;
 pub mod breaker;
