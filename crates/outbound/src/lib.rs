@@ -20,3 +20,6 @@ mod error;
 
 pub use client::{Credentials, Dependency, DependencyConfig, OutboundRequest, Reply};
 pub use error::{InvalidReply, Names, OutboundError};
+/// The types a caller needs to build requests, so that no service depends on the HTTP
+/// client itself.
+pub use reqwest::{Method, StatusCode, Url};

@@ -362,8 +362,9 @@ async fn call(
         std::time::Duration::from_millis(fault.as_ref().and_then(|fault| fault.delay_ms).unwrap_or(TIMEOUT_DEFAULT_MS));
     match kind {
         Some(FaultKind::Timeout) => {
-            tokio::time::sleep(delay).await;
+            // Logged on arrival, so the log is in the order calls came.
             record(None, kind);
+            tokio::time::sleep(delay).await;
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
         Some(FaultKind::Error500) => {
@@ -416,8 +417,8 @@ async fn call(
     };
     let reply = match kind {
         Some(FaultKind::TimeoutAfterEffect) => {
-            tokio::time::sleep(delay).await;
             record(None, kind);
+            tokio::time::sleep(delay).await;
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
         Some(FaultKind::Malformed) => {
