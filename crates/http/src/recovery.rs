@@ -227,11 +227,21 @@ impl Phase<'_> {
 
     /// Commits the last phase: its effects, `status` and `body` stored as the key's
     /// response (replayed from now on), and the recovery row gone.
-    pub async fn finish(mut self, status: StatusCode, body: &impl serde::Serialize) -> Result<Response, ApiError> {
+    pub async fn finish(self, status: StatusCode, body: &impl serde::Serialize) -> Result<Response, ApiError> {
         let body = serde_json::to_vec(body).map_err(|error| ApiError::internal(&error))?;
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.finish_with(response).await
+    }
+
+    /// Commits the last phase with a problem as the key's response: a decision (a 4xx,
+    /// or a reply that could not be trusted) that a retry must get again, not redo.
+    pub async fn finish_problem(self, problem: ApiError) -> Result<Response, ApiError> {
+        self.finish_with(problem.into_response()).await
+    }
+
+    async fn finish_with(mut self, response: Response) -> Result<Response, ApiError> {
         let keyring = self.phased.keyring.clone();
         let identity = LeaseIdentity { context: &self.phased.context, lease: self.phased.lease };
         let response = store_final(&mut self.transaction, &keyring, identity, response).await?;

@@ -22,10 +22,17 @@ pub enum EventType {
     ApiKeyCreated,
     ApiKeyRevoked,
     WebhookEndpointDisabled,
+    PaymentIntentCreated,
+    PaymentIntentAmountCapturableUpdated,
+    PaymentIntentProcessing,
+    PaymentIntentSucceeded,
+    PaymentIntentPaymentFailed,
+    PaymentIntentCanceled,
+    PaymentIntentRequiresReview,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 17] = [
         EventType::AccountCreated,
         EventType::AccountUpdated,
         EventType::TransferCreated,
@@ -36,6 +43,13 @@ impl EventType {
         EventType::ApiKeyCreated,
         EventType::ApiKeyRevoked,
         EventType::WebhookEndpointDisabled,
+        EventType::PaymentIntentCreated,
+        EventType::PaymentIntentAmountCapturableUpdated,
+        EventType::PaymentIntentProcessing,
+        EventType::PaymentIntentSucceeded,
+        EventType::PaymentIntentPaymentFailed,
+        EventType::PaymentIntentCanceled,
+        EventType::PaymentIntentRequiresReview,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +64,13 @@ impl EventType {
             EventType::ApiKeyCreated => "api_key.created",
             EventType::ApiKeyRevoked => "api_key.revoked",
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
+            EventType::PaymentIntentCreated => "payment_intent.created",
+            EventType::PaymentIntentAmountCapturableUpdated => "payment_intent.amount_capturable_updated",
+            EventType::PaymentIntentProcessing => "payment_intent.processing",
+            EventType::PaymentIntentSucceeded => "payment_intent.succeeded",
+            EventType::PaymentIntentPaymentFailed => "payment_intent.payment_failed",
+            EventType::PaymentIntentCanceled => "payment_intent.canceled",
+            EventType::PaymentIntentRequiresReview => "payment_intent.requires_review",
         }
     }
 
@@ -64,6 +85,13 @@ impl EventType {
             EventType::AccountCreated | EventType::AccountUpdated => "AccountBody",
             EventType::ApiKeyCreated | EventType::ApiKeyRevoked => "ApiKeyBody",
             EventType::WebhookEndpointDisabled => "WebhookEndpointBody",
+            EventType::PaymentIntentCreated
+            | EventType::PaymentIntentAmountCapturableUpdated
+            | EventType::PaymentIntentProcessing
+            | EventType::PaymentIntentSucceeded
+            | EventType::PaymentIntentPaymentFailed
+            | EventType::PaymentIntentCanceled
+            | EventType::PaymentIntentRequiresReview => "PaymentIntentBody",
             _ => "TransferBody",
         }
     }
@@ -98,6 +126,23 @@ impl EventType {
             EventType::ApiKeyCreated => "An API key was created (the secret is never in an event).",
             EventType::ApiKeyRevoked => "An API key was revoked.",
             EventType::WebhookEndpointDisabled => "A webhook endpoint kept failing for days and was disabled.",
+            EventType::PaymentIntentCreated => "A payment intent was created.",
+            EventType::PaymentIntentAmountCapturableUpdated => {
+                "The payment was authorised and awaits capture (amount_capturable)."
+            }
+            EventType::PaymentIntentProcessing => {
+                "The gateway's answer is not known yet (it timed out); a status sync settles it."
+            }
+            EventType::PaymentIntentSucceeded => {
+                "The payment was captured: the money is in the merchant's pending balance."
+            }
+            EventType::PaymentIntentPaymentFailed => {
+                "The payment method was declined (last_payment_error); the intent awaits another."
+            }
+            EventType::PaymentIntentCanceled => "The intent was canceled; an authorisation was released.",
+            EventType::PaymentIntentRequiresReview => {
+                "The gateway's reply could not be trusted (review_reason); nothing was posted."
+            }
         }
     }
 

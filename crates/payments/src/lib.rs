@@ -1,4 +1,5 @@
-//! The payments service.
+//! The payments service: payment intents through gateways, with every money-moving step
+//! in the ledger in the same transaction as the intent's own change and its event.
 //!
 //! - [`gateway`]: what Till asks of a payment gateway and what it accepts back, as typed
 //!   values ([`gateway::GatewayIntent`], [`gateway::Decline`]), with one adapter per
@@ -6,5 +7,28 @@
 //!   outbound kit and validates every reply before anything acts on it: a reply that
 //!   names another object, another amount or currency, a status the API does not have,
 //!   or a malformed body is an `InvalidReply`, never a defaulted field.
+//! - [`domain`]: the intent's statuses (pure).
+//! - [`api`]: the routes, phased around each gateway call (`till_http::recovery`).
+//! - [`ledger`]: the accounts and postings, by construction (a capture posts a hold the
+//!   ledger bounds; refunds take from an account with a floor of zero).
+//! - [`store`]: the schema's SQL. [`service`]: the registration.
 
+pub mod api;
+pub mod domain;
 pub mod gateway;
+pub mod ledger;
+pub mod service;
+pub mod store;
+
+pub use service::{PaymentsConfig, StripeSettings};
+
+pub static MIGRATIONS: till_db::SchemaMigrations =
+    till_db::SchemaMigrations { schema: "payments", migrator: &MIGRATOR };
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+till_kit::typed_id!(
+    PaymentIntentId,
+    "pi",
+    "payment intent",
+    "A payment intent: one payment, from creation to capture."
+);

@@ -29,6 +29,8 @@ pub struct Config {
     pub webhooks: till_webhooks::WebhookConfig,
     /// The bus consumers read: the embedded log, or RabbitMQ (then the publisher runs too).
     pub bus: till_events::bus::Bus,
+    /// Where the payment gateways are (`till up`: the simulator, unless configured).
+    pub payments: till_payments::PaymentsConfig,
     /// Failed authentications from one address in a minute before it is throttled (429).
     pub auth_failures_per_minute: u32,
     /// Leases of phased requests (those that call an outside party) and when the recovery
@@ -64,6 +66,7 @@ impl Config {
             jwt_lifetime_seconds_max: till_access::jwt::LIFETIME_SECONDS_DEFAULT,
             webhooks: till_webhooks::WebhookConfig::default(),
             bus: till_events::bus::Bus::Embedded,
+            payments: till_payments::PaymentsConfig::default(),
         }
     }
 

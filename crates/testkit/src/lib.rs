@@ -170,6 +170,9 @@ pub struct TestApp {
     pub openapi: utoipa_json::Document,
     /// The keys the server seals secrets with.
     pub keyring: std::sync::Arc<till_kit::Keyring>,
+    /// The simulator this app's gateways point at (`http://127.0.0.1:PORT`), with its
+    /// control API (`/_sim/faults`, `/_sim/calls`, `/_sim/{provider}/objects/{id}`).
+    pub sim: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -228,7 +231,32 @@ async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<T
     try_spawn_on(fresh_database().await?, config, extension).await
 }
 
-async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extension) -> anyhow::Result<TestApp> {
+/// Stripe at the simulator `sim`, with attempts short enough for tests to wait out.
+pub fn stripe_settings(sim: &str) -> till_payments::StripeSettings {
+    let base_url = reqwest::Url::parse(&format!("{sim}/stripe/")).unwrap_or_else(|error| panic!("{sim}: {error}"));
+    let mut settings = till_payments::StripeSettings::new(base_url, Secret::new(String::from("sk_test_till_testkit")));
+    settings.attempt_timeout = Duration::from_secs(2);
+    settings
+}
+
+/// A simulator of the outside world of the test's own, stopped with the test's runtime.
+async fn start_simulator() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(till_sim::serve(listener, std::future::pending()));
+    Ok(address)
+}
+
+async fn try_spawn_on(database: TestDatabase, mut config: Config, extension: Extension) -> anyhow::Result<TestApp> {
+    // Each app gets a simulator of its own, unless the test pointed the gateways elsewhere.
+    let sim = match &config.payments.stripe {
+        Some(stripe) => stripe.base_url.origin().ascii_serialization(),
+        None => {
+            let sim = start_simulator().await?;
+            config.payments.stripe = Some(stripe_settings(&sim));
+            sim
+        }
+    };
     let pool = database.app_pool(10).await?;
     let owner_pool = database.owner_pool().await?;
     let admin_token = config.admin_token.expose_secret().clone();
@@ -256,6 +284,7 @@ async fn try_spawn_on(database: TestDatabase, config: Config, extension: Extensi
         owner_pool,
         openapi,
         keyring: keyring_for_test,
+        sim,
         shutdown: Some(shutdown),
     })
 }
@@ -267,6 +296,8 @@ impl TestApp {
         // Instances of one deployment share their sealing keys.
         let mut config = test_config();
         config.keyring = self.keyring.clone();
+        // And their gateways.
+        config.payments.stripe = Some(stripe_settings(&self.sim));
         try_spawn_on(self.database.clone(), config, Extension::default())
             .await
             .unwrap_or_else(|error| panic!("spawning another instance: {error:#}"))

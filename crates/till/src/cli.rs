@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run Till: embedded PostgreSQL (unless DATABASE_URL is set), migrations, the API.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Platform operations.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -180,6 +180,20 @@ pub struct UpArgs {
     /// The API's address. The default keeps it on this machine.
     #[arg(long, env = "TILL_BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
+    /// The simulator's port on 127.0.0.1 (default: the API's port + 1; any free port
+    /// when the API's is 0).
+    #[arg(long, env = "TILL_SIM_PORT")]
+    pub sim_port: Option<u16>,
+    /// `off`: do not start the simulator (then set TILL_STRIPE_BASE_URL, or payments
+    /// answer 503).
+    #[arg(long, env = "TILL_SIMULATOR", default_value = "on", value_parser = ["on", "off"])]
+    pub simulator: String,
+    /// Stripe's API (`https://api.stripe.com/`); set, the simulator does not stand in.
+    #[arg(long, env = "TILL_STRIPE_BASE_URL")]
+    pub stripe_base_url: Option<String>,
+    /// Stripe's secret key (`sk_live_…`, `sk_test_…`), with TILL_STRIPE_BASE_URL.
+    #[arg(long, env = "TILL_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
     /// The platform admin token (at least 32 characters). Default: generated on the first
     /// start and kept in `<data-dir>/admin-token`.
     #[arg(long, env = "TILL_ADMIN_TOKEN", hide_env_values = true)]

@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            cli::Command::Up(args) => up::run(args).await,
+            cli::Command::Up(args) => up::run(*args).await,
             cli::Command::Admin(cli::AdminCommand::CreateBusiness(args)) => up::create_business(args).await,
             cli::Command::Ledger(cli::LedgerCommand::Check(args)) => up::check_ledger(args).await,
             cli::Command::Bench { args } => bench(args),

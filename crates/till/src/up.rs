@@ -41,7 +41,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 async fn serve(
     args: &UpArgs,
-    config: Config,
+    mut config: Config,
     database: &Database,
     new_admin_token: Option<&Secret<String>>,
 ) -> anyhow::Result<()> {
@@ -56,6 +56,7 @@ async fn serve(
     }
     owner_pool.close().await;
     let pool = till_db::connect_app_pool(database.owner_options.clone(), args.db_connections_max).await?;
+    let simulator = start_simulator(args, &mut config).await?;
     let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
     let address = SocketAddr::new(args.bind, args.port);
@@ -65,15 +66,7 @@ async fn serve(
     let demo = create_demo_business_once(&pool, &args.database.data_dir).await?;
     // Before the banner, which is when a supervisor may first send SIGTERM.
     let shutdown = shutdown_signal();
-    print_banner(
-        &base,
-        database,
-        demo.as_ref(),
-        new_admin_token,
-        &args.database.data_dir,
-        args.webhooks_allow_private_targets,
-        args.broker.broker_url.is_some(),
-    );
+    print_banner(&base, database, demo.as_ref(), new_admin_token, args, simulator.as_deref());
 
     built.run(listener, shutdown).await?;
     pool.close().await;
@@ -177,10 +170,11 @@ fn print_banner(
     database: &Database,
     demo: Option<&CreatedBusinessBody>,
     new_admin_token: Option<&Secret<String>>,
-    data_dir: &Path,
-    allow_private_webhooks: bool,
-    broker: bool,
+    args: &UpArgs,
+    simulator: Option<&str>,
 ) {
+    let (data_dir, allow_private_webhooks, broker) =
+        (&args.database.data_dir, args.webhooks_allow_private_targets, args.broker.broker_url.is_some());
     println!("Till is up.");
     println!("  API:      {base}/v1");
     println!("  Docs:     {base}/docs");
@@ -190,6 +184,10 @@ fn print_banner(
         "  Events:   {}",
         if broker { "RabbitMQ (TILL_BROKER_URL), published from the event log" } else { "the embedded event log" }
     );
+    match simulator {
+        Some(sim) => println!("  Gateways: the simulator at {sim} (Stripe at /stripe/v1): no real money moves"),
+        None => println!("  Gateways: as configured (TILL_STRIPE_BASE_URL)"),
+    }
     if let Some(demo) = demo {
         println!();
         println!("Created the demo business {} ({}).", demo.business.id, demo.business.legal_name);
@@ -212,6 +210,39 @@ fn print_banner(
     }
     println!();
     println!("Press Ctrl-C to stop.");
+}
+
+/// Starts the simulator for `till up` and points the gateways at it, unless a gateway is
+/// configured or `TILL_SIMULATOR=off`. Returns its address when it runs. It serves until
+/// the process ends.
+async fn start_simulator(args: &UpArgs, config: &mut Config) -> anyhow::Result<Option<String>> {
+    if let Some(base) = &args.stripe_base_url {
+        let base_url = till_outbound::Url::parse(base).context("TILL_STRIPE_BASE_URL is not a URL")?;
+        let key = args.stripe_secret_key.clone().context("TILL_STRIPE_BASE_URL needs TILL_STRIPE_SECRET_KEY")?;
+        config.payments.stripe = Some(till_payments::StripeSettings::new(base_url, Secret::new(key)));
+        return Ok(None);
+    }
+    if args.simulator == "off" {
+        return Ok(None);
+    }
+    let port = match (args.sim_port, args.port) {
+        (Some(port), _) => port,
+        (None, 0) => 0,
+        (None, api) => api.checked_add(1).context("the API's port is the last one: set TILL_SIM_PORT")?,
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| {
+        format!("binding the simulator to 127.0.0.1:{port} (set TILL_SIM_PORT, or TILL_SIMULATOR=off)")
+    })?;
+    let sim = format!("http://{}", listener.local_addr()?);
+    let base_url = till_outbound::Url::parse(&format!("{sim}/stripe/")).context("the simulator's URL")?;
+    config.payments.stripe =
+        Some(till_payments::StripeSettings::new(base_url, Secret::new(String::from("sk_test_till_simulator"))));
+    tokio::spawn(async move {
+        if let Err(error) = till_sim::serve(listener, std::future::pending()).await {
+            tracing::error!(%error, "the simulator stopped");
+        }
+    });
+    Ok(Some(sim))
 }
 
 /// `till sim`: the simulator alone, until Ctrl-C or SIGTERM.

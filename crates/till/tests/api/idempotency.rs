@@ -213,7 +213,54 @@ fn cases() -> Vec<Case> {
                 })
             },
         },
+        Case {
+            path: "/v1/payment_intents",
+            platform: false,
+            effects: "SELECT count(*) FROM payments.intents",
+            prepare: |_, _| {
+                Box::pin(async {
+                    target(
+                        "/v1/payment_intents",
+                        |n| json!({ "amount": 100 + n, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true }),
+                    )
+                })
+            },
+        },
+        Case {
+            path: "/v1/payment_intents/{id}/confirm",
+            platform: false,
+            effects: "SELECT count(*) FROM payments.intents WHERE status = 'succeeded'",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let intent = payment_intent(app, business, json!({ "amount": 500, "currency": "GBP" })).await;
+                    target(
+                        format!("/v1/payment_intents/{intent}/confirm"),
+                        |n| json!({ "payment_method": if n == 1 { "pm_card_visa" } else { "pm_card_mastercard" } }),
+                    )
+                })
+            },
+        },
+        Case {
+            path: "/v1/payment_intents/{id}/capture",
+            platform: false,
+            effects: "SELECT count(*) FROM payments.intents WHERE status = 'succeeded'",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let body = json!({ "amount": 500, "currency": "GBP", "capture_method": "manual",
+                                       "payment_method": "pm_card_visa", "confirm": true });
+                    let intent = payment_intent(app, business, body).await;
+                    target(format!("/v1/payment_intents/{intent}/capture"), |n| json!({ "amount_to_capture": n }))
+                })
+            },
+        },
     ]
+}
+
+async fn payment_intent(app: &TestApp, business: &TestBusiness, body: Value) -> String {
+    let response = app.post("/v1/payment_intents", &business.owner_key, &uuid::Uuid::now_v7().to_string(), &body).await;
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.expect("json");
+    created["id"].as_str().expect("id").to_string()
 }
 
 async fn webhook_endpoint(app: &TestApp, business: &TestBusiness) -> String {

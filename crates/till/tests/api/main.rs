@@ -12,6 +12,7 @@ mod ledger;
 mod ledger_concurrency;
 mod ledger_helpers;
 mod operations;
+mod payments;
 mod posting;
 mod recovery;
 mod roles;

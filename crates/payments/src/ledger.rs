@@ -1,0 +1,267 @@
+//! The payments service's money in the ledger, posted in process (`till_ledger::posting`)
+//! in the same transaction as the intent's own change and its event.
+//!
+//! Accounts, per business and currency (opened on first use, in the transaction that
+//! first needs them):
+//! - `receivable:stripe` (debit-normal): what the gateway owes the business;
+//! - `merchant_pending` (credit-normal): captured money not yet settled;
+//! - `refund_capacity` (debit-normal): the source of each intent's refundable amount;
+//!
+//! and per intent, `refundable` (credit-normal, floor 0), opened at capture.
+//!
+//! What by construction means here:
+//! - an authorisation (manual capture) is a ledger *hold* from the receivable to the
+//!   merchant's pending account: it moves no balance, only shows as pending incoming. A
+//!   capture posts the hold, in part or in full; the ledger refuses a post above the
+//!   hold and a second post of the same hold, so over-capture and double capture cannot
+//!   be posted whatever the code above does. A hold expires by itself after the card's
+//!   authorisation window (7 days), as the gateway's authorisation does.
+//! - a capture also moves the captured amount from `refund_capacity` into the intent's
+//!   `refundable` account, whose floor is 0: a refund takes from it, so refunds beyond
+//!   what was captured are refused by the ledger's bounds.
+//! - the gateway's fee moves from the merchant's pending account back to the
+//!   receivable: the gateway keeps it out of what it settles.
+//!
+//! Every command carries a posting key derived from the intent and the step
+//! (`pi_…:capture`), so a step retried after a crash posts once.
+
+use sqlx::PgConnection;
+use till_http::ApiError;
+use till_kit::{BusinessId, Currency, HumanText, Metadata, Money};
+use till_ledger::domain::{Command, HoldExpiry, NewTransfer, Outcome, Side};
+use till_ledger::posting::{self, OpenAccount, PostingKey};
+use till_ledger::{AccountId, TransferId};
+use uuid::Uuid;
+
+use crate::store;
+
+/// How long an authorisation is held: a card-not-present customer-initiated
+/// authorisation is valid 7 days at every major scheme (providers.md §1.1).
+pub const AUTHORISATION_SECONDS: i64 = 7 * 24 * 60 * 60;
+
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Receivable,
+    MerchantPending,
+    RefundCapacity,
+}
+
+impl Role {
+    fn key(self) -> &'static str {
+        match self {
+            Role::Receivable => "receivable:stripe",
+            Role::MerchantPending => "merchant_pending",
+            Role::RefundCapacity => "refund_capacity",
+        }
+    }
+
+    fn name(self, currency: Currency) -> String {
+        let what = match self {
+            Role::Receivable => "Owed by Stripe",
+            Role::MerchantPending => "Payments pending settlement",
+            Role::RefundCapacity => "Refund capacity",
+        };
+        format!("{what} ({})", currency.code())
+    }
+
+    fn normal_balance(self) -> Side {
+        match self {
+            Role::Receivable | Role::RefundCapacity => Side::Debit,
+            Role::MerchantPending => Side::Credit,
+        }
+    }
+}
+
+fn internal(cause: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(&cause)
+}
+
+fn text(value: &str) -> Result<HumanText, ApiError> {
+    HumanText::parse(value, 200).map_err(|refusal| internal(format_args!("{value:?}: {refusal}")))
+}
+
+fn metadata(intent: &str, kind: &str) -> Result<Metadata, ApiError> {
+    let map = [("payment_intent".to_string(), intent.to_string()), ("kind".to_string(), kind.to_string())];
+    Metadata::parse(map.into_iter().collect()).map_err(internal)
+}
+
+/// The business's account for `role` in `currency`, opened in this transaction if it is
+/// the first time.
+async fn account(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    currency: Currency,
+    role: Role,
+    request_id: Option<&str>,
+) -> Result<AccountId, ApiError> {
+    let candidate = AccountId::generate();
+    let (id, opened_here) =
+        store::claim_ledger_account(connection, business, currency, role.key(), candidate.as_uuid()).await?;
+    if opened_here {
+        let spec = OpenAccount {
+            id: candidate,
+            name: text(&role.name(currency))?,
+            currency,
+            normal_balance: role.normal_balance(),
+            min_balance: None,
+            max_balance: None,
+            metadata: Metadata::default(),
+        };
+        posting::open_account(connection, business, &spec, request_id).await?.map_err(internal)?;
+    }
+    Ok(AccountId::from_uuid(id))
+}
+
+/// Applies one command under its key; a refusal is returned for the caller to judge.
+async fn apply(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    key: String,
+    command: Command,
+    request_id: Option<&str>,
+) -> Result<Result<Outcome, till_ledger::domain::Refusal>, ApiError> {
+    let key = PostingKey::new(key).map_err(internal)?;
+    Ok(posting::apply_in(connection, business, Some(&key), &command, request_id).await?)
+}
+
+fn transfer(
+    debit: AccountId,
+    credit: AccountId,
+    amount: Money,
+    hold: Option<HoldExpiry>,
+    description: &str,
+    metadata: Metadata,
+) -> Result<NewTransfer, ApiError> {
+    Ok(NewTransfer {
+        id: TransferId::generate(),
+        debit_account: debit,
+        credit_account: credit,
+        amount,
+        hold,
+        description: Some(text(description)?),
+        metadata,
+    })
+}
+
+/// Why the ledger refused a step the gateway already took: the intent needs review.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+/// An authorisation: the hold from the receivable to the merchant's pending account.
+pub async fn authorise(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    intent: &str,
+    amount: Money,
+    request_id: Option<&str>,
+) -> Result<Result<Uuid, Refused>, ApiError> {
+    let receivable = account(connection, business, amount.currency(), Role::Receivable, request_id).await?;
+    let pending = account(connection, business, amount.currency(), Role::MerchantPending, request_id).await?;
+    let hold = transfer(
+        receivable,
+        pending,
+        amount,
+        Some(HoldExpiry::After { seconds: AUTHORISATION_SECONDS }),
+        &format!("Authorisation of {intent}"),
+        metadata(intent, "authorisation")?,
+    )?;
+    match apply(connection, business, format!("{intent}:authorise"), Command::Transfer(hold), request_id).await? {
+        Ok(Outcome::Transfer(transfer)) => Ok(Ok(transfer.id.as_uuid())),
+        Ok(Outcome::Batch(_)) => Err(internal("a transfer answered as a batch")),
+        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
+    }
+}
+
+/// A capture of `amount`: the authorisation's hold posted (manual capture) or the money
+/// moved at once (automatic), and the amount made refundable. Returns the intent's
+/// refundable account.
+pub async fn capture(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    intent: &str,
+    hold: Option<Uuid>,
+    amount: Money,
+    request_id: Option<&str>,
+) -> Result<Result<Uuid, Refused>, ApiError> {
+    let currency = amount.currency();
+    let moved = match hold {
+        Some(hold) => Command::post(TransferId::from_uuid(hold), Some(amount)),
+        None => {
+            let receivable = account(connection, business, currency, Role::Receivable, request_id).await?;
+            let pending = account(connection, business, currency, Role::MerchantPending, request_id).await?;
+            Command::Transfer(transfer(
+                receivable,
+                pending,
+                amount,
+                None,
+                &format!("Capture of {intent}"),
+                metadata(intent, "capture")?,
+            )?)
+        }
+    };
+    if let Err(refusal) = apply(connection, business, format!("{intent}:capture"), moved, request_id).await? {
+        return Ok(Err(Refused(refusal.to_string())));
+    }
+    let capacity = account(connection, business, currency, Role::RefundCapacity, request_id).await?;
+    let refundable = AccountId::generate();
+    let spec = OpenAccount {
+        id: refundable,
+        name: text(&format!("Refundable on {intent}"))?,
+        currency,
+        normal_balance: Side::Credit,
+        // Refunds take from here: never below zero, so never more than was captured.
+        min_balance: Some(Money::zero(currency)),
+        max_balance: None,
+        metadata: metadata(intent, "refundable")?,
+    };
+    posting::open_account(connection, business, &spec, request_id).await?.map_err(internal)?;
+    let made_refundable = transfer(
+        capacity,
+        refundable,
+        amount,
+        None,
+        &format!("Refundable on {intent}"),
+        metadata(intent, "capacity")?,
+    )?;
+    let key = format!("{intent}:refundable");
+    if let Err(refusal) = apply(connection, business, key, Command::Transfer(made_refundable), request_id).await? {
+        return Ok(Err(Refused(refusal.to_string())));
+    }
+    Ok(Ok(refundable.as_uuid()))
+}
+
+/// The gateway's fee on a capture, out of the merchant's pending money.
+pub async fn fee(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    intent: &str,
+    fee: Money,
+    request_id: Option<&str>,
+) -> Result<Result<(), Refused>, ApiError> {
+    if fee.is_zero() {
+        return Ok(Ok(()));
+    }
+    let receivable = account(connection, business, fee.currency(), Role::Receivable, request_id).await?;
+    let pending = account(connection, business, fee.currency(), Role::MerchantPending, request_id).await?;
+    let charged =
+        transfer(pending, receivable, fee, None, &format!("Stripe fee on {intent}"), metadata(intent, "fee")?)?;
+    match apply(connection, business, format!("{intent}:fee"), Command::Transfer(charged), request_id).await? {
+        Ok(_) => Ok(Ok(())),
+        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
+    }
+}
+
+/// Releases an authorisation (a cancel): the hold is voided.
+pub async fn release(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    intent: &str,
+    hold: Uuid,
+    request_id: Option<&str>,
+) -> Result<Result<(), Refused>, ApiError> {
+    let command = Command::Void { hold: TransferId::from_uuid(hold) };
+    match apply(connection, business, format!("{intent}:release"), command, request_id).await? {
+        Ok(_) => Ok(Ok(())),
+        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
+    }
+}

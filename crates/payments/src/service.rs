@@ -1,0 +1,119 @@
+//! The payments service's registration: its schema and outbox, the payment intent routes
+//! (phased, with their resumers), and its settings: where Stripe is ([`PaymentsConfig`],
+//! provided by the composition root; `till up` points it at the simulator).
+
+use std::sync::Arc;
+
+use axum::http::Method;
+use axum::response::IntoResponse;
+use till_http::auth::{Access, Role, RoutePermission};
+use till_http::recovery::Resumer;
+use till_http::service::{Context, MountError, Mounted, Service};
+use till_kit::Secret;
+use till_outbound::Url;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::api::{self, Payments};
+use crate::gateway::stripe::Stripe;
+
+pub static SERVICE: Service = Service {
+    name: "payments",
+    migrations: &crate::MIGRATIONS,
+    outbox: Some(crate::store::OUTBOX),
+    permissions,
+    mount,
+};
+
+/// Where the gateways are. Without Stripe the payment routes are still mounted (the
+/// document and the permission table are the same everywhere) and answer 503.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentsConfig {
+    pub stripe: Option<StripeSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    /// `https://api.stripe.com/`, or the simulator's `http://127.0.0.1:PORT/stripe/`.
+    pub base_url: Url,
+    pub secret_key: Secret<String>,
+    /// How long one attempt of a call may take before it is given up (and retried with
+    /// the same idempotency key, when attempts remain).
+    pub attempt_timeout: std::time::Duration,
+}
+
+impl StripeSettings {
+    pub fn new(base_url: Url, secret_key: Secret<String>) -> StripeSettings {
+        StripeSettings { base_url, secret_key, attempt_timeout: std::time::Duration::from_secs(15) }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    components(schemas(api::PaymentIntentBody)),
+    tags((name = "payments", description = "Payment intents: take a card payment through a gateway, authorise and capture it. Every capture is in the ledger, in the same transaction as the intent's change.")),
+)]
+struct Doc;
+
+fn mount(context: &mut Context) -> Result<Mounted, MountError> {
+    let config: PaymentsConfig = context.require("payments")?;
+    let settings = match config.stripe {
+        Some(settings) => settings,
+        // Nothing listens on port 9 (discard): every call fails to connect, which the
+        // routes answer with a 503 and nothing done.
+        None => StripeSettings::new(
+            Url::parse("http://127.0.0.1:9/")
+                .map_err(|error| MountError::Failed { service: "payments", why: error.to_string() })?,
+            Secret::new(String::from("sk_test_unconfigured")),
+        ),
+    };
+    let mut outbound = till_outbound::DependencyConfig::new(
+        crate::gateway::stripe::NAMES,
+        settings.base_url,
+        till_outbound::Credentials::Bearer(settings.secret_key),
+    );
+    outbound.attempt_timeout = settings.attempt_timeout;
+    let stripe = Stripe::with_config(outbound)
+        .map_err(|error| MountError::Failed { service: "payments", why: error.to_string() })?;
+    let payments = Payments { stripe: Arc::new(stripe) };
+    Ok(Mounted {
+        tenant_routes: OpenApiRouter::with_openapi(Doc::openapi()).merge(api::routes(payments.clone())),
+        resumers: resumers(&payments),
+        ..Mounted::default()
+    })
+}
+
+fn resumers(payments: &Payments) -> Vec<Resumer> {
+    vec![
+        resumer(api::CREATE_PATH, payments, api::run_create),
+        resumer(api::CONFIRM_PATH, payments, api::run_confirm),
+        resumer(api::CAPTURE_PATH, payments, api::run_capture),
+    ]
+}
+
+/// What resumes `route`: the same function its handler runs.
+fn resumer<F, Fut>(route: &'static str, payments: &Payments, run: F) -> Resumer
+where
+    F: Fn(Payments, till_http::recovery::Phased) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<axum::response::Response, till_http::ApiError>> + Send + 'static,
+{
+    let payments = payments.clone();
+    Resumer {
+        route,
+        resume: Arc::new(move |phased| {
+            let payments = payments.clone();
+            Box::pin(async move { run(payments, phased).await.unwrap_or_else(IntoResponse::into_response) })
+        }),
+    }
+}
+
+/// Viewers read; finance takes payments.
+fn permissions() -> Vec<RoutePermission> {
+    let row = |method, path, role| RoutePermission { method, path, access: Access::Role(role) };
+    vec![
+        row(Method::POST, api::CREATE_PATH, Role::Finance),
+        row(Method::GET, "/v1/payment_intents/{id}", Role::Viewer),
+        row(Method::POST, api::CONFIRM_PATH, Role::Finance),
+        row(Method::POST, api::CAPTURE_PATH, Role::Finance),
+    ]
+}

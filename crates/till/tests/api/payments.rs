@@ -1,0 +1,284 @@
+//! Payment intents end to end: the real server, its real Stripe adapter, the simulator
+//! playing Stripe, and the ledger inside every money-moving step.
+
+use serde_json::{json, Value};
+use till_testkit::{problem, spawn_app, TestApp, TestBusiness};
+
+use crate::ledger_helpers::{account, check};
+
+async fn create(app: &TestApp, key: &str, idempotency: &str, body: Value) -> (u16, Value) {
+    let response = app.post("/v1/payment_intents", key, idempotency, &body).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn step(app: &TestApp, key: &str, intent: &str, action: &str, idempotency: &str, body: Value) -> (u16, Value) {
+    let response = app.post(&format!("/v1/payment_intents/{intent}/{action}"), key, idempotency, &body).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn fault(app: &TestApp, operation: &str, fault: &str, delay_ms: Option<u64>) {
+    let body = json!({"provider": "stripe", "operation": operation, "fault": fault, "delay_ms": delay_ms});
+    let response = app.client.post(format!("{}/_sim/faults", app.sim)).json(&body).send().await.expect("fault");
+    assert_eq!(response.status().as_u16(), 201);
+}
+
+async fn sim_calls(app: &TestApp, operation: &str) -> Vec<Value> {
+    let calls: Value = app
+        .client
+        .get(format!("{}/_sim/calls?provider=stripe", app.sim))
+        .send()
+        .await
+        .expect("calls")
+        .json()
+        .await
+        .expect("json");
+    calls["data"].as_array().expect("calls").iter().filter(|call| call["operation"] == operation).cloned().collect()
+}
+
+async fn sim_object(app: &TestApp, id: &str) -> Value {
+    app.client
+        .get(format!("{}/_sim/stripe/objects/{id}", app.sim))
+        .send()
+        .await
+        .expect("object")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// The business's payments accounts, by role, as the ledger shows them.
+async fn ledger_account(app: &TestApp, business: &TestBusiness, role: &str) -> Value {
+    let business_id = uuid::Uuid::parse_str(business.id.trim_start_matches("biz_")).expect("uuid");
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT account_id FROM payments.ledger_accounts WHERE business_id = $1 AND role = $2")
+            .bind(business_id)
+            .bind(role)
+            .fetch_one(&app.owner_pool)
+            .await
+            .unwrap_or_else(|error| panic!("{role}: {error}"));
+    account(app, &business.owner_key, &format!("acct_{}", id.simple())).await
+}
+
+async fn refundable(app: &TestApp, business: &TestBusiness, intent: &str) -> Value {
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT refundable_account FROM payments.intents WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(intent.trim_start_matches("pi_")).expect("uuid"))
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("refundable account");
+    account(app, &business.owner_key, &format!("acct_{}", id.simple())).await
+}
+
+#[tokio::test]
+async fn an_automatic_payment_is_captured_with_its_fee_in_the_ledger() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let (status, intent) = create(
+        &app,
+        key,
+        "pay-1",
+        json!({"amount": 1000, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true,
+               "description": "Order 42", "metadata": {"order": "42"}, "customer_email": "buyer@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{intent}");
+    assert_eq!((intent["status"].as_str(), intent["amount_received"].as_i64()), (Some("succeeded"), Some(1000)));
+    assert_eq!(intent["fee"], 35, "1.5 % of 1 000p, plus 20p");
+    assert!(intent["id"].as_str().expect("id").starts_with("pi_"));
+    // The money: captured into the merchant's pending balance, less the fee; owed by Stripe.
+    assert_eq!(ledger_account(&app, &business, "merchant_pending").await["balance"], 965);
+    assert_eq!(ledger_account(&app, &business, "receivable:stripe").await["balance"], 965);
+    assert_eq!(refundable(&app, &business, intent["id"].as_str().expect("id")).await["balance"], 1000);
+    assert_eq!(check(&app, key).await["ok"], true);
+    // Stripe holds the same.
+    let gateway = sim_object(&app, intent["gateway_intent_id"].as_str().expect("gateway id")).await;
+    assert_eq!((gateway["status"].as_str(), gateway["amount_received"].as_i64()), (Some("succeeded"), Some(1000)));
+    // A retry of the same request is the same answer, and Stripe is not called again.
+    let (status, again) = create(
+        &app,
+        key,
+        "pay-1",
+        json!({"amount": 1000, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true,
+               "description": "Order 42", "metadata": {"order": "42"}, "customer_email": "buyer@example.com"}),
+    )
+    .await;
+    assert_eq!((status, &again), (201, &intent));
+    assert_eq!(sim_calls(&app, "create").await.len(), 1);
+    assert_eq!(sim_calls(&app, "confirm").await.len(), 1);
+    let fetched: Value = app
+        .get(&format!("/v1/payment_intents/{}", intent["id"].as_str().expect("id")), key)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(fetched["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_manual_payment_is_held_then_captured_once_in_part() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let (status, intent) = create(
+        &app,
+        key,
+        "man-1",
+        json!({"amount": 1000, "currency": "GBP", "capture_method": "manual", "payment_method": "pm_card_visa", "confirm": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{intent}");
+    assert_eq!(
+        (intent["status"].as_str(), intent["amount_capturable"].as_i64()),
+        (Some("requires_capture"), Some(1000))
+    );
+    let id = intent["id"].as_str().expect("id").to_string();
+    // The authorisation is a hold: pending, nothing in the balance yet.
+    let pending = ledger_account(&app, &business, "merchant_pending").await;
+    assert_eq!((pending["balance"].as_i64(), pending["credits_pending"].as_i64()), (Some(0), Some(1000)));
+
+    let (status, over) = step(&app, key, &id, "capture", "cap-over", json!({"amount_to_capture": 1001})).await;
+    assert_eq!((status, over["param"].as_str()), (422, Some("amount_to_capture")), "{over}");
+    let (status, captured) = step(&app, key, &id, "capture", "cap-1", json!({"amount_to_capture": 800})).await;
+    assert_eq!(status, 200, "{captured}");
+    assert_eq!((captured["status"].as_str(), captured["amount_received"].as_i64()), (Some("succeeded"), Some(800)));
+    assert_eq!(captured["fee"], 32);
+    let pending = ledger_account(&app, &business, "merchant_pending").await;
+    assert_eq!(
+        (pending["balance"].as_i64(), pending["credits_pending"].as_i64()),
+        (Some(768), Some(0)),
+        "the rest released"
+    );
+    assert_eq!(refundable(&app, &business, &id).await["balance"], 800);
+    let (status, twice) = step(&app, key, &id, "capture", "cap-2", json!({})).await;
+    assert_eq!((status, twice["code"].as_str()), (409, Some("state_conflict")));
+    assert_eq!(sim_calls(&app, "capture").await.len(), 1, "nothing refused was sent to Stripe");
+    assert_eq!(check(&app, key).await["ok"], true);
+}
+
+#[tokio::test]
+async fn a_decline_waits_for_another_card() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let (status, declined) = create(
+        &app,
+        key,
+        "dec-1",
+        json!({"amount": 500, "currency": "GBP", "payment_method": "pm_card_visa_chargeDeclined", "confirm": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{declined}");
+    assert_eq!(declined["status"], "requires_payment_method");
+    assert_eq!(declined["last_payment_error"]["decline_code"], "generic_decline");
+    let id = declined["id"].as_str().expect("id").to_string();
+    let (status, paid) = step(&app, key, &id, "confirm", "dec-2", json!({"payment_method": "pm_card_visa"})).await;
+    assert_eq!((status, paid["status"].as_str()), (200, Some("succeeded")), "{paid}");
+    assert_eq!(paid["last_payment_error"], Value::Null);
+    let (status, again) = step(&app, key, &id, "confirm", "dec-3", json!({})).await;
+    assert_eq!((status, again["code"].as_str()), (409, Some("state_conflict")));
+}
+
+#[tokio::test]
+async fn a_lying_gateway_puts_the_intent_in_review_and_posts_nothing() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    for (n, lie) in ["wrong_amount", "wrong_currency", "unknown_status", "malformed"].into_iter().enumerate() {
+        fault(&app, "confirm", lie, None).await;
+        let (status, answer) = create(
+            &app,
+            key,
+            &format!("lie-{n}"),
+            json!({"amount": 1000, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true}),
+        )
+        .await;
+        assert_eq!((status, answer["code"].as_str()), (502, Some("gateway_reply_invalid")), "{lie}: {answer}");
+    }
+    let reviewed: Vec<(String, Option<String>)> = sqlx::query_as("SELECT status, review_reason FROM payments.intents")
+        .fetch_all(&app.owner_pool)
+        .await
+        .expect("intents");
+    assert_eq!(reviewed.len(), 4);
+    assert!(reviewed.iter().all(|(status, reason)| status == "requires_review" && reason.is_some()), "{reviewed:?}");
+    let transfers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger.transfers").fetch_one(&app.owner_pool).await.expect("count");
+    assert_eq!(transfers, 0, "nothing was posted on a reply that could not be trusted");
+}
+
+/// A capture whose reply is lost after Stripe applied it: Till retries with the same
+/// key, Stripe holds exactly one capture and the ledger exactly one posting.
+#[tokio::test]
+async fn a_capture_whose_reply_is_lost_is_captured_and_posted_once() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let (_, intent) = create(
+        &app,
+        key,
+        "lost-1",
+        json!({"amount": 2000, "currency": "GBP", "capture_method": "manual", "payment_method": "pm_card_visa", "confirm": true}),
+    )
+    .await;
+    let id = intent["id"].as_str().expect("id").to_string();
+    fault(&app, "capture", "timeout_after_effect", Some(3_000)).await;
+    let (status, captured) = step(&app, key, &id, "capture", "lost-cap", json!({})).await;
+    assert_eq!((status, captured["status"].as_str()), (200, Some("succeeded")), "{captured}");
+    let calls = sim_calls(&app, "capture").await;
+    assert_eq!(calls.len(), 2, "the attempt whose reply was lost, and its retry");
+    assert_eq!(calls[0]["idempotency_key"], calls[1]["idempotency_key"], "one key for one effect");
+    let charge = sim_object(&app, captured["gateway_intent_id"].as_str().expect("gateway")).await;
+    assert_eq!(charge["amount_received"], 2000);
+    let posted: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.transfers WHERE metadata->>'kind' = 'capacity'")
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("count");
+    assert_eq!(posted, 1);
+    assert_eq!(ledger_account(&app, &business, "merchant_pending").await["balance"], 2000 - 50);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_naming_the_field_and_reaches_no_gateway() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    for (n, (body, param)) in [
+        (json!({"amount": 0, "currency": "GBP"}), "amount"),
+        (json!({"amount": -5, "currency": "GBP"}), "amount"),
+        (json!({"amount": 100000000, "currency": "GBP"}), "amount"),
+        (json!({"amount": 10.5, "currency": "GBP"}), "amount"),
+        (json!({"amount": 100, "currency": "XYZ"}), "currency"),
+        (json!({"amount": 100, "currency": "GBP", "capture_method": "later"}), "capture_method"),
+        (json!({"amount": 100, "currency": "GBP", "payment_method": "pm_../../x"}), "payment_method"),
+        (json!({"amount": 100, "currency": "GBP", "customer_email": "not an email"}), "customer_email"),
+        (json!({"amount": 100, "currency": "GBP", "description": "bad\u{202e}text"}), "description"),
+        (json!({"amount": 100, "currency": "GBP", "colour": "red"}), "colour"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let response = app.post("/v1/payment_intents", key, &format!("bad-{n}"), &body).await;
+        let status = response.status().as_u16();
+        let problem = problem(response).await;
+        assert_eq!(status, 400, "{body}: {problem}");
+        assert_eq!(problem["param"].as_str(), Some(param), "{body}: {problem}");
+    }
+    // Two fields that do not go together break a rule, not the schema: 422.
+    let response =
+        app.post("/v1/payment_intents", key, "bad-rule", &json!({"amount": 100, "currency": "GBP", "confirm": true})).await;
+    assert_eq!(response.status().as_u16(), 422);
+    assert_eq!(problem(response).await["param"], "payment_method");
+    assert!(sim_calls(&app, "create").await.is_empty(), "nothing reached Stripe");
+    let intents: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payments.intents").fetch_one(&app.owner_pool).await.expect("count");
+    assert_eq!(intents, 0, "nothing was stored");
+    // Another business's intent is not found.
+    let (_, intent) = create(&app, key, "mine", json!({"amount": 100, "currency": "GBP"})).await;
+    let other = app.create_business("GB").await;
+    let id = intent["id"].as_str().expect("id");
+    assert_eq!(app.get(&format!("/v1/payment_intents/{id}"), &other.owner_key).await.status().as_u16(), 404);
+    let (status, _) =
+        step(&app, &other.owner_key, id, "confirm", "theirs", json!({"payment_method": "pm_card_visa"})).await;
+    assert_eq!(status, 404);
+}
