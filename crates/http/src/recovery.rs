@@ -225,6 +225,15 @@ impl Phase<'_> {
         Ok(())
     }
 
+    /// Ends the phase with nothing of it kept (a phase that only read, or one whose
+    /// effects must not stay). Explicitly: a dropped transaction is rolled back only
+    /// when its connection is next used, and until then it keeps the lease row locked.
+    pub async fn rollback(self) {
+        if let Err(error) = self.transaction.rollback().await {
+            tracing::warn!(%error, "rolling a phase back failed; the connection will be discarded");
+        }
+    }
+
     /// Commits the last phase: its effects, `status` and `body` stored as the key's
     /// response (replayed from now on), and the recovery row gone.
     pub async fn finish(self, status: StatusCode, body: &impl serde::Serialize) -> Result<Response, ApiError> {
@@ -374,6 +383,11 @@ struct PointRow {
 
 /// Takes `context`'s key for a new lease: a replay if it is finished, a refusal if it is
 /// another request's or held now, or the lease at the point where it stands.
+///
+/// The transaction holds the key's advisory lock, so it is ended explicitly on every
+/// path: a transaction merely dropped is rolled back only when its connection is next
+/// used, and until then its idle pooled connection would keep the lock, making the next
+/// request with the key (a client's second replay) a 409.
 async fn take(
     state: &UnitOfWorkState,
     scope: Scope,
@@ -382,11 +396,31 @@ async fn take(
     body: &Bytes,
 ) -> Result<Taken, ApiError> {
     let mut transaction = unit_of_work::begin(&state.pool, scope).await?;
-    if !unit_of_work::try_lock_key(&mut transaction, context).await? {
+    match take_in(state, &mut transaction, scope, context, route, body).await {
+        Ok(Taken::Lease(phased)) => {
+            transaction.commit().await.map_err(ApiError::database)?;
+            Ok(Taken::Lease(phased))
+        }
+        other => {
+            unit_of_work::rollback(transaction).await;
+            other
+        }
+    }
+}
+
+async fn take_in(
+    state: &UnitOfWorkState,
+    transaction: &mut PgConnection,
+    scope: Scope,
+    context: &IdempotencyContext,
+    route: &str,
+    body: &Bytes,
+) -> Result<Taken, ApiError> {
+    if !unit_of_work::try_lock_key(&mut *transaction, context).await? {
         return Err(unit_of_work::key_in_use());
     }
     let wanted = [(context.principal.clone(), context.key.clone())];
-    if let Some((_, stored)) = unit_of_work::find_stored(&mut transaction, &context.scope, &wanted).await?.pop() {
+    if let Some((_, stored)) = unit_of_work::find_stored(&mut *transaction, &context.scope, &wanted).await?.pop() {
         let response = stored.admit(context)?.open(&state.keyring, context)?.replay()?;
         return Ok(Taken::Answer(response));
     }
@@ -452,7 +486,6 @@ async fn take(
             (RecoveryPoint::new(STARTED, serde_json::json!({})), 1)
         }
     };
-    transaction.commit().await.map_err(ApiError::database)?;
     Ok(Taken::Lease(Phased {
         pool: state.pool.clone(),
         keyring: state.keyring.clone(),

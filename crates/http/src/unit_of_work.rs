@@ -414,7 +414,7 @@ async fn transactional(
     Ok(response)
 }
 
-async fn rollback(transaction: Transaction<'static, Postgres>) {
+pub(crate) async fn rollback(transaction: Transaction<'static, Postgres>) {
     // A failed rollback leaves nothing to undo: the connection is discarded by the pool
     // and the server rolls the transaction back when the session ends.
     if let Err(error) = transaction.rollback().await {

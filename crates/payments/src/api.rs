@@ -171,7 +171,11 @@ pub struct CreateIntentRequest {
     #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Where the receipt goes.
-    #[schema(max_length = 254, pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^@\\s\\x00-\\x1f\\x7f-\\x9f]+$", example = "buyer@example.com")]
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^@\\s\\x00-\\x1f\\x7f-\\x9f]+$",
+        example = "buyer@example.com"
+    )]
     pub customer_email: Option<String>,
 }
 
@@ -225,7 +229,9 @@ fn parse_email(email: Option<&str>) -> Result<Option<String>, ApiError> {
     // mail server to say.
     let plain = email.chars().count() <= EMAIL_CHARS_MAX
         && !email.chars().any(|c| c.is_control() || c.is_whitespace())
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
     if plain {
         Ok(Some(email.to_string()))
     } else {
@@ -424,7 +430,7 @@ async fn load(phased: &mut Phased, intent: PaymentIntentId) -> Result<IntentRow,
     let mut phase = phased.begin().await?;
     let row =
         store::find_intent(&mut phase, intent.as_uuid()).await?.ok_or_else(|| ApiError::not_found("payment intent"))?;
-    drop(phase);
+    phase.rollback().await;
     Ok(row)
 }
 
@@ -496,10 +502,21 @@ async fn confirm_step(payments: &Payments, phased: &mut Phased, success: StatusC
             return phase.finish(success, &PaymentIntentBody::of(&declined)?).await;
         }
         Ok(Answer::Refused(refusal)) => {
+            // Nothing happened at the gateway (a payment method it does not know): the
+            // intent waits for another, as after a decline, with the gateway's reason.
             let mut phase = phased.begin().await?;
-            let reason = format!("the gateway refused the confirm: {}", refusal.message);
-            review(&mut phase, &row, &reason).await?;
-            return phase_problem(phase, ApiError::rule("payment_method", reason)).await;
+            let decline = Decline {
+                code: refusal.code.clone().unwrap_or_else(|| String::from("payment_method_refused")),
+                decline_code: None,
+                message: refusal.message.clone(),
+            };
+            let waiting = GatewayIntent { status: GatewayStatus::RequiresPaymentMethod, ..gateway_view(&row)? };
+            declined(&mut phase, &row, &decline, &waiting).await?;
+            let problem = ApiError::rule(
+                "payment_method",
+                format!("The gateway refused the payment method: {}", refusal.message),
+            );
+            return phase_problem(phase, problem).await;
         }
         Err(error) => return outbound_failure(phased, &row, error).await,
     };
@@ -523,6 +540,20 @@ async fn confirm_step(payments: &Payments, phased: &mut Phased, success: StatusC
         _ => None,
     };
     finish_with_gateway_state(phased, business, &row, &gateway, fee, success).await
+}
+
+/// The intent as Till knows it, in the gateway's terms (for an answer that has none).
+fn gateway_view(row: &IntentRow) -> Result<GatewayIntent, ApiError> {
+    let amount = row.money().map_err(|error| ApiError::internal(&error))?;
+    Ok(GatewayIntent {
+        id: row.gateway_intent_id.clone().unwrap_or_default(),
+        status: GatewayStatus::RequiresPaymentMethod,
+        amount,
+        capturable: Money::from_minor(row.amount_capturable, amount.currency()),
+        received: Money::from_minor(row.amount_received, amount.currency()),
+        charge: None,
+        decline: None,
+    })
 }
 
 /// A decline: the intent waits for another payment method, with the reason.
@@ -623,7 +654,7 @@ async fn finish_with_gateway_state(
     match settle_gateway_state(&mut phase, business, row, gateway, fee).await? {
         Ok(recorded) => phase.finish(success, &PaymentIntentBody::of(&recorded)?).await,
         Err(reason) => {
-            drop(phase);
+            phase.rollback().await;
             tracing::error!(intent = %PaymentIntentId::from_uuid(row.id), reason, "the ledger refused a gateway's effect");
             let mut phase = phased.begin().await?;
             review(&mut phase, row, &reason).await?;
@@ -757,10 +788,18 @@ pub async fn run_capture(payments: Payments, mut phased: Phased) -> Result<Respo
     let gateway = match payments.stripe.capture(&gateway_id, total, Some(to_capture), key).await {
         Ok(Answer::Done(gateway)) => gateway,
         Ok(Answer::Refused(refusal)) => {
+            // Nothing was captured: the authorisation stands, and the intent with it.
             let mut phase = phased.begin().await?;
-            let reason = format!("the gateway refused the capture: {}", refusal.message);
-            review(&mut phase, &row, &reason).await?;
-            return phase_problem(phase, ApiError::rule("amount_to_capture", reason)).await;
+            let back = store::record(
+                &mut phase,
+                row.id,
+                &Outcome { status: Some(IntentStatus::RequiresCapture), ..Outcome::default() },
+            )
+            .await?;
+            announce(&mut phase, &back, EventType::PaymentIntentAmountCapturableUpdated).await?;
+            let problem =
+                ApiError::rule("amount_to_capture", format!("The gateway refused the capture: {}", refusal.message));
+            return phase_problem(phase, problem).await;
         }
         Ok(Answer::Declined { .. }) => return invalid_reply(&mut phased, &row, "a decline answered a capture").await,
         Err(error) => return outbound_failure(&mut phased, &row, error).await,

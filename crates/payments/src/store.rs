@@ -103,6 +103,9 @@ pub async fn find_intent(connection: &mut PgConnection, id: Uuid) -> Result<Opti
 /// Moves the intent from one of `from` to `to` (with the payment method, when given), in
 /// one statement under the row's lock: of two requests racing for the same step, one
 /// moves it and the other finds it moved. `None`: it was not in any of `from`.
+///
+/// The version does not move: a step in flight is not an event. The step's outcome
+/// ([`record`]) moves it, so each event's sequence follows the last without a gap.
 pub async fn start_step(
     connection: &mut PgConnection,
     id: Uuid,
@@ -113,7 +116,7 @@ pub async fn start_step(
     let from: Vec<&str> = from.iter().map(|status| status.as_str()).collect();
     sqlx::query_as(
         "UPDATE payments.intents
-            SET status = $3, payment_method = coalesce($4, payment_method), version = version + 1, updated_at = now()
+            SET status = $3, payment_method = coalesce($4, payment_method), updated_at = now()
           WHERE id = $1 AND status = ANY ($2)
          RETURNING *",
     )

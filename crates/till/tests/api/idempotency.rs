@@ -348,7 +348,7 @@ async fn a_retry_replays_the_stored_response_byte_for_byte() {
         for _ in 0..3 {
             let again =
                 app.post(&target.path, &credential, &format!("replay-1-{}", case.path), &(target.body)(1)).await;
-            assert_eq!(again.status().as_u16(), status);
+            assert_eq!(again.status().as_u16(), status, "{}", case.path);
             assert_eq!(again.headers()["idempotent-replayed"], "true");
             assert_eq!(again.headers()["content-type"], "application/json");
             assert_eq!(again.bytes().await.expect("body"), first_body, "{} replays byte for byte", case.path);

@@ -70,6 +70,29 @@ async fn refundable(app: &TestApp, business: &TestBusiness, intent: &str) -> Val
     account(app, &business.owner_key, &format!("acct_{}", id.simple())).await
 }
 
+/// The intent's events once `count` have arrived, as (type, sequence), oldest first.
+async fn intent_events(app: &TestApp, key: &str, intent: &str, count: usize) -> Vec<(String, i64)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let page: Value = app.get("/v1/events?limit=100", key).await.json().await.expect("json");
+        let mut events: Vec<(String, i64)> = page["data"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|event| event["resource_id"] == intent)
+            .map(|event| {
+                (event["type"].as_str().unwrap_or_default().to_string(), event["sequence"].as_i64().unwrap_or(0))
+            })
+            .collect();
+        if events.len() >= count {
+            events.sort_by_key(|(_, sequence)| *sequence);
+            return events;
+        }
+        assert!(std::time::Instant::now() < deadline, "the intent's events never arrived: {events:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_automatic_payment_is_captured_with_its_fee_in_the_ledger() {
     let app = spawn_app().await;
@@ -155,6 +178,14 @@ async fn a_manual_payment_is_held_then_captured_once_in_part() {
     assert_eq!((status, twice["code"].as_str()), (409, Some("state_conflict")));
     assert_eq!(sim_calls(&app, "capture").await.len(), 1, "nothing refused was sent to Stripe");
     assert_eq!(check(&app, key).await["ok"], true);
+    // One event per status, in sequence without a gap (a step in flight is not one).
+    let events = intent_events(&app, key, &id, 3).await;
+    let expected = [
+        ("payment_intent.created", 1),
+        ("payment_intent.amount_capturable_updated", 2),
+        ("payment_intent.succeeded", 3),
+    ];
+    assert_eq!(events, expected.map(|(kind, sequence)| (kind.to_string(), sequence)));
 }
 
 #[tokio::test]
@@ -178,6 +209,17 @@ async fn a_decline_waits_for_another_card() {
     assert_eq!(paid["last_payment_error"], Value::Null);
     let (status, again) = step(&app, key, &id, "confirm", "dec-3", json!({})).await;
     assert_eq!((status, again["code"].as_str()), (409, Some("state_conflict")));
+
+    // A payment method the gateway does not know is refused: nothing happened, and the
+    // intent waits for another, as after a decline.
+    let (_, unknown) = create(&app, key, "dec-4", json!({"amount": 700, "currency": "GBP"})).await;
+    let unknown = unknown["id"].as_str().expect("id").to_string();
+    let (status, refused) =
+        step(&app, key, &unknown, "confirm", "dec-5", json!({"payment_method": "pm_unheard_of"})).await;
+    assert_eq!((status, refused["param"].as_str()), (422, Some("payment_method")), "{refused}");
+    let waiting: Value = app.get(&format!("/v1/payment_intents/{unknown}"), key).await.json().await.expect("json");
+    assert_eq!(waiting["status"], "requires_payment_method");
+    assert_eq!(waiting["last_payment_error"]["code"], "resource_missing");
 }
 
 #[tokio::test]
@@ -265,8 +307,9 @@ async fn bad_input_is_a_4xx_naming_the_field_and_reaches_no_gateway() {
         assert_eq!(problem["param"].as_str(), Some(param), "{body}: {problem}");
     }
     // Two fields that do not go together break a rule, not the schema: 422.
-    let response =
-        app.post("/v1/payment_intents", key, "bad-rule", &json!({"amount": 100, "currency": "GBP", "confirm": true})).await;
+    let response = app
+        .post("/v1/payment_intents", key, "bad-rule", &json!({"amount": 100, "currency": "GBP", "confirm": true}))
+        .await;
     assert_eq!(response.status().as_u16(), 422);
     assert_eq!(problem(response).await["param"], "payment_method");
     assert!(sim_calls(&app, "create").await.is_empty(), "nothing reached Stripe");
