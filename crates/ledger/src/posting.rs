@@ -262,6 +262,19 @@ pub async fn open_account(
     Ok(Ok(body))
 }
 
+/// An account's available balance (balance less pending outgoing holds), read in the
+/// caller's transaction; `None` if the business has no such account.
+pub async fn available(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    account: AccountId,
+) -> Result<Option<i64>, LedgerError> {
+    scope(connection, business).await?;
+    let Some(row) = store::find_account(connection, business, account).await? else { return Ok(None) };
+    let available = row.account()?.balances().available;
+    Ok(Some(i64::try_from(available).map_err(|_| CorruptRow("an available balance beyond i64".into()))?))
+}
+
 /// An account as the API and its events show it.
 pub(crate) fn account_body(row: store::AccountRow) -> Result<AccountBody, LedgerError> {
     let account = row.account()?;

@@ -29,10 +29,13 @@ pub enum EventType {
     PaymentIntentPaymentFailed,
     PaymentIntentCanceled,
     PaymentIntentRequiresReview,
+    RefundCreated,
+    RefundSucceeded,
+    RefundFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 20] = [
         EventType::AccountCreated,
         EventType::AccountUpdated,
         EventType::TransferCreated,
@@ -50,6 +53,9 @@ impl EventType {
         EventType::PaymentIntentPaymentFailed,
         EventType::PaymentIntentCanceled,
         EventType::PaymentIntentRequiresReview,
+        EventType::RefundCreated,
+        EventType::RefundSucceeded,
+        EventType::RefundFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +77,9 @@ impl EventType {
             EventType::PaymentIntentPaymentFailed => "payment_intent.payment_failed",
             EventType::PaymentIntentCanceled => "payment_intent.canceled",
             EventType::PaymentIntentRequiresReview => "payment_intent.requires_review",
+            EventType::RefundCreated => "refund.created",
+            EventType::RefundSucceeded => "refund.succeeded",
+            EventType::RefundFailed => "refund.failed",
         }
     }
 
@@ -92,6 +101,7 @@ impl EventType {
             | EventType::PaymentIntentPaymentFailed
             | EventType::PaymentIntentCanceled
             | EventType::PaymentIntentRequiresReview => "PaymentIntentBody",
+            EventType::RefundCreated | EventType::RefundSucceeded | EventType::RefundFailed => "RefundBody",
             _ => "TransferBody",
         }
     }
@@ -143,6 +153,11 @@ impl EventType {
             EventType::PaymentIntentRequiresReview => {
                 "The gateway's reply could not be trusted (review_reason); nothing was posted."
             }
+            EventType::RefundCreated => {
+                "A refund was asked for; its amount is reserved from the intent's refundable amount."
+            }
+            EventType::RefundSucceeded => "The gateway refunded it; the money left the merchant's pending balance.",
+            EventType::RefundFailed => "The gateway refused the refund; the reserved amount is refundable again.",
         }
     }
 

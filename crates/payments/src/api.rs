@@ -101,6 +101,8 @@ pub struct PaymentIntentBody {
     pub amount_capturable: i64,
     /// Captured.
     pub amount_received: i64,
+    /// Refunded, of what was captured.
+    pub amount_refunded: i64,
     /// The gateway's fee on the capture, once known.
     pub fee: Option<i64>,
     pub payment_method: Option<String>,
@@ -134,6 +136,7 @@ impl PaymentIntentBody {
             status: row.status.clone(),
             amount_capturable: row.amount_capturable,
             amount_received: row.amount_received,
+            amount_refunded: row.amount_refunded,
             fee: row.fee,
             payment_method: row.payment_method.clone(),
             last_payment_error,

@@ -265,3 +265,81 @@ pub async fn release(
         Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
     }
 }
+
+/// Reserves `amount` of the intent's refundable account for a refund, before the gateway
+/// is asked: the account's floor of 0 refuses a refund beyond what was captured (less
+/// what earlier refunds reserved), however many run at once.
+pub async fn reserve_refund(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    refund: &str,
+    intent: &str,
+    refundable: Uuid,
+    amount: Money,
+    request_id: Option<&str>,
+) -> Result<Result<(), Refused>, ApiError> {
+    let capacity = account(connection, business, amount.currency(), Role::RefundCapacity, request_id).await?;
+    let reserved = transfer(
+        AccountId::from_uuid(refundable),
+        capacity,
+        amount,
+        None,
+        &format!("Refund {refund} of {intent}"),
+        metadata(intent, "refund_reserved")?,
+    )?;
+    match apply(connection, business, format!("{refund}:reserve"), Command::Transfer(reserved), request_id).await? {
+        Ok(_) => Ok(Ok(())),
+        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
+    }
+}
+
+/// Gives a reservation back to the intent's refundable account (the gateway refused).
+pub async fn release_refund(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    refund: &str,
+    intent: &str,
+    refundable: Uuid,
+    amount: Money,
+    request_id: Option<&str>,
+) -> Result<Result<(), Refused>, ApiError> {
+    let capacity = account(connection, business, amount.currency(), Role::RefundCapacity, request_id).await?;
+    let released = transfer(
+        capacity,
+        AccountId::from_uuid(refundable),
+        amount,
+        None,
+        &format!("Refund {refund} of {intent} refused"),
+        metadata(intent, "refund_released")?,
+    )?;
+    match apply(connection, business, format!("{refund}:release"), Command::Transfer(released), request_id).await? {
+        Ok(_) => Ok(Ok(())),
+        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
+    }
+}
+
+/// A refund the gateway made: the money leaves the merchant's pending balance, and the
+/// gateway owes that much less.
+pub async fn refund_money(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    refund: &str,
+    intent: &str,
+    amount: Money,
+    request_id: Option<&str>,
+) -> Result<Result<(), Refused>, ApiError> {
+    let receivable = account(connection, business, amount.currency(), Role::Receivable, request_id).await?;
+    let pending = account(connection, business, amount.currency(), Role::MerchantPending, request_id).await?;
+    let refunded = transfer(
+        pending,
+        receivable,
+        amount,
+        None,
+        &format!("Refund {refund} of {intent}"),
+        metadata(intent, "refund")?,
+    )?;
+    match apply(connection, business, format!("{refund}:money"), Command::Transfer(refunded), request_id).await? {
+        Ok(_) => Ok(Ok(())),
+        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
+    }
+}

@@ -17,6 +17,7 @@ pub mod api;
 pub mod domain;
 pub mod gateway;
 pub mod ledger;
+pub mod refunds;
 pub mod service;
 pub mod store;
 
@@ -32,3 +33,4 @@ till_kit::typed_id!(
     "payment intent",
     "A payment intent: one payment, from creation to capture."
 );
+till_kit::typed_id!(RefundId, "re", "refund", "A refund of a captured payment intent.");

@@ -50,7 +50,7 @@ impl StripeSettings {
 
 #[derive(OpenApi)]
 #[openapi(
-    components(schemas(api::PaymentIntentBody)),
+    components(schemas(api::PaymentIntentBody, crate::refunds::RefundBody)),
     tags((name = "payments", description = "Payment intents: take a card payment through a gateway, authorise and capture it. Every capture is in the ledger, in the same transaction as the intent's change.")),
 )]
 struct Doc;
@@ -77,7 +77,9 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
         .map_err(|error| MountError::Failed { service: "payments", why: error.to_string() })?;
     let payments = Payments { stripe: Arc::new(stripe) };
     Ok(Mounted {
-        tenant_routes: OpenApiRouter::with_openapi(Doc::openapi()).merge(api::routes(payments.clone())),
+        tenant_routes: OpenApiRouter::with_openapi(Doc::openapi())
+            .merge(api::routes(payments.clone()))
+            .merge(crate::refunds::routes(payments.clone())),
         resumers: resumers(&payments),
         ..Mounted::default()
     })
@@ -88,6 +90,7 @@ fn resumers(payments: &Payments) -> Vec<Resumer> {
         resumer(api::CREATE_PATH, payments, api::run_create),
         resumer(api::CONFIRM_PATH, payments, api::run_confirm),
         resumer(api::CAPTURE_PATH, payments, api::run_capture),
+        resumer(crate::refunds::REFUNDS_PATH, payments, crate::refunds::run_refund),
     ]
 }
 
@@ -115,5 +118,7 @@ fn permissions() -> Vec<RoutePermission> {
         row(Method::GET, "/v1/payment_intents/{id}", Role::Viewer),
         row(Method::POST, api::CONFIRM_PATH, Role::Finance),
         row(Method::POST, api::CAPTURE_PATH, Role::Finance),
+        row(Method::POST, crate::refunds::REFUNDS_PATH, Role::Finance),
+        row(Method::GET, "/v1/refunds/{id}", Role::Viewer),
     ]
 }

@@ -23,6 +23,7 @@ pub struct IntentRow {
     pub payment_method: Option<String>,
     pub amount_capturable: i64,
     pub amount_received: i64,
+    pub amount_refunded: i64,
     pub fee: Option<i64>,
     pub last_payment_error: Option<serde_json::Value>,
     pub review_reason: Option<String>,
@@ -215,4 +216,81 @@ pub async fn claim_ledger_account(
     .fetch_one(connection)
     .await?;
     Ok((existing, false))
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefundRow {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    pub intent_id: Uuid,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub gateway_refund_id: Option<String>,
+    pub failure_reason: Option<String>,
+    pub version: i32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+pub async fn insert_refund(
+    connection: &mut PgConnection,
+    id: Uuid,
+    business: BusinessId,
+    intent: Uuid,
+    amount: Money,
+    reason: Option<&str>,
+) -> Result<RefundRow, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO payments.refunds (id, business_id, intent_id, amount, currency, status, reason)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING *",
+    )
+    .bind(id)
+    .bind(business.as_uuid())
+    .bind(intent)
+    .bind(amount.minor())
+    .bind(amount.currency().code())
+    .bind(reason)
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn find_refund(connection: &mut PgConnection, id: Uuid) -> Result<Option<RefundRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM payments.refunds WHERE id = $1").bind(id).fetch_optional(connection).await
+}
+
+/// Ends a pending refund: `succeeded` (with the gateway's id), `failed` or
+/// `requires_review` (with why). Only a pending refund moves: `None` otherwise.
+pub async fn end_refund(
+    connection: &mut PgConnection,
+    id: Uuid,
+    status: &str,
+    gateway_refund_id: Option<&str>,
+    failure_reason: Option<&str>,
+) -> Result<Option<RefundRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE payments.refunds
+            SET status = $2, gateway_refund_id = coalesce($3, gateway_refund_id), failure_reason = $4,
+                version = version + 1, updated_at = now()
+          WHERE id = $1 AND status = 'pending'
+         RETURNING *",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(gateway_refund_id)
+    .bind(failure_reason)
+    .fetch_optional(connection)
+    .await
+}
+
+/// Adds a succeeded refund to its intent's refunded amount (the schema bounds it by what
+/// was received).
+pub async fn add_refunded(connection: &mut PgConnection, intent: Uuid, amount: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payments.intents SET amount_refunded = amount_refunded + $2, updated_at = now() WHERE id = $1")
+        .bind(intent)
+        .bind(amount)
+        .execute(connection)
+        .await?;
+    Ok(())
 }

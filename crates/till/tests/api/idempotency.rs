@@ -253,6 +253,18 @@ fn cases() -> Vec<Case> {
                 })
             },
         },
+        Case {
+            path: "/v1/refunds",
+            platform: false,
+            effects: "SELECT count(*) FROM payments.refunds",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let body = json!({ "amount": 5_000, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true });
+                    let intent = payment_intent(app, business, body).await;
+                    target("/v1/refunds", move |n| json!({ "payment_intent_id": intent, "amount": n }))
+                })
+            },
+        },
     ]
 }
 

@@ -325,3 +325,108 @@ async fn bad_input_is_a_4xx_naming_the_field_and_reaches_no_gateway() {
         step(&app, &other.owner_key, id, "confirm", "theirs", json!({"payment_method": "pm_card_visa"})).await;
     assert_eq!(status, 404);
 }
+
+/// A captured intent of `amount` (automatic capture), and its id.
+async fn captured(app: &TestApp, key: &str, idempotency: &str, amount: i64) -> String {
+    let (status, intent) = create(
+        app,
+        key,
+        idempotency,
+        json!({"amount": amount, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true}),
+    )
+    .await;
+    assert_eq!((status, intent["status"].as_str()), (201, Some("succeeded")), "{intent}");
+    intent["id"].as_str().expect("id").to_string()
+}
+
+async fn refund(app: &TestApp, key: &str, idempotency: &str, body: Value) -> (u16, Value) {
+    let response = app.post("/v1/refunds", key, idempotency, &body).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn refunds_are_partial_and_several_up_to_what_was_captured() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let id = captured(&app, key, "ref-pay", 1000).await;
+    let (status, first) =
+        refund(&app, key, "ref-1", json!({"payment_intent_id": id, "amount": 300, "reason": "requested_by_customer"}))
+            .await;
+    assert_eq!((status, first["status"].as_str()), (201, Some("succeeded")), "{first}");
+    assert!(first["id"].as_str().expect("id").starts_with("re_"));
+    let (status, rest) = refund(&app, key, "ref-2", json!({"payment_intent_id": id})).await;
+    assert_eq!((status, rest["amount"].as_i64()), (201, Some(700)), "left out, the amount is what is left: {rest}");
+    let (status, over) = refund(&app, key, "ref-3", json!({"payment_intent_id": id, "amount": 1})).await;
+    assert_eq!(
+        (status, over["code"].as_str(), over["param"].as_str()),
+        (422, Some("insufficient_funds"), Some("amount"))
+    );
+    assert_eq!(sim_calls(&app, "refund").await.len(), 2, "the refused one never reached Stripe");
+    let intent: Value = app.get(&format!("/v1/payment_intents/{id}"), key).await.json().await.expect("json");
+    assert_eq!(intent["amount_refunded"], 1000);
+    // 1 000 captured, 35 fee, 1 000 refunded: the merchant's pending balance is the fee
+    // short, and the refundable amount is spent.
+    assert_eq!(ledger_account(&app, &business, "merchant_pending").await["balance"], -35);
+    assert_eq!(refundable(&app, &business, &id).await["balance"], 0);
+    assert_eq!(check(&app, key).await["ok"], true);
+    let fetched: Value =
+        app.get(&format!("/v1/refunds/{}", first["id"].as_str().expect("id")), key).await.json().await.expect("json");
+    assert_eq!((fetched["amount"].as_i64(), fetched["status"].as_str()), (Some(300), Some("succeeded")));
+    let events = intent_events(&app, key, first["id"].as_str().expect("id"), 2).await;
+    assert_eq!(events, [("refund.created".to_string(), 1), ("refund.succeeded".to_string(), 2)]);
+
+    let (_, manual) = create(&app, key, "ref-manual", json!({"amount": 500, "currency": "GBP", "capture_method": "manual", "payment_method": "pm_card_visa", "confirm": true})).await;
+    let (status, uncaptured) = refund(&app, key, "ref-4", json!({"payment_intent_id": manual["id"]})).await;
+    assert_eq!((status, uncaptured["code"].as_str()), (409, Some("state_conflict")));
+}
+
+/// Over-refund is impossible by construction: 50 refunds of 10 at once against a capture
+/// of 100 give exactly 10 refunds, and Stripe sees exactly 10.
+#[tokio::test]
+async fn fifty_concurrent_refunds_of_ten_against_a_hundred_make_exactly_ten() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = business.owner_key.clone();
+    let id = captured(&app, &key, "race-pay", 100).await;
+    let attempts = (0..50).map(|n| {
+        let (app, key, id) = (&app, key.clone(), id.clone());
+        async move { refund(app, &key, &format!("race-{n}"), json!({"payment_intent_id": id, "amount": 10})).await.0 }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    let made = statuses.iter().filter(|status| **status == 201).count();
+    let refused = statuses.iter().filter(|status| **status == 422).count();
+    assert_eq!((made, refused), (10, 40), "{statuses:?}");
+    assert_eq!(sim_calls(&app, "refund").await.len(), 10);
+    assert_eq!(refundable(&app, &business, &id).await["balance"], 0);
+    let gateway_id: String = sqlx::query_scalar("SELECT gateway_intent_id FROM payments.intents WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(id.trim_start_matches("pi_")).expect("uuid"))
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("gateway id");
+    let gateway = sim_object(&app, &gateway_id).await;
+    let charge = sim_object(&app, gateway["latest_charge"].as_str().expect("charge")).await;
+    assert_eq!(charge["amount_refunded"], 100);
+}
+
+#[tokio::test]
+async fn a_refund_whose_reply_cannot_be_trusted_needs_review_and_keeps_its_reservation() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let id = captured(&app, key, "rev-pay", 1000).await;
+    fault(&app, "refund", "wrong_amount", None).await;
+    let (status, answer) = refund(&app, key, "rev-1", json!({"payment_intent_id": id, "amount": 400})).await;
+    assert_eq!((status, answer["code"].as_str()), (502, Some("gateway_reply_invalid")), "{answer}");
+    let refunds: Vec<(String, Option<String>)> = sqlx::query_as("SELECT status, failure_reason FROM payments.refunds")
+        .fetch_all(&app.owner_pool)
+        .await
+        .expect("refunds");
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].0, "requires_review");
+    // The money may have moved at Stripe: the 400 stays reserved, and no refund's money
+    // was posted.
+    assert_eq!(refundable(&app, &business, &id).await["balance"], 600);
+    assert_eq!(ledger_account(&app, &business, "merchant_pending").await["balance"], 965);
+}
