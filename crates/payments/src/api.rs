@@ -51,6 +51,7 @@ const EMAIL_CHARS_MAX: usize = 254;
 pub const CREATE_PATH: &str = "/v1/payment_intents";
 pub const CONFIRM_PATH: &str = "/v1/payment_intents/{id}/confirm";
 pub const CAPTURE_PATH: &str = "/v1/payment_intents/{id}/capture";
+pub const CANCEL_PATH: &str = "/v1/payment_intents/{id}/cancel";
 
 /// What the handlers share: the gateway.
 #[derive(Clone)]
@@ -64,6 +65,7 @@ pub fn routes(payments: Payments) -> OpenApiRouter {
         .routes(routes!(get_intent))
         .routes(routes!(confirm_intent))
         .routes(routes!(capture_intent))
+        .routes(routes!(cancel_intent))
         .with_state(payments)
 }
 
@@ -793,13 +795,7 @@ pub async fn run_capture(payments: Payments, mut phased: Phased) -> Result<Respo
         Ok(Answer::Refused(refusal)) => {
             // Nothing was captured: the authorisation stands, and the intent with it.
             let mut phase = phased.begin().await?;
-            let back = store::record(
-                &mut phase,
-                row.id,
-                &Outcome { status: Some(IntentStatus::RequiresCapture), ..Outcome::default() },
-            )
-            .await?;
-            announce(&mut phase, &back, EventType::PaymentIntentAmountCapturableUpdated).await?;
+            store::restore(&mut phase, row.id, IntentStatus::RequiresCapture).await?;
             let problem =
                 ApiError::rule("amount_to_capture", format!("The gateway refused the capture: {}", refusal.message));
             return phase_problem(phase, problem).await;
@@ -834,4 +830,111 @@ async fn get_intent(
 ) -> Result<Response, ApiError> {
     let row = store::find_intent(&mut tx, id.as_uuid()).await?.ok_or_else(|| ApiError::not_found("payment intent"))?;
     json_response(StatusCode::OK, &row)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelIntentRequest {
+    #[schema(pattern = "^(duplicate|fraudulent|requested_by_customer|abandoned)$")]
+    pub cancellation_reason: Option<String>,
+}
+
+/// Cancel a payment intent before it is captured; an authorisation is released.
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/cancel", tag = "payments",
+    request_body = CancelIntentRequest,
+    params(("id" = PaymentIntentId, Path), ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
+    responses(
+        (status = 200, body = PaymentIntentBody),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 504, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+async fn cancel_intent(State(payments): State<Payments>, phased: Phased) -> Response {
+    run_cancel(payments, phased).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn run_cancel(payments: Payments, mut phased: Phased) -> Result<Response, ApiError> {
+    let business = business_of(&phased)?;
+    let request: CancelIntentRequest = parse_body(phased.body())?;
+    if let Some(reason) = request.cancellation_reason.as_deref() {
+        if !["duplicate", "fraudulent", "requested_by_customer", "abandoned"].contains(&reason) {
+            return Err(ApiError::invalid(
+                "cancellation_reason",
+                "cancellation_reason is duplicate, fraudulent, requested_by_customer or abandoned.",
+            ));
+        }
+    }
+    if phased.point().is_started() {
+        let intent = intent_of_path(&phased)?;
+        let mut phase = phased.begin().await?;
+        let row = store::find_intent(&mut phase, intent.as_uuid())
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment intent"))?;
+        let from = row.status().map_err(|error| ApiError::internal(&error))?;
+        let cancelable =
+            [IntentStatus::RequiresPaymentMethod, IntentStatus::RequiresConfirmation, IntentStatus::RequiresCapture];
+        if !cancelable.contains(&from) {
+            return phase_problem(
+                phase,
+                state_conflict(format!("A payment intent in status {} cannot be canceled.", from.as_str())),
+            )
+            .await;
+        }
+        store::start_step(&mut phase, row.id, &[from], IntentStatus::Processing, None)
+            .await?
+            .ok_or_else(|| state_conflict("The payment intent was changed by another request.".into()))?;
+        let data = json!({ "intent": intent.to_string(), "key": format!("{intent}:cancel"), "from": from.as_str() });
+        phase.commit(RecoveryPoint::new("canceling", data)).await?;
+    }
+    let intent = intent_of_point(&phased)?;
+    let data = phased.point().data.clone();
+    let (Some(key), Some(from)) = (data["key"].as_str(), data["from"].as_str().and_then(IntentStatus::parse)) else {
+        return Err(ApiError::internal(&"a canceling point without its key"));
+    };
+    let row = load(&mut phased, intent).await?;
+    let amount = row.money().map_err(|error| ApiError::internal(&error))?;
+    let gateway_id =
+        row.gateway_intent_id.clone().ok_or_else(|| ApiError::internal(&"a cancel without the gateway's id"))?;
+    match payments.stripe.cancel(&gateway_id, amount, key).await {
+        Ok(Answer::Done(gateway)) if gateway.status == GatewayStatus::Canceled => {
+            let mut phase = phased.begin().await?;
+            let intent_text = intent.to_string();
+            if let Some(hold) = row.authorisation_hold {
+                let request = request_id();
+                if let Err(refused) =
+                    crate::ledger::release(&mut phase, business, &intent_text, hold, request.as_deref()).await?
+                {
+                    phase.rollback().await;
+                    let mut phase = phased.begin().await?;
+                    let reason = format!("the gateway canceled but the ledger refused the release: {}", refused.0);
+                    review(&mut phase, &row, &reason).await?;
+                    return phase_problem(phase, state_conflict(reason)).await;
+                }
+            }
+            let canceled = store::record(
+                &mut phase,
+                row.id,
+                &Outcome { status: Some(IntentStatus::Canceled), amount_capturable: Some(0), ..Outcome::default() },
+            )
+            .await?;
+            announce(&mut phase, &canceled, EventType::PaymentIntentCanceled).await?;
+            phase.finish(StatusCode::OK, &PaymentIntentBody::of(&canceled)?).await
+        }
+        Ok(Answer::Done(gateway)) => {
+            let reason = format!("a cancel answered {:?}", gateway.status);
+            invalid_reply(&mut phased, &row, &reason).await
+        }
+        Ok(Answer::Refused(refusal)) => {
+            // Nothing changed at the gateway: the intent is as it was.
+            let mut phase = phased.begin().await?;
+            store::restore(&mut phase, row.id, from).await?;
+            phase_problem(phase, state_conflict(format!("The gateway refused the cancel: {}", refusal.message))).await
+        }
+        Ok(Answer::Declined { .. }) => invalid_reply(&mut phased, &row, "a decline answered a cancel").await,
+        Err(error) => outbound_failure(&mut phased, &row, error).await,
+    }
 }

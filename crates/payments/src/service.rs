@@ -90,6 +90,7 @@ fn resumers(payments: &Payments) -> Vec<Resumer> {
         resumer(api::CREATE_PATH, payments, api::run_create),
         resumer(api::CONFIRM_PATH, payments, api::run_confirm),
         resumer(api::CAPTURE_PATH, payments, api::run_capture),
+        resumer(api::CANCEL_PATH, payments, api::run_cancel),
         resumer(crate::refunds::REFUNDS_PATH, payments, crate::refunds::run_refund),
     ]
 }
@@ -118,6 +119,7 @@ fn permissions() -> Vec<RoutePermission> {
         row(Method::GET, "/v1/payment_intents/{id}", Role::Viewer),
         row(Method::POST, api::CONFIRM_PATH, Role::Finance),
         row(Method::POST, api::CAPTURE_PATH, Role::Finance),
+        row(Method::POST, api::CANCEL_PATH, Role::Finance),
         row(Method::POST, crate::refunds::REFUNDS_PATH, Role::Finance),
         row(Method::GET, "/v1/refunds/{id}", Role::Viewer),
     ]

@@ -129,6 +129,18 @@ pub async fn start_step(
     .await
 }
 
+/// Puts an intent back in the status a step started from, when the gateway refused the
+/// step and nothing changed: like [`start_step`], not an event, so the version stays.
+pub async fn restore(connection: &mut PgConnection, id: Uuid, status: IntentStatus) -> Result<IntentRow, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE payments.intents SET status = $2, updated_at = now() WHERE id = $1 AND status = 'processing' RETURNING *",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .fetch_one(connection)
+    .await
+}
+
 /// What a gateway's answer changes on an intent.
 #[derive(Debug, Default)]
 pub struct Outcome<'a> {

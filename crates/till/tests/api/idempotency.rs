@@ -254,6 +254,20 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            path: "/v1/payment_intents/{id}/cancel",
+            platform: false,
+            effects: "SELECT count(*) FROM payments.intents WHERE status = 'canceled'",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let intent = payment_intent(app, business, json!({ "amount": 500, "currency": "GBP" })).await;
+                    target(
+                        format!("/v1/payment_intents/{intent}/cancel"),
+                        |n| json!({ "cancellation_reason": if n == 1 { "duplicate" } else { "abandoned" } }),
+                    )
+                })
+            },
+        },
+        Case {
             path: "/v1/refunds",
             platform: false,
             effects: "SELECT count(*) FROM payments.refunds",

@@ -430,3 +430,46 @@ async fn a_refund_whose_reply_cannot_be_trusted_needs_review_and_keeps_its_reser
     assert_eq!(refundable(&app, &business, &id).await["balance"], 600);
     assert_eq!(ledger_account(&app, &business, "merchant_pending").await["balance"], 965);
 }
+
+#[tokio::test]
+async fn canceling_an_authorisation_releases_its_hold() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let (_, intent) = create(
+        &app,
+        key,
+        "can-1",
+        json!({"amount": 1200, "currency": "GBP", "capture_method": "manual", "payment_method": "pm_card_visa", "confirm": true}),
+    )
+    .await;
+    let id = intent["id"].as_str().expect("id").to_string();
+    let (status, canceled) =
+        step(&app, key, &id, "cancel", "can-2", json!({"cancellation_reason": "requested_by_customer"})).await;
+    assert_eq!(
+        (status, canceled["status"].as_str(), canceled["amount_capturable"].as_i64()),
+        (200, Some("canceled"), Some(0)),
+        "{canceled}"
+    );
+    let pending = ledger_account(&app, &business, "merchant_pending").await;
+    assert_eq!(
+        (pending["balance"].as_i64(), pending["credits_pending"].as_i64()),
+        (Some(0), Some(0)),
+        "the hold is void"
+    );
+    let gateway = sim_object(&app, canceled["gateway_intent_id"].as_str().expect("gateway")).await;
+    assert_eq!(gateway["status"], "canceled");
+    let (status, capture) = step(&app, key, &id, "capture", "can-3", json!({})).await;
+    assert_eq!((status, capture["code"].as_str()), (409, Some("state_conflict")));
+    let (status, again) = step(&app, key, &id, "cancel", "can-4", json!({})).await;
+    assert_eq!((status, again["code"].as_str()), (409, Some("state_conflict")));
+    let (status, bad) = step(&app, key, &id, "cancel", "can-5", json!({"cancellation_reason": "bored"})).await;
+    assert_eq!((status, bad["param"].as_str()), (400, Some("cancellation_reason")));
+    let events = intent_events(&app, key, &id, 3).await;
+    let kinds: Vec<&str> = events.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["payment_intent.created", "payment_intent.amount_capturable_updated", "payment_intent.canceled"]
+    );
+    assert_eq!(check(&app, key).await["ok"], true);
+}
