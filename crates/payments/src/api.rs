@@ -31,7 +31,7 @@ use till_http::{ApiError, Problem};
 use till_kit::schema::Text500;
 use till_kit::{BusinessId, Currency, HumanText, Metadata, Money};
 use till_outbound::OutboundError;
-use till_outbox::{Event, EventType};
+use till_outbox::EventType;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -294,18 +294,16 @@ fn request_id() -> Option<String> {
 /// The intent's event for its current status, in the caller's transaction.
 async fn announce(connection: &mut sqlx::PgConnection, row: &IntentRow, event_type: EventType) -> Result<(), ApiError> {
     let body = PaymentIntentBody::of(row)?;
-    let data = serde_json::value::to_raw_value(&body).map_err(|error| ApiError::internal(&error))?;
-    let event = Event::new(
-        event_type,
-        BusinessId::from_uuid(row.business_id),
+    Ok(store::announce(
+        connection,
+        row.business_id,
         body.id.to_string(),
-        i64::from(row.version),
+        row.version,
         row.updated_at,
-        request_id(),
-        data,
-    );
-    till_outbox::append(connection, store::OUTBOX, &[event]).await?;
-    Ok(())
+        event_type,
+        &body,
+    )
+    .await?)
 }
 
 /// The event that announces `status`, when a status change has one.

@@ -124,6 +124,20 @@ async fn apply(
     Ok(posting::apply_in(connection, business, Some(&key), &command, request_id).await?)
 }
 
+/// Applies one command whose outcome the caller does not need: applied, or refused.
+async fn applied(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    key: String,
+    command: Command,
+    request_id: Option<&str>,
+) -> Result<Result<(), Refused>, ApiError> {
+    Ok(apply(connection, business, key, command, request_id)
+        .await?
+        .map(|_| ())
+        .map_err(|refusal| Refused(refusal.to_string())))
+}
+
 fn transfer(
     debit: AccountId,
     credit: AccountId,
@@ -245,10 +259,7 @@ pub async fn fee(
     let pending = account(connection, business, fee.currency(), Role::MerchantPending, request_id).await?;
     let charged =
         transfer(pending, receivable, fee, None, &format!("Stripe fee on {intent}"), metadata(intent, "fee")?)?;
-    match apply(connection, business, format!("{intent}:fee"), Command::Transfer(charged), request_id).await? {
-        Ok(_) => Ok(Ok(())),
-        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
-    }
+    applied(connection, business, format!("{intent}:fee"), Command::Transfer(charged), request_id).await
 }
 
 /// Releases an authorisation (a cancel): the hold is voided.
@@ -260,10 +271,7 @@ pub async fn release(
     request_id: Option<&str>,
 ) -> Result<Result<(), Refused>, ApiError> {
     let command = Command::Void { hold: TransferId::from_uuid(hold) };
-    match apply(connection, business, format!("{intent}:release"), command, request_id).await? {
-        Ok(_) => Ok(Ok(())),
-        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
-    }
+    applied(connection, business, format!("{intent}:release"), command, request_id).await
 }
 
 /// Reserves `amount` of the intent's refundable account for a refund, before the gateway
@@ -287,10 +295,7 @@ pub async fn reserve_refund(
         &format!("Refund {refund} of {intent}"),
         metadata(intent, "refund_reserved")?,
     )?;
-    match apply(connection, business, format!("{refund}:reserve"), Command::Transfer(reserved), request_id).await? {
-        Ok(_) => Ok(Ok(())),
-        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
-    }
+    applied(connection, business, format!("{refund}:reserve"), Command::Transfer(reserved), request_id).await
 }
 
 /// Gives a reservation back to the intent's refundable account (the gateway refused).
@@ -312,10 +317,7 @@ pub async fn release_refund(
         &format!("Refund {refund} of {intent} refused"),
         metadata(intent, "refund_released")?,
     )?;
-    match apply(connection, business, format!("{refund}:release"), Command::Transfer(released), request_id).await? {
-        Ok(_) => Ok(Ok(())),
-        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
-    }
+    applied(connection, business, format!("{refund}:release"), Command::Transfer(released), request_id).await
 }
 
 /// A refund the gateway made: the money leaves the merchant's pending balance, and the
@@ -338,8 +340,5 @@ pub async fn refund_money(
         &format!("Refund {refund} of {intent}"),
         metadata(intent, "refund")?,
     )?;
-    match apply(connection, business, format!("{refund}:money"), Command::Transfer(refunded), request_id).await? {
-        Ok(_) => Ok(Ok(())),
-        Err(refusal) => Ok(Err(Refused(refusal.to_string()))),
-    }
+    applied(connection, business, format!("{refund}:money"), Command::Transfer(refunded), request_id).await
 }

@@ -22,7 +22,7 @@ use till_http::unit_of_work::Tx;
 use till_http::{ApiError, ErrorCode, Problem};
 use till_kit::{BusinessId, Currency, Money};
 use till_outbound::OutboundError;
-use till_outbox::{Event, EventType};
+use till_outbox::EventType;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -98,18 +98,16 @@ pub struct CreateRefundRequest {
 
 async fn announce(connection: &mut sqlx::PgConnection, row: &RefundRow, event_type: EventType) -> Result<(), ApiError> {
     let body = RefundBody::of(row)?;
-    let data = serde_json::value::to_raw_value(&body).map_err(|error| ApiError::internal(&error))?;
-    let event = Event::new(
-        event_type,
-        BusinessId::from_uuid(row.business_id),
+    Ok(store::announce(
+        connection,
+        row.business_id,
         body.id.to_string(),
-        i64::from(row.version),
+        row.version,
         row.updated_at,
-        till_http::request_id::current(),
-        data,
-    );
-    till_outbox::append(connection, store::OUTBOX, &[event]).await?;
-    Ok(())
+        event_type,
+        &body,
+    )
+    .await?)
 }
 
 /// Refund a captured payment intent.

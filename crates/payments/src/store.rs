@@ -306,3 +306,46 @@ pub async fn add_refunded(connection: &mut PgConnection, intent: Uuid, amount: i
         .await?;
     Ok(())
 }
+
+/// Writes the event of a payments resource (an intent, a refund) to this service's
+/// outbox, in the caller's transaction: `data` is the resource as the API shows it, and
+/// the sequence its version.
+pub async fn announce(
+    connection: &mut PgConnection,
+    business: Uuid,
+    resource_id: String,
+    version: i32,
+    at: OffsetDateTime,
+    event_type: till_outbox::EventType,
+    data: &impl serde::Serialize,
+) -> Result<(), AnnounceError> {
+    let data = serde_json::value::to_raw_value(data)?;
+    let event = till_outbox::Event::new(
+        event_type,
+        BusinessId::from_uuid(business),
+        resource_id,
+        i64::from(version),
+        at,
+        till_http::request_id::current(),
+        data,
+    );
+    till_outbox::append(connection, OUTBOX, &[event]).await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnnounceError {
+    #[error("encoding an event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<AnnounceError> for till_http::ApiError {
+    fn from(error: AnnounceError) -> till_http::ApiError {
+        match error {
+            AnnounceError::Database(error) => till_http::ApiError::database(error),
+            AnnounceError::Encode(error) => till_http::ApiError::internal(&error),
+        }
+    }
+}
