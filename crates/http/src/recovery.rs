@@ -463,6 +463,16 @@ async fn take_in(
             (RecoveryPoint { name: row.point, data: row.point_data }, row.attempts.saturating_add(1))
         }
         None => {
+            // No row: either the key is new, or a request finishing it deleted its row
+            // while this one waited on the row's lock above; then its response is
+            // committed now, and this statement (read committed) sees it. Replay it
+            // rather than run the request again (and fail to store a second response).
+            if let Some((_, stored)) =
+                unit_of_work::find_stored(&mut *transaction, &context.scope, &wanted).await?.pop()
+            {
+                let response = stored.admit(context)?.open(&state.keyring, context)?.replay()?;
+                return Ok(Taken::Answer(response));
+            }
             sqlx::query(
                 "INSERT INTO api.recovery_points
                      (scope, principal, principal_role, key, method, path, route, fingerprint, request_body, point,
