@@ -146,6 +146,8 @@ impl Server {
         let mut child = tokio::process::Command::new(target.binary()?)
             .args(["up", "--port", &port.to_string()])
             .env("TILL_ADMIN_TOKEN", &admin_token)
+            // The simulator on any free port (the API's port + 1 may be taken).
+            .env("TILL_SIM_PORT", "0")
             .env("DATABASE_URL", url)
             .env("TILL_DATA_DIR", server_dir)
             .env("TILL_RATE_LIMIT_PER_SECOND", "10000000")
