@@ -249,15 +249,21 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let has_json_type = is_json_content_type(request.headers());
         let bytes = read_bytes(request, state).await?;
-        if bytes.is_empty() {
-            return Ok(ApiJsonOrEmpty(T::default()));
-        }
-        if !has_json_type {
+        if !bytes.is_empty() && !has_json_type {
             return Err(unsupported_media_type());
         }
-        // The optional body's schema admits `null`, which says "no body" as plainly.
-        parse_json::<Option<T>>(&bytes).map(|body| ApiJsonOrEmpty(body.unwrap_or_default()))
+        parse_json_or_empty(&bytes).map(ApiJsonOrEmpty)
     }
+}
+
+/// An optional JSON body, from bytes already read (a phased route's): empty or `null` is
+/// `T::default()` (the optional body's schema admits `null`, which says "no body" as
+/// plainly); anything else is parsed like [`ApiJson`].
+pub fn parse_json_or_empty<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    parse_json::<Option<T>>(bytes).map(Option::unwrap_or_default)
 }
 
 #[cfg(test)]

@@ -419,11 +419,6 @@ async fn take_in(
     if !unit_of_work::try_lock_key(&mut *transaction, context).await? {
         return Err(unit_of_work::key_in_use());
     }
-    let wanted = [(context.principal.clone(), context.key.clone())];
-    if let Some((_, stored)) = unit_of_work::find_stored(&mut *transaction, &context.scope, &wanted).await?.pop() {
-        let response = stored.admit(context)?.open(&state.keyring, context)?.replay()?;
-        return Ok(Taken::Answer(response));
-    }
     let row: Option<PointRow> = sqlx::query_as(
         "SELECT fingerprint, principal_role, point, point_data, locked_until > now() AS held, attempts
            FROM api.recovery_points WHERE scope = $1 AND principal = $2 AND key = $3 FOR UPDATE",
@@ -463,10 +458,13 @@ async fn take_in(
             (RecoveryPoint { name: row.point, data: row.point_data }, row.attempts.saturating_add(1))
         }
         None => {
-            // No row: either the key is new, or a request finishing it deleted its row
-            // while this one waited on the row's lock above; then its response is
-            // committed now, and this statement (read committed) sees it. Replay it
-            // rather than run the request again (and fail to store a second response).
+            // No row: the key is new, or its request finished (the row is deleted in the
+            // transaction that stores the response), possibly while this one waited on
+            // the row's lock above; then the response is committed now, and this
+            // statement (read committed) sees it. Replay it rather than run the request
+            // again (and fail to store a second response). Looked up only here: a row
+            // that is there means its request has not finished.
+            let wanted = [(context.principal.clone(), context.key.clone())];
             if let Some((_, stored)) =
                 unit_of_work::find_stored(&mut *transaction, &context.scope, &wanted).await?.pop()
             {

@@ -199,13 +199,6 @@ pub struct CaptureIntentRequest {
     pub amount_to_capture: Option<i64>,
 }
 
-fn parse_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    till_http::extract::parse_json(bytes)
-}
-
 fn parse_amount(amount: i64, param: &str) -> Result<i64, ApiError> {
     if (1..=AMOUNT_MAX).contains(&amount) {
         Ok(amount)
@@ -695,7 +688,7 @@ async fn confirm_intent(State(payments): State<Payments>, phased: Phased) -> Res
 }
 
 pub async fn run_confirm(payments: Payments, mut phased: Phased) -> Result<Response, ApiError> {
-    let request: ConfirmIntentRequest = parse_body(phased.body())?;
+    let request: ConfirmIntentRequest = till_http::extract::parse_json_or_empty(phased.body())?;
     let method = parse_payment_method(request.payment_method.as_deref())?;
     if phased.point().is_started() {
         let intent = intent_of_path(&phased)?;
@@ -751,7 +744,7 @@ async fn capture_intent(State(payments): State<Payments>, phased: Phased) -> Res
 
 pub async fn run_capture(payments: Payments, mut phased: Phased) -> Result<Response, ApiError> {
     let business = business_of(&phased)?;
-    let request: CaptureIntentRequest = parse_body(phased.body())?;
+    let request: CaptureIntentRequest = till_http::extract::parse_json_or_empty(phased.body())?;
     let requested = request.amount_to_capture.map(|amount| parse_amount(amount, "amount_to_capture")).transpose()?;
     if phased.point().is_started() {
         let intent = intent_of_path(&phased)?;
@@ -857,7 +850,7 @@ async fn cancel_intent(State(payments): State<Payments>, phased: Phased) -> Resp
 
 pub async fn run_cancel(payments: Payments, mut phased: Phased) -> Result<Response, ApiError> {
     let business = business_of(&phased)?;
-    let request: CancelIntentRequest = parse_body(phased.body())?;
+    let request: CancelIntentRequest = till_http::extract::parse_json_or_empty(phased.body())?;
     if let Some(reason) = request.cancellation_reason.as_deref() {
         if !["duplicate", "fraudulent", "requested_by_customer", "abandoned"].contains(&reason) {
             return Err(ApiError::invalid(
