@@ -25,7 +25,8 @@
 //!
 //! A handler's answer without [`Phase::finish`] is settled like any POST's: a 5xx or a
 //! 429 is no decision (the row stays at its point and the lease is let go at once, so a
-//! retry resumes); anything else is stored as the key's response and the row removed.
+//! retry resumes), nor is an answer marked [`undecided`] (a 202 while an outside call's
+//! outcome is unknown); anything else is stored as the key's response and the row removed.
 //! A phase commits only under the lease it began with: once another request or the job
 //! has taken the key over, the old one can no longer move it (409).
 
@@ -265,6 +266,20 @@ impl Phase<'_> {
 #[derive(Clone, Copy)]
 struct Finished;
 
+/// Marks an answer that is not the request's outcome, see [`undecided`].
+#[derive(Clone, Copy)]
+struct Undecided;
+
+/// An answer given while the outcome is not known (an outside call timed out: it may or
+/// may not have acted), such as a 202 with the resource as it stands. Like a 5xx it
+/// decides nothing: the point stays and the lease is let go, so a retry of the same key
+/// resumes from the point (and gets the outcome once known), and the recovery job
+/// resumes it if nobody retries.
+pub fn undecided(mut response: Response) -> Response {
+    response.extensions_mut().insert(Undecided);
+    response
+}
+
 #[derive(Clone, Copy)]
 struct LeaseIdentity<'a> {
     context: &'a IdempotencyContext,
@@ -320,7 +335,8 @@ async fn settle(
         return Ok(response);
     }
     let status = response.status();
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+    let undecided = response.extensions().get::<Undecided>().is_some();
+    if undecided || status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         // No decision: keep the point and let the key go now, so a retry resumes at once.
         let mut transaction = unit_of_work::begin(pool, scope).await?;
         sqlx::query(
@@ -601,7 +617,8 @@ async fn resume_one(
     let response = (resumer.resume)(phased).await;
     let identity = LeaseIdentity { context: &context, lease };
     let response = settle(&state.pool, &state.keyring, scope, identity, response).await?;
-    Ok(!response.status().is_server_error())
+    let undecided = response.extensions().get::<Undecided>().is_some();
+    Ok(!undecided && !response.status().is_server_error())
 }
 
 /// A phased route's handler answers as any handler does; this only names the type.

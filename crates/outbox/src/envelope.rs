@@ -32,10 +32,12 @@ pub enum EventType {
     RefundCreated,
     RefundSucceeded,
     RefundFailed,
+    SettlementReconciled,
+    ReconciliationExceptionCreated,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 22] = [
         EventType::AccountCreated,
         EventType::AccountUpdated,
         EventType::TransferCreated,
@@ -56,6 +58,8 @@ impl EventType {
         EventType::RefundCreated,
         EventType::RefundSucceeded,
         EventType::RefundFailed,
+        EventType::SettlementReconciled,
+        EventType::ReconciliationExceptionCreated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +84,8 @@ impl EventType {
             EventType::RefundCreated => "refund.created",
             EventType::RefundSucceeded => "refund.succeeded",
             EventType::RefundFailed => "refund.failed",
+            EventType::SettlementReconciled => "settlement.reconciled",
+            EventType::ReconciliationExceptionCreated => "reconciliation_exception.created",
         }
     }
 
@@ -102,6 +108,8 @@ impl EventType {
             | EventType::PaymentIntentCanceled
             | EventType::PaymentIntentRequiresReview => "PaymentIntentBody",
             EventType::RefundCreated | EventType::RefundSucceeded | EventType::RefundFailed => "RefundBody",
+            EventType::SettlementReconciled => "SettlementBody",
+            EventType::ReconciliationExceptionCreated => "ReconciliationExceptionBody",
             _ => "TransferBody",
         }
     }
@@ -158,6 +166,12 @@ impl EventType {
             }
             EventType::RefundSucceeded => "The gateway refunded it; the money left the merchant's pending balance.",
             EventType::RefundFailed => "The gateway refused the refund; the reserved amount is refundable again.",
+            EventType::SettlementReconciled => {
+                "A gateway paid out: its lines for this business were matched with Till's captures, fees and refunds, and what matched moved from pending to available."
+            }
+            EventType::ReconciliationExceptionCreated => {
+                "A settlement line did not match what Till recorded (or Till has no record of it); nothing was adjusted."
+            }
         }
     }
 

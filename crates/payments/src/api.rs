@@ -24,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use till_http::auth::Principal;
-use till_http::extract::ApiPath;
+use till_http::extract::{ApiPath, ApiQuery};
+use till_http::pagination::{ListParams, Page};
 use till_http::recovery::{Phased, RecoveryPoint};
 use till_http::unit_of_work::Tx;
 use till_http::{ApiError, Problem};
@@ -61,7 +62,7 @@ pub struct Payments {
 
 pub fn routes(payments: Payments) -> OpenApiRouter {
     OpenApiRouter::new()
-        .routes(routes!(create_intent))
+        .routes(routes!(create_intent, list_intents))
         .routes(routes!(get_intent))
         .routes(routes!(confirm_intent))
         .routes(routes!(capture_intent))
@@ -325,7 +326,7 @@ fn json_response(status: StatusCode, row: &IntentRow) -> Result<Response, ApiErr
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
-        (status = 504, body = Problem, content_type = "application/problem+json"),
+        (status = 202, body = PaymentIntentBody, description = "The gateway's answer is not known yet (it timed out): the intent stands as shown (`processing` for a step with the gateway). Retry with the same Idempotency-Key for the outcome; if nobody does, Till settles it by itself."),
     ),
     security(("bearer" = [])))]
 async fn create_intent(State(payments): State<Payments>, phased: Phased) -> Response {
@@ -470,8 +471,17 @@ async fn outbound_failure(phased: &mut Phased, row: &IntentRow, error: OutboundE
             let reason = format!("{}: {}", reason.field, reason.why);
             invalid_reply(phased, row, &reason).await
         }
-        // Unavailable or timed out: nothing is recorded, the point stays, and a retry of
-        // the same Idempotency-Key (or the recovery job) calls again with the same key.
+        // Timed out: the gateway may have acted. The intent is `processing`, and the
+        // answer says so (202) without deciding anything: the point stays, and a retry of
+        // the same Idempotency-Key (or the recovery job, if nobody retries) calls again
+        // with the same gateway key, so the gateway makes the effect once.
+        OutboundError::TimedOut { .. } => {
+            tracing::warn!(%error, intent = %PaymentIntentId::from_uuid(row.id), "the gateway's outcome is unknown");
+            let current = load(phased, PaymentIntentId::from_uuid(row.id)).await?;
+            Ok(till_http::recovery::undecided(json_response(StatusCode::ACCEPTED, &current)?))
+        }
+        // Unavailable (nothing was sent) or failing: nothing is recorded, the point
+        // stays, and a retry resumes from it.
         _ => Err(error.into()),
     }
 }
@@ -612,6 +622,7 @@ async fn settle_gateway_state(
             match captured {
                 Ok(refundable) => {
                     outcome.refundable_account = Some(refundable);
+                    outcome.gateway_charge_id = gateway.charge.as_deref();
                     match fee {
                         Some(fee) => crate::ledger::fee(connection, business, &intent, fee, request)
                             .await?
@@ -680,7 +691,7 @@ fn intent_of_path(phased: &Phased) -> Result<PaymentIntentId, ApiError> {
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
-        (status = 504, body = Problem, content_type = "application/problem+json"),
+        (status = 202, body = PaymentIntentBody, description = "The gateway's answer is not known yet (it timed out): the intent stands as shown (`processing` for a step with the gateway). Retry with the same Idempotency-Key for the outcome; if nobody does, Till settles it by itself."),
     ),
     security(("bearer" = [])))]
 async fn confirm_intent(State(payments): State<Payments>, phased: Phased) -> Response {
@@ -735,7 +746,7 @@ pub async fn run_confirm(payments: Payments, mut phased: Phased) -> Result<Respo
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
-        (status = 504, body = Problem, content_type = "application/problem+json"),
+        (status = 202, body = PaymentIntentBody, description = "The gateway's answer is not known yet (it timed out): the intent stands as shown (`processing` for a step with the gateway). Retry with the same Idempotency-Key for the outcome; if nobody does, Till settles it by itself."),
     ),
     security(("bearer" = [])))]
 async fn capture_intent(State(payments): State<Payments>, phased: Phased) -> Response {
@@ -823,6 +834,55 @@ async fn get_intent(
     json_response(StatusCode::OK, &row)
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct IntentListParams {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// The id of the last intent of the previous page.
+    pub starting_after: Option<String>,
+    /// Only intents in this status.
+    #[param(
+        pattern = "^(requires_payment_method|requires_confirmation|requires_action|processing|requires_capture|canceled|succeeded|requires_review)$"
+    )]
+    pub status: Option<String>,
+}
+
+/// List payment intents, newest first.
+#[utoipa::path(get, path = "/v1/payment_intents", tag = "payments", params(IntentListParams),
+    responses(
+        (status = 200, body = Page<PaymentIntentBody>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+async fn list_intents(
+    principal: Principal,
+    mut tx: Tx,
+    ApiQuery(params): ApiQuery<IntentListParams>,
+) -> Result<axum::Json<Page<PaymentIntentBody>>, ApiError> {
+    let page = ListParams { limit: params.limit, starting_after: params.starting_after }
+        .page(|text| PaymentIntentId::parse(text).ok())?;
+    let status = params
+        .status
+        .as_deref()
+        .map(|text| {
+            IntentStatus::parse(text)
+                .ok_or_else(|| ApiError::invalid("status", "status is one of the payment intent statuses."))
+        })
+        .transpose()?;
+    let rows = store::list_intents(
+        &mut tx,
+        principal.business_id,
+        status,
+        page.starting_after.map(|id| id.as_uuid()),
+        page.fetch_limit(),
+    )
+    .await?;
+    let bodies = rows.iter().map(PaymentIntentBody::of).collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(Page::from_rows(bodies, page.limit, |intent| intent.id.to_string())))
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelIntentRequest {
@@ -841,7 +901,7 @@ pub struct CancelIntentRequest {
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
-        (status = 504, body = Problem, content_type = "application/problem+json"),
+        (status = 202, body = PaymentIntentBody, description = "The gateway's answer is not known yet (it timed out): the intent stands as shown (`processing` for a step with the gateway). Retry with the same Idempotency-Key for the outcome; if nobody does, Till settles it by itself."),
     ),
     security(("bearer" = [])))]
 async fn cancel_intent(State(payments): State<Payments>, phased: Phased) -> Response {

@@ -6,6 +6,9 @@
 //! - `receivable:stripe` (debit-normal): what the gateway owes the business;
 //! - `merchant_pending` (credit-normal): captured money not yet settled;
 //! - `refund_capacity` (debit-normal): the source of each intent's refundable amount;
+//! - `merchant_available` (credit-normal): settled money, the merchant's to pay out;
+//! - `settled:stripe` (debit-normal): what the gateway has paid out to the platform's
+//!   bank for the business;
 //!
 //! and per intent, `refundable` (credit-normal, floor 0), opened at capture.
 //!
@@ -21,6 +24,9 @@
 //!   what was captured are refused by the ledger's bounds.
 //! - the gateway's fee moves from the merchant's pending account back to the
 //!   receivable: the gateway keeps it out of what it settles.
+//! - a settlement moves the net of its matched lines from pending to available, and from
+//!   the receivable to settled: so the receivable and pending balances are always the
+//!   net of what is captured and not yet settled.
 //!
 //! Every command carries a posting key derived from the intent and the step
 //! (`pi_…:capture`), so a step retried after a crash posts once.
@@ -44,6 +50,8 @@ enum Role {
     Receivable,
     MerchantPending,
     RefundCapacity,
+    MerchantAvailable,
+    Settled,
 }
 
 impl Role {
@@ -52,6 +60,8 @@ impl Role {
             Role::Receivable => "receivable:stripe",
             Role::MerchantPending => "merchant_pending",
             Role::RefundCapacity => "refund_capacity",
+            Role::MerchantAvailable => "merchant_available",
+            Role::Settled => "settled:stripe",
         }
     }
 
@@ -60,14 +70,16 @@ impl Role {
             Role::Receivable => "Owed by Stripe",
             Role::MerchantPending => "Payments pending settlement",
             Role::RefundCapacity => "Refund capacity",
+            Role::MerchantAvailable => "Payments available",
+            Role::Settled => "Paid out by Stripe",
         };
         format!("{what} ({})", currency.code())
     }
 
     fn normal_balance(self) -> Side {
         match self {
-            Role::Receivable | Role::RefundCapacity => Side::Debit,
-            Role::MerchantPending => Side::Credit,
+            Role::Receivable | Role::RefundCapacity | Role::Settled => Side::Debit,
+            Role::MerchantPending | Role::MerchantAvailable => Side::Credit,
         }
     }
 }
@@ -341,4 +353,83 @@ pub async fn refund_money(
         metadata(intent, "refund")?,
     )?;
     applied(connection, business, format!("{refund}:money"), Command::Transfer(refunded), request_id).await
+}
+
+/// A settlement of `net` (the matched lines' charges less fees and refunds; negative when
+/// refunds outweigh charges): from pending to available, and from the receivable to
+/// settled. `key` names the business's settlement, so it posts once.
+pub async fn settle(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    settlement: &str,
+    net: Money,
+    request_id: Option<&str>,
+) -> Result<Result<(), Refused>, ApiError> {
+    if net.is_zero() {
+        return Ok(Ok(()));
+    }
+    let currency = net.currency();
+    let pending = account(connection, business, currency, Role::MerchantPending, request_id).await?;
+    let available = account(connection, business, currency, Role::MerchantAvailable, request_id).await?;
+    let receivable = account(connection, business, currency, Role::Receivable, request_id).await?;
+    let settled = account(connection, business, currency, Role::Settled, request_id).await?;
+    let magnitude =
+        Money::from_minor(net.minor().checked_abs().ok_or_else(|| internal("a net of i64::MIN"))?, currency);
+    let (from, to, paid_from, paid_to) = if net.minor() > 0 {
+        (pending, available, settled, receivable)
+    } else {
+        (available, pending, receivable, settled)
+    };
+    let info = || -> Result<Metadata, ApiError> {
+        let map = [("settlement".to_string(), settlement.to_string()), ("kind".to_string(), "settlement".to_string())];
+        Metadata::parse(map.into_iter().collect()).map_err(internal)
+    };
+    let made_available = transfer(from, to, magnitude, None, &format!("Settlement {settlement}"), info()?)?;
+    if let Err(refused) =
+        applied(connection, business, format!("{settlement}:available"), Command::Transfer(made_available), request_id)
+            .await?
+    {
+        return Ok(Err(refused));
+    }
+    let paid = transfer(paid_from, paid_to, magnitude, None, &format!("Paid out in {settlement}"), info()?)?;
+    applied(connection, business, format!("{settlement}:paid"), Command::Transfer(paid), request_id).await
+}
+
+/// The merchant's balance in one currency: settled (available) and not yet (pending).
+#[derive(Debug, Clone, Copy)]
+pub struct Balance {
+    pub currency: Currency,
+    pub available: i64,
+    pub pending: i64,
+}
+
+/// The merchant's balances, per currency the business has taken payments in, read from
+/// the ledger in the caller's transaction.
+pub async fn balances(connection: &mut PgConnection, business: BusinessId) -> Result<Vec<Balance>, ApiError> {
+    let rows: Vec<(String, String, Uuid)> = sqlx::query_as(
+        "SELECT currency, role, account_id FROM payments.ledger_accounts
+          WHERE business_id = $1 AND role IN ('merchant_pending', 'merchant_available') ORDER BY currency, role",
+    )
+    .bind(business.as_uuid())
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut balances: Vec<Balance> = Vec::new();
+    for (code, role, account) in rows {
+        let currency = Currency::parse(&code).map_err(internal)?;
+        let amount = posting::available(connection, business, AccountId::from_uuid(account))
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| internal(format_args!("the ledger has no account {account} of payments")))?;
+        if balances.last().is_none_or(|balance| balance.currency != currency) {
+            balances.push(Balance { currency, available: 0, pending: 0 });
+        }
+        if let Some(balance) = balances.last_mut() {
+            if role == "merchant_available" {
+                balance.available = amount;
+            } else {
+                balance.pending = amount;
+            }
+        }
+    }
+    Ok(balances)
 }

@@ -11,14 +11,18 @@
 //! - [`api`]: the routes, phased around each gateway call (`till_http::recovery`).
 //! - [`ledger`]: the accounts and postings, by construction (a capture posts a hold the
 //!   ledger bounds; refunds take from an account with a floor of zero).
+//! - [`settlement`]: the gateway's payouts, reconciled line by line with Till's
+//!   captures, fees and refunds; what matches becomes available, the rest exceptions.
 //! - [`store`]: the schema's SQL. [`service`]: the registration.
 
 pub mod api;
+pub mod balance;
 pub mod domain;
 pub mod gateway;
 pub mod ledger;
 pub mod refunds;
 pub mod service;
+pub mod settlement;
 pub mod store;
 
 pub use service::{PaymentsConfig, StripeSettings};
@@ -34,3 +38,15 @@ till_kit::typed_id!(
     "A payment intent: one payment, from creation to capture."
 );
 till_kit::typed_id!(RefundId, "re", "refund", "A refund of a captured payment intent.");
+till_kit::typed_id!(
+    SettlementId,
+    "stl",
+    "settlement",
+    "One business's part of a gateway's payout: its matched lines, settled from pending to available."
+);
+till_kit::typed_id!(
+    ReconciliationExceptionId,
+    "rcx",
+    "reconciliation exception",
+    "A settlement line that did not match what Till recorded."
+);

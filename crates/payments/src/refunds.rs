@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use till_http::auth::Principal;
-use till_http::extract::ApiPath;
+use till_http::extract::{ApiPath, ApiQuery};
+use till_http::pagination::{ListParams, Page};
 use till_http::recovery::{Phased, RecoveryPoint};
 use till_http::unit_of_work::Tx;
 use till_http::{ApiError, ErrorCode, Problem};
@@ -37,7 +38,7 @@ use crate::{PaymentIntentId, RefundId};
 pub const REFUNDS_PATH: &str = "/v1/refunds";
 
 pub fn routes(payments: Payments) -> OpenApiRouter {
-    OpenApiRouter::new().routes(routes!(create_refund)).routes(routes!(get_refund)).with_state(payments)
+    OpenApiRouter::new().routes(routes!(create_refund, list_refunds)).routes(routes!(get_refund)).with_state(payments)
 }
 
 /// A refund of a payment intent.
@@ -122,7 +123,7 @@ async fn announce(connection: &mut sqlx::PgConnection, row: &RefundRow, event_ty
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
-        (status = 504, body = Problem, content_type = "application/problem+json"),
+        (status = 202, body = RefundBody, description = "The gateway's answer is not known yet (it timed out): the refund is `pending`. Retry with the same Idempotency-Key for the outcome; if nobody does, Till settles it by itself."),
     ),
     security(("bearer" = [])))]
 async fn create_refund(State(payments): State<Payments>, phased: Phased) -> Response {
@@ -262,8 +263,18 @@ pub async fn run_refund(payments: Payments, mut phased: Phased) -> Result<Respon
             store::end_refund(&mut phase, refund.as_uuid(), "requires_review", None, Some(&why)).await?;
             return phase.finish_problem(invalid(&why)).await;
         }
-        // Unavailable or timed out: nothing recorded; the point stays for a retry with
-        // the same key, or for the recovery job.
+        // Timed out: the gateway may have refunded. The refund stays `pending` and the
+        // answer says so (202) without deciding anything: the point stays for a retry
+        // with the same key, or for the recovery job, which asks again with the
+        // refund's own gateway key.
+        Err(error @ OutboundError::TimedOut { .. }) => {
+            phase.rollback().await;
+            tracing::warn!(%error, refund = %refund, "the gateway's outcome of a refund is unknown");
+            let body = RefundBody::of(&refund_row)?;
+            return Ok(till_http::recovery::undecided((StatusCode::ACCEPTED, axum::Json(body)).into_response()));
+        }
+        // Unavailable (nothing was sent) or failing: nothing recorded; the point stays
+        // for a retry with the same key, or for the recovery job.
         Err(error) => {
             phase.rollback().await;
             return Err(error.into());
@@ -321,4 +332,51 @@ async fn refundable_left(
 async fn get_refund(_principal: Principal, mut tx: Tx, ApiPath(id): ApiPath<RefundId>) -> Result<Response, ApiError> {
     let row = store::find_refund(&mut tx, id.as_uuid()).await?.ok_or_else(|| ApiError::not_found("refund"))?;
     Ok((StatusCode::OK, axum::Json(RefundBody::of(&row)?)).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RefundListParams {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// The id of the last refund of the previous page.
+    pub starting_after: Option<String>,
+    /// Only the refunds of this payment intent.
+    #[param(value_type = Option<PaymentIntentId>)]
+    pub payment_intent_id: Option<String>,
+}
+
+/// List refunds, newest first; of one payment intent with `payment_intent_id`.
+#[utoipa::path(get, path = "/v1/refunds", tag = "payments", params(RefundListParams),
+    responses(
+        (status = 200, body = Page<RefundBody>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+async fn list_refunds(
+    principal: Principal,
+    mut tx: Tx,
+    ApiQuery(params): ApiQuery<RefundListParams>,
+) -> Result<axum::Json<Page<RefundBody>>, ApiError> {
+    let page = ListParams { limit: params.limit, starting_after: params.starting_after }
+        .page(|text| RefundId::parse(text).ok())?;
+    let intent = params
+        .payment_intent_id
+        .as_deref()
+        .map(|text| {
+            PaymentIntentId::parse(text)
+                .map_err(|_| ApiError::invalid("payment_intent_id", "payment_intent_id is a payment intent id (pi_…)."))
+        })
+        .transpose()?;
+    let rows = store::list_refunds(
+        &mut tx,
+        principal.business_id,
+        intent.map(|id| id.as_uuid()),
+        page.starting_after.map(|id| id.as_uuid()),
+        page.fetch_limit(),
+    )
+    .await?;
+    let bodies = rows.iter().map(RefundBody::of).collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(Page::from_rows(bodies, page.limit, |refund| refund.id.to_string())))
 }

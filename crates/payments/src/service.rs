@@ -8,7 +8,7 @@ use axum::http::Method;
 use axum::response::IntoResponse;
 use till_http::auth::{Access, Role, RoutePermission};
 use till_http::recovery::Resumer;
-use till_http::service::{Context, MountError, Mounted, Service};
+use till_http::service::{Context, Job, MountError, Mounted, Service};
 use till_kit::Secret;
 use till_outbound::Url;
 use utoipa::OpenApi;
@@ -27,9 +27,17 @@ pub static SERVICE: Service = Service {
 
 /// Where the gateways are. Without Stripe the payment routes are still mounted (the
 /// document and the permission table are the same everywhere) and answer 503.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PaymentsConfig {
     pub stripe: Option<StripeSettings>,
+    /// How often the gateway's payouts are read and reconciled.
+    pub settlement_interval: std::time::Duration,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> PaymentsConfig {
+        PaymentsConfig { stripe: None, settlement_interval: std::time::Duration::from_secs(5) }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -50,14 +58,19 @@ impl StripeSettings {
 
 #[derive(OpenApi)]
 #[openapi(
-    components(schemas(api::PaymentIntentBody, crate::refunds::RefundBody)),
+    components(schemas(
+        api::PaymentIntentBody,
+        crate::refunds::RefundBody,
+        crate::settlement::SettlementBody,
+        crate::settlement::ReconciliationExceptionBody
+    )),
     tags((name = "payments", description = "Payment intents: take a card payment through a gateway, authorise and capture it. Every capture is in the ledger, in the same transaction as the intent's change.")),
 )]
 struct Doc;
 
 fn mount(context: &mut Context) -> Result<Mounted, MountError> {
     let config: PaymentsConfig = context.require("payments")?;
-    let settings = match config.stripe {
+    let settings = match config.stripe.clone() {
         Some(settings) => settings,
         // Nothing listens on port 9 (discard): every call fails to connect, which the
         // routes answer with a 503 and nothing done.
@@ -76,11 +89,21 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
     let stripe = Stripe::with_config(outbound)
         .map_err(|error| MountError::Failed { service: "payments", why: error.to_string() })?;
     let payments = Payments { stripe: Arc::new(stripe) };
+    let (pool, stripe, interval) = (context.pool.clone(), payments.stripe.clone(), config.settlement_interval);
+    let configured = config.stripe.is_some();
+    let mut jobs = Vec::new();
+    if configured {
+        jobs.push(Job::new("settlement reconciler", move |shutdown| {
+            crate::settlement::run(pool, stripe, interval, shutdown)
+        }));
+    }
     Ok(Mounted {
         tenant_routes: OpenApiRouter::with_openapi(Doc::openapi())
             .merge(api::routes(payments.clone()))
-            .merge(crate::refunds::routes(payments.clone())),
+            .merge(crate::refunds::routes(payments.clone()))
+            .merge(crate::balance::routes()),
         resumers: resumers(&payments),
+        jobs,
         ..Mounted::default()
     })
 }
@@ -122,5 +145,10 @@ fn permissions() -> Vec<RoutePermission> {
         row(Method::POST, api::CANCEL_PATH, Role::Finance),
         row(Method::POST, crate::refunds::REFUNDS_PATH, Role::Finance),
         row(Method::GET, "/v1/refunds/{id}", Role::Viewer),
+        row(Method::GET, api::CREATE_PATH, Role::Viewer),
+        row(Method::GET, crate::refunds::REFUNDS_PATH, Role::Viewer),
+        row(Method::GET, "/v1/balance", Role::Viewer),
+        row(Method::GET, "/v1/settlements", Role::Viewer),
+        row(Method::GET, "/v1/reconciliation/exceptions", Role::Viewer),
     ]
 }

@@ -32,6 +32,8 @@ pub struct IntentRow {
     pub customer_email: Option<String>,
     pub authorisation_hold: Option<Uuid>,
     pub refundable_account: Option<Uuid>,
+    pub gateway_charge_id: Option<String>,
+    pub settled_at: Option<OffsetDateTime>,
     pub version: i32,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -154,6 +156,7 @@ pub struct Outcome<'a> {
     pub review_reason: Option<&'a str>,
     pub authorisation_hold: Option<Uuid>,
     pub refundable_account: Option<Uuid>,
+    pub gateway_charge_id: Option<&'a str>,
 }
 
 /// Applies `outcome`; the version moves when the status does (each status change is an
@@ -175,6 +178,7 @@ pub async fn record(connection: &mut PgConnection, id: Uuid, outcome: &Outcome<'
                 review_reason = coalesce($9, review_reason),
                 authorisation_hold = coalesce($10, authorisation_hold),
                 refundable_account = coalesce($11, refundable_account),
+                gateway_charge_id = coalesce($12, gateway_charge_id),
                 version = version + CASE WHEN $2 IS NOT NULL AND $2 <> status THEN 1 ELSE 0 END,
                 updated_at = now()
           WHERE id = $1
@@ -191,6 +195,7 @@ pub async fn record(connection: &mut PgConnection, id: Uuid, outcome: &Outcome<'
     .bind(outcome.review_reason)
     .bind(outcome.authorisation_hold)
     .bind(outcome.refundable_account)
+    .bind(outcome.gateway_charge_id)
     .fetch_one(connection)
     .await
 }
@@ -241,6 +246,7 @@ pub struct RefundRow {
     pub reason: Option<String>,
     pub gateway_refund_id: Option<String>,
     pub failure_reason: Option<String>,
+    pub settled_at: Option<OffsetDateTime>,
     pub version: i32,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -348,4 +354,46 @@ impl From<AnnounceError> for till_http::ApiError {
             AnnounceError::Encode(error) => till_http::ApiError::internal(&error),
         }
     }
+}
+
+/// A page of the business's intents, newest first, optionally of one status.
+pub async fn list_intents(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    status: Option<IntentStatus>,
+    starting_after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<IntentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM payments.intents
+          WHERE business_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR id < $3)
+          ORDER BY id DESC LIMIT $4",
+    )
+    .bind(business.as_uuid())
+    .bind(status.map(IntentStatus::as_str))
+    .bind(starting_after)
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+/// A page of the business's refunds, newest first, optionally of one intent.
+pub async fn list_refunds(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    intent: Option<Uuid>,
+    starting_after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<RefundRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM payments.refunds
+          WHERE business_id = $1 AND ($2::uuid IS NULL OR intent_id = $2) AND ($3::uuid IS NULL OR id < $3)
+          ORDER BY id DESC LIMIT $4",
+    )
+    .bind(business.as_uuid())
+    .bind(intent)
+    .bind(starting_after)
+    .bind(limit)
+    .fetch_all(connection)
+    .await
 }

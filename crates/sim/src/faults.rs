@@ -28,6 +28,14 @@ pub enum FaultKind {
     WrongCurrency,
     /// The effect is applied; the reply's status is one the API does not have.
     UnknownStatus,
+    /// A webhook (operation `webhook`) is never sent.
+    WebhookDrop,
+    /// A webhook is sent twice.
+    WebhookDuplicate,
+    /// A webhook is sent after `delay_ms` (default 2 s); later ones go ahead of it.
+    WebhookDelay,
+    /// A webhook is held back and sent right after the next one.
+    WebhookReorder,
 }
 
 impl FaultKind {
@@ -42,6 +50,10 @@ impl FaultKind {
             FaultKind::WrongAmount => "wrong_amount",
             FaultKind::WrongCurrency => "wrong_currency",
             FaultKind::UnknownStatus => "unknown_status",
+            FaultKind::WebhookDrop => "webhook_drop",
+            FaultKind::WebhookDuplicate => "webhook_duplicate",
+            FaultKind::WebhookDelay => "webhook_delay",
+            FaultKind::WebhookReorder => "webhook_reorder",
         }
     }
 
@@ -133,9 +145,20 @@ mod tests {
     #[test]
     fn every_kind_reads_and_writes_as_its_name() {
         use FaultKind::*;
-        for kind in
-            [Timeout, TimeoutAfterEffect, Error500, Error429, Malformed, WrongAmount, WrongCurrency, UnknownStatus]
-        {
+        for kind in [
+            Timeout,
+            TimeoutAfterEffect,
+            Error500,
+            Error429,
+            Malformed,
+            WrongAmount,
+            WrongCurrency,
+            UnknownStatus,
+            WebhookDrop,
+            WebhookDuplicate,
+            WebhookDelay,
+            WebhookReorder,
+        ] {
             let written = serde_json::to_value(kind).expect("json");
             assert_eq!(written, serde_json::json!(kind.name()));
             assert_eq!(serde_json::from_value::<FaultKind>(written).expect("read"), kind);

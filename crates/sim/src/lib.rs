@@ -9,7 +9,11 @@
 //! - `POST /_sim/faults` arms a fault for a provider's operation, `DELETE /_sim/faults`
 //!   clears them all ([`faults`]);
 //! - `GET /_sim/calls?provider=…` lists every request received, oldest first ([`calls`]);
-//! - `GET /_sim/{provider}/objects/{id}` shows the provider's own view of an object.
+//! - `GET /_sim/{provider}/objects/{id}` shows the provider's own view of an object;
+//! - `POST /_sim/{provider}/settle` settles what the provider holds now, without waiting
+//!   for its schedule (its payouts; see [`Provider::tick`]);
+//! - `POST /_sim/webhooks` `{provider, url, secret}` says where a provider sends its
+//!   webhooks and what it signs them with ([`webhooks`]).
 //!
 //! State lives in memory: a simulator restart forgets everything, as a sandbox reset
 //! would. Nothing in the product depends on this crate (`tests/architecture.rs`).
@@ -18,6 +22,7 @@ pub mod calls;
 pub mod faults;
 pub mod form;
 pub mod stripe;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -36,6 +41,13 @@ pub trait Provider: Send + Sync + 'static {
     fn routes(&self, sim: Sim) -> Router;
     /// Its own view of one of its objects, by the provider's id.
     fn object(&self, id: &str) -> Option<serde_json::Value>;
+    /// What it does on its own schedule (a gateway's payouts), once a second.
+    fn tick(&self) {}
+    /// Settles everything it holds now, not on its schedule (`POST /_sim/{provider}/settle`);
+    /// returns how many settlements it made.
+    fn settle(&self) -> usize {
+        0
+    }
 }
 
 /// The providers, one line each.
@@ -43,16 +55,25 @@ fn providers() -> Vec<Arc<dyn Provider>> {
     vec![Arc::new(stripe::Stripe::default())]
 }
 
-/// What every provider shares: the armed faults and the call log.
+/// What every provider shares: the armed faults, the call log, and where webhooks go.
 #[derive(Clone, Default)]
 pub struct Sim {
     pub faults: faults::Faults,
     pub calls: calls::Calls,
+    pub webhooks: webhooks::Webhooks,
 }
 
-/// The simulator's router: every provider under its prefix, and the control API.
+/// The simulator's router: every provider under its prefix, and the control API. Nothing
+/// runs on a schedule: [`serve`] adds that.
 pub fn router() -> Router {
+    build(&[]).0
+}
+
+fn build(targets: &[webhooks::Target]) -> (Router, Vec<Arc<dyn Provider>>) {
     let sim = Sim::default();
+    for target in targets {
+        sim.webhooks.set(target.clone());
+    }
     let providers = providers();
     let mut router = Router::new();
     for provider in &providers {
@@ -62,16 +83,61 @@ pub fn router() -> Router {
         .route("/_sim/faults", post(arm_fault).delete(clear_faults))
         .route("/_sim/calls", get(list_calls))
         .route("/_sim/{provider}/objects/{id}", get(object))
-        .with_state(Control { sim, providers: Arc::new(providers) });
-    router.merge(control)
+        .route("/_sim/{provider}/settle", post(settle))
+        .route("/_sim/webhooks", post(set_webhooks))
+        .with_state(Control { sim, providers: Arc::new(providers.clone()) });
+    (router.merge(control), providers)
 }
 
-/// Serves the simulator on `listener` until `shutdown` resolves.
+/// How the simulator runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Whether each provider's [`Provider::tick`] runs once a second (its payouts on
+    /// their schedule). Tests turn it off and settle with `POST /_sim/{provider}/settle`,
+    /// so that no payout lands in the middle of what they measure.
+    pub schedule: bool,
+    /// Where each provider sends its webhooks (also `POST /_sim/webhooks`).
+    pub webhooks: Vec<webhooks::Target>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { schedule: true, webhooks: Vec::new() }
+    }
+}
+
+/// Serves the simulator on `listener` until `shutdown` resolves, on its schedule.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router()).with_graceful_shutdown(shutdown).await
+    serve_with(listener, Options::default(), shutdown).await
+}
+
+/// Serves the simulator on `listener` with `options` until `shutdown` resolves.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (router, providers) = build(&options.webhooks);
+    let ticker = options.schedule.then(|| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for provider in &providers {
+                    provider.tick();
+                }
+            }
+        })
+    });
+    let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    served
 }
 
 #[derive(Clone)]
@@ -118,4 +184,23 @@ async fn object(State(control): State<Control>, Path((provider, id)): Path<(Stri
         Some(object) => Json(object).into_response(),
         None => problem(StatusCode::NOT_FOUND, format!("{} has no object {id:?}", provider.name())),
     }
+}
+
+async fn settle(State(control): State<Control>, Path(provider): Path<String>) -> Response {
+    let Some(provider) = control.providers.iter().find(|candidate| candidate.name() == provider) else {
+        return problem(StatusCode::NOT_FOUND, format!("no provider named {provider:?}"));
+    };
+    Json(serde_json::json!({ "settlements": provider.settle() })).into_response()
+}
+
+async fn set_webhooks(State(control): State<Control>, body: bytes::Bytes) -> Response {
+    let target: webhooks::Target = match serde_json::from_slice(&body) {
+        Ok(target) => target,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, format!("not a webhook target: {error}")),
+    };
+    if !control.providers.iter().any(|provider| provider.name() == target.provider) {
+        return problem(StatusCode::BAD_REQUEST, format!("no provider named {:?}", target.provider));
+    }
+    control.sim.webhooks.set(target.clone());
+    (StatusCode::CREATED, Json(serde_json::json!({ "provider": target.provider, "url": target.url }))).into_response()
 }

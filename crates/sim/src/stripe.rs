@@ -20,12 +20,20 @@
 //!
 //! Fees are UK standard pricing (1.5 % + 20p; EUR 1.5 % + 25c; USD 2.9 % + 30c), half up
 //! to the minor unit, on the captured amount.
+//!
+//! Settlement follows Stripe's automatic payouts: each charge and refund is a balance
+//! transaction that becomes available [`AVAILABLE_AFTER_SECONDS`] after it was made
+//! (days at Stripe, seconds here); each [`Provider::tick`] pays out every available
+//! transaction not yet paid out, per currency, as one `payout` (`po_…`, status `paid`)
+//! whose lines are listed by `GET /v1/balance_transactions?payout=po_…` (the payout's
+//! own transaction among them, as at Stripe). `POST /_sim/stripe/settle` pays out
+//! everything at once, available or not, for tests that should not wait.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,10 +51,16 @@ const NAME: &str = "stripe";
 /// Stripe's largest amount: eight digits of minor units.
 const AMOUNT_MAX: i64 = 99_999_999;
 const CURRENCIES: [&str; 4] = ["gbp", "eur", "usd", "inr"];
+/// How long a charge's funds stay pending before a payout may include them.
+pub const AVAILABLE_AFTER_SECONDS: i64 = 2;
+/// Stripe's largest page.
+const PAGE_MAX: usize = 100;
 
 #[derive(Default)]
 pub struct Stripe {
     state: Arc<Mutex<Objects>>,
+    /// The shared parts, once mounted (payouts made on a tick send webhooks).
+    sim: std::sync::OnceLock<Sim>,
 }
 
 impl Provider for Stripe {
@@ -55,6 +69,7 @@ impl Provider for Stripe {
     }
 
     fn routes(&self, sim: Sim) -> Router {
+        let _ = self.sim.set(sim.clone());
         let context = Context { sim, objects: self.state.clone() };
         Router::new()
             .route("/v1/payment_intents", post(create_intent))
@@ -65,13 +80,101 @@ impl Provider for Stripe {
             .route("/v1/refunds", post(create_refund))
             .route("/v1/refunds/{id}", get(retrieve_refund))
             .route("/v1/charges/{id}", get(retrieve_charge))
+            .route("/v1/balance_transactions", get(list_balance_transactions))
             .route("/v1/balance_transactions/{id}", get(retrieve_balance_transaction))
+            .route("/v1/payouts", get(list_payouts))
+            .route("/v1/payouts/{id}", get(retrieve_payout))
             .with_state(context)
+    }
+
+    fn tick(&self) {
+        let payouts = lock(&self.state).pay_out(now(), false);
+        self.announce_payouts(payouts);
+    }
+
+    fn settle(&self) -> usize {
+        let payouts = lock(&self.state).pay_out(now(), true);
+        let made = payouts.len();
+        self.announce_payouts(payouts);
+        made
     }
 
     fn object(&self, id: &str) -> Option<Value> {
         let objects = lock(&self.state);
         objects.find(id)
+    }
+}
+
+impl Stripe {
+    fn announce_payouts(&self, payouts: Vec<Value>) {
+        if let Some(sim) = self.sim.get() {
+            for payout in payouts {
+                announce(sim, "payout.paid", payout, None);
+            }
+        }
+    }
+}
+
+/// Sends Stripe's event of `kind` about `object`, signed as Stripe signs:
+/// `Stripe-Signature: t={unix seconds},v1={hex HMAC-SHA256 of "{t}.{body}" with the
+/// endpoint's secret}` (providers.md §1.1).
+fn announce(sim: &Sim, kind: &str, object: Value, idempotency_key: Option<&str>) {
+    let Some(secret) = sim.webhooks.secret(NAME) else { return };
+    let created = now();
+    let event = json!({
+        "id": new_id("evt"),
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": created,
+        "data": { "object": object },
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": { "id": null, "idempotency_key": idempotency_key },
+        "type": kind,
+    });
+    let body = event.to_string().into_bytes();
+    let signature = sign(&secret, created, &body);
+    let headers = vec![
+        ("content-type", "application/json".to_string()),
+        ("stripe-signature", format!("t={created},v1={signature}")),
+    ];
+    sim.webhooks.send(&sim.faults, NAME, crate::webhooks::Webhook { body, headers });
+}
+
+/// Stripe's v1 scheme: hex HMAC-SHA256 of `"{timestamp}.{body}"`, keyed with the secret's
+/// bytes as they are (`whsec_…` included).
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The event Stripe sends after a call's effect, if it sends one.
+fn event_of(operation: &str, status: StatusCode, reply: &Value) -> Option<(&'static str, Value)> {
+    if status == StatusCode::PAYMENT_REQUIRED {
+        let intent = reply.pointer("/error/payment_intent")?;
+        return Some(("payment_intent.payment_failed", intent.clone()));
+    }
+    if status != StatusCode::OK {
+        return None;
+    }
+    match reply.get("object").and_then(Value::as_str)? {
+        "payment_intent" if operation == "create" => Some(("payment_intent.created", reply.clone())),
+        "payment_intent" => {
+            let kind = match reply.get("status").and_then(Value::as_str)? {
+                "requires_capture" => "payment_intent.amount_capturable_updated",
+                "succeeded" => "payment_intent.succeeded",
+                "canceled" => "payment_intent.canceled",
+                _ => return None,
+            };
+            (operation != "retrieve").then(|| (kind, reply.clone()))
+        }
+        "refund" if operation == "refund" => Some(("refund.created", reply.clone())),
+        _ => None,
     }
 }
 
@@ -87,6 +190,7 @@ struct Objects {
     refunds: HashMap<String, Refund>,
     charges: HashMap<String, Charge>,
     balance_transactions: HashMap<String, BalanceTransaction>,
+    payouts: HashMap<String, Payout>,
     /// Saved results by (API key, Idempotency-Key).
     idempotency: HashMap<(String, String), Saved>,
 }
@@ -102,7 +206,59 @@ impl Objects {
         if let Some(charge) = self.charges.get(id) {
             return Some(charge.json());
         }
-        self.balance_transactions.get(id).map(BalanceTransaction::json)
+        if let Some(payout) = self.payouts.get(id) {
+            return Some(payout.json());
+        }
+        self.balance_transactions.get(id).map(|transaction| transaction.json(now()))
+    }
+
+    /// Pays out the transactions not yet paid out (those available at `at`, or all of
+    /// them with `everything`), one payout per currency whose net is positive (a negative
+    /// balance waits for more charges, as Stripe's does). Returns the payouts it made.
+    fn pay_out(&mut self, at: i64, everything: bool) -> Vec<Value> {
+        let mut due: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for transaction in self.balance_transactions.values() {
+            if transaction.payout.is_none()
+                && transaction.kind != "payout"
+                && (everything || transaction.available_on <= at)
+            {
+                due.entry(transaction.currency.clone()).or_default().push(transaction.id.clone());
+            }
+        }
+        let mut made = Vec::new();
+        for (currency, ids) in due {
+            let net: i64 = ids.iter().map(|id| self.balance_transactions[id].net()).sum();
+            if net <= 0 {
+                continue;
+            }
+            let payout = Payout {
+                id: new_id("po"),
+                amount: net,
+                currency: currency.clone(),
+                balance_transaction: new_id("txn"),
+                created: at,
+            };
+            for id in &ids {
+                if let Some(transaction) = self.balance_transactions.get_mut(id) {
+                    transaction.payout = Some(payout.id.clone());
+                }
+            }
+            let own = BalanceTransaction {
+                id: payout.balance_transaction.clone(),
+                amount: -net,
+                fee: 0,
+                currency,
+                kind: "payout",
+                source: payout.id.clone(),
+                created: at,
+                available_on: at,
+                payout: Some(payout.id.clone()),
+            };
+            self.balance_transactions.insert(own.id.clone(), own);
+            made.push(payout.json());
+            self.payouts.insert(payout.id.clone(), payout);
+        }
+        made
     }
 }
 
@@ -198,28 +354,81 @@ struct BalanceTransaction {
     fee: i64,
     currency: String,
     kind: &'static str,
+    /// The charge (`ch_…`), refund (`re_…`) or payout (`po_…`) it records.
     source: String,
     created: i64,
+    available_on: i64,
+    /// The payout that paid it out (Stripe lists it by `?payout=`; not a field there).
+    payout: Option<String>,
 }
 
 impl BalanceTransaction {
-    fn json(&self) -> Value {
+    fn new(amount: i64, fee: i64, currency: String, kind: &'static str, source: String) -> BalanceTransaction {
+        let created = now();
+        BalanceTransaction {
+            id: new_id("txn"),
+            amount,
+            fee,
+            currency,
+            kind,
+            source,
+            created,
+            available_on: created + AVAILABLE_AFTER_SECONDS,
+            payout: None,
+        }
+    }
+
+    fn net(&self) -> i64 {
+        self.amount - self.fee
+    }
+
+    fn json(&self, at: i64) -> Value {
         json!({
             "id": self.id,
             "object": "balance_transaction",
             "amount": self.amount,
             "fee": self.fee,
-            "net": self.amount - self.fee,
+            "net": self.net(),
             "currency": self.currency,
             "type": self.kind,
             "source": self.source,
-            "status": "pending",
+            "status": if self.available_on <= at { "available" } else { "pending" },
+            "available_on": self.available_on,
             "fee_details": if self.fee > 0 {
                 json!([{ "amount": self.fee, "currency": self.currency, "type": "stripe_fee", "description": "Stripe processing fees" }])
             } else {
                 json!([])
             },
             "created": self.created,
+        })
+    }
+}
+
+/// An automatic payout to the account's bank: what a settlement report lists.
+#[derive(Clone)]
+struct Payout {
+    id: String,
+    amount: i64,
+    currency: String,
+    balance_transaction: String,
+    created: i64,
+}
+
+impl Payout {
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "object": "payout",
+            "amount": self.amount,
+            "currency": self.currency,
+            "arrival_date": self.created,
+            "automatic": true,
+            "balance_transaction": self.balance_transaction,
+            "created": self.created,
+            "method": "standard",
+            "status": "paid",
+            "type": "bank_account",
+            "livemode": false,
         })
     }
 }
@@ -406,6 +615,10 @@ async fn call(
                     Ok(object) => (StatusCode::OK, object),
                     Err(error) => (error.status, error.body),
                 };
+                // The event tells the truth, whatever the reply is made to say below.
+                if let Some((kind, object)) = event_of(operation, status, &reply) {
+                    announce(&context.sim, kind, object, idempotency_key.as_deref());
+                }
                 if let Some(idempotency) = &idempotency_key {
                     objects
                         .idempotency
@@ -427,6 +640,19 @@ async fn call(
                 .into_response();
         }
         Some(FaultKind::WrongAmount) => lie(reply, |object| {
+            // A settlement report lies about its first charge: one unit more than was
+            // captured, and its net with it.
+            if object.get("object") == Some(&json!("list")) {
+                let lines = object.get_mut("data").and_then(Value::as_array_mut);
+                if let Some(line) = lines.and_then(|lines| lines.iter_mut().find(|line| line["type"] == "charge")) {
+                    for field in ["amount", "net"] {
+                        if let Some(amount) = line.get(field).and_then(Value::as_i64) {
+                            line[field] = json!(amount + 1);
+                        }
+                    }
+                }
+                return;
+            }
             if let Some(amount) = object.get("amount").and_then(Value::as_i64) {
                 object["amount"] = json!(amount + 1);
             }
@@ -626,15 +852,7 @@ fn settle_capture(objects: &mut Objects, id: &str, amount: i64) -> Result<Value,
     intent.amount_capturable = 0;
     let charge_id = intent.latest_charge.clone().unwrap_or_default();
     let currency = intent.currency.clone();
-    let transaction = BalanceTransaction {
-        id: new_id("txn"),
-        amount,
-        fee: fee(amount, &currency),
-        currency,
-        kind: "charge",
-        source: charge_id.clone(),
-        created: now(),
-    };
+    let transaction = BalanceTransaction::new(amount, fee(amount, &currency), currency, "charge", charge_id.clone());
     if let Some(charge) = objects.charges.get_mut(&charge_id) {
         charge.amount_captured = amount;
         charge.balance_transaction = Some(transaction.id.clone());
@@ -724,17 +942,10 @@ fn refund(objects: &mut Objects, form: &Form) -> Result<Value, StripeError> {
             Some(if unrefunded == 0 { "charge_already_refunded" } else { "amount_too_large" }),
         ));
     }
-    let transaction = BalanceTransaction {
-        id: new_id("txn"),
-        amount: -amount,
-        fee: 0,
-        currency: charge.currency.clone(),
-        kind: "refund",
-        source: charge_id.clone(),
-        created: now(),
-    };
+    let refund_id = new_id("re");
+    let transaction = BalanceTransaction::new(-amount, 0, charge.currency.clone(), "refund", refund_id.clone());
     let refund = Refund {
-        id: new_id("re"),
+        id: refund_id,
         amount,
         currency: charge.currency.clone(),
         payment_intent: id.to_string(),
@@ -805,7 +1016,8 @@ async fn retrieve(context: Context, path: String, headers: HeaderMap, kind: &'st
             "payment_intent" => objects.intents.get(&id).map(Intent::json),
             "refund" => objects.refunds.get(&id).map(Refund::json),
             "charge" => objects.charges.get(&id).map(Charge::json),
-            _ => objects.balance_transactions.get(&id).map(BalanceTransaction::json),
+            "payout" => objects.payouts.get(&id).map(Payout::json),
+            _ => objects.balance_transactions.get(&id).map(|transaction| transaction.json(now())),
         };
         found.ok_or_else(|| StripeError::missing(kind, &id, "id"))
     })
@@ -830,6 +1042,86 @@ async fn retrieve_balance_transaction(
     headers: HeaderMap,
 ) -> Response {
     retrieve(context, format!("/v1/balance_transactions/{id}"), headers, "balance_transaction", id).await
+}
+
+async fn retrieve_payout(State(context): State<Context>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    retrieve(context, format!("/v1/payouts/{id}"), headers, "payout", id).await
+}
+
+/// `limit` (1–100, default 10) and `starting_after` of a Stripe list.
+fn page_of(form: &Form) -> Result<(usize, Option<String>), StripeError> {
+    let limit = match form.get("limit") {
+        None => 10,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=PAGE_MAX).contains(limit))
+            .ok_or_else(|| StripeError::invalid("Invalid limit: must be between 1 and 100", Some("limit"), None))?,
+    };
+    Ok((limit, form.get("starting_after").map(str::to_string)))
+}
+
+/// A Stripe list object: newest first (by `created`, then id), from after `starting_after`.
+fn list_of(mut items: Vec<(i64, String, Value)>, url: &str, limit: usize, after: Option<&str>) -> Value {
+    items.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+    let start = match after {
+        Some(after) => items.iter().position(|item| item.1 == after).map_or(items.len(), |index| index + 1),
+        None => 0,
+    };
+    let rest: Vec<Value> = items.into_iter().skip(start).map(|item| item.2).collect();
+    let has_more = rest.len() > limit;
+    let data: Vec<Value> = rest.into_iter().take(limit).collect();
+    json!({ "object": "list", "data": data, "has_more": has_more, "url": url })
+}
+
+/// A list call (a GET with its query in place of a body), through [`call`] so that
+/// faults, the log and authentication apply as to any other call.
+async fn list(
+    context: Context,
+    operation: &'static str,
+    path: &'static str,
+    query: Option<String>,
+    headers: HeaderMap,
+    effect: impl FnOnce(&mut Objects, &Form) -> Result<Value, StripeError>,
+) -> Response {
+    let body = Bytes::from(query.unwrap_or_default());
+    call(context, operation, path.into(), headers, body, effect).await
+}
+
+async fn list_payouts(State(context): State<Context>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    list(context, "list_payouts", "/v1/payouts", query, headers, |objects, form| {
+        refuse_unknown(form, &["limit", "starting_after"])?;
+        let (limit, after) = page_of(form)?;
+        let items = objects.payouts.values().map(|payout| (payout.created, payout.id.clone(), payout.json())).collect();
+        Ok(list_of(items, "/v1/payouts", limit, after.as_deref()))
+    })
+    .await
+}
+
+async fn list_balance_transactions(
+    State(context): State<Context>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    list(context, "settlement_report", "/v1/balance_transactions", query, headers, |objects, form| {
+        refuse_unknown(form, &["limit", "starting_after", "payout"])?;
+        let (limit, after) = page_of(form)?;
+        let payout = form.get("payout");
+        if let Some(payout) = payout {
+            if !objects.payouts.contains_key(payout) {
+                return Err(StripeError::missing("payout", payout, "payout"));
+            }
+        }
+        let at = now();
+        let items = objects
+            .balance_transactions
+            .values()
+            .filter(|transaction| payout.is_none() || transaction.payout.as_deref() == payout)
+            .map(|transaction| (transaction.created, transaction.id.clone(), transaction.json(at)))
+            .collect();
+        Ok(list_of(items, "/v1/balance_transactions", limit, after.as_deref()))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -214,6 +214,8 @@ pub fn test_config() -> Config {
     config.webhooks.connect_timeout = std::time::Duration::from_secs(2);
     config.webhooks.breaker_pause_base = std::time::Duration::from_millis(500);
     config.webhooks.breaker_pause_cap = std::time::Duration::from_secs(5);
+    // Payouts are reconciled soon after a test settles them at the simulator.
+    config.payments.settlement_interval = std::time::Duration::from_millis(200);
     config
 }
 
@@ -240,10 +242,16 @@ pub fn stripe_settings(sim: &str) -> till_payments::StripeSettings {
 }
 
 /// A simulator of the outside world of the test's own, stopped with the test's runtime.
+/// Its gateways pay out only when the test asks (`POST /_sim/{provider}/settle`), so no
+/// payout lands in the middle of what a test measures.
 async fn start_simulator() -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(till_sim::serve(listener, std::future::pending()));
+    tokio::spawn(till_sim::serve_with(
+        listener,
+        till_sim::Options { schedule: false, webhooks: Vec::new() },
+        std::future::pending(),
+    ));
     Ok(address)
 }
 

@@ -118,3 +118,49 @@ pub struct NewIntent {
     pub reference: String,
     pub description: Option<String>,
 }
+
+/// A payout the gateway made to the platform's bank: the head of a settlement report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayPayout {
+    /// The gateway's id (`po_…`).
+    pub id: String,
+    /// What it paid: the net of its lines.
+    pub amount: Money,
+    /// When (Unix seconds, as the gateway gives it).
+    pub created: i64,
+}
+
+/// One page of a gateway's payouts, newest first.
+#[derive(Debug, Clone)]
+pub struct PayoutPage {
+    pub payouts: Vec<GatewayPayout>,
+    pub has_more: bool,
+}
+
+/// What a settlement line records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// A captured charge (`source` is its `ch_…`), less its fee.
+    Charge,
+    /// A refund (`source` is its `re_…`), a negative amount.
+    Refund,
+    /// The payout's own line (minus what it paid out).
+    Payout,
+    /// Anything else the gateway reports (an adjustment, a dispute): Till has no record of
+    /// it, so it is an exception.
+    Other,
+}
+
+/// One line of a settlement report, validated: its figures add up (`net = amount - fee`)
+/// and it is in the payout's currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementLine {
+    /// The gateway's id of the line (`txn_…`).
+    pub id: String,
+    pub kind: LineKind,
+    /// The gateway's id of what it records.
+    pub source: String,
+    pub amount: Money,
+    pub fee: Money,
+    pub net: Money,
+}

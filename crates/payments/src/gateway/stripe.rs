@@ -13,7 +13,10 @@ use till_outbound::{
     StatusCode, Url,
 };
 
-use super::{Answer, Decline, GatewayIntent, GatewayRefund, GatewayStatus, NewIntent, RefundStatus, Refusal};
+use super::{
+    Answer, Decline, GatewayIntent, GatewayPayout, GatewayRefund, GatewayStatus, LineKind, NewIntent, PayoutPage,
+    RefundStatus, Refusal, SettlementLine,
+};
 
 pub const NAMES: Names = Names {
     dependency: "Stripe",
@@ -133,6 +136,159 @@ impl Stripe {
         let request = OutboundRequest::new(Method::GET, format!("v1/balance_transactions/{}", segment(&transaction)?));
         self.dependency.call(&request, |reply| transaction_fee(reply, &transaction, currency)).await
     }
+}
+
+impl Stripe {
+    /// A page of Stripe's payouts, newest first, after `starting_after`.
+    pub async fn payouts(&self, starting_after: Option<&str>) -> Result<PayoutPage, OutboundError> {
+        let mut path = format!("v1/payouts?limit={LIST_LIMIT}");
+        if let Some(after) = starting_after {
+            path.push_str(&format!("&starting_after={}", segment(after)?));
+        }
+        let request = OutboundRequest::new(Method::GET, path);
+        self.dependency.call(&request, payout_page).await
+    }
+
+    /// Every line of `payout`'s settlement report (Stripe's balance transactions of the
+    /// payout, its own among them), all pages, checked to add up to what it paid.
+    pub async fn payout_lines(&self, payout: &GatewayPayout) -> Result<Vec<SettlementLine>, OutboundError> {
+        let mut lines: Vec<SettlementLine> = Vec::new();
+        for _ in 0..REPORT_PAGES_MAX {
+            let mut path = format!("v1/balance_transactions?payout={}&limit={LIST_LIMIT}", segment(&payout.id)?);
+            if let Some(last) = lines.last() {
+                path.push_str(&format!("&starting_after={}", segment(&last.id)?));
+            }
+            let request = OutboundRequest::new(Method::GET, path);
+            let (page, has_more) =
+                self.dependency.call(&request, |reply| line_page(reply, payout.amount.currency())).await?;
+            let empty = page.is_empty();
+            lines.extend(page);
+            if !has_more || empty {
+                return Ok(lines);
+            }
+        }
+        Err(OutboundError::InvalidReply {
+            names: NAMES,
+            reason: InvalidReply::new("has_more", format!("a report longer than {REPORT_PAGES_MAX} pages")),
+        })
+    }
+}
+
+/// Stripe's largest page.
+const LIST_LIMIT: usize = 100;
+/// Pages of one settlement report read at most (10 000 lines).
+const REPORT_PAGES_MAX: usize = 100;
+
+#[derive(Deserialize)]
+struct WireList<T> {
+    object: String,
+    data: Vec<T>,
+    has_more: bool,
+}
+
+#[derive(Deserialize)]
+struct WirePayout {
+    id: String,
+    object: String,
+    amount: i64,
+    currency: String,
+    status: String,
+    created: i64,
+}
+
+fn listed<T: serde::de::DeserializeOwned>(reply: &Reply) -> Result<WireList<T>, InvalidReply> {
+    if reply.status != StatusCode::OK {
+        return Err(InvalidReply::new("status", format!("Stripe answered {}", reply.status)));
+    }
+    let list: WireList<T> = reply.json()?;
+    if list.object != "list" {
+        return Err(InvalidReply::new("object", format!("expected a list, got {:?}", list.object)));
+    }
+    if list.data.len() > LIST_LIMIT {
+        return Err(InvalidReply::new("data", "more items than the page holds"));
+    }
+    Ok(list)
+}
+
+/// Stripe's currency code as Till's.
+fn currency_of(code: &str) -> Result<Currency, InvalidReply> {
+    Currency::parse(&code.to_ascii_uppercase()).map_err(|error| InvalidReply::new("currency", error.to_string()))
+}
+
+/// The paid payouts of a page (one in transit or failed has settled nothing yet).
+fn payout_page(reply: &Reply) -> Result<PayoutPage, InvalidReply> {
+    let list: WireList<WirePayout> = listed(reply)?;
+    let mut payouts = Vec::with_capacity(list.data.len());
+    for wire in list.data {
+        if wire.object != "payout" || !wire.id.starts_with("po_") || segment(&wire.id).is_err() {
+            return Err(InvalidReply::new("data.id", "not a payout"));
+        }
+        if !matches!(wire.status.as_str(), "paid" | "pending" | "in_transit" | "canceled" | "failed") {
+            return Err(InvalidReply::new("data.status", format!("unknown payout status {:?}", wire.status)));
+        }
+        if wire.amount < 0 {
+            return Err(InvalidReply::new("data.amount", "a negative payout"));
+        }
+        if wire.status == "paid" {
+            let amount = Money::from_minor(wire.amount, currency_of(&wire.currency)?);
+            payouts.push(GatewayPayout { id: wire.id, amount, created: wire.created });
+        }
+    }
+    Ok(PayoutPage { payouts, has_more: list.has_more })
+}
+
+#[derive(Deserialize)]
+struct WireLine {
+    id: String,
+    object: String,
+    amount: i64,
+    fee: i64,
+    net: i64,
+    currency: String,
+    #[serde(rename = "type")]
+    kind: String,
+    source: String,
+}
+
+fn line_page(reply: &Reply, expected: Currency) -> Result<(Vec<SettlementLine>, bool), InvalidReply> {
+    let list: WireList<WireLine> = listed(reply)?;
+    let mut lines = Vec::with_capacity(list.data.len());
+    for wire in list.data {
+        if wire.object != "balance_transaction" || !wire.id.starts_with("txn_") || segment(&wire.id).is_err() {
+            return Err(InvalidReply::new("data.id", "not a balance transaction"));
+        }
+        if segment(&wire.source).is_err() {
+            return Err(InvalidReply::new("data.source", "not an id"));
+        }
+        if currency_of(&wire.currency)? != expected {
+            return Err(InvalidReply::new("data.currency", "a line in another currency than its payout"));
+        }
+        if wire.fee < 0 || wire.amount.checked_sub(wire.fee) != Some(wire.net) {
+            return Err(InvalidReply::new("data.fee", "the fee does not fit the amount and the net"));
+        }
+        let kind = match wire.kind.as_str() {
+            "charge" | "payment" if wire.source.starts_with("ch_") || wire.source.starts_with("py_") => {
+                LineKind::Charge
+            }
+            "refund" | "payment_refund" if wire.source.starts_with("re_") || wire.source.starts_with("pyr_") => {
+                LineKind::Refund
+            }
+            "payout" if wire.source.starts_with("po_") => LineKind::Payout,
+            "charge" | "payment" | "refund" | "payment_refund" | "payout" => {
+                return Err(InvalidReply::new("data.source", format!("a {} line of {:?}", wire.kind, wire.source)))
+            }
+            _ => LineKind::Other,
+        };
+        lines.push(SettlementLine {
+            id: wire.id,
+            kind,
+            source: wire.source,
+            amount: Money::from_minor(wire.amount, expected),
+            fee: Money::from_minor(wire.fee, expected),
+            net: Money::from_minor(wire.net, expected),
+        });
+    }
+    Ok((lines, list.has_more))
 }
 
 /// Stripe's currency parameter: the ISO code in lower case.

@@ -17,6 +17,7 @@ mod posting;
 mod recovery;
 mod roles;
 mod security;
+mod settlement;
 mod support;
 mod tenancy;
 mod webhooks;

@@ -6,25 +6,32 @@ use till_testkit::{problem, spawn_app, TestApp, TestBusiness};
 
 use crate::ledger_helpers::{account, check};
 
-async fn create(app: &TestApp, key: &str, idempotency: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn create(app: &TestApp, key: &str, idempotency: &str, body: Value) -> (u16, Value) {
     let response = app.post("/v1/payment_intents", key, idempotency, &body).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn step(app: &TestApp, key: &str, intent: &str, action: &str, idempotency: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn step(
+    app: &TestApp,
+    key: &str,
+    intent: &str,
+    action: &str,
+    idempotency: &str,
+    body: Value,
+) -> (u16, Value) {
     let response = app.post(&format!("/v1/payment_intents/{intent}/{action}"), key, idempotency, &body).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn fault(app: &TestApp, operation: &str, fault: &str, delay_ms: Option<u64>) {
+pub(crate) async fn fault(app: &TestApp, operation: &str, fault: &str, delay_ms: Option<u64>) {
     let body = json!({"provider": "stripe", "operation": operation, "fault": fault, "delay_ms": delay_ms});
     let response = app.client.post(format!("{}/_sim/faults", app.sim)).json(&body).send().await.expect("fault");
     assert_eq!(response.status().as_u16(), 201);
 }
 
-async fn sim_calls(app: &TestApp, operation: &str) -> Vec<Value> {
+pub(crate) async fn sim_calls(app: &TestApp, operation: &str) -> Vec<Value> {
     let calls: Value = app
         .client
         .get(format!("{}/_sim/calls?provider=stripe", app.sim))
@@ -37,7 +44,7 @@ async fn sim_calls(app: &TestApp, operation: &str) -> Vec<Value> {
     calls["data"].as_array().expect("calls").iter().filter(|call| call["operation"] == operation).cloned().collect()
 }
 
-async fn sim_object(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn sim_object(app: &TestApp, id: &str) -> Value {
     app.client
         .get(format!("{}/_sim/stripe/objects/{id}", app.sim))
         .send()
@@ -49,7 +56,7 @@ async fn sim_object(app: &TestApp, id: &str) -> Value {
 }
 
 /// The business's payments accounts, by role, as the ledger shows them.
-async fn ledger_account(app: &TestApp, business: &TestBusiness, role: &str) -> Value {
+pub(crate) async fn ledger_account(app: &TestApp, business: &TestBusiness, role: &str) -> Value {
     let business_id = uuid::Uuid::parse_str(business.id.trim_start_matches("biz_")).expect("uuid");
     let id: uuid::Uuid =
         sqlx::query_scalar("SELECT account_id FROM payments.ledger_accounts WHERE business_id = $1 AND role = $2")
@@ -61,7 +68,7 @@ async fn ledger_account(app: &TestApp, business: &TestBusiness, role: &str) -> V
     account(app, &business.owner_key, &format!("acct_{}", id.simple())).await
 }
 
-async fn refundable(app: &TestApp, business: &TestBusiness, intent: &str) -> Value {
+pub(crate) async fn refundable(app: &TestApp, business: &TestBusiness, intent: &str) -> Value {
     let id: uuid::Uuid = sqlx::query_scalar("SELECT refundable_account FROM payments.intents WHERE id = $1")
         .bind(uuid::Uuid::parse_str(intent.trim_start_matches("pi_")).expect("uuid"))
         .fetch_one(&app.owner_pool)
@@ -71,7 +78,7 @@ async fn refundable(app: &TestApp, business: &TestBusiness, intent: &str) -> Val
 }
 
 /// The intent's events once `count` have arrived, as (type, sequence), oldest first.
-async fn intent_events(app: &TestApp, key: &str, intent: &str, count: usize) -> Vec<(String, i64)> {
+pub(crate) async fn intent_events(app: &TestApp, key: &str, intent: &str, count: usize) -> Vec<(String, i64)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let page: Value = app.get("/v1/events?limit=100", key).await.json().await.expect("json");
@@ -327,7 +334,7 @@ async fn bad_input_is_a_4xx_naming_the_field_and_reaches_no_gateway() {
 }
 
 /// A captured intent of `amount` (automatic capture), and its id.
-async fn captured(app: &TestApp, key: &str, idempotency: &str, amount: i64) -> String {
+pub(crate) async fn captured(app: &TestApp, key: &str, idempotency: &str, amount: i64) -> String {
     let (status, intent) = create(
         app,
         key,
@@ -339,7 +346,7 @@ async fn captured(app: &TestApp, key: &str, idempotency: &str, amount: i64) -> S
     intent["id"].as_str().expect("id").to_string()
 }
 
-async fn refund(app: &TestApp, key: &str, idempotency: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn refund(app: &TestApp, key: &str, idempotency: &str, body: Value) -> (u16, Value) {
     let response = app.post("/v1/refunds", key, idempotency, &body).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
@@ -472,4 +479,56 @@ async fn canceling_an_authorisation_releases_its_hold() {
         ["payment_intent.created", "payment_intent.amount_capturable_updated", "payment_intent.canceled"]
     );
     assert_eq!(check(&app, key).await["ok"], true);
+}
+
+/// A confirm whose every attempt times out: the gateway may or may not have acted, so
+/// the API answers 202 with the intent `processing` and decides nothing. A retry of the
+/// same Idempotency-Key gets the outcome; with nobody retrying, the recovery job settles
+/// it; either way with the one gateway key, so the gateway captures once.
+#[tokio::test]
+async fn a_confirm_whose_outcome_is_unknown_answers_202_and_is_settled_later() {
+    let mut config = till_testkit::test_config();
+    config.recovery.grace = std::time::Duration::from_millis(500);
+    let app = till_testkit::spawn_app_with(config, Default::default()).await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let body = json!({"amount": 1500, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true});
+
+    for (attempt, retried_by_client) in [("by-client", true), ("by-job", false)] {
+        let arm =
+            json!({"provider": "stripe", "operation": "confirm", "fault": "timeout", "count": 3, "delay_ms": 2_500});
+        let armed = app.client.post(format!("{}/_sim/faults", app.sim)).json(&arm).send().await.expect("fault");
+        assert_eq!(armed.status().as_u16(), 201);
+        let (status, intent) = create(&app, key, attempt, body.clone()).await;
+        assert_eq!((status, intent["status"].as_str()), (202, Some("processing")), "{intent}");
+        let id = intent["id"].as_str().expect("id").to_string();
+        let cleared = app.client.delete(format!("{}/_sim/faults", app.sim)).send().await.expect("clear");
+        assert_eq!(cleared.status().as_u16(), 204);
+
+        let settled = if retried_by_client {
+            let (status, settled) = create(&app, key, attempt, body.clone()).await;
+            assert_eq!(status, 201, "{settled}");
+            settled
+        } else {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let current: Value =
+                    app.get(&format!("/v1/payment_intents/{id}"), key).await.json().await.expect("json");
+                if current["status"] != "processing" {
+                    break current;
+                }
+                assert!(std::time::Instant::now() < deadline, "still processing: {current}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        assert_eq!((settled["status"].as_str(), settled["amount_received"].as_i64()), (Some("succeeded"), Some(1500)));
+        let gateway = sim_object(&app, settled["gateway_intent_id"].as_str().expect("gateway id")).await;
+        assert_eq!(gateway["amount_received"], 1500);
+    }
+    let confirms = sim_calls(&app, "confirm").await;
+    let keys: std::collections::BTreeSet<String> =
+        confirms.iter().map(|call| call["idempotency_key"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(keys.len(), 2, "one gateway key per intent's confirm, however often it was tried: {confirms:?}");
+    assert_eq!(ledger_account(&app, &business, "merchant_pending").await["balance"], 2 * (1500 - 43));
+    check(&app, key).await;
 }
