@@ -124,6 +124,9 @@ pub enum Access {
     Public,
     /// The platform admin token.
     Platform,
+    /// An outside party (a gateway's webhooks): the handler verifies the party's own
+    /// signature; no Till credentials.
+    Provider,
     /// A principal of a business with at least this role.
     Role(Role),
 }
@@ -176,7 +179,7 @@ pub async fn authorize(State(table): State<PermissionTable>, request: Request, n
             principal.role.as_str()
         ))
         .into_response(),
-        Some(Access::Public | Access::Platform) | None => {
+        Some(Access::Public | Access::Platform | Access::Provider) | None => {
             ApiError::internal(&format_args!("{} {path} has no tenant entry in the permission table", request.method()))
                 .into_response()
         }

@@ -231,6 +231,7 @@ error_codes! {
     InvalidJson => ("invalid_json", BAD_REQUEST, "Invalid request body", "The body is not valid JSON of the expected shape."),
     UnknownField => ("unknown_field", BAD_REQUEST, "Unknown field", "The body or query has a field this endpoint does not know."),
     IdempotencyKeyMissing => ("idempotency_key_missing", BAD_REQUEST, "Idempotency-Key missing", "A POST without an Idempotency-Key header."),
+    WebhookSignatureInvalid => ("webhook_signature_invalid", BAD_REQUEST, "Webhook signature invalid", "A provider's webhook whose signature is missing, wrong or outside its time tolerance (or no signing secret is configured); nothing was applied."),
     IdempotencyKeyInvalid => ("idempotency_key_invalid", BAD_REQUEST, "Idempotency-Key invalid", "The Idempotency-Key is not 1–255 printable ASCII characters."),
     Unauthenticated => ("unauthenticated", UNAUTHORIZED, "Unauthenticated", "Missing, malformed, expired, revoked or otherwise invalid credentials."),
     Forbidden => ("forbidden", FORBIDDEN, "Forbidden", "The credentials are valid but their role does not allow this."),

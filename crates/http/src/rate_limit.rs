@@ -65,6 +65,12 @@ pub async fn platform_middleware(State(limiter): State<RateLimiter>, request: Re
     limit(&limiter, "platform", request, next).await
 }
 
+/// The rate limit of the routes outside parties call (gateways' webhooks): a bucket of
+/// their own, so a flood of forged webhooks cannot starve the platform's requests.
+pub async fn provider_middleware(State(limiter): State<RateLimiter>, request: Request, next: Next) -> Response {
+    limit(&limiter, "providers", request, next).await
+}
+
 async fn limit(limiter: &RateLimiter, key: &str, request: Request, next: Next) -> Response {
     match limiter.check(key) {
         Ok(()) => next.run(request).await,

@@ -339,8 +339,10 @@ async fn settle(
     if undecided || status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         // No decision: keep the point and let the key go now, so a retry resumes at once.
         let mut transaction = unit_of_work::begin(pool, scope).await?;
+        // Expedited while it ran (the outcome is known elsewhere): due for the job at once.
         sqlx::query(
-            "UPDATE api.recovery_points SET locked_until = now()
+            "UPDATE api.recovery_points
+                SET locked_until = CASE WHEN expedited THEN '-infinity'::timestamptz ELSE now() END
               WHERE scope = $1 AND principal = $2 AND key = $3 AND lease = $4",
         )
         .bind(&identity.context.scope)
@@ -461,7 +463,8 @@ async fn take_in(
                 }
             }
             sqlx::query(
-                "UPDATE api.recovery_points SET lease = $4, locked_until = now() + $5::interval, attempts = attempts + 1
+                "UPDATE api.recovery_points
+                    SET lease = $4, locked_until = now() + $5::interval, attempts = attempts + 1, expedited = false
                   WHERE scope = $1 AND principal = $2 AND key = $3",
             )
             .bind(&context.scope)
@@ -619,6 +622,25 @@ async fn resume_one(
     let response = settle(&state.pool, &state.keyring, scope, identity, response).await?;
     let undecided = response.extensions().get::<Undecided>().is_some();
     Ok(!undecided && !response.status().is_server_error())
+}
+
+/// Makes the unfinished requests whose point's `data_key` is `value` (`"intent"`,
+/// `"pi_…"`) due for the recovery job now, in the caller's transaction and scope: one
+/// whose lease was let go (it answered undecided, or a 5xx) is resumed on the job's next
+/// pass, without waiting out the grace; one still running is resumed as soon as it lets
+/// its lease go undecided. A running request is never taken over. Returns how many.
+pub async fn expedite(connection: &mut PgConnection, data_key: &str, value: &str) -> Result<u64, sqlx::Error> {
+    let expedited = sqlx::query(
+        "UPDATE api.recovery_points
+            SET expedited = true,
+                locked_until = CASE WHEN locked_until <= now() THEN '-infinity'::timestamptz ELSE locked_until END
+          WHERE scope = till.current_scope() AND point_data->>$1 = $2",
+    )
+    .bind(data_key)
+    .bind(value)
+    .execute(connection)
+    .await?;
+    Ok(expedited.rows_affected())
 }
 
 /// A phased route's handler answers as any handler does; this only names the type.

@@ -85,6 +85,11 @@ pub struct Mounted {
     pub tenant_routes: OpenApiRouter,
     /// Platform routes (the admin token), in a unit of work.
     pub platform_routes: OpenApiRouter,
+    /// Routes an outside party calls (a gateway's webhooks, under `/v1/providers/`): no
+    /// Till credentials and no Idempotency-Key; the handler authenticates the party by
+    /// its own signature, deduplicates by the party's own ids, and runs its own
+    /// transactions. Their permission rows are `Access::Provider`.
+    pub provider_routes: OpenApiRouter,
     /// Write routes whose handler runs the idempotency protocol itself (the ledger's
     /// engine records the key in the batch that applies the write).
     pub delegated_paths: Vec<&'static str>,

@@ -275,6 +275,25 @@ pub async fn available(
     Ok(Some(i64::try_from(available).map_err(|_| CorruptRow("an available balance beyond i64".into()))?))
 }
 
+/// The posted balances of the business's accounts among `accounts`, in one query, read
+/// in the caller's transaction (an account the business does not have is left out).
+pub async fn balances_of(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    accounts: &[AccountId],
+) -> Result<HashMap<AccountId, i64>, LedgerError> {
+    scope(connection, business).await?;
+    let ids: Vec<uuid::Uuid> = accounts.iter().map(|account| account.as_uuid()).collect();
+    let mut balances = HashMap::with_capacity(ids.len());
+    for row in store::find_accounts(connection, business, &ids).await? {
+        let id = AccountId::from_uuid(row.id);
+        let balance = row.account()?.balances().balance;
+        let balance = i64::try_from(balance).map_err(|_| CorruptRow("a balance beyond i64".into()))?;
+        balances.insert(id, balance);
+    }
+    Ok(balances)
+}
+
 /// An account as the API and its events show it.
 pub(crate) fn account_body(row: store::AccountRow) -> Result<AccountBody, LedgerError> {
     let account = row.account()?;

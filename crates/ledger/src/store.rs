@@ -122,6 +122,19 @@ pub async fn find_account(
         .await
 }
 
+/// The business's accounts among `ids`, in one query.
+pub async fn find_accounts(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    ids: &[Uuid],
+) -> Result<Vec<AccountRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM ledger.accounts WHERE business_id = $1 AND id = ANY ($2)"))
+        .bind(business.as_uuid())
+        .bind(ids)
+        .fetch_all(connection)
+        .await
+}
+
 pub async fn list_accounts(
     connection: &mut PgConnection,
     business: BusinessId,

@@ -432,7 +432,11 @@ async fn load(phased: &mut Phased, intent: PaymentIntentId) -> Result<IntentRow,
 }
 
 /// Puts the intent in `requires_review` with `reason`, with its event.
-async fn review(connection: &mut sqlx::PgConnection, row: &IntentRow, reason: &str) -> Result<IntentRow, ApiError> {
+pub(crate) async fn review(
+    connection: &mut sqlx::PgConnection,
+    row: &IntentRow,
+    reason: &str,
+) -> Result<IntentRow, ApiError> {
     let reviewed = store::record(
         connection,
         row.id,

@@ -58,6 +58,22 @@ impl IntentStatus {
         }
     }
 
+    /// How far along an intent in this status is: a gateway event about a status not
+    /// further along than Till's is stale (it was sent before what Till already knows).
+    /// `canceled` and `succeeded` are both ends; `requires_review` is past everything a
+    /// gateway can say.
+    pub fn progress(self) -> u8 {
+        match self {
+            IntentStatus::RequiresPaymentMethod => 0,
+            IntentStatus::RequiresConfirmation => 1,
+            IntentStatus::RequiresAction => 2,
+            IntentStatus::Processing => 3,
+            IntentStatus::RequiresCapture => 4,
+            IntentStatus::Canceled | IntentStatus::Succeeded => 5,
+            IntentStatus::RequiresReview => 6,
+        }
+    }
+
     /// Statuses a confirm may start from.
     pub fn confirmable(self) -> bool {
         matches!(self, IntentStatus::RequiresPaymentMethod | IntentStatus::RequiresConfirmation)

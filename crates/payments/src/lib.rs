@@ -11,15 +11,20 @@
 //! - [`api`]: the routes, phased around each gateway call (`till_http::recovery`).
 //! - [`ledger`]: the accounts and postings, by construction (a capture posts a hold the
 //!   ledger bounds; refunds take from an account with a floor of zero).
+//! - [`provider_webhooks`]: Stripe's webhooks, verified, recorded once, and used to
+//!   hurry a step in flight or to flag a move Till did not make; never posted from.
 //! - [`settlement`]: the gateway's payouts, reconciled line by line with Till's
 //!   captures, fees and refunds; what matches becomes available, the rest exceptions.
+//! - [`check`]: the payment invariants against the ledger (`GET /v1/payments/check`).
 //! - [`store`]: the schema's SQL. [`service`]: the registration.
 
 pub mod api;
 pub mod balance;
+pub mod check;
 pub mod domain;
 pub mod gateway;
 pub mod ledger;
+pub mod provider_webhooks;
 pub mod refunds;
 pub mod service;
 pub mod settlement;

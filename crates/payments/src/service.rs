@@ -48,11 +48,23 @@ pub struct StripeSettings {
     /// How long one attempt of a call may take before it is given up (and retried with
     /// the same idempotency key, when attempts remain).
     pub attempt_timeout: std::time::Duration,
+    /// The signing secret of Stripe's webhook endpoint for Till (`whsec_…`); without it
+    /// every webhook is refused, as none can be verified.
+    pub webhook_secret: Option<Secret<String>>,
+    /// When Stripe counts as down: the kit's defaults (50 % of at least 20 calls in 30 s
+    /// open it for 30 s); tests shorten the open time.
+    pub breaker: till_outbound::breaker::BreakerConfig,
 }
 
 impl StripeSettings {
     pub fn new(base_url: Url, secret_key: Secret<String>) -> StripeSettings {
-        StripeSettings { base_url, secret_key, attempt_timeout: std::time::Duration::from_secs(15) }
+        StripeSettings {
+            base_url,
+            secret_key,
+            attempt_timeout: std::time::Duration::from_secs(15),
+            webhook_secret: None,
+            breaker: till_outbound::breaker::BreakerConfig::default(),
+        }
     }
 }
 
@@ -62,7 +74,8 @@ impl StripeSettings {
         api::PaymentIntentBody,
         crate::refunds::RefundBody,
         crate::settlement::SettlementBody,
-        crate::settlement::ReconciliationExceptionBody
+        crate::settlement::ReconciliationExceptionBody,
+        crate::provider_webhooks::WebhookReceipt
     )),
     tags((name = "payments", description = "Payment intents: take a card payment through a gateway, authorise and capture it. Every capture is in the ledger, in the same transaction as the intent's change.")),
 )]
@@ -86,11 +99,16 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
         till_outbound::Credentials::Bearer(settings.secret_key),
     );
     outbound.attempt_timeout = settings.attempt_timeout;
+    outbound.breaker = settings.breaker;
     let stripe = Stripe::with_config(outbound)
         .map_err(|error| MountError::Failed { service: "payments", why: error.to_string() })?;
     let payments = Payments { stripe: Arc::new(stripe) };
     let (pool, stripe, interval) = (context.pool.clone(), payments.stripe.clone(), config.settlement_interval);
     let configured = config.stripe.is_some();
+    let receiver = crate::provider_webhooks::Receiver {
+        pool: context.pool.clone(),
+        stripe_secret: config.stripe.as_ref().and_then(|stripe| stripe.webhook_secret.clone()),
+    };
     let mut jobs = Vec::new();
     if configured {
         jobs.push(Job::new("settlement reconciler", move |shutdown| {
@@ -101,7 +119,9 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
         tenant_routes: OpenApiRouter::with_openapi(Doc::openapi())
             .merge(api::routes(payments.clone()))
             .merge(crate::refunds::routes(payments.clone()))
-            .merge(crate::balance::routes()),
+            .merge(crate::balance::routes())
+            .merge(crate::check::routes()),
+        provider_routes: crate::provider_webhooks::routes(receiver),
         resumers: resumers(&payments),
         jobs,
         ..Mounted::default()
@@ -150,5 +170,11 @@ fn permissions() -> Vec<RoutePermission> {
         row(Method::GET, "/v1/balance", Role::Viewer),
         row(Method::GET, "/v1/settlements", Role::Viewer),
         row(Method::GET, "/v1/reconciliation/exceptions", Role::Viewer),
+        row(Method::GET, "/v1/payments/check", Role::Viewer),
+        RoutePermission {
+            method: Method::POST,
+            path: crate::provider_webhooks::STRIPE_WEBHOOKS_PATH,
+            access: Access::Provider,
+        },
     ]
 }

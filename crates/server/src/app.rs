@@ -128,10 +128,12 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
 
     let mut tenant_routes = OpenApiRouter::with_openapi(ApiDoc::openapi());
     let mut platform_routes = OpenApiRouter::new();
+    let mut provider_routes = OpenApiRouter::new();
     let (mut delegated_paths, mut resumers, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
     for service in mounted {
         tenant_routes = tenant_routes.merge(service.tenant_routes);
         platform_routes = platform_routes.merge(service.platform_routes);
+        provider_routes = provider_routes.merge(service.provider_routes);
         delegated_paths.extend(service.delegated_paths);
         resumers.extend(service.resumers);
         jobs.extend(service.jobs);
@@ -159,6 +161,12 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .route_layer(from_fn_with_state(rate_limiter.clone(), till_http::rate_limit::platform_middleware))
         .route_layer(from_fn_with_state(authenticator.clone(), till_access::authn::platform));
 
+    // Outside parties authenticate by their own signatures, checked by each handler; a
+    // rate limit of their own bounds what forged requests can cost.
+    let (providers, providers_api) = provider_routes.split_for_parts();
+    let providers =
+        providers.route_layer(from_fn_with_state(rate_limiter.clone(), till_http::rate_limit::provider_middleware));
+
     let (operations, operations_api) = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -167,6 +175,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
 
     let mut openapi = tenant_api;
     openapi.merge(platform_api);
+    openapi.merge(providers_api);
     openapi.merge(operations_api);
     add_openapi_document_path(&mut openapi);
     let openapi = crate::contract::completed(&openapi).map_err(BuildError::OpenApi)?;
@@ -178,6 +187,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     let router = Router::new()
         .merge(tenant)
         .merge(platform)
+        .merge(providers)
         .merge(operations)
         .merge(docs)
         .fallback(till_http::fallback::route_not_found)

@@ -38,6 +38,9 @@ pub fn complete(document: &mut Value) {
     }
 }
 
+/// Where the routes outside parties call live (`Access::Provider`).
+pub const PROVIDER_PATHS: &str = "/v1/providers/";
+
 fn complete_operation(path: &str, method: &str, operation: &mut Map<String, Value>) {
     let secured = operation.get("security").and_then(Value::as_array).is_some_and(|schemes| !schemes.is_empty());
     let has_body = operation.contains_key("requestBody");
@@ -46,7 +49,10 @@ fn complete_operation(path: &str, method: &str, operation: &mut Map<String, Valu
         .get("parameters")
         .and_then(Value::as_array)
         .is_some_and(|params| params.iter().any(|param| param["in"] == "query"));
-    let is_post = method == "post";
+    // An outside party's webhook carries its own signature and event id, not an
+    // Idempotency-Key: it is not one of Till's writes.
+    let from_provider = path.starts_with(PROVIDER_PATHS);
+    let is_post = method == "post" && !from_provider;
     if is_post {
         constrain_idempotency_key(operation);
     }

@@ -138,7 +138,7 @@ fn announce(sim: &Sim, kind: &str, object: Value, idempotency_key: Option<&str>)
         ("content-type", "application/json".to_string()),
         ("stripe-signature", format!("t={created},v1={signature}")),
     ];
-    sim.webhooks.send(&sim.faults, NAME, crate::webhooks::Webhook { body, headers });
+    sim.webhooks.send(&sim.faults, NAME, kind, crate::webhooks::Webhook { body, headers });
 }
 
 /// Stripe's v1 scheme: hex HMAC-SHA256 of `"{timestamp}.{body}"`, keyed with the secret's
@@ -153,28 +153,38 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The event Stripe sends after a call's effect, if it sends one.
-fn event_of(operation: &str, status: StatusCode, reply: &Value) -> Option<(&'static str, Value)> {
+/// The events Stripe sends after a call's effect, in order (a create that confirms sends
+/// `payment_intent.created`, then the event of the status it reached).
+fn events_of(operation: &str, status: StatusCode, reply: &Value) -> Vec<(&'static str, Value)> {
     if status == StatusCode::PAYMENT_REQUIRED {
-        let intent = reply.pointer("/error/payment_intent")?;
-        return Some(("payment_intent.payment_failed", intent.clone()));
-    }
-    if status != StatusCode::OK {
-        return None;
-    }
-    match reply.get("object").and_then(Value::as_str)? {
-        "payment_intent" if operation == "create" => Some(("payment_intent.created", reply.clone())),
-        "payment_intent" => {
-            let kind = match reply.get("status").and_then(Value::as_str)? {
-                "requires_capture" => "payment_intent.amount_capturable_updated",
-                "succeeded" => "payment_intent.succeeded",
-                "canceled" => "payment_intent.canceled",
-                _ => return None,
-            };
-            (operation != "retrieve").then(|| (kind, reply.clone()))
+        let Some(intent) = reply.pointer("/error/payment_intent") else { return Vec::new() };
+        let mut events = Vec::new();
+        if operation == "create" {
+            events.push(("payment_intent.created", intent.clone()));
         }
-        "refund" if operation == "refund" => Some(("refund.created", reply.clone())),
-        _ => None,
+        events.push(("payment_intent.payment_failed", intent.clone()));
+        return events;
+    }
+    if status != StatusCode::OK || operation == "retrieve" {
+        return Vec::new();
+    }
+    match reply.get("object").and_then(Value::as_str) {
+        Some("payment_intent") => {
+            let mut events = Vec::new();
+            if operation == "create" {
+                events.push(("payment_intent.created", reply.clone()));
+            }
+            let kind = match reply.get("status").and_then(Value::as_str) {
+                Some("requires_capture") => Some("payment_intent.amount_capturable_updated"),
+                Some("succeeded") => Some("payment_intent.succeeded"),
+                Some("canceled") => Some("payment_intent.canceled"),
+                _ => None,
+            };
+            events.extend(kind.map(|kind| (kind, reply.clone())));
+            events
+        }
+        Some("refund") if operation == "refund" => vec![("refund.created", reply.clone())],
+        _ => Vec::new(),
     }
 }
 
@@ -616,7 +626,7 @@ async fn call(
                     Err(error) => (error.status, error.body),
                 };
                 // The event tells the truth, whatever the reply is made to say below.
-                if let Some((kind, object)) = event_of(operation, status, &reply) {
+                for (kind, object) in events_of(operation, status, &reply) {
                     announce(&context.sim, kind, object, idempotency_key.as_deref());
                 }
                 if let Some(idempotency) = &idempotency_key {

@@ -1,6 +1,7 @@
 //! Webhooks a provider sends about its objects, to the endpoint it was given
 //! ([`crate::Options::webhooks`], or `POST /_sim/webhooks`), with the faults armed for
-//! the operation `webhook`:
+//! the operation `webhook:{event type}` (`webhook:payment_intent.succeeded`), or else
+//! for `webhook` (any event):
 //! - `webhook_drop`: never sent;
 //! - `webhook_duplicate`: sent twice;
 //! - `webhook_delay`: sent after `delay_ms` (default 2 s), while later ones go ahead;
@@ -54,10 +55,11 @@ impl Webhooks {
         lock(&self.targets).get(provider).map(|target| target.secret.clone())
     }
 
-    /// Sends `webhook` from `provider` (in the background), as the armed fault says.
-    pub fn send(&self, faults: &Faults, provider: &str, webhook: Webhook) {
+    /// Sends `webhook` (an event of `kind`) from `provider` in the background, as the
+    /// armed fault says.
+    pub fn send(&self, faults: &Faults, provider: &str, kind: &str, webhook: Webhook) {
         let Some(target) = lock(&self.targets).get(provider).cloned() else { return };
-        let fault = faults.take(provider, "webhook");
+        let fault = faults.take(provider, &format!("webhook:{kind}")).or_else(|| faults.take(provider, "webhook"));
         let kind = fault.as_ref().map(|fault| fault.fault);
         let delay = fault.as_ref().and_then(|fault| fault.delay_ms).map_or(DELAY_DEFAULT, Duration::from_millis);
         let mut batch: Vec<(Webhook, Duration)> = match kind {

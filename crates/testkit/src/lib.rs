@@ -238,29 +238,45 @@ pub fn stripe_settings(sim: &str) -> till_payments::StripeSettings {
     let base_url = reqwest::Url::parse(&format!("{sim}/stripe/")).unwrap_or_else(|error| panic!("{sim}: {error}"));
     let mut settings = till_payments::StripeSettings::new(base_url, Secret::new(String::from("sk_test_till_testkit")));
     settings.attempt_timeout = Duration::from_secs(2);
+    settings.webhook_secret = Some(Secret::new(String::from(STRIPE_WEBHOOK_SECRET)));
     settings
 }
+
+/// The signing secret of the test simulator's Stripe webhooks (a test signs its own
+/// webhooks with it, or with another to see them refused).
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_till_testkit";
 
 /// A simulator of the outside world of the test's own, stopped with the test's runtime.
 /// Its gateways pay out only when the test asks (`POST /_sim/{provider}/settle`), so no
 /// payout lands in the middle of what a test measures.
-async fn start_simulator() -> anyhow::Result<String> {
+/// Its Stripe sends webhooks to `app` (when given), signed with [`STRIPE_WEBHOOK_SECRET`].
+/// A test that needs gateway settings of its own starts one (`None`: no webhooks) and
+/// sets `config.payments.stripe` from [`stripe_settings`].
+pub async fn start_simulator(app: Option<&str>) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(till_sim::serve_with(
-        listener,
-        till_sim::Options { schedule: false, webhooks: Vec::new() },
-        std::future::pending(),
-    ));
+    let webhooks = app
+        .map(|app| till_sim::webhooks::Target {
+            provider: String::from("stripe"),
+            url: format!("{app}{}", till_payments::provider_webhooks::STRIPE_WEBHOOKS_PATH),
+            secret: String::from(STRIPE_WEBHOOK_SECRET),
+        })
+        .into_iter()
+        .collect();
+    let options = till_sim::Options { schedule: false, webhooks };
+    tokio::spawn(till_sim::serve_with(listener, options, std::future::pending()));
     Ok(address)
 }
 
 async fn try_spawn_on(database: TestDatabase, mut config: Config, extension: Extension) -> anyhow::Result<TestApp> {
     // Each app gets a simulator of its own, unless the test pointed the gateways elsewhere.
+    // Bound first, so that the simulator knows where to send its webhooks.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", listener.local_addr()?);
     let sim = match &config.payments.stripe {
         Some(stripe) => stripe.base_url.origin().ascii_serialization(),
         None => {
-            let sim = start_simulator().await?;
+            let sim = start_simulator(Some(&address)).await?;
             config.payments.stripe = Some(stripe_settings(&sim));
             sim
         }
@@ -271,8 +287,6 @@ async fn try_spawn_on(database: TestDatabase, mut config: Config, extension: Ext
     let keyring_for_test = config.keyring.clone();
     let built = till_server::build(AppParts { config, pool: pool.clone() }, extension)?;
     let openapi = serde_json::to_value(&built.openapi)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     // The same start-up as `till up`'s: the API and its background jobs (the hold
     // sweeper, the relay, the webhook worker among them), stopped when the app drops.

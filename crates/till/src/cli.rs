@@ -194,6 +194,10 @@ pub struct UpArgs {
     /// Stripe's secret key (`sk_live_…`, `sk_test_…`), with TILL_STRIPE_BASE_URL.
     #[arg(long, env = "TILL_STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<String>,
+    /// The signing secret of Stripe's webhook endpoint for Till (`whsec_…`), with
+    /// TILL_STRIPE_BASE_URL; without it Stripe's webhooks are refused (400).
+    #[arg(long, env = "TILL_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
     /// The platform admin token (at least 32 characters). Default: generated on the first
     /// start and kept in `<data-dir>/admin-token`.
     #[arg(long, env = "TILL_ADMIN_TOKEN", hide_env_values = true)]

@@ -56,12 +56,13 @@ async fn serve(
     }
     owner_pool.close().await;
     let pool = till_db::connect_app_pool(database.owner_options.clone(), args.db_connections_max).await?;
-    let simulator = start_simulator(args, &mut config).await?;
-    let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
-
     let address = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
     let base = format!("http://{}", listener.local_addr()?);
+    // The simulator sends its webhooks to this instance, on loopback.
+    let webhooks_to = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    let simulator = start_simulator(args, &mut config, &webhooks_to).await?;
+    let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
     let demo = create_demo_business_once(&pool, &args.database.data_dir).await?;
     // Before the banner, which is when a supervisor may first send SIGTERM.
@@ -213,13 +214,16 @@ fn print_banner(
 }
 
 /// Starts the simulator for `till up` and points the gateways at it, unless a gateway is
-/// configured or `TILL_SIMULATOR=off`. Returns its address when it runs. It serves until
-/// the process ends.
-async fn start_simulator(args: &UpArgs, config: &mut Config) -> anyhow::Result<Option<String>> {
+/// configured or `TILL_SIMULATOR=off`; its gateways send their webhooks to `api` (this
+/// instance), signed with a secret made for this run. Returns its address when it runs.
+/// It serves until the process ends.
+async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyhow::Result<Option<String>> {
     if let Some(base) = &args.stripe_base_url {
         let base_url = till_outbound::Url::parse(base).context("TILL_STRIPE_BASE_URL is not a URL")?;
         let key = args.stripe_secret_key.clone().context("TILL_STRIPE_BASE_URL needs TILL_STRIPE_SECRET_KEY")?;
-        config.payments.stripe = Some(till_payments::StripeSettings::new(base_url, Secret::new(key)));
+        let mut stripe = till_payments::StripeSettings::new(base_url, Secret::new(key));
+        stripe.webhook_secret = args.stripe_webhook_secret.clone().map(Secret::new);
+        config.payments.stripe = Some(stripe);
         return Ok(None);
     }
     if args.simulator == "off" {
@@ -235,10 +239,20 @@ async fn start_simulator(args: &UpArgs, config: &mut Config) -> anyhow::Result<O
     })?;
     let sim = format!("http://{}", listener.local_addr()?);
     let base_url = till_outbound::Url::parse(&format!("{sim}/stripe/")).context("the simulator's URL")?;
-    config.payments.stripe =
-        Some(till_payments::StripeSettings::new(base_url, Secret::new(String::from("sk_test_till_simulator"))));
+    let webhook_secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>()));
+    let mut stripe = till_payments::StripeSettings::new(base_url, Secret::new(String::from("sk_test_till_simulator")));
+    stripe.webhook_secret = Some(Secret::new(webhook_secret.clone()));
+    config.payments.stripe = Some(stripe);
+    let options = till_sim::Options {
+        schedule: true,
+        webhooks: vec![till_sim::webhooks::Target {
+            provider: String::from("stripe"),
+            url: format!("{api}{}", till_payments::provider_webhooks::STRIPE_WEBHOOKS_PATH),
+            secret: webhook_secret,
+        }],
+    };
     tokio::spawn(async move {
-        if let Err(error) = till_sim::serve(listener, std::future::pending()).await {
+        if let Err(error) = till_sim::serve_with(listener, options, std::future::pending()).await {
             tracing::error!(%error, "the simulator stopped");
         }
     });

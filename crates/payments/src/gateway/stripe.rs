@@ -174,6 +174,126 @@ impl Stripe {
     }
 }
 
+/// How far a webhook's signed timestamp may be from now: Stripe's default tolerance.
+pub const WEBHOOK_TOLERANCE_SECONDS: i64 = 300;
+
+/// Why a webhook's signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureRefusal {
+    #[error("there is no Stripe-Signature header")]
+    Missing,
+    #[error("the Stripe-Signature header is not t=…,v1=…")]
+    Malformed,
+    #[error("the signed timestamp is more than {WEBHOOK_TOLERANCE_SECONDS} s from now")]
+    Stale,
+    #[error("no v1 signature matches the body")]
+    Mismatch,
+}
+
+/// Verifies a webhook as Stripe signs it (providers.md §1.1): `Stripe-Signature:
+/// t={unix seconds},v1={hex HMAC-SHA256 of "{t}.{body}" keyed with the endpoint's
+/// secret}` — several `v1` while a secret rolls, other schemes ignored — within
+/// [`WEBHOOK_TOLERANCE_SECONDS`] of `now`. The comparison is constant-time.
+pub fn verify_webhook(secret: &str, header: Option<&str>, body: &[u8], now: i64) -> Result<(), SignatureRefusal> {
+    use hmac::Mac;
+    let header = header.ok_or(SignatureRefusal::Missing)?;
+    let mut timestamp: Option<i64> = None;
+    let mut signatures: Vec<Vec<u8>> = Vec::new();
+    for item in header.split(',') {
+        let (name, value) = item.trim().split_once('=').ok_or(SignatureRefusal::Malformed)?;
+        match name {
+            "t" if timestamp.is_none() => {
+                timestamp = Some(value.parse().map_err(|_| SignatureRefusal::Malformed)?);
+            }
+            "t" => return Err(SignatureRefusal::Malformed),
+            // A signature that is not hex cannot match; it is not a reason to stop looking.
+            "v1" => signatures.extend(hex::decode(value).ok()),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(SignatureRefusal::Malformed)?;
+    if signatures.is_empty() {
+        return Err(SignatureRefusal::Malformed);
+    }
+    if now.abs_diff(timestamp) > WEBHOOK_TOLERANCE_SECONDS.unsigned_abs() {
+        return Err(SignatureRefusal::Stale);
+    }
+    let mac = || {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac
+    };
+    if signatures.iter().any(|signature| mac().verify_slice(signature).is_ok()) {
+        Ok(())
+    } else {
+        Err(SignatureRefusal::Mismatch)
+    }
+}
+
+/// A Stripe event, as its webhook carries it: the envelope checked, the object kept as
+/// it came until Till knows what to check it against.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `evt_…`: what deduplicates it.
+    pub id: String,
+    /// `payment_intent.succeeded`.
+    pub kind: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub object: serde_json::Value,
+}
+
+impl Event {
+    /// The object's id (`pi_…`), when it has one that could be a Stripe id.
+    pub fn object_id(&self) -> Option<&str> {
+        self.object.get("id").and_then(serde_json::Value::as_str).filter(|id| segment(id).is_ok())
+    }
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    id: String,
+    object: String,
+    #[serde(rename = "type")]
+    kind: String,
+    created: i64,
+    data: WireEventData,
+}
+
+#[derive(Deserialize)]
+struct WireEventData {
+    object: serde_json::Value,
+}
+
+/// A webhook's body as an [`Event`], or what is wrong with it.
+pub fn parse_event(body: &[u8]) -> Result<Event, InvalidReply> {
+    let wire: WireEvent = serde_json::from_slice(body)
+        .map_err(|error| InvalidReply::new("body", format!("not a Stripe event: {error}")))?;
+    if wire.object != "event" || !wire.id.starts_with("evt_") || segment(&wire.id).is_err() {
+        return Err(InvalidReply::new("id", "not an event id"));
+    }
+    let known_shape = !wire.kind.is_empty()
+        && wire.kind.len() <= 100
+        && wire.kind.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'.' || byte == b'_');
+    if !known_shape {
+        return Err(InvalidReply::new("type", "not an event type"));
+    }
+    if !wire.data.object.is_object() {
+        return Err(InvalidReply::new("data.object", "not an object"));
+    }
+    Ok(Event { id: wire.id, kind: wire.kind, created: wire.created, object: wire.data.object })
+}
+
+/// A webhook's PaymentIntent, checked as a reply about `id` for `amount` would be.
+pub fn event_intent(object: &serde_json::Value, id: &str, amount: Money) -> Result<GatewayIntent, InvalidReply> {
+    let wire: WireIntent = serde_json::from_value(object.clone())
+        .map_err(|error| InvalidReply::new("data.object", format!("not a PaymentIntent: {error}")))?;
+    checked_intent(wire, Expected { id: Some(id), amount })
+}
+
 /// Stripe's largest page.
 const LIST_LIMIT: usize = 100;
 /// Pages of one settlement report read at most (10 000 lines).

@@ -318,6 +318,9 @@ async fn every_post_route_has_a_case() {
         .iter()
         .filter(|(_, item)| item.get("post").is_some())
         .map(|(path, _)| path.clone())
+        // An outside party's webhooks are deduplicated by its own event ids (their tests
+        // are in gateway_webhooks.rs), not by an Idempotency-Key.
+        .filter(|path| !path.starts_with("/v1/providers/"))
         .collect();
     let covered: BTreeSet<String> = cases().iter().map(|case| case.path.to_string()).collect();
     assert_eq!(documented, covered, "every POST route needs an idempotency conformance case");

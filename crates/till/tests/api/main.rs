@@ -7,6 +7,7 @@ mod broker;
 mod bus_helpers;
 mod conventions;
 mod events;
+mod gateway_webhooks;
 mod idempotency;
 mod ledger;
 mod ledger_concurrency;

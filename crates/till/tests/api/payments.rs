@@ -77,6 +77,12 @@ pub(crate) async fn refundable(app: &TestApp, business: &TestBusiness, intent: &
     account(app, &business.owner_key, &format!("acct_{}", id.simple())).await
 }
 
+/// The payment invariants against the ledger (`GET /v1/payments/check`) hold.
+pub(crate) async fn payments_check(app: &TestApp, key: &str) {
+    let report: Value = app.get("/v1/payments/check", key).await.json().await.expect("json");
+    assert_eq!(report["ok"], true, "{report}");
+}
+
 /// The intent's events once `count` have arrived, as (type, sequence), oldest first.
 pub(crate) async fn intent_events(app: &TestApp, key: &str, intent: &str, count: usize) -> Vec<(String, i64)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -387,6 +393,7 @@ async fn refunds_are_partial_and_several_up_to_what_was_captured() {
     let (_, manual) = create(&app, key, "ref-manual", json!({"amount": 500, "currency": "GBP", "capture_method": "manual", "payment_method": "pm_card_visa", "confirm": true})).await;
     let (status, uncaptured) = refund(&app, key, "ref-4", json!({"payment_intent_id": manual["id"]})).await;
     assert_eq!((status, uncaptured["code"].as_str()), (409, Some("state_conflict")));
+    payments_check(&app, key).await;
 }
 
 /// Over-refund is impossible by construction: 50 refunds of 10 at once against a capture
@@ -415,6 +422,7 @@ async fn fifty_concurrent_refunds_of_ten_against_a_hundred_make_exactly_ten() {
     let gateway = sim_object(&app, &gateway_id).await;
     let charge = sim_object(&app, gateway["latest_charge"].as_str().expect("charge")).await;
     assert_eq!(charge["amount_refunded"], 100);
+    payments_check(&app, &business.owner_key).await;
 }
 
 #[tokio::test]
@@ -436,6 +444,7 @@ async fn a_refund_whose_reply_cannot_be_trusted_needs_review_and_keeps_its_reser
     // was posted.
     assert_eq!(refundable(&app, &business, &id).await["balance"], 600);
     assert_eq!(ledger_account(&app, &business, "merchant_pending").await["balance"], 965);
+    payments_check(&app, &business.owner_key).await;
 }
 
 #[tokio::test]
@@ -531,4 +540,62 @@ async fn a_confirm_whose_outcome_is_unknown_answers_202_and_is_settled_later() {
     assert_eq!(keys.len(), 2, "one gateway key per intent's confirm, however often it was tried: {confirms:?}");
     assert_eq!(ledger_account(&app, &business, "merchant_pending").await["balance"], 2 * (1500 - 43));
     check(&app, key).await;
+    payments_check(&app, key).await;
+}
+
+/// Stripe answering 500 to everything: the breaker opens, and then the API answers 503
+/// `gateway_unavailable` with Retry-After without calling Stripe (the simulator's log
+/// proves it); once Stripe is back and the breaker's open time is over, its half-open
+/// trials succeed and payments go through again. A 429 is retried after its Retry-After.
+#[tokio::test]
+async fn an_outage_opens_the_breaker_and_refuses_without_calling_stripe() {
+    let sim = till_testkit::start_simulator(None).await.expect("simulator");
+    let mut stripe = till_testkit::stripe_settings(&sim);
+    stripe.breaker.minimum_calls = 6;
+    stripe.breaker.open_for = std::time::Duration::from_secs(2);
+    let mut config = till_testkit::test_config();
+    config.payments.stripe = Some(stripe);
+    let app = till_testkit::spawn_app_with(config, Default::default()).await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let body = json!({"amount": 1000, "currency": "GBP"});
+    let arm = json!({"provider": "stripe", "operation": "create", "fault": "error_500", "count": 1000});
+    let armed = app.client.post(format!("{}/_sim/faults", app.sim)).json(&arm).send().await.expect("fault");
+    assert_eq!(armed.status().as_u16(), 201);
+
+    let mut refused_without_a_call = false;
+    for attempt in 0..30 {
+        let calls_before = sim_calls(&app, "create").await.len();
+        let response = app.post("/v1/payment_intents", key, &format!("outage-{attempt}"), &body).await;
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let problem: Value = response.json().await.expect("json");
+        assert_eq!((status, problem["code"].as_str()), (503, Some("gateway_unavailable")), "{problem}");
+        assert!(retry_after.is_some(), "a 503 says when to retry");
+        if sim_calls(&app, "create").await.len() == calls_before {
+            refused_without_a_call = true;
+            break;
+        }
+    }
+    assert!(refused_without_a_call, "the breaker never opened");
+
+    // Stripe is back; after the open time, the half-open trials close the breaker.
+    let cleared = app.client.delete(format!("{}/_sim/faults", app.sim)).send().await.expect("clear");
+    assert_eq!(cleared.status().as_u16(), 204);
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    for attempt in 0..3 {
+        let (status, intent) = create(&app, key, &format!("back-{attempt}"), body.clone()).await;
+        assert_eq!(status, 201, "{intent}");
+    }
+
+    // A 429 is retried after Retry-After, with the same key, within the request.
+    let arm = json!({"provider": "stripe", "operation": "create", "fault": "error_429", "count": 1});
+    let armed = app.client.post(format!("{}/_sim/faults", app.sim)).json(&arm).send().await.expect("fault");
+    assert_eq!(armed.status().as_u16(), 201);
+    let (status, intent) = create(&app, key, "after-429", body.clone()).await;
+    assert_eq!(status, 201, "{intent}");
+    let calls = sim_calls(&app, "create").await;
+    let last_two: Vec<_> = calls.iter().rev().take(2).collect();
+    assert_eq!((last_two[1]["status"].as_u64(), last_two[0]["status"].as_u64()), (Some(429), Some(200)));
+    assert_eq!(last_two[0]["idempotency_key"], last_two[1]["idempotency_key"]);
 }

@@ -93,6 +93,7 @@ async fn a_payout_moves_captures_less_fees_and_refunds_from_pending_to_available
             .expect("settled");
     assert_eq!(settled, vec![Some(true), Some(true)]);
     check(&app, key).await;
+    crate::payments::payments_check(&app, key).await;
 
     // The lists: both intents newest first, the refund under its intent.
     let intents = listed(&app, key, "/v1/payment_intents?status=succeeded", 2).await;
