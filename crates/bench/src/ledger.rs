@@ -58,7 +58,7 @@ impl Load {
         self.transfers as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn percentile_ms(&self, quantile: f64) -> f64 {
+    pub(crate) fn percentile_ms(&self, quantile: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return f64::NAN;
         }
@@ -116,7 +116,7 @@ async fn run(args: &BenchLedgerArgs, cluster: &Cluster, data_dir: &Path) -> anyh
     let postmaster = std::fs::read_to_string(cluster.cluster_dir().join("postmaster.pid"))
         .ok()
         .and_then(|text| text.lines().next().and_then(|line| line.trim().parse().ok()));
-    let pids = Pids { server: server.child.id(), postmaster };
+    let pids = Pids { server: server.child.id(), postmaster, sim: None };
     let server_side = ServerSide { base: &server.base, key: &server.api_key, admin_token: &server.admin_token, pids };
     let outcome = phases(args, &client, server_side, &url, &pgbench).await;
     server.stop().await;
@@ -197,6 +197,8 @@ impl Server {
 pub(crate) struct Pids {
     pub server: Option<u32>,
     pub postmaster: Option<u32>,
+    /// The simulator, when it runs as its own process (the payments benchmark).
+    pub sim: Option<u32>,
 }
 
 /// CPU seconds (user + system) used so far, by party.
@@ -204,6 +206,7 @@ pub(crate) struct Pids {
 pub(crate) struct Cpu {
     till: f64,
     postgres: f64,
+    sim: f64,
     /// This process and the children it has reaped: pgbench and wrk, counted once each
     /// run has ended (the phases wait for them), or the reqwest load's own work.
     load: f64,
@@ -217,7 +220,7 @@ impl Pids {
     /// backends, one that ended between two readings (pgbench's end just before (2)
     /// starts) took its whole lifetime's CPU out of the difference: one run reported 64 µs
     /// of PostgreSQL CPU per transfer where fifteen others that day measured 98–223.
-    fn cpu(&self) -> Cpu {
+    pub(crate) fn cpu(&self) -> Cpu {
         let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
         // The parent's pid, and the ticks used by the process (utime + stime) and by its
         // reaped children (cutime + cstime): fields 14 to 17 of proc(5).
@@ -248,7 +251,8 @@ impl Pids {
             None => 0.0,
         };
         let load = stat(std::process::id()).map(|(_, own, reaped)| own + reaped).unwrap_or(0.0);
-        Cpu { till, postgres, load, at: Instant::now() }
+        let sim = self.sim.and_then(stat).map(|(_, own, _)| own).unwrap_or(0.0);
+        Cpu { till, postgres, sim, load, at: Instant::now() }
     }
 }
 
@@ -257,14 +261,16 @@ impl Cpu {
     /// pgbench transaction), and how busy the machine's cores were. The parts' sum
     /// against what the cores could give at the measured rate says how far the machine
     /// is from being CPU-bound, and so whether a goal is out of its reach.
-    fn per(&self, later: &Cpu, units: u64, unit: &str) -> String {
+    pub(crate) fn per(&self, later: &Cpu, units: u64, unit: &str) -> String {
         let micros = |before: f64, after: f64| (after - before) * 1e6 / units.max(1) as f64;
         let (till, postgres, load) =
             (micros(self.till, later.till), micros(self.postgres, later.postgres), micros(self.load, later.load));
+        let sim = micros(self.sim, later.sim);
         let wall = later.at.duration_since(self.at).as_secs_f64();
-        let busy = (till + postgres + load) * units as f64 / 1e6 / (wall * cores() as f64);
+        let busy = (till + postgres + sim + load) * units as f64 / 1e6 / (wall * cores() as f64);
+        let sim = if sim > 0.0 { format!(", simulator {sim:.0} us") } else { String::new() };
         format!(
-            "CPU per {unit}: Till {till:.0} us, PostgreSQL {postgres:.0} us, load generator {load:.0} us; {} cores {:.0}% busy",
+            "CPU per {unit}: Till {till:.0} us, PostgreSQL {postgres:.0} us{sim}, load generator {load:.0} us; {} cores {:.0}% busy",
             cores(),
             busy * 100.0
         )
@@ -601,6 +607,8 @@ pub(crate) enum Pattern {
     Uniform,
     HotAccount,
     Batch(usize),
+    /// A payment intent created and confirmed (automatic capture) in one request.
+    Payment,
 }
 
 /// Drives `clients` concurrent connections for `duration`. With `rate`, clients pace
@@ -655,6 +663,11 @@ pub(crate) async fn drive(
                             Pattern::Batch(size) => {
                                 let legs: Vec<Value> = (0..size).map(|_| leg(&mut rng)).collect();
                                 (tenant, "/v1/transfers/batch", json!({ "transfers": legs }), size as u64)
+                            }
+                            Pattern::Payment => {
+                                let body = json!({"amount": rng.gen_range(100..10_000), "currency": "GBP",
+                                                  "payment_method": "pm_card_visa", "confirm": true});
+                                (tenant, "/v1/payment_intents", body, 1)
                             }
                             _ => (tenant, "/v1/transfers", leg(&mut rng), 1),
                         }
@@ -734,6 +747,7 @@ pub(crate) async fn drive_wrk(
         Pattern::Uniform => ("/v1/transfers", 0, false),
         Pattern::HotAccount => ("/v1/transfers", 0, true),
         Pattern::Batch(size) => ("/v1/transfers/batch", size, false),
+        Pattern::Payment => anyhow::bail!("the payments load is driven from this process (drive)"),
     };
     // Keys and ids are plain tokens (letters, digits, `_` and `-`: ids and base64url): nothing to escape in Lua.
     let tenants: String = tenants

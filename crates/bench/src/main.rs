@@ -7,9 +7,12 @@
 //!
 //! - `till-bench ledger`: the ledger through the HTTP API against pgbench.
 //! - `till-bench events`: the events backbone under the ledger's load.
+//! - `till-bench payments`: payment intents through the simulator against single
+//!   transfers, and the outbound kit's own cost on a gateway call.
 
 mod events;
 mod ledger;
+mod payments;
 
 use std::path::PathBuf;
 
@@ -53,6 +56,27 @@ pub enum Command {
     /// The events backbone under the ledger's load: relay and publisher rates, and the
     /// latency from commit to consumer, on the embedded bus and on RabbitMQ.
     Events(BenchEventsArgs),
+    /// Payment intents (create + confirm) through the simulator, against single
+    /// transfers of the same run, and the outbound kit's cost per gateway call.
+    Payments(BenchPaymentsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPaymentsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Accounts the transfers spread over.
+    #[arg(long, default_value_t = 2_000)]
+    pub accounts: usize,
+    /// Sequential gateway calls timed for the outbound kit's cost.
+    #[arg(long, default_value_t = 2_000)]
+    pub calls: u32,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Ledger(args) => ledger::ledger(args).await,
             Command::Events(args) => events::events(args).await,
+            Command::Payments(args) => payments::payments(args).await,
         }
     })
 }
