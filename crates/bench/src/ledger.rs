@@ -577,8 +577,20 @@ async fn spread_tenants(
     admin_token: &str,
     accounts: usize,
 ) -> anyhow::Result<Vec<Tenant>> {
-    let mut tenants = Vec::with_capacity(SPREAD_BUSINESSES);
-    for index in 0..SPREAD_BUSINESSES {
+    businesses(client, base, admin_token, SPREAD_BUSINESSES, accounts).await
+}
+
+/// `count` new businesses, made through the platform API, each with its share of
+/// `accounts` (at least 2).
+pub(crate) async fn businesses(
+    client: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    count: usize,
+    accounts: usize,
+) -> anyhow::Result<Vec<Tenant>> {
+    let mut tenants = Vec::with_capacity(count);
+    for index in 0..count {
         let response = client
             .post(format!("{base}/v1/platform/businesses"))
             .bearer_auth(admin_token)
@@ -591,7 +603,7 @@ async fn spread_tenants(
         }
         let body: Value = response.json().await?;
         let key = body["api_key"]["secret"].as_str().context("the new business's API key")?.to_string();
-        let accounts = create_accounts(client, base, &key, (accounts / SPREAD_BUSINESSES).max(2)).await?;
+        let accounts = create_accounts(client, base, &key, (accounts / count).max(2)).await?;
         tenants.push(Tenant { key, accounts });
     }
     Ok(tenants)

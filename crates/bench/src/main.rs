@@ -74,6 +74,9 @@ pub struct BenchPaymentsArgs {
     /// Accounts the transfers spread over.
     #[arg(long, default_value_t = 2_000)]
     pub accounts: usize,
+    /// Businesses the spread payments load is shared among.
+    #[arg(long, default_value_t = 32)]
+    pub businesses: usize,
     /// Sequential gateway calls timed for the outbound kit's cost.
     #[arg(long, default_value_t = 2_000)]
     pub calls: u32,

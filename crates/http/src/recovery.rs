@@ -630,17 +630,32 @@ async fn resume_one(
 /// pass, without waiting out the grace; one still running is resumed as soon as it lets
 /// its lease go undecided. A running request is never taken over. Returns how many.
 pub async fn expedite(connection: &mut PgConnection, data_key: &str, value: &str) -> Result<u64, sqlx::Error> {
-    let expedited = sqlx::query(
-        "UPDATE api.recovery_points
-            SET expedited = true,
-                locked_until = CASE WHEN locked_until <= now() THEN '-infinity'::timestamptz ELSE locked_until END
-          WHERE scope = till.current_scope() AND point_data->>$1 = $2",
+    // Found first by a plain read, which waits for nobody; then updated by its key, which
+    // waits only for that row's own phase. One UPDATE filtering on the data would wait
+    // for every phase in flight in the scope: under load, webhooks held connections
+    // waiting on requests that had nothing to do with them (`till bench payments`).
+    let keys: Vec<(String, String)> = sqlx::query_as(
+        "SELECT principal, key FROM api.recovery_points WHERE scope = till.current_scope() AND point_data->>$1 = $2",
     )
     .bind(data_key)
     .bind(value)
-    .execute(connection)
+    .fetch_all(&mut *connection)
     .await?;
-    Ok(expedited.rows_affected())
+    let mut expedited = 0;
+    for (principal, key) in keys {
+        expedited += sqlx::query(
+            "UPDATE api.recovery_points
+                SET expedited = true,
+                    locked_until = CASE WHEN locked_until <= now() THEN '-infinity'::timestamptz ELSE locked_until END
+              WHERE scope = till.current_scope() AND principal = $1 AND key = $2",
+        )
+        .bind(&principal)
+        .bind(&key)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    }
+    Ok(expedited)
 }
 
 /// A phased route's handler answers as any handler does; this only names the type.

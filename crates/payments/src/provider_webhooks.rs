@@ -69,6 +69,7 @@ pub struct WebhookReceipt {
     responses(
         (status = 200, body = WebhookReceipt, description = "Received (or received before)."),
         (status = 400, body = Problem, content_type = "application/problem+json", description = "The signature does not verify, or the body is not a Stripe event; nothing was recorded."),
+        (status = 429, body = Problem, content_type = "application/problem+json", description = "Too many webhooks at once (a bucket of their own); Stripe retries."),
     ))]
 async fn stripe_webhook(
     State(receiver): State<Receiver>,
