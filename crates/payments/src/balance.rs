@@ -33,7 +33,7 @@ pub struct BalanceAmount {
     "available": [{"amount": 9660, "currency": "GBP"}],
     "pending": [{"amount": 1465, "currency": "GBP"}]
 }))]
-pub struct BalanceBody {
+pub struct MerchantBalanceBody {
     /// Settled by the gateway: the merchant's to pay out.
     pub available: Vec<BalanceAmount>,
     /// Captured, less fees and refunds, and not yet settled.
@@ -42,9 +42,9 @@ pub struct BalanceBody {
 
 /// The merchant's available and pending balance per currency, read from the ledger.
 #[utoipa::path(get, path = "/v1/balance", tag = "payments",
-    responses((status = 200, body = BalanceBody)),
+    responses((status = 200, body = MerchantBalanceBody)),
     security(("bearer" = [])))]
-async fn get_balance(principal: Principal, mut tx: Tx) -> Result<axum::Json<BalanceBody>, ApiError> {
+async fn get_balance(principal: Principal, mut tx: Tx) -> Result<axum::Json<MerchantBalanceBody>, ApiError> {
     let balances = crate::ledger::balances(&mut tx, principal.business_id).await?;
     let (available, pending) = balances
         .iter()
@@ -55,7 +55,7 @@ async fn get_balance(principal: Principal, mut tx: Tx) -> Result<axum::Json<Bala
             )
         })
         .unzip();
-    Ok(axum::Json(BalanceBody { available, pending }))
+    Ok(axum::Json(MerchantBalanceBody { available, pending }))
 }
 
 /// List settlements (the business's part of each gateway payout), newest first.
