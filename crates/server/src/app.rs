@@ -94,6 +94,8 @@ pub enum BuildError {
     Mount(#[from] MountError),
     #[error("completing the OpenAPI document: {0}")]
     OpenApi(serde_json::Error),
+    #[error("two services document different schemas under one name, {0}: rename one")]
+    SchemaNameTaken(String),
 }
 
 pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError> {
@@ -130,6 +132,24 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     let mut platform_routes = OpenApiRouter::new();
     let mut provider_routes = OpenApiRouter::new();
     let (mut delegated_paths, mut resumers, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
+    // Merging documents keeps one schema per name, silently: two services' different
+    // `BalanceBody`s once left one route described by the other's.
+    let mut schemas: std::collections::HashMap<String, serde_json::Value> = std::collections::HashMap::new();
+    for service in &mounted {
+        for router in [&service.tenant_routes, &service.platform_routes, &service.provider_routes] {
+            let Some(components) = &router.get_openapi().components else { continue };
+            for (name, schema) in &components.schemas {
+                let schema = serde_json::to_value(schema).map_err(BuildError::OpenApi)?;
+                match schemas.get(name) {
+                    Some(seen) if *seen != schema => return Err(BuildError::SchemaNameTaken(name.clone())),
+                    Some(_) => {}
+                    None => {
+                        schemas.insert(name.clone(), schema);
+                    }
+                }
+            }
+        }
+    }
     for service in mounted {
         tenant_routes = tenant_routes.merge(service.tenant_routes);
         platform_routes = platform_routes.merge(service.platform_routes);
