@@ -207,6 +207,14 @@ pub struct UpArgs {
     /// Default: generated on the first start and kept in `<data-dir>/encryption-keys`.
     #[arg(long, env = "TILL_ENCRYPTION_KEYS", hide_env_values = true)]
     pub encryption_keys: Option<String>,
+    /// How long a request that calls an outside party holds its Idempotency-Key between
+    /// its phases; a request whose process died is resumed once this has run out.
+    #[arg(long, env = "TILL_RECOVERY_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub recovery_lease_seconds: u64,
+    /// How long after a lease ran out (or a request answered undecided) the recovery job
+    /// resumes a request nobody retried.
+    #[arg(long, env = "TILL_RECOVERY_GRACE_SECONDS", default_value_t = 30)]
+    pub recovery_grace_seconds: u64,
     /// Requests per second per API key (token bucket refill rate).
     #[arg(long, env = "TILL_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
     pub rate_limit_per_second: u32,

@@ -82,6 +82,10 @@ fn config(args: &UpArgs, admin_token: Secret<String>, keyring: till_kit::Keyring
         burst: NonZeroU32::new(args.rate_limit_burst).context("TILL_RATE_LIMIT_BURST must be at least 1")?,
     };
     config.body_bytes_max = args.body_bytes_max;
+    config.recovery = till_http::recovery::RecoveryConfig {
+        lease: std::time::Duration::from_secs(args.recovery_lease_seconds),
+        grace: std::time::Duration::from_secs(args.recovery_grace_seconds),
+    };
     config.auth_failures_per_minute = args.auth_failures_per_minute;
     config.http.header_timeout = std::time::Duration::from_secs(args.http_header_timeout_seconds);
     config.http.body_timeout = std::time::Duration::from_secs(args.http_body_timeout_seconds);

@@ -371,3 +371,194 @@ fn till_sim_serves_the_simulator_until_sigterm() {
     let running = Running { child, output: Vec::new(), port: 0 };
     stop(running, Signal::SIGTERM);
 }
+
+/// `till sim` on any port, as its own process; its address from the banner.
+fn start_sim() -> (Child, String) {
+    let mut child = till()
+        .args(["sim", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn till sim");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = lines.next().expect("a banner").expect("banner text");
+    // Read on, so that the simulator never writes to a closed pipe (it would die of it).
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let base = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .map(|url| url.trim_end_matches(':').to_string())
+        .expect("the address in the banner");
+    (child, base)
+}
+
+/// Kill -9 of `till up` while 12 clients confirm, capture and refund, then a restart:
+/// every intent ends in the state Stripe (the simulator, which lives on) holds, with
+/// Stripe's refunded amount, nothing stays `processing` past the lease and the grace, and
+/// the ledger and the payment invariants hold.
+#[test]
+fn a_killed_till_up_finishes_every_payment_it_started() {
+    let data_dir = temp_dir("payments-kill");
+    let (mut sim, sim_base) = start_sim();
+    let start = |port: u16| {
+        let mut command = till();
+        command
+            .env("TILL_DATA_DIR", &data_dir)
+            .env("TILL_STRIPE_BASE_URL", format!("{sim_base}/stripe/"))
+            .env("TILL_STRIPE_SECRET_KEY", "sk_test_chaos")
+            .env("TILL_STRIPE_WEBHOOK_SECRET", "whsec_chaos")
+            .env("TILL_RECOVERY_LEASE_SECONDS", "3")
+            .env("TILL_RECOVERY_GRACE_SECONDS", "1")
+            .env("TILL_RATE_LIMIT_PER_SECOND", "100000")
+            .env("TILL_RATE_LIMIT_BURST", "100000");
+        start_up(command, port)
+    };
+    let running = start(0);
+    let port = running.port;
+    let key = api_key_in(&running.output).expect("the demo business's key");
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    runtime.block_on(async {
+        let target = serde_json::json!({"provider": "stripe", "url": format!("{base}/v1/providers/stripe/webhooks"), "secret": "whsec_chaos"});
+        let set = client.post(format!("{sim_base}/_sim/webhooks")).json(&target).send().await.expect("target");
+        assert_eq!(set.status().as_u16(), 201);
+    });
+
+    // The load: each client pays (half capture later), then refunds part, until killed.
+    let stop_at = Instant::now() + Duration::from_millis(2_500);
+    let load = runtime.spawn({
+        let (client, base, key) = (client.clone(), base.clone(), key.clone());
+        async move {
+            let clients = (0..12).map(|n| {
+                let (client, base, key) = (client.clone(), base.clone(), key.clone());
+                tokio::spawn(async move {
+                    let post = |path: String, body: serde_json::Value| {
+                        client
+                            .post(format!("{base}{path}"))
+                            .bearer_auth(&key)
+                            .header("Idempotency-Key", uuid::Uuid::now_v7().to_string())
+                            .json(&body)
+                            .send()
+                    };
+                    let mut round = 0;
+                    while Instant::now() < stop_at {
+                        round += 1;
+                        let manual = (n + round) % 2 == 0;
+                        let method = if manual { "manual" } else { "automatic" };
+                        let body = serde_json::json!({"amount": 1000 + n, "currency": "GBP", "capture_method": method,
+                                                      "payment_method": "pm_card_visa", "confirm": true});
+                        let Ok(created) = post("/v1/payment_intents".into(), body).await else { continue };
+                        let Ok(intent) = created.json::<serde_json::Value>().await else { continue };
+                        let Some(id) = intent["id"].as_str().map(str::to_string) else { continue };
+                        if manual {
+                            let _ = post(format!("/v1/payment_intents/{id}/capture"), serde_json::json!({})).await;
+                        }
+                        let _ = post("/v1/refunds".into(), serde_json::json!({"payment_intent_id": id, "amount": 100}))
+                            .await;
+                    }
+                })
+            });
+            for client in clients.collect::<Vec<_>>() {
+                let _ = client.await;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1_500));
+    let mut child = running.child;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let _ = runtime.block_on(load);
+
+    let running = start(port);
+    runtime.block_on(async {
+        let get = |path: String| {
+            let (client, base, key) = (client.clone(), base.clone(), key.clone());
+            async move {
+                client
+                    .get(format!("{base}{path}"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .expect("get")
+                    .json::<serde_json::Value>()
+                    .await
+                    .expect("json")
+            }
+        };
+        // Within the lease and the grace (and the job's pass), nothing is processing.
+        let at_restart = get("/v1/payment_intents?status=processing&limit=100".into()).await;
+        eprintln!("processing at the restart: {}", at_restart["data"].as_array().map_or(0, Vec::len));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let processing = get("/v1/payment_intents?status=processing&limit=100".into()).await;
+            if processing["data"].as_array().is_some_and(Vec::is_empty) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still processing after the restart: {processing}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut intents = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(cursor) => format!("/v1/payment_intents?limit=100&starting_after={cursor}"),
+                None => "/v1/payment_intents?limit=100".to_string(),
+            };
+            let page = get(path).await;
+            intents.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(cursor) => after = Some(cursor.to_string()),
+                None => break,
+            }
+        }
+        assert!(intents.len() >= 12, "the load made payments: {}", intents.len());
+        eprintln!("intents after the restart: {}", intents.len());
+        for intent in &intents {
+            let Some(gateway_id) = intent["gateway_intent_id"].as_str() else {
+                // Stripe never made it: Till never got past recording it.
+                assert!(
+                    matches!(intent["status"].as_str(), Some("requires_payment_method" | "requires_confirmation")),
+                    "{intent}"
+                );
+                continue;
+            };
+            let stripe: serde_json::Value = client
+                .get(format!("{sim_base}/_sim/stripe/objects/{gateway_id}"))
+                .send()
+                .await
+                .expect("object")
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(intent["status"], stripe["status"], "Till and Stripe agree on {intent} / {stripe}");
+            assert_eq!(intent["amount_received"], stripe["amount_received"], "{intent} / {stripe}");
+            if let Some(charge) = stripe["latest_charge"].as_str() {
+                let charge: serde_json::Value = client
+                    .get(format!("{sim_base}/_sim/stripe/objects/{charge}"))
+                    .send()
+                    .await
+                    .expect("charge")
+                    .json()
+                    .await
+                    .expect("json");
+                assert_eq!(intent["amount_refunded"], charge["amount_refunded"], "refunds agree: {intent} / {charge}");
+            }
+        }
+        let pending = get("/v1/refunds?limit=100".into()).await;
+        for refund in pending["data"].as_array().cloned().unwrap_or_default() {
+            assert_ne!(refund["status"], "pending", "no refund is left pending: {refund}");
+        }
+        let ledger = get("/v1/ledger/check".into()).await;
+        assert_eq!(ledger["ok"], true, "{ledger}");
+        let payments = get("/v1/payments/check".into()).await;
+        assert_eq!(payments["ok"], true, "{payments}");
+    });
+    stop(running, Signal::SIGTERM);
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let pg_dir = cluster_dir(&data_dir);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&pg_dir);
+}
