@@ -277,6 +277,17 @@ impl Cpu {
     }
 }
 
+/// A process's peak resident set (VmHWM), in MB; 0 if it cannot be read.
+pub(crate) fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    peak_kb as f64 / 1024.0
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
@@ -421,13 +432,7 @@ async fn phases(
         paced.percentile_ms(0.99)
     );
     if let Some(pid) = server_pid {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let peak_kb: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
-        println!("5. server peak RSS: {:.1} MB (goal <= 150 MB)", peak_kb as f64 / 1024.0);
+        println!("5. server peak RSS: {:.1} MB (goal <= 150 MB)", peak_rss_mb(pid));
     }
     idempotency_cost(args, url, &tenants[0].accounts).await
 }

@@ -161,13 +161,7 @@ async fn phases(
         paced.failed
     );
     if let Some(pid) = pids.server {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let peak_kb: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
-        println!("4. server peak RSS: {:.1} MB (goal <= 200 MB)", peak_kb as f64 / 1024.0);
+        println!("4. server peak RSS: {:.1} MB (goal <= 200 MB)", crate::ledger::peak_rss_mb(pid));
     }
     // The intents, as Till recorded them: every payment answered 201 is captured.
     let page: Value = client

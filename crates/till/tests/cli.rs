@@ -329,21 +329,8 @@ async fn dead_letters_are_listed_and_replayed_from_the_cli() {
 /// Stripe's shape, the control API sees the call, and SIGTERM stops it cleanly.
 #[test]
 fn till_sim_serves_the_simulator_until_sigterm() {
-    let mut child = till()
-        .args(["sim", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn till sim");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let banner = lines.next().expect("a banner").expect("banner text");
+    let (child, base, banner) = start_sim();
     assert!(banner.contains("No real money moves"), "{banner}");
-    let base = banner
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .map(|url| url.trim_end_matches(':').to_string())
-        .expect("the address in the banner");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let client = reqwest::Client::new();
@@ -372,8 +359,8 @@ fn till_sim_serves_the_simulator_until_sigterm() {
     stop(running, Signal::SIGTERM);
 }
 
-/// `till sim` on any port, as its own process; its address from the banner.
-fn start_sim() -> (Child, String) {
+/// `till sim` on any port, as its own process: it, its address and its banner.
+fn start_sim() -> (Child, String, String) {
     let mut child = till()
         .args(["sim", "--port", "0"])
         .stdout(Stdio::piped())
@@ -390,7 +377,7 @@ fn start_sim() -> (Child, String) {
         .find(|word| word.starts_with("http://"))
         .map(|url| url.trim_end_matches(':').to_string())
         .expect("the address in the banner");
-    (child, base)
+    (child, base, banner)
 }
 
 /// Kill -9 of `till up` while 12 clients confirm, capture and refund, then a restart:
@@ -400,7 +387,7 @@ fn start_sim() -> (Child, String) {
 #[test]
 fn a_killed_till_up_finishes_every_payment_it_started() {
     let data_dir = temp_dir("payments-kill");
-    let (mut sim, sim_base) = start_sim();
+    let (mut sim, sim_base, _) = start_sim();
     let start = |port: u16| {
         let mut command = till();
         command
