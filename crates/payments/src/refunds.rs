@@ -234,7 +234,14 @@ pub async fn run_refund(payments: Payments, mut phased: Phased) -> Result<Respon
             )
             .await?;
             if let Err(refused) = moved {
-                return Err(ApiError::internal(&format_args!("the ledger refused a refund's money: {}", refused.0)));
+                // Stripe refunded and the ledger will not follow (an account frozen since):
+                // the two disagree and a person must reconcile them. An error here would
+                // keep the point and retry the same refusal forever.
+                let why = format!("the gateway refunded but the ledger refused the money: {}", refused.0);
+                tracing::error!(refund = %refund_text, why, "the ledger refused a gateway's refund");
+                store::end_refund(&mut phase, refund.as_uuid(), "requires_review", Some(&made.id), Some(&why)).await?;
+                let problem = ApiError::new(ErrorCode::StateConflict, format!("{why}; the refund needs review."));
+                return phase.finish_problem(problem.with_param("payment_intent_id")).await;
             }
             store::add_refunded(&mut phase, intent_row.id, refund_row.amount).await?;
             let ended = store::end_refund(&mut phase, refund.as_uuid(), "succeeded", Some(&made.id), None).await?;

@@ -599,3 +599,34 @@ async fn an_outage_opens_the_breaker_and_refuses_without_calling_stripe() {
     assert_eq!((last_two[1]["status"].as_u64(), last_two[0]["status"].as_u64()), (Some(429), Some(200)));
     assert_eq!(last_two[0]["idempotency_key"], last_two[1]["idempotency_key"]);
 }
+
+/// Stripe refunds, and the ledger will not take the money out of the pending balance
+/// (the account was frozen in between): the refund needs review, keeps its reservation,
+/// and the request ends with a 409 instead of retrying the same refusal forever.
+#[tokio::test]
+async fn a_refund_the_ledger_refuses_to_follow_needs_review() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let id = captured(&app, key, "pay-1", 1000).await;
+    let pending = ledger_account(&app, &business, "merchant_pending").await;
+    let pending_id = pending["id"].as_str().expect("id");
+    let frozen = app
+        .request(reqwest::Method::PATCH, &format!("/v1/accounts/{pending_id}"), key)
+        .json(&json!({"status": "frozen"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(frozen.status().as_u16(), 200);
+    let (status, problem) = refund(&app, key, "refund-1", json!({"payment_intent_id": id, "amount": 400})).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("state_conflict")), "{problem}");
+    let (again, replayed) = refund(&app, key, "refund-1", json!({"payment_intent_id": id, "amount": 400})).await;
+    assert_eq!((again, &replayed["code"]), (409, &problem["code"]), "the decision is stored, not retried");
+    let refunds: Value = app.get(&format!("/v1/refunds?payment_intent_id={id}"), key).await.json().await.expect("json");
+    let made = &refunds["data"][0];
+    assert_eq!(made["status"], "requires_review", "{made}");
+    assert!(made["gateway_refund_id"].as_str().is_some_and(|gateway| gateway.starts_with("re_")), "{made}");
+    assert_eq!(refundable(&app, &business, &id).await["balance"], 600, "the reservation stays");
+    assert_eq!(ledger_account(&app, &business, "merchant_pending").await["balance"], 965, "no money was posted");
+    payments_check(&app, key).await;
+}
