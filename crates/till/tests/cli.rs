@@ -477,13 +477,23 @@ fn a_killed_till_up_finishes_every_payment_it_started() {
         // Within the lease and the grace (and the job's pass), nothing is processing.
         let at_restart = get("/v1/payment_intents?status=processing&limit=100".into()).await;
         eprintln!("processing at the restart: {}", at_restart["data"].as_array().map_or(0, Vec::len));
+        // Refunds too: a refund whose call was in flight is `pending` (its intent is not
+        // processing) until the job resumes it.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let processing = get("/v1/payment_intents?status=processing&limit=100".into()).await;
-            if processing["data"].as_array().is_some_and(Vec::is_empty) {
+            let refunds = get("/v1/refunds?limit=100".into()).await;
+            let pending: Vec<_> = refunds["data"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|refund| refund["status"] == "pending")
+                .collect();
+            if processing["data"].as_array().is_some_and(Vec::is_empty) && pending.is_empty() {
                 break;
             }
-            assert!(Instant::now() < deadline, "still processing after the restart: {processing}");
+            assert!(Instant::now() < deadline, "still processing after the restart: {processing}, {pending:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let mut intents = Vec::new();
