@@ -112,15 +112,15 @@ async fn check_payments(principal: Principal, mut tx: Tx) -> Result<axum::Json<P
         let balances = till_ledger::posting::balances_of(&mut tx, business, &accounts).await.map_err(internal)?;
         for row in &rows {
             checked += 1;
-            let expected = row.amount_received - row.reserved;
+            let expected = row.amount_received.checked_sub(row.reserved);
             match balances.get(&AccountId::from_uuid(row.refundable_account)) {
-                Some(&balance) if balance == expected => {}
+                Some(&balance) if Some(balance) == expected => {}
                 found => violations.push(violation(
                     "refundable_mismatch",
                     Some(row.id),
                     None,
                     format!(
-                        "captured {} less {} reserved by refunds is {expected}; the ledger holds {found:?}",
+                        "captured {} less {} reserved by refunds is {expected:?}; the ledger holds {found:?}",
                         row.amount_received, row.reserved
                     ),
                 )),

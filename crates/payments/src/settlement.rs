@@ -304,12 +304,12 @@ struct NewException<'a> {
 }
 
 /// Records an exception once (a report read again finds it there); a business's gets its
-/// event. Returns whether it is new.
+/// event.
 async fn insert_exception(
     connection: &mut PgConnection,
     payout: &GatewayPayout,
     new: &NewException<'_>,
-) -> Result<bool, SettleError> {
+) -> Result<(), SettleError> {
     let row: Option<ExceptionRow> = sqlx::query_as(
         "INSERT INTO payments.reconciliation_exceptions
                 (id, business_id, gateway, gateway_payout_id, gateway_line_id, kind, intent_id, refund_id,
@@ -329,7 +329,7 @@ async fn insert_exception(
     .bind(&new.detail)
     .fetch_optional(&mut *connection)
     .await?;
-    let Some(row) = row else { return Ok(false) };
+    let Some(row) = row else { return Ok(()) };
     tracing::warn!(payout = %payout.id, line = ?new.line, kind = new.kind, detail = %new.detail, "reconciliation exception");
     if let Some(business) = row.business_id {
         let body = row.body();
@@ -344,7 +344,7 @@ async fn insert_exception(
         )
         .await?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// What one line settles, once matched.
@@ -436,9 +436,10 @@ async fn reconcile_business(
         match outcome {
             Ok(matched) => {
                 matched_lines += 1;
-                charges += matched.charge;
-                fees += matched.fee;
-                refunds += matched.refund;
+                let overflow = || SettleError::Api(format!("settlement {settlement}'s totals overflowed"));
+                charges = charges.checked_add(matched.charge).ok_or_else(overflow)?;
+                fees = fees.checked_add(matched.fee).ok_or_else(overflow)?;
+                refunds = refunds.checked_add(matched.refund).ok_or_else(overflow)?;
                 let table = if refund.is_some() { "refunds" } else { "intents" };
                 sqlx::query(&format!("UPDATE payments.{table} SET settled_at = now() WHERE id = $1"))
                     .bind(refund.or(intent))
