@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use till_http::auth::{Credential, Principal, Role};
+use till_http::auth::{Principal, Role};
 use till_http::extract::{ApiJson, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
 use till_http::secrets::shown_once;
@@ -247,10 +247,7 @@ async fn record_key_event(
 }
 
 fn actor(principal: &Principal) -> String {
-    match &principal.credential {
-        Credential::ApiKey(id) => format!("api_key:{id}"),
-        Credential::User { subject } => format!("user:{subject}"),
-    }
+    principal.actor()
 }
 
 /// The caller's business.

@@ -7,8 +7,10 @@
 //! - [`authn`]: the middlewares that turn credentials into a `Principal` (tenant routes)
 //!   or the platform scope (platform routes), and record failure bursts in the audit log.
 //! - [`api`]: the HTTP handlers, request and response bodies.
+//! - [`audit`]: the audit log as other services write to it, in process.
 
 pub mod api;
+pub mod audit;
 pub mod authn;
 pub mod domain;
 pub mod jwt;

@@ -626,6 +626,8 @@ pub(crate) enum Pattern {
     Batch(usize),
     /// A payment intent created and confirmed (automatic capture) in one request.
     Payment,
+    /// A payout of 1p to the tenant's beneficiary (its first "account" is the `ben_` id).
+    Payout,
 }
 
 /// Drives `clients` concurrent connections for `duration`. With `rate`, clients pace
@@ -685,6 +687,11 @@ pub(crate) async fn drive(
                                 let body = json!({"amount": rng.gen_range(100..10_000), "currency": "GBP",
                                                   "payment_method": "pm_card_visa", "confirm": true});
                                 (tenant, "/v1/payment_intents", body, 1)
+                            }
+                            Pattern::Payout => {
+                                let body = json!({"beneficiary_id": accounts[0], "amount": 1, "currency": "GBP",
+                                                  "reference": "BENCH PAYOUT"});
+                                (tenant, "/v1/payouts", body, 1)
                             }
                             _ => (tenant, "/v1/transfers", leg(&mut rng), 1),
                         }
@@ -764,7 +771,7 @@ pub(crate) async fn drive_wrk(
         Pattern::Uniform => ("/v1/transfers", 0, false),
         Pattern::HotAccount => ("/v1/transfers", 0, true),
         Pattern::Batch(size) => ("/v1/transfers/batch", size, false),
-        Pattern::Payment => anyhow::bail!("the payments load is driven from this process (drive)"),
+        Pattern::Payment | Pattern::Payout => anyhow::bail!("the payments load is driven from this process (drive)"),
     };
     // Keys and ids are plain tokens (letters, digits, `_` and `-`: ids and base64url): nothing to escape in Lua.
     let tenants: String = tenants

@@ -13,6 +13,7 @@
 mod events;
 mod ledger;
 mod payments;
+mod payouts;
 
 use std::path::PathBuf;
 
@@ -59,6 +60,24 @@ pub enum Command {
     /// Payment intents (create + confirm) through the simulator, against single
     /// transfers of the same run, and the outbound kit's cost per gateway call.
     Payments(BenchPaymentsArgs),
+    /// Payouts through the simulator's Faster Payments rail to paid, against single
+    /// transfers of the same run.
+    Payouts(BenchPayoutsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPayoutsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Accounts the transfers spread over.
+    #[arg(long, default_value_t = 2_000)]
+    pub accounts: usize,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +149,7 @@ fn main() -> anyhow::Result<()> {
             Command::Ledger(args) => ledger::ledger(args).await,
             Command::Events(args) => events::events(args).await,
             Command::Payments(args) => payments::payments(args).await,
+            Command::Payouts(args) => payouts::payouts(args).await,
         }
     })
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{json, Value};
 use till_kit::{Currency, Money, Secret};
+use till_payments::gateway::Gateway as _;
 
 use crate::ledger::{create_accounts, drive, throwaway_cluster, Pattern, Pids, Server, Tenant};
 use crate::BenchPaymentsArgs;
@@ -39,19 +40,21 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn run(
-    args: &BenchPaymentsArgs,
+/// The `till` database on the benchmark's cluster, created if need be.
+pub(crate) async fn database_url(
     cluster: &till_db::embedded::Cluster,
     data_dir: &std::path::Path,
-) -> anyhow::Result<()> {
-    println!("till bench payments: {} clients, {} s per phase", args.clients, args.seconds);
+) -> anyhow::Result<String> {
     let password = std::fs::read_to_string(data_dir.join("postgres.password"))?.trim().to_string();
     cluster.ensure_database("till").await?;
-    let url = format!("postgres://{}:{password}@127.0.0.1:{}/till", till_db::embedded::SUPERUSER, cluster.port());
+    Ok(format!("postgres://{}:{password}@127.0.0.1:{}/till", till_db::embedded::SUPERUSER, cluster.port()))
+}
 
+/// `till sim` as a process of its own (so its CPU is counted apart), once it listens:
+/// the process and its base URL.
+pub(crate) async fn start_sim(target: &crate::Target) -> anyhow::Result<(tokio::process::Child, String)> {
     let sim_port = free_port()?;
-    let sim_base = format!("http://127.0.0.1:{sim_port}");
-    let mut sim = tokio::process::Command::new(args.target.binary()?)
+    let sim = tokio::process::Command::new(target.binary()?)
         .args(["sim", "--port", &sim_port.to_string()])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -63,6 +66,17 @@ async fn run(
         anyhow::ensure!(Instant::now() < deadline, "till sim did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok((sim, format!("http://127.0.0.1:{sim_port}")))
+}
+
+async fn run(
+    args: &BenchPaymentsArgs,
+    cluster: &till_db::embedded::Cluster,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    println!("till bench payments: {} clients, {} s per phase", args.clients, args.seconds);
+    let url = database_url(cluster, data_dir).await?;
+    let (mut sim, sim_base) = start_sim(&args.target).await?;
     let env = [
         ("TILL_STRIPE_BASE_URL", format!("{sim_base}/stripe/")),
         ("TILL_STRIPE_SECRET_KEY", String::from("sk_test_till_bench")),

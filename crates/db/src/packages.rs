@@ -10,7 +10,7 @@
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-/// One install at a time in this process (apt holds its own lock across processes).
+/// One install at a time in this process (and a file lock for one across processes).
 static INSTALLING: Mutex<()> = Mutex::new(());
 
 /// Makes sure `present()` holds, installing the Debian `packages` (for `what`, in words)
@@ -20,7 +20,10 @@ pub fn ensure(what: &str, packages: &[&str], present: impl Fn() -> bool) -> Resu
         return Ok(());
     }
     let _installing = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    // Another thread may have installed it while this one waited.
+    // And one across processes: the test runner starts a process per test, and apt's
+    // lock on its lists is refused, not waited for, while another `apt-get update` runs.
+    let _across = across_processes();
+    // Another thread or process may have installed it while this one waited.
     if present() {
         return Ok(());
     }
@@ -70,6 +73,14 @@ pub fn ensure(what: &str, packages: &[&str], present: impl Fn() -> bool) -> Resu
     }
     eprintln!("Installed {list}.");
     Ok(())
+}
+
+/// An exclusive lock on a file beside the other processes' (released when dropped);
+/// `None` when the file cannot be had, and then apt's own locks are all there is.
+fn across_processes() -> Option<nix::fcntl::Flock<std::fs::File>> {
+    let path = std::env::temp_dir().join("till-install.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).ok()?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
 }
 
 #[cfg(test)]

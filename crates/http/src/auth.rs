@@ -78,6 +78,15 @@ impl Principal {
         }
     }
 
+    /// Who acted, as the audit log and the records of a service name them
+    /// (`api_key:key_…`, `user:{subject}`).
+    pub fn actor(&self) -> String {
+        match &self.credential {
+            Credential::ApiKey(id) => format!("api_key:{id}"),
+            Credential::User { subject } => format!("user:{subject}"),
+        }
+    }
+
     /// The key the rate limiter counts against.
     pub fn rate_limit_key(&self) -> String {
         match &self.credential {

@@ -38,6 +38,12 @@ fn is_json_content_type(parts: &axum::http::HeaderMap) -> bool {
 /// whitespace may follow the document: `{…} trailing` is refused, so Till never reads a
 /// body differently from a proxy or a signer that stops at the first document.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every request body is a JSON object (API.md). serde would read a struct from an
+    // array too (`[null, null]` as a struct of two optional fields), so anything else is
+    // refused before it is read.
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()).is_some_and(|first| *first != b'{') {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "The body must be a JSON object."));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let parsed = serde_path_to_error::deserialize(&mut deserializer);
     let value = match parsed {
@@ -260,15 +266,34 @@ where
 /// `T::default()` (the optional body's schema admits `null`, which says "no body" as
 /// plainly); anything else is parsed like [`ApiJson`].
 pub fn parse_json_or_empty<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.is_empty() {
+    if bytes.is_empty() || bytes.trim_ascii() == b"null" {
         return Ok(T::default());
     }
-    parse_json::<Option<T>>(bytes).map(Option::unwrap_or_default)
+    parse_json::<T>(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Optional {
+        #[allow(dead_code)]
+        limit: Option<i64>,
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for body in [&b"[null]"[..], b"[]", b" [1]", b"1", b"\"x\"", b"true"] {
+            let refused = parse_json::<Optional>(body).expect_err("refused");
+            assert_eq!(refused.code, ErrorCode::InvalidJson, "{body:?}");
+        }
+        assert!(parse_json::<Optional>(b" {}").is_ok());
+        assert!(parse_json_or_empty::<Optional>(b"").is_ok());
+        assert!(parse_json_or_empty::<Optional>(b"null").is_ok());
+        assert!(parse_json_or_empty::<Optional>(b"[null]").is_err());
+    }
 
     #[derive(Debug, serde::Deserialize)]
     struct Amount {

@@ -260,6 +260,8 @@ error_codes! {
     AccountNotEmpty => ("account_not_empty", UNPROCESSABLE_ENTITY, "Account not empty", "Only an account with a zero balance and no open holds can be closed."),
     BoundsViolated => ("bounds_violated", UNPROCESSABLE_ENTITY, "Bounds violated", "The account's current balances break the new bounds."),
     RuleViolated => ("rule_violated", UNPROCESSABLE_ENTITY, "Rule violated", "The request is well-formed but breaks a rule its schema cannot express (two fields together, a time that has passed); `param` names the field."),
+    PayoutLimitExceeded => ("payout_limit_exceeded", UNPROCESSABLE_ENTITY, "Payout limit exceeded", "The payout is over a limit: the rail's per-payment limit, or the business's payout policy; `param` names the field."),
+    CopResultNotAccepted => ("cop_result_not_accepted", UNPROCESSABLE_ENTITY, "Confirmation of Payee result not accepted", "The beneficiary's Confirmation of Payee result is not a match; pay it only with `accept_cop_result: true`."),
     WebhookEndpointLimit => ("webhook_endpoint_limit", UNPROCESSABLE_ENTITY, "Webhook endpoint limit", "The business has as many webhook endpoints as it may."),
     ReplayTooLarge => ("replay_too_large", UNPROCESSABLE_ENTITY, "Replay too large", "A webhook replay would leave too many deliveries waiting; replay from later."),
     RateLimited => ("rate_limited", TOO_MANY_REQUESTS, "Too many requests", "Too many requests for this API key; wait `Retry-After` seconds."),

@@ -628,12 +628,17 @@ async fn resume_one(
 /// `"pi_…"`) due for the recovery job now, in the caller's transaction and scope: one
 /// whose lease was let go (it answered undecided, or a 5xx) is resumed on the job's next
 /// pass, without waiting out the grace; one still running is resumed as soon as it lets
-/// its lease go undecided. A running request is never taken over. Returns how many.
+/// its lease go undecided. A running request is never taken over. Returns how many
+/// requests are unfinished, expedited or not.
+///
+/// It never waits for a lock: a point whose phase is committing right now is left as it
+/// is (that phase is about to record its outcome), so a caller may hold locks the phase
+/// wants (the intent's row) without the two waiting for each other.
 pub async fn expedite(connection: &mut PgConnection, data_key: &str, value: &str) -> Result<u64, sqlx::Error> {
-    // Found first by a plain read, which waits for nobody; then updated by its key, which
-    // waits only for that row's own phase. One UPDATE filtering on the data would wait
-    // for every phase in flight in the scope: under load, webhooks held connections
-    // waiting on requests that had nothing to do with them (`till bench payments`).
+    // Found first by a plain read, which waits for nobody; then updated by its key unless
+    // its phase holds it. One UPDATE filtering on the data would wait for every phase in
+    // flight in the scope: under load, webhooks held connections waiting on requests that
+    // had nothing to do with them (`till bench payments`).
     let keys: Vec<(String, String)> = sqlx::query_as(
         "SELECT principal, key FROM api.recovery_points WHERE scope = till.current_scope() AND point_data->>$1 = $2",
     )
@@ -641,21 +646,22 @@ pub async fn expedite(connection: &mut PgConnection, data_key: &str, value: &str
     .bind(value)
     .fetch_all(&mut *connection)
     .await?;
-    let mut expedited = 0;
-    for (principal, key) in keys {
-        expedited += sqlx::query(
+    for (principal, key) in &keys {
+        sqlx::query(
             "UPDATE api.recovery_points
                 SET expedited = true,
                     locked_until = CASE WHEN locked_until <= now() THEN '-infinity'::timestamptz ELSE locked_until END
-              WHERE scope = till.current_scope() AND principal = $1 AND key = $2",
+              WHERE (scope, principal, key) IN (
+                    SELECT scope, principal, key FROM api.recovery_points
+                     WHERE scope = till.current_scope() AND principal = $1 AND key = $2
+                       FOR UPDATE SKIP LOCKED)",
         )
-        .bind(&principal)
-        .bind(&key)
+        .bind(principal)
+        .bind(key)
         .execute(&mut *connection)
-        .await?
-        .rows_affected();
+        .await?;
     }
-    Ok(expedited)
+    Ok(u64::try_from(keys.len()).unwrap_or(u64::MAX))
 }
 
 /// A phased route's handler answers as any handler does; this only names the type.

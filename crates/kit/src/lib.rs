@@ -3,6 +3,7 @@
 //!
 //! Nothing here performs I/O or knows about HTTP or SQL; every service depends on it.
 
+pub mod bank;
 pub mod currency;
 pub mod errors;
 pub mod id;

@@ -262,6 +262,41 @@ pub async fn open_account(
     Ok(Ok(body))
 }
 
+/// The business's transfers among `ids`, as the ledger knows them now (status, posted
+/// amount, reversal), read in the caller's transaction; an id the business does not
+/// have is left out. Services check their own records against these.
+pub async fn transfers_of(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    ids: &[TransferId],
+) -> Result<HashMap<TransferId, crate::domain::Transfer>, LedgerError> {
+    scope(connection, business).await?;
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let mut found = HashMap::with_capacity(ids.len());
+    for row in store::load_transfers(connection, business, &ids).await? {
+        let transfer = row.transfer()?;
+        found.insert(transfer.id, transfer);
+    }
+    Ok(found)
+}
+
+/// An account's available balance, read under its row lock until the caller's
+/// transaction ends (`None` if the business has no such account). Every ledger command
+/// that touches the account takes the same lock, so a service can check the balance and
+/// place a hold against it in one transaction without another writer slipping between:
+/// payouts draw on the merchant's available balance this way, which has no floor of its
+/// own because a gateway's negative settlement may take it below zero.
+pub async fn available_locked(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    account: AccountId,
+) -> Result<Option<i64>, LedgerError> {
+    scope(connection, business).await?;
+    let Some(row) = store::lock_account(connection, business, account).await? else { return Ok(None) };
+    let available = row.account()?.balances().available;
+    Ok(Some(i64::try_from(available).map_err(|_| CorruptRow("an available balance beyond i64".into()))?))
+}
+
 /// An account's available balance (balance less pending outgoing holds), read in the
 /// caller's transaction; `None` if the business has no such account.
 pub async fn available(

@@ -22,4 +22,5 @@ pub use client::{Credentials, Dependency, DependencyConfig, OutboundRequest, Rep
 pub use error::{InvalidReply, Names, OutboundError};
 /// The types a caller needs to build requests, so that no service depends on the HTTP
 /// client itself.
+pub use reqwest::header::HeaderName;
 pub use reqwest::{Method, StatusCode, Url};

@@ -34,10 +34,19 @@ pub enum EventType {
     RefundFailed,
     SettlementReconciled,
     ReconciliationExceptionCreated,
+    BeneficiaryCreated,
+    BeneficiaryDisabled,
+    PayoutCreated,
+    PayoutPaid,
+    PayoutFailed,
+    PayoutReturned,
+    PayoutApproved,
+    PayoutProcessing,
+    PayoutCanceled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 22] = [
+    pub const ALL: [EventType; 31] = [
         EventType::AccountCreated,
         EventType::AccountUpdated,
         EventType::TransferCreated,
@@ -60,6 +69,15 @@ impl EventType {
         EventType::RefundFailed,
         EventType::SettlementReconciled,
         EventType::ReconciliationExceptionCreated,
+        EventType::BeneficiaryCreated,
+        EventType::BeneficiaryDisabled,
+        EventType::PayoutCreated,
+        EventType::PayoutPaid,
+        EventType::PayoutFailed,
+        EventType::PayoutReturned,
+        EventType::PayoutApproved,
+        EventType::PayoutProcessing,
+        EventType::PayoutCanceled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +104,15 @@ impl EventType {
             EventType::RefundFailed => "refund.failed",
             EventType::SettlementReconciled => "settlement.reconciled",
             EventType::ReconciliationExceptionCreated => "reconciliation_exception.created",
+            EventType::BeneficiaryCreated => "beneficiary.created",
+            EventType::BeneficiaryDisabled => "beneficiary.disabled",
+            EventType::PayoutCreated => "payout.created",
+            EventType::PayoutPaid => "payout.paid",
+            EventType::PayoutFailed => "payout.failed",
+            EventType::PayoutReturned => "payout.returned",
+            EventType::PayoutApproved => "payout.approved",
+            EventType::PayoutProcessing => "payout.processing",
+            EventType::PayoutCanceled => "payout.canceled",
         }
     }
 
@@ -110,6 +137,14 @@ impl EventType {
             EventType::RefundCreated | EventType::RefundSucceeded | EventType::RefundFailed => "RefundBody",
             EventType::SettlementReconciled => "SettlementBody",
             EventType::ReconciliationExceptionCreated => "ReconciliationExceptionBody",
+            EventType::BeneficiaryCreated | EventType::BeneficiaryDisabled => "BeneficiaryBody",
+            EventType::PayoutCreated
+            | EventType::PayoutPaid
+            | EventType::PayoutFailed
+            | EventType::PayoutReturned
+            | EventType::PayoutApproved
+            | EventType::PayoutProcessing
+            | EventType::PayoutCanceled => "PayoutBody",
             _ => "TransferBody",
         }
     }
@@ -172,6 +207,27 @@ impl EventType {
             EventType::ReconciliationExceptionCreated => {
                 "A settlement line did not match what Till recorded (or Till has no record of it); nothing was adjusted."
             }
+            EventType::BeneficiaryCreated => {
+                "A beneficiary was added, with what Confirmation of Payee answered (verification)."
+            }
+            EventType::BeneficiaryDisabled => "A beneficiary was disabled: no new payouts to it.",
+            EventType::PayoutCreated => {
+                "A payout was accepted: its amount is held on the available balance and it is queued for the rail."
+            }
+            EventType::PayoutPaid => "The rail paid it: the hold was posted and the money left.",
+            EventType::PayoutFailed => {
+                "The rail refused or failed it (failure_reason): the hold was voided and the amount is available again."
+            }
+            EventType::PayoutReturned => {
+                "The beneficiary's bank sent a paid payout back (failure_reason): the posting was reversed."
+            }
+            EventType::PayoutApproved => {
+                "A second person approved a payout that needed it: it is processing, or scheduled while its beneficiary's cooling-off runs."
+            }
+            EventType::PayoutProcessing => {
+                "A scheduled payout's cooling-off ended: it is processing, queued for the rail."
+            }
+            EventType::PayoutCanceled => "A payout was canceled before the rail had it: the hold was voided.",
         }
     }
 
@@ -211,6 +267,21 @@ impl Event {
         data: Box<serde_json::value::RawValue>,
     ) -> Event {
         Event { id: EventId::generate(), event_type, business_id, resource_id, sequence, occurred_at, request_id, data }
+    }
+
+    /// An event about a service's resource, `data` its body after the change, caused by
+    /// the request (or job) running now: what every service announces its changes with.
+    pub fn about(
+        event_type: EventType,
+        business_id: BusinessId,
+        resource_id: String,
+        sequence: i64,
+        occurred_at: OffsetDateTime,
+        data: &impl Serialize,
+    ) -> Result<Event, serde_json::Error> {
+        let data = serde_json::value::to_raw_value(data)?;
+        let request_id = till_http::request_id::current();
+        Ok(Event::new(event_type, business_id, resource_id, sequence, occurred_at, request_id, data))
     }
 }
 

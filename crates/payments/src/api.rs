@@ -39,8 +39,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::domain::IntentStatus;
-use crate::gateway::stripe::Stripe;
-use crate::gateway::{Answer, CaptureMethod, Decline, GatewayIntent, GatewayStatus, NewIntent};
+use crate::gateway::{
+    Answer, CaptureMethod, Decline, Gateway, GatewayIntent, GatewayKind, GatewayStatus, Gateways, NewIntent,
+    PaymentMethod,
+};
 use crate::store::{self, IntentRow, Outcome};
 use crate::PaymentIntentId;
 
@@ -54,10 +56,19 @@ pub const CONFIRM_PATH: &str = "/v1/payment_intents/{id}/confirm";
 pub const CAPTURE_PATH: &str = "/v1/payment_intents/{id}/capture";
 pub const CANCEL_PATH: &str = "/v1/payment_intents/{id}/cancel";
 
-/// What the handlers share: the gateway.
+/// What the handlers share: the gateways.
 #[derive(Clone)]
 pub struct Payments {
-    pub stripe: Arc<Stripe>,
+    pub gateways: Arc<Gateways>,
+}
+
+impl Payments {
+    /// The adapter of the gateway an intent is with.
+    pub fn gateway_of(&self, row: &IntentRow) -> Result<&dyn Gateway, ApiError> {
+        let kind = GatewayKind::parse(&row.gateway)
+            .ok_or_else(|| ApiError::internal(&format_args!("an intent with gateway {:?}", row.gateway)))?;
+        Ok(self.gateways.get(kind).as_ref())
+    }
 }
 
 pub fn routes(payments: Payments) -> OpenApiRouter {
@@ -86,7 +97,7 @@ pub struct PaymentErrorBody {
     "id": "pi_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "amount": 1000, "currency": "GBP", "capture_method": "manual",
     "status": "requires_capture", "amount_capturable": 1000, "amount_received": 0, "fee": null,
     "payment_method": "pm_card_visa", "last_payment_error": null, "review_reason": null, "description": null,
-    "metadata": {}, "customer_email": null, "gateway": "stripe", "gateway_intent_id": "pi_3Q…", "version": 3,
+    "metadata": {}, "customer_email": null, "gateway": "stripe", "gateway_intent_id": "pi_3Q…", "gateway_charge_id": null, "version": 3,
     "created_at": "2026-12-02T10:00:00Z", "updated_at": "2026-12-02T10:00:01Z"
 }))]
 pub struct PaymentIntentBody {
@@ -108,7 +119,7 @@ pub struct PaymentIntentBody {
     pub amount_refunded: i64,
     /// The gateway's fee on the capture, once known.
     pub fee: Option<i64>,
-    pub payment_method: Option<String>,
+    pub payment_method: Option<PaymentMethodInput>,
     pub last_payment_error: Option<PaymentErrorBody>,
     pub review_reason: Option<String>,
     pub description: Option<String>,
@@ -116,7 +127,11 @@ pub struct PaymentIntentBody {
     pub metadata: serde_json::Value,
     pub customer_email: Option<String>,
     pub gateway: String,
+    /// The gateway's intent: Stripe's PaymentIntent (`pi_…`), Razorpay's order (`order_…`).
     pub gateway_intent_id: Option<String>,
+    /// What carries the captured money: Stripe's charge (`ch_…`), Razorpay's payment
+    /// (`pay_…`); what settlement lines name.
+    pub gateway_charge_id: Option<String>,
     /// Moves with each status change; each event's `sequence` is the version it made.
     pub version: i32,
     #[serde(with = "time::serde::rfc3339")]
@@ -141,7 +156,10 @@ impl PaymentIntentBody {
             amount_received: row.amount_received,
             amount_refunded: row.amount_refunded,
             fee: row.fee,
-            payment_method: row.payment_method.clone(),
+            payment_method: row
+                .payment_method
+                .as_deref()
+                .map(|text| PaymentMethodInput::of(&PaymentMethod::from_stored(text))),
             last_payment_error,
             review_reason: row.review_reason.clone(),
             description: row.description.clone(),
@@ -149,6 +167,7 @@ impl PaymentIntentBody {
             customer_email: row.customer_email.clone(),
             gateway: row.gateway.clone(),
             gateway_intent_id: row.gateway_intent_id.clone(),
+            gateway_charge_id: row.gateway_charge_id.clone(),
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -167,9 +186,11 @@ pub struct CreateIntentRequest {
     /// `automatic` (default): captured when confirmed. `manual`: authorised, captured later.
     #[schema(pattern = "^(automatic|manual)$", example = "automatic")]
     pub capture_method: Option<String>,
-    /// The gateway's payment method (`pm_card_visa` in test mode).
-    #[schema(pattern = "^pm_[A-Za-z0-9_]{1,100}$", example = "pm_card_visa")]
-    pub payment_method: Option<String>,
+    /// How the customer pays: a card payment method id for Stripe (`pm_card_visa` in test
+    /// mode), or a UPI collect request for Razorpay (`{"type": "upi", "vpa":
+    /// "success@razorpay"}` in test mode). INR intents go through Razorpay and take UPI;
+    /// GBP, EUR and USD go through Stripe and take cards.
+    pub payment_method: Option<PaymentMethodInput>,
     /// Confirm at once (needs `payment_method`).
     pub confirm: Option<bool>,
     #[schema(value_type = Option<Text500>)]
@@ -188,8 +209,56 @@ pub struct CreateIntentRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmIntentRequest {
-    #[schema(pattern = "^pm_[A-Za-z0-9_]{1,100}$", example = "pm_card_visa")]
-    pub payment_method: Option<String>,
+    pub payment_method: Option<PaymentMethodInput>,
+}
+
+/// A payment method: a gateway's id (`pm_card_visa`), or a UPI collect request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PaymentMethodInput {
+    Id(PaymentMethodId),
+    Upi(UpiMethod),
+}
+
+/// A Stripe payment method id, `pm_` and up to 100 letters, digits or underscores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PaymentMethodId(pub String);
+
+// By hand: utoipa derives no `pattern` for a newtype or an enum's tuple variant.
+impl utoipa::PartialSchema for PaymentMethodId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^pm_[A-Za-z0-9_]{1,100}$"))
+            .examples([json!("pm_card_visa")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PaymentMethodId {}
+
+impl PaymentMethodInput {
+    fn of(method: &PaymentMethod) -> PaymentMethodInput {
+        match method {
+            PaymentMethod::Card(id) => PaymentMethodInput::Id(PaymentMethodId(id.clone())),
+            PaymentMethod::Upi { vpa } => {
+                PaymentMethodInput::Upi(UpiMethod { kind: String::from("upi"), vpa: vpa.clone() })
+            }
+        }
+    }
+}
+
+/// A UPI collect request to the customer's virtual payment address.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpiMethod {
+    #[serde(rename = "type")]
+    #[schema(pattern = "^upi$", example = "upi")]
+    pub kind: String,
+    /// `name@handle` (`success@razorpay` and `failure@razorpay` in test mode).
+    #[schema(pattern = "^[A-Za-z0-9._-]{2,256}@[A-Za-z]{2,64}$", example = "success@razorpay")]
+    pub vpa: String,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -208,17 +277,53 @@ fn parse_amount(amount: i64, param: &str) -> Result<i64, ApiError> {
     }
 }
 
-fn parse_payment_method(method: Option<&str>) -> Result<Option<String>, ApiError> {
-    let Some(method) = method else { return Ok(None) };
-    let valid = method.len() <= 103
-        && method.strip_prefix("pm_").is_some_and(|rest| {
-            !rest.is_empty() && rest.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
-        });
-    if valid {
-        Ok(Some(method.to_string()))
-    } else {
-        Err(ApiError::invalid("payment_method", "payment_method is a gateway payment method id, such as pm_card_visa."))
+fn parse_payment_method(method: Option<&PaymentMethodInput>) -> Result<Option<PaymentMethod>, ApiError> {
+    match method {
+        None => Ok(None),
+        Some(PaymentMethodInput::Id(PaymentMethodId(id))) => {
+            let valid = id.len() <= 103
+                && id.strip_prefix("pm_").is_some_and(|rest| {
+                    !rest.is_empty() && rest.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+                });
+            if valid {
+                Ok(Some(PaymentMethod::Card(id.clone())))
+            } else {
+                Err(ApiError::invalid(
+                    "payment_method",
+                    "payment_method is a gateway payment method id, such as pm_card_visa, or {\"type\": \"upi\", \"vpa\": \"name@bank\"}.",
+                ))
+            }
+        }
+        Some(PaymentMethodInput::Upi(upi)) => {
+            if upi.kind != "upi" {
+                return Err(ApiError::invalid("payment_method.type", "payment_method.type is upi."));
+            }
+            if !till_kit::bank::is_vpa(&upi.vpa) {
+                return Err(ApiError::invalid(
+                    "payment_method.vpa",
+                    "payment_method.vpa is a UPI address: 2 to 256 letters, digits, dots, hyphens or underscores, @, and a handle of 2 to 64 letters.",
+                ));
+            }
+            Ok(Some(PaymentMethod::Upi { vpa: upi.vpa.clone() }))
+        }
     }
+}
+
+/// Refuses a payment method the intent's gateway does not take, naming the route.
+fn check_method_fits(gateway: &dyn Gateway, method: &PaymentMethod, currency: Currency) -> Result<(), ApiError> {
+    if gateway.accepts(method, currency) {
+        return Ok(());
+    }
+    let takes = match gateway.kind() {
+        GatewayKind::Stripe => "card payment methods (pm_…)",
+        GatewayKind::Razorpay => "UPI ({\"type\": \"upi\", \"vpa\": \"name@bank\"})",
+    };
+    // A rule of two fields together (the currency routes the gateway), which the schema
+    // cannot state: 422.
+    Err(ApiError::rule(
+        "payment_method",
+        format!("{} payments go through {}, which takes {takes}.", currency.code(), gateway.kind().title()),
+    ))
 }
 
 fn parse_email(email: Option<&str>) -> Result<Option<String>, ApiError> {
@@ -241,7 +346,8 @@ fn parse_email(email: Option<&str>) -> Result<Option<String>, ApiError> {
 struct ParsedCreate {
     amount: Money,
     capture_method: CaptureMethod,
-    payment_method: Option<String>,
+    gateway: GatewayKind,
+    payment_method: Option<PaymentMethod>,
     confirm: bool,
     description: Option<String>,
     metadata: Metadata,
@@ -258,7 +364,8 @@ fn parse_create(bytes: &[u8]) -> Result<ParsedCreate, ApiError> {
         Some("manual") => CaptureMethod::Manual,
         Some(_) => return Err(ApiError::invalid("capture_method", "capture_method must be automatic or manual.")),
     };
-    let payment_method = parse_payment_method(request.payment_method.as_deref())?;
+    let payment_method = parse_payment_method(request.payment_method.as_ref())?;
+    let gateway = GatewayKind::for_currency(currency);
     let confirm = request.confirm.unwrap_or(false);
     if confirm && payment_method.is_none() {
         return Err(ApiError::rule("payment_method", "confirm: true needs a payment_method."));
@@ -274,7 +381,7 @@ fn parse_create(bytes: &[u8]) -> Result<ParsedCreate, ApiError> {
     let metadata = Metadata::parse(request.metadata.unwrap_or_default())
         .map_err(|error| ApiError::invalid("metadata", error.to_string()))?;
     let customer_email = parse_email(request.customer_email.as_deref())?;
-    Ok(ParsedCreate { amount, capture_method, payment_method, confirm, description, metadata, customer_email })
+    Ok(ParsedCreate { amount, capture_method, gateway, payment_method, confirm, description, metadata, customer_email })
 }
 
 fn business_of(phased: &Phased) -> Result<BusinessId, ApiError> {
@@ -337,6 +444,10 @@ async fn create_intent(State(payments): State<Payments>, phased: Phased) -> Resp
 pub async fn run_create(payments: Payments, mut phased: Phased) -> Result<Response, ApiError> {
     let business = business_of(&phased)?;
     let parsed = parse_create(phased.body())?;
+    let gateway = payments.gateways.get(parsed.gateway).clone();
+    if let Some(method) = &parsed.payment_method {
+        check_method_fits(gateway.as_ref(), method, parsed.amount.currency())?;
+    }
     if phased.point().is_started() {
         let id = PaymentIntentId::generate();
         let status = if parsed.payment_method.is_some() {
@@ -353,7 +464,8 @@ pub async fn run_create(payments: Payments, mut phased: Phased) -> Result<Respon
                 amount: parsed.amount,
                 capture_method: parsed.capture_method,
                 status,
-                payment_method: parsed.payment_method.as_deref(),
+                gateway: parsed.gateway,
+                payment_method: parsed.payment_method.as_ref().map(PaymentMethod::stored).as_deref(),
                 description: parsed.description.as_deref(),
                 metadata: &parsed.metadata,
                 customer_email: parsed.customer_email.as_deref(),
@@ -372,7 +484,7 @@ pub async fn run_create(payments: Payments, mut phased: Phased) -> Result<Respon
             reference: intent.to_string(),
             description: parsed.description.clone(),
         };
-        let answer = payments.stripe.create(&new, &format!("{intent}:create")).await;
+        let answer = gateway.create(&new, &format!("{intent}:create")).await;
         let created = match answer {
             Ok(Answer::Done(created)) => created,
             Ok(Answer::Refused(refusal)) => {
@@ -461,7 +573,7 @@ async fn invalid_reply(phased: &mut Phased, row: &IntentRow, reason: &str) -> Re
     let mut phase = phased.begin().await?;
     review(&mut phase, row, reason).await?;
     let problem: ApiError = OutboundError::InvalidReply {
-        names: crate::gateway::stripe::NAMES,
+        names: GatewayKind::of_stored(&row.gateway).names(),
         reason: till_outbound::InvalidReply::new("body", reason.to_string()),
     }
     .into();
@@ -500,10 +612,12 @@ async fn confirm_step(payments: &Payments, phased: &mut Phased, success: StatusC
         .ok_or_else(|| ApiError::internal(&"a confirming point without its key"))?;
     let row = load(phased, intent).await?;
     let amount = row.money().map_err(|error| ApiError::internal(&error))?;
-    let (Some(gateway_id), Some(method)) = (row.gateway_intent_id.clone(), row.payment_method.clone()) else {
+    let (Some(gateway_id), Some(method)) = (row.gateway_intent_id.clone(), row.payment_method.as_deref()) else {
         return Err(ApiError::internal(&"a confirm without the gateway's intent or a payment method"));
     };
-    let answer = payments.stripe.confirm(&gateway_id, amount, &method, &key).await;
+    let adapter = payments.gateway_of(&row)?;
+    let method = PaymentMethod::from_stored(method);
+    let answer = adapter.confirm(&gateway_id, amount, &method, row.customer_email.as_deref(), &key).await;
     let gateway = match answer {
         Ok(Answer::Done(gateway)) => gateway,
         Ok(Answer::Declined { decline, intent: gateway }) => {
@@ -532,6 +646,14 @@ async fn confirm_step(payments: &Payments, phased: &mut Phased, success: StatusC
     };
     match gateway.status {
         GatewayStatus::RequiresCapture | GatewayStatus::Succeeded => {}
+        // An asynchronous payment (a UPI collect the customer has not answered yet):
+        // nothing is decided, as after a timeout. The point stays; the gateway's webhook
+        // expedites it, or the recovery job asks again after the grace, with this step's
+        // key, which finds this same payment.
+        GatewayStatus::Processing => {
+            let current = load(phased, intent).await?;
+            return Ok(till_http::recovery::undecided(json_response(StatusCode::ACCEPTED, &current)?));
+        }
         _ => {
             let reason = format!("a confirm answered {:?}", gateway.status);
             return invalid_reply(phased, &row, &reason).await;
@@ -540,7 +662,7 @@ async fn confirm_step(payments: &Payments, phased: &mut Phased, success: StatusC
     // A capture's fee is read before the phase, so that the phase posts it with the
     // capture (one more call; if it fails, the fee is left for the status sync).
     let fee = match (gateway.status, gateway.charge.as_deref()) {
-        (GatewayStatus::Succeeded, Some(charge)) => match payments.stripe.fee(charge, amount.currency()).await {
+        (GatewayStatus::Succeeded, Some(charge)) => match adapter.fee(charge, amount.currency()).await {
             Ok(fee) => Some(fee),
             Err(error) => {
                 tracing::warn!(%error, intent = %intent, "reading the fee failed; the capture is recorded without it");
@@ -598,6 +720,7 @@ async fn settle_gateway_state(
     fee: Option<Money>,
 ) -> Result<Result<IntentRow, String>, ApiError> {
     let intent = PaymentIntentId::from_uuid(row.id).to_string();
+    let gateway_kind = GatewayKind::of_stored(&row.gateway);
     let request = request_id();
     let request = request.as_deref();
     let mut outcome = Outcome {
@@ -609,14 +732,17 @@ async fn settle_gateway_state(
     };
     let posted = match gateway.status {
         GatewayStatus::RequiresCapture => {
-            crate::ledger::authorise(connection, business, &intent, gateway.capturable, request).await?.map(|hold| {
-                outcome.authorisation_hold = Some(hold);
-            })
+            crate::ledger::authorise(connection, business, gateway_kind, &intent, gateway.capturable, request)
+                .await?
+                .map(|hold| {
+                    outcome.authorisation_hold = Some(hold);
+                })
         }
         GatewayStatus::Succeeded => {
             let captured = crate::ledger::capture(
                 connection,
                 business,
+                gateway_kind,
                 &intent,
                 row.authorisation_hold,
                 gateway.received,
@@ -628,7 +754,7 @@ async fn settle_gateway_state(
                     outcome.refundable_account = Some(refundable);
                     outcome.gateway_charge_id = gateway.charge.as_deref();
                     match fee {
-                        Some(fee) => crate::ledger::fee(connection, business, &intent, fee, request)
+                        Some(fee) => crate::ledger::fee(connection, business, gateway_kind, &intent, fee, request)
                             .await?
                             .map(|()| outcome.fee = Some(fee.minor())),
                         None => Ok(()),
@@ -704,7 +830,7 @@ async fn confirm_intent(State(payments): State<Payments>, phased: Phased) -> Res
 
 pub async fn run_confirm(payments: Payments, mut phased: Phased) -> Result<Response, ApiError> {
     let request: ConfirmIntentRequest = till_http::extract::parse_json_or_empty(phased.body())?;
-    let method = parse_payment_method(request.payment_method.as_deref())?;
+    let method = parse_payment_method(request.payment_method.as_ref())?;
     if phased.point().is_started() {
         let intent = intent_of_path(&phased)?;
         let mut phase = phased.begin().await?;
@@ -716,6 +842,12 @@ pub async fn run_confirm(payments: Payments, mut phased: Phased) -> Result<Respo
             let problem =
                 state_conflict(format!("A payment intent in status {} cannot be confirmed.", status.as_str()));
             return phase_problem(phase, problem).await;
+        }
+        if let Some(method) = &method {
+            let currency = row.currency().map_err(|error| ApiError::internal(&error))?;
+            if let Err(problem) = check_method_fits(payments.gateway_of(&row)?, method, currency) {
+                return phase_problem(phase, problem).await;
+            }
         }
         if method.is_none() && row.payment_method.is_none() {
             return phase_problem(phase, ApiError::invalid("payment_method", "This intent has no payment_method yet."))
@@ -729,7 +861,7 @@ pub async fn run_confirm(payments: Payments, mut phased: Phased) -> Result<Respo
             row.id,
             &[IntentStatus::RequiresPaymentMethod, IntentStatus::RequiresConfirmation],
             IntentStatus::Processing,
-            method.as_deref(),
+            method.as_ref().map(PaymentMethod::stored).as_deref(),
         )
         .await?
         .ok_or_else(|| state_conflict("The payment intent was confirmed by another request.".into()))?;
@@ -796,7 +928,8 @@ pub async fn run_capture(payments: Payments, mut phased: Phased) -> Result<Respo
     let to_capture = Money::from_minor(amount, total.currency());
     let gateway_id =
         row.gateway_intent_id.clone().ok_or_else(|| ApiError::internal(&"a capture without the gateway's id"))?;
-    let gateway = match payments.stripe.capture(&gateway_id, total, Some(to_capture), key).await {
+    let adapter = payments.gateway_of(&row)?;
+    let gateway = match adapter.capture(&gateway_id, total, Some(to_capture), key).await {
         Ok(Answer::Done(gateway)) => gateway,
         Ok(Answer::Refused(refusal)) => {
             // Nothing was captured: the authorisation stands, and the intent with it.
@@ -815,7 +948,7 @@ pub async fn run_capture(payments: Payments, mut phased: Phased) -> Result<Respo
         return invalid_reply(&mut phased, &row, &reason).await;
     }
     let fee = match gateway.charge.as_deref() {
-        Some(charge) => payments.stripe.fee(charge, total.currency()).await.ok(),
+        Some(charge) => adapter.fee(charge, total.currency()).await.ok(),
         None => None,
     };
     finish_with_gateway_state(&mut phased, business, &row, &gateway, fee, StatusCode::OK).await
@@ -954,7 +1087,7 @@ pub async fn run_cancel(payments: Payments, mut phased: Phased) -> Result<Respon
     let amount = row.money().map_err(|error| ApiError::internal(&error))?;
     let gateway_id =
         row.gateway_intent_id.clone().ok_or_else(|| ApiError::internal(&"a cancel without the gateway's id"))?;
-    match payments.stripe.cancel(&gateway_id, amount, key).await {
+    match payments.gateway_of(&row)?.cancel(&gateway_id, amount, key).await {
         Ok(Answer::Done(gateway)) if gateway.status == GatewayStatus::Canceled => {
             let mut phase = phased.begin().await?;
             let intent_text = intent.to_string();

@@ -5,8 +5,9 @@
 //! - every captured intent's refundable account holds what was captured less every
 //!   refund that reserved from it (pending, succeeded, or in review), and its
 //!   `amount_refunded` is the sum of its succeeded refunds;
-//! - per currency, what Stripe owes (`receivable:stripe`) is the merchant's pending
-//!   balance, and what Stripe paid out (`settled:stripe`) is the available balance;
+//! - per currency, what the gateways owe (`receivable:{gateway}`, summed) is the
+//!   merchant's pending balance, and what they paid out (`settled:{gateway}`) is the
+//!   available balance;
 //! - every settlement's net is the net of its matched lines;
 //! - nothing is pending forever: no capture unsettled after [`UNSETTLED_AFTER_DAYS`],
 //!   no intent `processing` after [`PROCESSING_AFTER_MINUTES`].
@@ -159,24 +160,28 @@ async fn check_payments(principal: Principal, mut tx: Tx) -> Result<axum::Json<P
     for (currency, roles) in &by_currency {
         let code = Currency::parse(currency).ok();
         let of = |role: &str| roles.get(role).copied().unwrap_or(0);
-        if of("receivable:stripe") != of("merchant_pending") {
+        // Every gateway's part together: a currency may be taken through more than one.
+        let all = |prefix: &str| -> Option<i64> {
+            roles
+                .iter()
+                .filter(|(role, _)| role.starts_with(prefix))
+                .try_fold(0_i64, |sum, (_, balance)| sum.checked_add(*balance))
+        };
+        let (owed, paid) = (all("receivable:"), all("settled:"));
+        if owed != Some(of("merchant_pending")) {
             violations.push(violation(
                 "receivable_not_pending",
                 None,
                 code,
-                format!("Stripe owes {}, the pending balance is {}", of("receivable:stripe"), of("merchant_pending")),
+                format!("the gateways owe {owed:?}, the pending balance is {}", of("merchant_pending")),
             ));
         }
-        if of("settled:stripe") != of("merchant_available") {
+        if paid != Some(of("merchant_available")) {
             violations.push(violation(
                 "settled_not_available",
                 None,
                 code,
-                format!(
-                    "Stripe paid out {}, the available balance is {}",
-                    of("settled:stripe"),
-                    of("merchant_available")
-                ),
+                format!("the gateways paid out {paid:?}, the available balance is {}", of("merchant_available")),
             ));
         }
     }

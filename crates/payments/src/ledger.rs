@@ -3,11 +3,12 @@
 //!
 //! Accounts, per business and currency (opened on first use, in the transaction that
 //! first needs them):
-//! - `receivable:stripe` (debit-normal): what the gateway owes the business;
+//! - `receivable:{gateway}` (debit-normal): what the gateway (`stripe`, `razorpay`) owes
+//!   the business;
 //! - `merchant_pending` (credit-normal): captured money not yet settled;
 //! - `refund_capacity` (debit-normal): the source of each intent's refundable amount;
 //! - `merchant_available` (credit-normal): settled money, the merchant's to pay out;
-//! - `settled:stripe` (debit-normal): what the gateway has paid out to the platform's
+//! - `settled:{gateway}` (debit-normal): what the gateway has paid out to the platform's
 //!   bank for the business;
 //!
 //! and per intent, `refundable` (credit-normal, floor 0), opened at capture.
@@ -39,6 +40,7 @@ use till_ledger::posting::{self, OpenAccount, PostingKey};
 use till_ledger::{AccountId, TransferId};
 use uuid::Uuid;
 
+use crate::gateway::GatewayKind;
 use crate::store;
 
 /// How long an authorisation is held: a card-not-present customer-initiated
@@ -47,38 +49,40 @@ pub const AUTHORISATION_SECONDS: i64 = 7 * 24 * 60 * 60;
 
 #[derive(Debug, Clone, Copy)]
 enum Role {
-    Receivable,
+    Receivable(GatewayKind),
     MerchantPending,
     RefundCapacity,
     MerchantAvailable,
-    Settled,
+    Settled(GatewayKind),
 }
 
 impl Role {
     fn key(self) -> &'static str {
         match self {
-            Role::Receivable => "receivable:stripe",
+            Role::Receivable(GatewayKind::Stripe) => "receivable:stripe",
+            Role::Receivable(GatewayKind::Razorpay) => "receivable:razorpay",
             Role::MerchantPending => "merchant_pending",
             Role::RefundCapacity => "refund_capacity",
             Role::MerchantAvailable => "merchant_available",
-            Role::Settled => "settled:stripe",
+            Role::Settled(GatewayKind::Stripe) => "settled:stripe",
+            Role::Settled(GatewayKind::Razorpay) => "settled:razorpay",
         }
     }
 
     fn name(self, currency: Currency) -> String {
         let what = match self {
-            Role::Receivable => "Owed by Stripe",
-            Role::MerchantPending => "Payments pending settlement",
-            Role::RefundCapacity => "Refund capacity",
-            Role::MerchantAvailable => "Payments available",
-            Role::Settled => "Paid out by Stripe",
+            Role::Receivable(gateway) => format!("Owed by {}", gateway.title()),
+            Role::MerchantPending => String::from("Payments pending settlement"),
+            Role::RefundCapacity => String::from("Refund capacity"),
+            Role::MerchantAvailable => String::from("Payments available"),
+            Role::Settled(gateway) => format!("Paid out by {}", gateway.title()),
         };
         format!("{what} ({})", currency.code())
     }
 
     fn normal_balance(self) -> Side {
         match self {
-            Role::Receivable | Role::RefundCapacity | Role::Settled => Side::Debit,
+            Role::Receivable(_) | Role::RefundCapacity | Role::Settled(_) => Side::Debit,
             Role::MerchantPending | Role::MerchantAvailable => Side::Credit,
         }
     }
@@ -122,6 +126,18 @@ async fn account(
         posting::open_account(connection, business, &spec, request_id).await?.map_err(internal)?;
     }
     Ok(AccountId::from_uuid(id))
+}
+
+/// The business's available balance in `currency` (`merchant_available`): settled
+/// money, the merchant's to pay out. Opened in this transaction if it is the first time.
+/// The payouts service draws on it through this function alone.
+pub async fn available_account(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    currency: Currency,
+    request_id: Option<&str>,
+) -> Result<AccountId, ApiError> {
+    account(connection, business, currency, Role::MerchantAvailable, request_id).await
 }
 
 /// Applies one command under its key; a refusal is returned for the caller to judge.
@@ -177,11 +193,12 @@ pub struct Refused(pub String);
 pub async fn authorise(
     connection: &mut PgConnection,
     business: BusinessId,
+    gateway: GatewayKind,
     intent: &str,
     amount: Money,
     request_id: Option<&str>,
 ) -> Result<Result<Uuid, Refused>, ApiError> {
-    let receivable = account(connection, business, amount.currency(), Role::Receivable, request_id).await?;
+    let receivable = account(connection, business, amount.currency(), Role::Receivable(gateway), request_id).await?;
     let pending = account(connection, business, amount.currency(), Role::MerchantPending, request_id).await?;
     let hold = transfer(
         receivable,
@@ -204,6 +221,7 @@ pub async fn authorise(
 pub async fn capture(
     connection: &mut PgConnection,
     business: BusinessId,
+    gateway: GatewayKind,
     intent: &str,
     hold: Option<Uuid>,
     amount: Money,
@@ -213,7 +231,7 @@ pub async fn capture(
     let moved = match hold {
         Some(hold) => Command::post(TransferId::from_uuid(hold), Some(amount)),
         None => {
-            let receivable = account(connection, business, currency, Role::Receivable, request_id).await?;
+            let receivable = account(connection, business, currency, Role::Receivable(gateway), request_id).await?;
             let pending = account(connection, business, currency, Role::MerchantPending, request_id).await?;
             Command::Transfer(transfer(
                 receivable,
@@ -260,6 +278,7 @@ pub async fn capture(
 pub async fn fee(
     connection: &mut PgConnection,
     business: BusinessId,
+    gateway: GatewayKind,
     intent: &str,
     fee: Money,
     request_id: Option<&str>,
@@ -267,10 +286,16 @@ pub async fn fee(
     if fee.is_zero() {
         return Ok(Ok(()));
     }
-    let receivable = account(connection, business, fee.currency(), Role::Receivable, request_id).await?;
+    let receivable = account(connection, business, fee.currency(), Role::Receivable(gateway), request_id).await?;
     let pending = account(connection, business, fee.currency(), Role::MerchantPending, request_id).await?;
-    let charged =
-        transfer(pending, receivable, fee, None, &format!("Stripe fee on {intent}"), metadata(intent, "fee")?)?;
+    let charged = transfer(
+        pending,
+        receivable,
+        fee,
+        None,
+        &format!("{} fee on {intent}", gateway.title()),
+        metadata(intent, "fee")?,
+    )?;
     applied(connection, business, format!("{intent}:fee"), Command::Transfer(charged), request_id).await
 }
 
@@ -337,12 +362,13 @@ pub async fn release_refund(
 pub async fn refund_money(
     connection: &mut PgConnection,
     business: BusinessId,
+    gateway: GatewayKind,
     refund: &str,
     intent: &str,
     amount: Money,
     request_id: Option<&str>,
 ) -> Result<Result<(), Refused>, ApiError> {
-    let receivable = account(connection, business, amount.currency(), Role::Receivable, request_id).await?;
+    let receivable = account(connection, business, amount.currency(), Role::Receivable(gateway), request_id).await?;
     let pending = account(connection, business, amount.currency(), Role::MerchantPending, request_id).await?;
     let refunded = transfer(
         pending,
@@ -361,6 +387,7 @@ pub async fn refund_money(
 pub async fn settle(
     connection: &mut PgConnection,
     business: BusinessId,
+    gateway: GatewayKind,
     settlement: &str,
     net: Money,
     request_id: Option<&str>,
@@ -371,8 +398,8 @@ pub async fn settle(
     let currency = net.currency();
     let pending = account(connection, business, currency, Role::MerchantPending, request_id).await?;
     let available = account(connection, business, currency, Role::MerchantAvailable, request_id).await?;
-    let receivable = account(connection, business, currency, Role::Receivable, request_id).await?;
-    let settled = account(connection, business, currency, Role::Settled, request_id).await?;
+    let receivable = account(connection, business, currency, Role::Receivable(gateway), request_id).await?;
+    let settled = account(connection, business, currency, Role::Settled(gateway), request_id).await?;
     let magnitude =
         Money::from_minor(net.minor().checked_abs().ok_or_else(|| internal("a net of i64::MIN"))?, currency);
     let (from, to, paid_from, paid_to) = if net.minor() > 0 {

@@ -30,7 +30,7 @@ pub mod service;
 pub mod settlement;
 pub mod store;
 
-pub use service::{PaymentsConfig, StripeSettings};
+pub use service::{PaymentsConfig, RazorpaySettings, StripeSettings};
 
 pub static MIGRATIONS: till_db::SchemaMigrations =
     till_db::SchemaMigrations { schema: "payments", migrator: &MIGRATOR };

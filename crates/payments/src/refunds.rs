@@ -220,13 +220,21 @@ pub async fn run_refund(payments: Payments, mut phased: Phased) -> Result<Respon
     let amount = Money::from_minor(refund_row.amount, currency);
     let gateway_intent = intent_row.gateway_intent_id.clone().ok_or_else(|| ApiError::internal(&"no gateway id"))?;
     let (refund_text, intent_text) = (refund.to_string(), PaymentIntentId::from_uuid(intent_row.id).to_string());
-    let answer = payments.stripe.refund(&gateway_intent, amount, key).await;
+    let adapter = payments.gateway_of(&intent_row)?;
+    let names = adapter.names();
+    let answer = adapter.refund(&gateway_intent, intent_row.gateway_charge_id.as_deref(), amount, key).await;
     let mut phase = phased.begin().await?;
+    // The intent's row before any ledger account, in the order the reconciler takes them
+    // (it locks the intent of each line, then settles): accounts first, then the intent
+    // (as `add_refunded` below would on its own) could deadlock a refund against a
+    // settlement of the same intent.
+    store::lock_intent(&mut phase, intent_row.id).await?;
     let ended = match answer {
         Ok(Answer::Done(made)) if matches!(made.status, RefundStatus::Succeeded | RefundStatus::Pending) => {
             let moved = crate::ledger::refund_money(
                 &mut phase,
                 business,
+                adapter.kind(),
                 &refund_text,
                 &intent_text,
                 amount,
@@ -262,13 +270,13 @@ pub async fn run_refund(payments: Payments, mut phased: Phased) -> Result<Respon
         Ok(Answer::Declined { .. }) => {
             let why = "a decline answered a refund";
             store::end_refund(&mut phase, refund.as_uuid(), "requires_review", None, Some(why)).await?;
-            return phase.finish_problem(invalid(why)).await;
+            return phase.finish_problem(invalid(names, why)).await;
         }
         Err(OutboundError::InvalidReply { reason, .. }) => {
             // The money may have moved at the gateway: the reservation stays.
             let why = format!("{}: {}", reason.field, reason.why);
             store::end_refund(&mut phase, refund.as_uuid(), "requires_review", None, Some(&why)).await?;
-            return phase.finish_problem(invalid(&why)).await;
+            return phase.finish_problem(invalid(names, &why)).await;
         }
         // Timed out: the gateway may have refunded. The refund stays `pending` and the
         // answer says so (202) without deciding anything: the point stays for a retry
@@ -294,12 +302,8 @@ pub async fn run_refund(payments: Payments, mut phased: Phased) -> Result<Respon
     phase.finish(status, &RefundBody::of(&ended)?).await
 }
 
-fn invalid(why: &str) -> ApiError {
-    OutboundError::InvalidReply {
-        names: crate::gateway::stripe::NAMES,
-        reason: till_outbound::InvalidReply::new("body", why.to_string()),
-    }
-    .into()
+fn invalid(names: till_outbound::Names, why: &str) -> ApiError {
+    OutboundError::InvalidReply { names, reason: till_outbound::InvalidReply::new("body", why.to_string()) }.into()
 }
 
 async fn release(

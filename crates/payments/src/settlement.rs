@@ -1,8 +1,8 @@
 //! Settlement and reconciliation: the gateway's payouts, matched line by line with what
 //! Till recorded.
 //!
-//! A job ([`run`]) reads the gateway's paid payouts newest first until it meets one it has
-//! reconciled, then reconciles the new ones oldest first. For each payout it reads the
+//! A job ([`run`]) reads each configured gateway's paid payouts newest first until a page
+//! holds only payouts it has reconciled, then reconciles the new ones oldest first. For each payout it reads the
 //! whole settlement report (every line, all pages) before it writes anything, then:
 //! 1. in a platform transaction, records the payout as `reconciling` and finds the
 //!    business of each line (`payments.owner_of_line`, the one cross-business read);
@@ -16,6 +16,12 @@
 //! 3. in a platform transaction, records the lines no business owns and a report whose
 //!    lines do not add up to its payout as exceptions of the platform's, and marks the
 //!    payout `reconciled`.
+//!
+//! A charge or refund line that no business owns yet (a capture whose reply was lost
+//! when the gateway paid out, so Till has not recorded its charge) defers the whole
+//! payout while it is younger than `unowned_line_grace` (15 minutes by default): the
+//! next pass reads it again, and once the step that was in flight records the charge,
+//! every line is placed. After the grace it is an `unknown_line` exception.
 //!
 //! A crash anywhere leaves the payout `reconciling`; the next pass reads it again, and
 //! the businesses already done record nothing twice (their settlement row exists).
@@ -36,8 +42,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::gateway::stripe::Stripe;
-use crate::gateway::{GatewayPayout, LineKind, SettlementLine};
+use crate::gateway::{Gateway, GatewayKind, GatewayPayout, LineKind, SettlementLine};
 use crate::store::{self, IntentRow, RefundRow};
 use crate::{PaymentIntentId, ReconciliationExceptionId, RefundId, SettlementId};
 
@@ -141,8 +146,9 @@ impl From<ApiError> for SettleError {
 /// Reconciles new payouts every `interval` until shutdown.
 pub async fn run(
     pool: PgPool,
-    stripe: std::sync::Arc<Stripe>,
+    gateways: Vec<std::sync::Arc<dyn Gateway>>,
     interval: Duration,
+    grace: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -150,72 +156,105 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = tick.tick() => match reconcile_new_payouts(&pool, &stripe).await {
-                Ok(0) => {}
-                Ok(reconciled) => tracing::info!(reconciled, "reconciled gateway payouts"),
-                // The next pass reads the payouts again; nothing half-done is lost.
-                Err(error) => tracing::warn!(%error, "reconciling gateway payouts failed"),
+            _ = tick.tick() => for gateway in &gateways {
+                let name = gateway.kind().as_str();
+                match reconcile_new_payouts(&pool, gateway.as_ref(), grace).await {
+                    Ok(0) => {}
+                    Ok(reconciled) => tracing::info!(gateway = name, reconciled, "reconciled gateway payouts"),
+                    // The next pass reads the payouts again; nothing half-done is lost.
+                    Err(error) => tracing::warn!(gateway = name, %error, "reconciling gateway payouts failed"),
+                }
             },
         }
     }
 }
 
 /// One pass: every paid payout not yet reconciled, oldest first. Returns how many.
-pub async fn reconcile_new_payouts(pool: &PgPool, stripe: &Stripe) -> Result<usize, SettleError> {
+///
+/// Pages are read newest first until a page holds only reconciled payouts: a payout
+/// paid out of order (an older one that turned `paid` after a newer one was reconciled)
+/// is still found on the pages before that one.
+pub async fn reconcile_new_payouts(
+    pool: &PgPool,
+    gateway: &dyn Gateway,
+    grace: Duration,
+) -> Result<usize, SettleError> {
     let mut fresh: Vec<GatewayPayout> = Vec::new();
-    let mut after: Option<String> = None;
-    'pages: for _ in 0..PAYOUT_PAGES_MAX {
-        let page = stripe.payouts(after.as_deref()).await?;
-        let known = reconciled(pool, page.payouts.iter().map(|payout| payout.id.as_str())).await?;
-        for payout in &page.payouts {
-            if known.contains(&payout.id) {
-                break 'pages;
-            }
-            fresh.push(payout.clone());
-        }
-        match page.payouts.last() {
-            Some(last) if page.has_more => after = Some(last.id.clone()),
+    let mut cursor: Option<String> = None;
+    for _ in 0..PAYOUT_PAGES_MAX {
+        let page = gateway.payouts(cursor.as_deref()).await?;
+        let known = reconciled(pool, gateway, page.payouts.iter().map(|payout| payout.id.as_str())).await?;
+        let before = fresh.len();
+        fresh.extend(page.payouts.iter().filter(|payout| !known.contains(&payout.id)).cloned());
+        let all_known = fresh.len() == before && !page.payouts.is_empty();
+        match page.next {
+            Some(next) if !all_known => cursor = Some(next),
             _ => break,
         }
     }
-    let count = fresh.len();
+    let mut count = 0;
     for payout in fresh.into_iter().rev() {
-        reconcile_payout(pool, stripe, &payout).await?;
+        if reconcile_payout(pool, gateway, &payout, grace).await? == Reconciled::Done {
+            count += 1;
+        }
     }
     Ok(count)
 }
 
 /// Which of `ids` are reconciled already.
-async fn reconciled<'a>(pool: &PgPool, ids: impl Iterator<Item = &'a str>) -> Result<Vec<String>, SettleError> {
+async fn reconciled<'a>(
+    pool: &PgPool,
+    gateway: &dyn Gateway,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>, SettleError> {
     let ids: Vec<&str> = ids.collect();
     let mut transaction = till_db::begin_platform(pool).await?;
     let known: Vec<String> = sqlx::query_scalar(
         "SELECT gateway_payout_id FROM payments.gateway_payouts
-          WHERE gateway = 'stripe' AND gateway_payout_id = ANY ($1) AND status = 'reconciled'",
+          WHERE gateway = $2 AND gateway_payout_id = ANY ($1) AND status = 'reconciled'",
     )
     .bind(&ids)
+    .bind(gateway.kind().as_str())
     .fetch_all(&mut *transaction)
     .await?;
     transaction.commit().await?;
     Ok(known)
 }
 
+/// What became of a payout in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    Done,
+    /// A charge or refund line has no owner yet, and the payout is younger than the
+    /// grace: nothing of it is written but its `reconciling` row, and the next pass reads
+    /// it again. A business's lines are matched in one go (its settlement row makes a
+    /// second pass skip it), so no business is settled before every line is placed.
+    Deferred,
+}
+
 /// Reconciles one payout: its whole report read first, then written per business.
-pub async fn reconcile_payout(pool: &PgPool, stripe: &Stripe, payout: &GatewayPayout) -> Result<(), SettleError> {
-    let lines = stripe.payout_lines(payout).await?;
+pub async fn reconcile_payout(
+    pool: &PgPool,
+    gateway: &dyn Gateway,
+    payout: &GatewayPayout,
+    grace: Duration,
+) -> Result<Reconciled, SettleError> {
+    let lines = gateway.payout_lines(payout).await?;
+    let name = gateway.kind().as_str();
     let currency = payout.amount.currency();
     let paid_at = OffsetDateTime::from_unix_timestamp(payout.created).unwrap_or_else(|_| OffsetDateTime::now_utc());
 
     let mut platform = till_db::begin_platform(pool).await?;
     sqlx::query(
         "INSERT INTO payments.gateway_payouts (gateway, gateway_payout_id, amount, currency, status, lines, paid_at)
-         VALUES ('stripe', $1, $2, $3, 'reconciling', $4, $5) ON CONFLICT DO NOTHING",
+         VALUES ($6, $1, $2, $3, 'reconciling', $4, $5) ON CONFLICT DO NOTHING",
     )
     .bind(&payout.id)
     .bind(payout.amount.minor())
     .bind(currency.code())
     .bind(i32::try_from(lines.len()).unwrap_or(i32::MAX))
     .bind(paid_at)
+    .bind(name)
     .execute(&mut *platform)
     .await?;
     let mut by_business: BTreeMap<Uuid, Vec<&SettlementLine>> = BTreeMap::new();
@@ -230,9 +269,10 @@ pub async fn reconcile_payout(pool: &PgPool, stripe: &Stripe, payout: &GatewayPa
                 continue;
             }
         };
-        let owner: Option<Uuid> = sqlx::query_scalar("SELECT payments.owner_of_line('stripe', $1, $2)")
+        let owner: Option<Uuid> = sqlx::query_scalar("SELECT payments.owner_of_line($3, $1, $2)")
             .bind(kind)
             .bind(&line.source)
+            .bind(name)
             .fetch_one(&mut *platform)
             .await?;
         match owner {
@@ -241,11 +281,22 @@ pub async fn reconcile_payout(pool: &PgPool, stripe: &Stripe, payout: &GatewayPa
         }
     }
     platform.commit().await?;
+    let age = OffsetDateTime::now_utc() - paid_at;
+    let placeable = unowned.iter().any(|line| matches!(line.kind, LineKind::Charge | LineKind::Refund));
+    if placeable && age < grace {
+        tracing::info!(
+            gateway = name,
+            payout = %payout.id,
+            unowned = unowned.len(),
+            "a payout has lines Till cannot place yet; it is read again on the next pass"
+        );
+        return Ok(Reconciled::Deferred);
+    }
 
     for (business, lines) in &by_business {
         let business = BusinessId::from_uuid(*business);
         let mut transaction = till_db::begin_tenant(pool, business).await?;
-        reconcile_business(&mut transaction, business, payout, lines).await?;
+        reconcile_business(&mut transaction, gateway, business, payout, lines).await?;
         transaction.commit().await?;
     }
 
@@ -262,7 +313,7 @@ pub async fn reconcile_payout(pool: &PgPool, stripe: &Stripe, payout: &GatewayPa
             actual: Some(line.net.minor()),
             detail,
         };
-        insert_exception(&mut platform, payout, &exception).await?;
+        insert_exception(&mut platform, name, payout, &exception).await?;
     }
     let total = lines
         .iter()
@@ -279,17 +330,18 @@ pub async fn reconcile_payout(pool: &PgPool, stripe: &Stripe, payout: &GatewayPa
             actual: total,
             detail: format!("The report's lines add up to {total:?}, the payout paid {}.", payout.amount.minor()),
         };
-        insert_exception(&mut platform, payout, &exception).await?;
+        insert_exception(&mut platform, name, payout, &exception).await?;
     }
     sqlx::query(
         "UPDATE payments.gateway_payouts SET status = 'reconciled', reconciled_at = now()
-          WHERE gateway = 'stripe' AND gateway_payout_id = $1",
+          WHERE gateway = $2 AND gateway_payout_id = $1",
     )
     .bind(&payout.id)
+    .bind(name)
     .execute(&mut *platform)
     .await?;
     platform.commit().await?;
-    Ok(())
+    Ok(Reconciled::Done)
 }
 
 struct NewException<'a> {
@@ -307,6 +359,7 @@ struct NewException<'a> {
 /// event.
 async fn insert_exception(
     connection: &mut PgConnection,
+    gateway: &str,
     payout: &GatewayPayout,
     new: &NewException<'_>,
 ) -> Result<(), SettleError> {
@@ -314,7 +367,7 @@ async fn insert_exception(
         "INSERT INTO payments.reconciliation_exceptions
                 (id, business_id, gateway, gateway_payout_id, gateway_line_id, kind, intent_id, refund_id,
                  expected, actual, detail)
-         VALUES ($1, $2, 'stripe', $3, $4, $5, $6, $7, $8, $9, $10)
+         VALUES ($1, $2, $11, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT DO NOTHING RETURNING *",
     )
     .bind(ReconciliationExceptionId::generate().as_uuid())
@@ -327,6 +380,7 @@ async fn insert_exception(
     .bind(new.expected)
     .bind(new.actual)
     .bind(&new.detail)
+    .bind(gateway)
     .fetch_optional(&mut *connection)
     .await?;
     let Some(row) = row else { return Ok(()) };
@@ -357,23 +411,26 @@ struct Matched {
 /// One business's lines of a payout, in its own transaction.
 async fn reconcile_business(
     connection: &mut PgConnection,
+    gateway: &dyn Gateway,
     business: BusinessId,
     payout: &GatewayPayout,
     lines: &[&SettlementLine],
 ) -> Result<(), SettleError> {
     let currency = payout.amount.currency();
+    let name = gateway.kind().as_str();
     let id = SettlementId::generate();
     // The settlement row first: a business already reconciled for this payout (an
     // earlier pass that crashed later) has it, and is left as it is.
     let inserted = sqlx::query(
         "INSERT INTO payments.settlements (id, business_id, gateway, gateway_payout_id, currency, charges, fees,
                                            refunds, net, matched_lines, exceptions)
-         VALUES ($1, $2, 'stripe', $3, $4, 0, 0, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $5, $3, $4, 0, 0, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
     )
     .bind(id.as_uuid())
     .bind(business.as_uuid())
     .bind(&payout.id)
     .bind(currency.code())
+    .bind(name)
     .execute(&mut *connection)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -385,9 +442,10 @@ async fn reconcile_business(
         let (intent, refund, outcome) = match line.kind {
             LineKind::Charge => {
                 let intent: Option<IntentRow> = sqlx::query_as(
-                    "SELECT * FROM payments.intents WHERE gateway = 'stripe' AND gateway_charge_id = $1 FOR UPDATE",
+                    "SELECT * FROM payments.intents WHERE gateway = $2 AND gateway_charge_id = $1 FOR UPDATE",
                 )
                 .bind(&line.source)
+                .bind(name)
                 .fetch_optional(&mut *connection)
                 .await?;
                 match intent {
@@ -418,7 +476,7 @@ async fn reconcile_business(
         sqlx::query(
             "INSERT INTO payments.settlement_lines (gateway, gateway_line_id, settlement_id, business_id, kind, source,
                                                     intent_id, refund_id, amount, fee, net, matched)
-             VALUES ('stripe', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             VALUES ($12, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&line.id)
         .bind(id.as_uuid())
@@ -431,6 +489,7 @@ async fn reconcile_business(
         .bind(line.fee.minor())
         .bind(line.net.minor())
         .bind(outcome.is_ok())
+        .bind(name)
         .execute(&mut *connection)
         .await?;
         match outcome {
@@ -458,7 +517,7 @@ async fn reconcile_business(
                     actual: mismatch.actual,
                     detail: mismatch.detail,
                 };
-                insert_exception(connection, payout, &exception).await?;
+                insert_exception(connection, name, payout, &exception).await?;
             }
         }
     }
@@ -467,9 +526,15 @@ async fn reconcile_business(
         .and_then(|net| net.checked_sub(refunds))
         .ok_or_else(|| SettleError::Api("a settlement's net overflowed".into()))?;
     let request = till_http::request_id::current();
-    if let Err(refused) =
-        crate::ledger::settle(connection, business, &settlement, Money::from_minor(net, currency), request.as_deref())
-            .await?
+    if let Err(refused) = crate::ledger::settle(
+        connection,
+        business,
+        gateway.kind(),
+        &settlement,
+        Money::from_minor(net, currency),
+        request.as_deref(),
+    )
+    .await?
     {
         // The ledger's accounts are unbounded here; a refusal is a bug, and the whole
         // business's part stays unrecorded until it is fixed.
@@ -576,7 +641,16 @@ async fn match_charge(
         Some(_) => {}
         None => {
             let request = till_http::request_id::current();
-            if let Err(refused) = crate::ledger::fee(connection, business, &name, line.fee, request.as_deref()).await? {
+            if let Err(refused) = crate::ledger::fee(
+                connection,
+                business,
+                GatewayKind::of_stored(&intent.gateway),
+                &name,
+                line.fee,
+                request.as_deref(),
+            )
+            .await?
+            {
                 return Err(SettleError::Api(format!("the ledger refused the fee of {name}: {}", refused.0)));
             }
             sqlx::query("UPDATE payments.intents SET fee = $2, updated_at = now() WHERE id = $1")

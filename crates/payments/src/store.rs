@@ -72,6 +72,7 @@ pub struct NewIntent<'a> {
     pub amount: Money,
     pub capture_method: CaptureMethod,
     pub status: IntentStatus,
+    pub gateway: crate::gateway::GatewayKind,
     pub payment_method: Option<&'a str>,
     pub description: Option<&'a str>,
     pub metadata: &'a Metadata,
@@ -82,7 +83,7 @@ pub async fn insert_intent(connection: &mut PgConnection, new: &NewIntent<'_>) -
     sqlx::query_as(
         "INSERT INTO payments.intents (id, business_id, amount, currency, capture_method, status, gateway,
                                        payment_method, description, metadata, customer_email)
-         VALUES ($1, $2, $3, $4, $5, $6, 'stripe', $7, $8, $9, $10)
+         VALUES ($1, $2, $3, $4, $5, $6, $11, $7, $8, $9, $10)
          RETURNING *",
     )
     .bind(new.id)
@@ -95,6 +96,7 @@ pub async fn insert_intent(connection: &mut PgConnection, new: &NewIntent<'_>) -
     .bind(new.description)
     .bind(sqlx::types::Json(new.metadata))
     .bind(new.customer_email)
+    .bind(new.gateway.as_str())
     .fetch_one(connection)
     .await
 }
@@ -304,6 +306,12 @@ pub async fn end_refund(
 
 /// Adds a succeeded refund to its intent's refunded amount (the schema bounds it by what
 /// was received).
+/// Locks the intent's row for the rest of the transaction.
+pub async fn lock_intent(connection: &mut PgConnection, intent: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1 FROM payments.intents WHERE id = $1 FOR UPDATE").bind(intent).execute(connection).await?;
+    Ok(())
+}
+
 pub async fn add_refunded(connection: &mut PgConnection, intent: Uuid, amount: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE payments.intents SET amount_refunded = amount_refunded + $2, updated_at = now() WHERE id = $1")
         .bind(intent)
@@ -325,16 +333,14 @@ pub async fn announce(
     event_type: till_outbox::EventType,
     data: &impl serde::Serialize,
 ) -> Result<(), AnnounceError> {
-    let data = serde_json::value::to_raw_value(data)?;
-    let event = till_outbox::Event::new(
+    let event = till_outbox::Event::about(
         event_type,
         BusinessId::from_uuid(business),
         resource_id,
         i64::from(version),
         at,
-        till_http::request_id::current(),
         data,
-    );
+    )?;
     till_outbox::append(connection, OUTBOX, &[event]).await?;
     Ok(())
 }

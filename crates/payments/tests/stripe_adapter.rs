@@ -7,7 +7,11 @@ use serde_json::{json, Value};
 use till_kit::{Currency, Money, Secret};
 use till_outbound::{Credentials, DependencyConfig, OutboundError, Url};
 use till_payments::gateway::stripe::{Stripe, NAMES};
-use till_payments::gateway::{Answer, CaptureMethod, GatewayStatus, NewIntent};
+use till_payments::gateway::{Answer, CaptureMethod, Gateway as _, GatewayStatus, NewIntent, PaymentMethod};
+
+fn card(id: &str) -> PaymentMethod {
+    PaymentMethod::Card(id.to_string())
+}
 
 fn gbp(minor: i64) -> Money {
     Money::from_minor(minor, Currency::parse("GBP").expect("GBP"))
@@ -106,7 +110,7 @@ impl Harness {
         assert_eq!(created.status, GatewayStatus::RequiresPaymentMethod);
         let Answer::Done(confirmed) = self
             .stripe
-            .confirm(&created.id, gbp(amount), "pm_card_visa", &format!("{key}:confirm"))
+            .confirm(&created.id, gbp(amount), &card("pm_card_visa"), None, &format!("{key}:confirm"))
             .await
             .expect("confirm")
         else {
@@ -129,11 +133,11 @@ async fn authorise_capture_refund_and_read_the_fee() {
     assert_eq!((captured.status, captured.received, captured.capturable), (GatewayStatus::Succeeded, gbp(800), gbp(0)));
     let fee = h.stripe.fee(captured.charge.as_deref().expect("charge"), gbp(0).currency()).await.expect("fee");
     assert_eq!(fee, gbp(32), "1.5 % of 800p is 12p, plus 20p");
-    let Answer::Done(refund) = h.stripe.refund(&id, gbp(300), "flow:refund:1").await.expect("refund") else {
+    let Answer::Done(refund) = h.stripe.refund(&id, None, gbp(300), "flow:refund:1").await.expect("refund") else {
         panic!("refund")
     };
     assert_eq!(refund.amount, gbp(300));
-    let Answer::Refused(refusal) = h.stripe.refund(&id, gbp(501), "flow:refund:2").await.expect("answer") else {
+    let Answer::Refused(refusal) = h.stripe.refund(&id, None, gbp(501), "flow:refund:2").await.expect("answer") else {
         panic!("an over-refund was not refused")
     };
     assert_eq!(refusal.param.as_deref(), Some("amount"));
@@ -156,14 +160,14 @@ async fn a_declined_card_leaves_the_intent_waiting_for_another() {
     let Answer::Done(created) = h.stripe.create(&new, "d:create").await.expect("create") else { panic!("create") };
     let answer = h
         .stripe
-        .confirm(&created.id, gbp(500), "pm_card_chargeDeclinedInsufficientFunds", "d:confirm")
+        .confirm(&created.id, gbp(500), &card("pm_card_chargeDeclinedInsufficientFunds"), None, "d:confirm")
         .await
         .expect("answer");
     let Answer::Declined { decline, intent } = answer else { panic!("not declined: {answer:?}") };
     assert_eq!((decline.code.as_str(), decline.decline_code.as_deref()), ("card_declined", Some("insufficient_funds")));
     assert_eq!(intent.status, GatewayStatus::RequiresPaymentMethod);
     let Answer::Done(paid) =
-        h.stripe.confirm(&created.id, gbp(500), "pm_card_visa", "d:confirm:2").await.expect("confirm")
+        h.stripe.confirm(&created.id, gbp(500), &card("pm_card_visa"), None, "d:confirm:2").await.expect("confirm")
     else {
         panic!("second card")
     };

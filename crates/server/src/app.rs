@@ -119,6 +119,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     context.provide(config.webhooks.clone());
     context.provide(config.bus.clone());
     context.provide(config.payments.clone());
+    context.provide(config.payouts.clone());
     context.provide(key_cache);
     context.provide(authenticator.clone());
     let mut mounted = Vec::with_capacity(crate::SERVICES.len() + 1);

@@ -31,6 +31,8 @@ pub struct Config {
     pub bus: till_events::bus::Bus,
     /// Where the payment gateways are (`till up`: the simulator, unless configured).
     pub payments: till_payments::PaymentsConfig,
+    /// Where the payout rails are, and how the payout saga runs.
+    pub payouts: till_payouts::PayoutsConfig,
     /// Failed authentications from one address in a minute before it is throttled (429).
     pub auth_failures_per_minute: u32,
     /// Leases of phased requests (those that call an outside party) and when the recovery
@@ -67,6 +69,7 @@ impl Config {
             webhooks: till_webhooks::WebhookConfig::default(),
             bus: till_events::bus::Bus::Embedded,
             payments: till_payments::PaymentsConfig::default(),
+            payouts: till_payouts::PayoutsConfig::default(),
         }
     }
 

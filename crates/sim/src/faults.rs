@@ -36,6 +36,12 @@ pub enum FaultKind {
     WebhookDelay,
     /// A webhook is held back and sent right after the next one.
     WebhookReorder,
+    /// A payout rail's create: the payment is paid, then returned by the beneficiary's
+    /// bank a moment later.
+    ReturnAfterPaid,
+    /// A payout rail's create: the outcome stays undecided (IMPS "deemed", a payment
+    /// held at the scheme) until `POST /_sim/{provider}/settle`.
+    Deemed,
 }
 
 impl FaultKind {
@@ -54,6 +60,8 @@ impl FaultKind {
             FaultKind::WebhookDuplicate => "webhook_duplicate",
             FaultKind::WebhookDelay => "webhook_delay",
             FaultKind::WebhookReorder => "webhook_reorder",
+            FaultKind::ReturnAfterPaid => "return_after_paid",
+            FaultKind::Deemed => "deemed",
         }
     }
 
@@ -158,6 +166,8 @@ mod tests {
             WebhookDuplicate,
             WebhookDelay,
             WebhookReorder,
+            ReturnAfterPaid,
+            Deemed,
         ] {
             let written = serde_json::to_value(kind).expect("json");
             assert_eq!(written, serde_json::json!(kind.name()));

@@ -21,6 +21,9 @@
 pub mod calls;
 pub mod faults;
 pub mod form;
+pub mod fps;
+pub mod razorpay;
+pub mod razorpayx;
 pub mod stripe;
 pub mod webhooks;
 
@@ -52,7 +55,12 @@ pub trait Provider: Send + Sync + 'static {
 
 /// The providers, one line each.
 fn providers() -> Vec<Arc<dyn Provider>> {
-    vec![Arc::new(stripe::Stripe::default())]
+    vec![
+        Arc::new(stripe::Stripe::default()),
+        Arc::new(razorpay::Razorpay::default()),
+        Arc::new(fps::Fps::default()),
+        Arc::new(razorpayx::RazorpayX::default()),
+    ]
 }
 
 /// What every provider shares: the armed faults, the call log, and where webhooks go.

@@ -216,6 +216,12 @@ pub fn test_config() -> Config {
     config.webhooks.breaker_pause_cap = std::time::Duration::from_secs(5);
     // Payouts are reconciled soon after a test settles them at the simulator.
     config.payments.settlement_interval = std::time::Duration::from_millis(200);
+    // The simulator's rail decides within a fraction of a second: the saga asks soon,
+    // and watches a paid payout for returns for a few seconds.
+    config.payouts.saga.interval = std::time::Duration::from_millis(50);
+    config.payouts.saga.poll_schedule = [100, 200, 400, 800].map(std::time::Duration::from_millis).to_vec();
+    config.payouts.saga.return_watch = std::time::Duration::from_secs(5);
+    config.payouts.saga.return_poll = std::time::Duration::from_millis(200);
     config
 }
 
@@ -242,6 +248,58 @@ pub fn stripe_settings(sim: &str) -> till_payments::StripeSettings {
     settings
 }
 
+/// Razorpay at the simulator `sim`, with attempts short enough for tests to wait out.
+pub fn razorpay_settings(sim: &str) -> till_payments::RazorpaySettings {
+    let base_url = reqwest::Url::parse(&format!("{sim}/razorpay/")).unwrap_or_else(|error| panic!("{sim}: {error}"));
+    let mut settings = till_payments::RazorpaySettings::new(
+        base_url,
+        String::from("rzp_test_tilltestkit"),
+        Secret::new(String::from("till_testkit_secret")),
+    );
+    settings.attempt_timeout = Duration::from_secs(2);
+    settings.webhook_secret = Some(Secret::new(String::from(RAZORPAY_WEBHOOK_SECRET)));
+    settings
+}
+
+/// Faster Payments at the simulator `sim`, with attempts short enough for tests to wait
+/// out.
+pub fn fps_settings(sim: &str) -> till_payouts::FpsSettings {
+    let base_url = reqwest::Url::parse(&format!("{sim}/fps/")).unwrap_or_else(|error| panic!("{sim}: {error}"));
+    let mut settings = till_payouts::FpsSettings::new(
+        base_url,
+        Secret::new(String::from("fps_test_testkit")),
+        String::from("A000TEST"),
+    );
+    settings.attempt_timeout = Duration::from_secs(2);
+    // A test meets an open breaker within a few failures, and waits 2 s for it, not 30.
+    settings.breaker.minimum_calls = 6;
+    settings.breaker.open_for = Duration::from_secs(2);
+    settings
+}
+
+/// RazorpayX Payouts at the simulator `sim`, with attempts short enough for tests to
+/// wait out, a breaker as quick as Faster Payments', and the webhooks' secret.
+pub fn razorpayx_settings(sim: &str) -> till_payouts::RazorpayXSettings {
+    let base_url = reqwest::Url::parse(&format!("{sim}/razorpayx/")).unwrap_or_else(|error| panic!("{sim}: {error}"));
+    let mut settings = till_payouts::RazorpayXSettings::new(
+        base_url,
+        String::from("rzp_test_tilltestkitx"),
+        Secret::new(String::from("till_testkit_secret")),
+        String::from("2323230041626905"),
+    );
+    settings.attempt_timeout = Duration::from_secs(2);
+    settings.breaker.minimum_calls = 6;
+    settings.breaker.open_for = Duration::from_secs(2);
+    settings.webhook_secret = Some(Secret::new(String::from(RAZORPAYX_WEBHOOK_SECRET)));
+    settings
+}
+
+/// The secret of the test simulator's RazorpayX webhooks.
+pub const RAZORPAYX_WEBHOOK_SECRET: &str = "till_testkit_razorpayx_webhooks";
+
+/// The secret of the test simulator's Razorpay webhooks.
+pub const RAZORPAY_WEBHOOK_SECRET: &str = "till_testkit_razorpay_webhooks";
+
 /// The signing secret of the test simulator's Stripe webhooks (a test signs its own
 /// webhooks with it, or with another to see them refused).
 pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_till_testkit";
@@ -249,20 +307,34 @@ pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_till_testkit";
 /// A simulator of the outside world of the test's own, stopped with the test's runtime.
 /// Its gateways pay out only when the test asks (`POST /_sim/{provider}/settle`), so no
 /// payout lands in the middle of what a test measures.
-/// Its Stripe sends webhooks to `app` (when given), signed with [`STRIPE_WEBHOOK_SECRET`].
+/// Its Stripe and Razorpay send webhooks to `app` (when given), signed with
+/// [`STRIPE_WEBHOOK_SECRET`] and [`RAZORPAY_WEBHOOK_SECRET`].
 /// A test that needs gateway settings of its own starts one (`None`: no webhooks) and
 /// sets `config.payments.stripe` from [`stripe_settings`].
 pub async fn start_simulator(app: Option<&str>) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
     let webhooks = app
-        .map(|app| till_sim::webhooks::Target {
-            provider: String::from("stripe"),
-            url: format!("{app}{}", till_payments::provider_webhooks::STRIPE_WEBHOOKS_PATH),
-            secret: String::from(STRIPE_WEBHOOK_SECRET),
+        .map(|app| {
+            vec![
+                till_sim::webhooks::Target {
+                    provider: String::from("stripe"),
+                    url: format!("{app}{}", till_payments::provider_webhooks::STRIPE_WEBHOOKS_PATH),
+                    secret: String::from(STRIPE_WEBHOOK_SECRET),
+                },
+                till_sim::webhooks::Target {
+                    provider: String::from("razorpay"),
+                    url: format!("{app}{}", till_payments::provider_webhooks::RAZORPAY_WEBHOOKS_PATH),
+                    secret: String::from(RAZORPAY_WEBHOOK_SECRET),
+                },
+                till_sim::webhooks::Target {
+                    provider: String::from("razorpayx"),
+                    url: format!("{app}{}", till_payouts::rail_webhooks::RAZORPAYX_WEBHOOKS_PATH),
+                    secret: String::from(RAZORPAYX_WEBHOOK_SECRET),
+                },
+            ]
         })
-        .into_iter()
-        .collect();
+        .unwrap_or_default();
     let options = till_sim::Options { schedule: false, webhooks };
     tokio::spawn(till_sim::serve_with(listener, options, std::future::pending()));
     Ok(address)
@@ -278,9 +350,19 @@ async fn try_spawn_on(database: TestDatabase, mut config: Config, extension: Ext
         None => {
             let sim = start_simulator(Some(&address)).await?;
             config.payments.stripe = Some(stripe_settings(&sim));
+            config.payments.razorpay = Some(razorpay_settings(&sim));
             sim
         }
     };
+    if config.payments.razorpay.is_none() {
+        config.payments.razorpay = Some(razorpay_settings(&sim));
+    }
+    if config.payouts.fps.is_none() {
+        config.payouts.fps = Some(fps_settings(&sim));
+    }
+    if config.payouts.razorpayx.is_none() {
+        config.payouts.razorpayx = Some(razorpayx_settings(&sim));
+    }
     let pool = database.app_pool(10).await?;
     let owner_pool = database.owner_pool().await?;
     let admin_token = config.admin_token.expose_secret().clone();
@@ -320,6 +402,7 @@ impl TestApp {
         config.keyring = self.keyring.clone();
         // And their gateways.
         config.payments.stripe = Some(stripe_settings(&self.sim));
+        config.payments.razorpay = Some(razorpay_settings(&self.sim));
         try_spawn_on(self.database.clone(), config, Extension::default())
             .await
             .unwrap_or_else(|error| panic!("spawning another instance: {error:#}"))
@@ -332,6 +415,31 @@ impl TestApp {
     /// A request with a bearer credential.
     pub fn request(&self, method: Method, path: &str, credential: &str) -> RequestBuilder {
         self.client.request(method, self.url(path)).bearer_auth(credential)
+    }
+
+    /// The simulator's log of `provider`'s calls of `operation`, oldest first.
+    pub async fn sim_calls(&self, provider: &str, operation: &str) -> Vec<Value> {
+        let url = format!("{}/_sim/calls?provider={provider}", self.sim);
+        let response = self.client.get(url).send().await.unwrap_or_else(|error| panic!("the sim's calls: {error}"));
+        let calls: Value = response.json().await.unwrap_or_else(|error| panic!("the sim's calls: {error}"));
+        calls["data"].as_array().into_iter().flatten().filter(|call| call["operation"] == operation).cloned().collect()
+    }
+
+    /// `provider`'s own view of its object `id` at the simulator.
+    pub async fn sim_object(&self, provider: &str, id: &str) -> Value {
+        let url = format!("{}/_sim/{provider}/objects/{id}", self.sim);
+        let response = self.client.get(url).send().await.unwrap_or_else(|error| panic!("{provider} {id}: {error}"));
+        assert_eq!(response.status().as_u16(), 200, "{provider} has no {id}");
+        response.json().await.unwrap_or_else(|error| panic!("{provider} {id}: {error}"))
+    }
+
+    /// Arms a fault at the simulator for the next `count` calls of `provider`'s `operation`.
+    pub async fn arm_fault(&self, provider: &str, operation: &str, fault: &str, count: u32, delay_ms: Option<u64>) {
+        let body = serde_json::json!({"provider": provider, "operation": operation, "fault": fault, "count": count,
+                                      "delay_ms": delay_ms});
+        let url = format!("{}/_sim/faults", self.sim);
+        let response = self.client.post(url).json(&body).send().await.unwrap_or_else(|error| panic!("fault: {error}"));
+        assert_eq!(response.status().as_u16(), 201, "the simulator armed {fault}");
     }
 
     pub async fn get(&self, path: &str, credential: &str) -> Response {

@@ -184,8 +184,10 @@ pub struct UpArgs {
     /// when the API's is 0).
     #[arg(long, env = "TILL_SIM_PORT")]
     pub sim_port: Option<u16>,
-    /// `off`: do not start the simulator (then set TILL_STRIPE_BASE_URL, or payments
-    /// answer 503).
+    /// `off`: do not start the simulator (then set TILL_STRIPE_BASE_URL,
+    /// TILL_RAZORPAY_BASE_URL, TILL_FPS_BASE_URL and TILL_RAZORPAYX_BASE_URL, or calls
+    /// to them fail: payments
+    /// answer 503, payouts wait queued for the rail).
     #[arg(long, env = "TILL_SIMULATOR", default_value = "on", value_parser = ["on", "off"])]
     pub simulator: String,
     /// Stripe's API (`https://api.stripe.com/`); set, the simulator does not stand in.
@@ -198,6 +200,57 @@ pub struct UpArgs {
     /// TILL_STRIPE_BASE_URL; without it Stripe's webhooks are refused (400).
     #[arg(long, env = "TILL_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
     pub stripe_webhook_secret: Option<String>,
+    /// Razorpay's API (`https://api.razorpay.com/`); set, the simulator does not stand in.
+    #[arg(long, env = "TILL_RAZORPAY_BASE_URL")]
+    pub razorpay_base_url: Option<String>,
+    /// Razorpay's key id (`rzp_live_…`, `rzp_test_…`), with TILL_RAZORPAY_BASE_URL.
+    #[arg(long, env = "TILL_RAZORPAY_KEY_ID")]
+    pub razorpay_key_id: Option<String>,
+    /// Razorpay's key secret, with TILL_RAZORPAY_BASE_URL.
+    #[arg(long, env = "TILL_RAZORPAY_KEY_SECRET", hide_env_values = true)]
+    pub razorpay_key_secret: Option<String>,
+    /// The secret of Razorpay's webhook for Till (set in its dashboard), with
+    /// TILL_RAZORPAY_BASE_URL; without it Razorpay's webhooks are refused (400).
+    #[arg(long, env = "TILL_RAZORPAY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub razorpay_webhook_secret: Option<String>,
+    /// The Faster Payments provider's API (a Modulr-shaped payments API); set, the
+    /// simulator does not stand in.
+    #[arg(long, env = "TILL_FPS_BASE_URL")]
+    pub fps_base_url: Option<String>,
+    /// The Faster Payments provider's API key, with TILL_FPS_BASE_URL.
+    #[arg(long, env = "TILL_FPS_API_KEY", hide_env_values = true)]
+    pub fps_api_key: Option<String>,
+    /// The platform's account at the Faster Payments provider that payouts leave from,
+    /// with TILL_FPS_BASE_URL.
+    #[arg(long, env = "TILL_FPS_SOURCE_ACCOUNT")]
+    pub fps_source_account: Option<String>,
+    /// RazorpayX's API (`https://api.razorpay.com/`), for payouts in India; set, the
+    /// simulator does not stand in.
+    #[arg(long, env = "TILL_RAZORPAYX_BASE_URL")]
+    pub razorpayx_base_url: Option<String>,
+    /// RazorpayX's key id (`rzp_live_…`, `rzp_test_…`), with TILL_RAZORPAYX_BASE_URL.
+    #[arg(long, env = "TILL_RAZORPAYX_KEY_ID")]
+    pub razorpayx_key_id: Option<String>,
+    /// RazorpayX's key secret, with TILL_RAZORPAYX_BASE_URL.
+    #[arg(long, env = "TILL_RAZORPAYX_KEY_SECRET", hide_env_values = true)]
+    pub razorpayx_key_secret: Option<String>,
+    /// The platform's RazorpayX business account number that payouts leave from, with
+    /// TILL_RAZORPAYX_BASE_URL.
+    #[arg(long, env = "TILL_RAZORPAYX_ACCOUNT_NUMBER")]
+    pub razorpayx_account_number: Option<String>,
+    /// The secret of RazorpayX's webhook for Till (set in its dashboard), with
+    /// TILL_RAZORPAYX_BASE_URL; without it RazorpayX's webhooks are refused (400).
+    #[arg(long, env = "TILL_RAZORPAYX_WEBHOOK_SECRET", hide_env_values = true)]
+    pub razorpayx_webhook_secret: Option<String>,
+    /// When the payout saga asks the rail again about a payout it holds, in milliseconds
+    /// after each look, comma-separated; the last repeats (default: 3, 10, 30 minutes, 2
+    /// and 4 hours, a provider's guidance; with the simulator, half a second to 5 s).
+    #[arg(long, env = "TILL_PAYOUTS_POLL_MS", value_delimiter = ',')]
+    pub payouts_poll_ms: Option<Vec<u64>>,
+    /// How long a payout's saga step holds it before another worker may take it over (a
+    /// process that died mid-step leaves it this long).
+    #[arg(long, env = "TILL_PAYOUTS_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub payouts_lease_seconds: u64,
     /// The platform admin token (at least 32 characters). Default: generated on the first
     /// start and kept in `<data-dir>/admin-token`.
     #[arg(long, env = "TILL_ADMIN_TOKEN", hide_env_values = true)]

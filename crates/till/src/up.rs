@@ -62,6 +62,11 @@ async fn serve(
     // The simulator sends its webhooks to this instance, on loopback.
     let webhooks_to = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
     let simulator = start_simulator(args, &mut config, &webhooks_to).await?;
+    // Set explicitly, the saga's schedule wins over the simulator's and the defaults.
+    if let Some(schedule) = args.payouts_poll_ms.as_ref().filter(|schedule| !schedule.is_empty()) {
+        config.payouts.saga.poll_schedule = schedule.iter().map(|ms| std::time::Duration::from_millis(*ms)).collect();
+    }
+    config.payouts.saga.lease = std::time::Duration::from_secs(args.payouts_lease_seconds);
     let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
     let demo = create_demo_business_once(&pool, &args.database.data_dir).await?;
@@ -190,8 +195,10 @@ fn print_banner(
         if broker { "RabbitMQ (TILL_BROKER_URL), published from the event log" } else { "the embedded event log" }
     );
     match simulator {
-        Some(sim) => println!("  Gateways: the simulator at {sim} (Stripe at /stripe/v1): no real money moves"),
-        None => println!("  Gateways: as configured (TILL_STRIPE_BASE_URL)"),
+        Some(sim) => println!(
+            "  Gateways: the simulator at {sim} (Stripe at /stripe/v1, Razorpay at /razorpay/v1, Faster Payments at /fps/api, RazorpayX at /razorpayx/v1): no real money moves"
+        ),
+        None => println!("  Gateways: as configured (TILL_STRIPE_BASE_URL, TILL_RAZORPAY_BASE_URL, TILL_FPS_BASE_URL, TILL_RAZORPAYX_BASE_URL)"),
     }
     if let Some(demo) = demo {
         println!();
@@ -222,12 +229,41 @@ fn print_banner(
 /// instance), signed with a secret made for this run. Returns its address when it runs.
 /// It serves until the process ends.
 async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyhow::Result<Option<String>> {
-    if let Some(base) = &args.stripe_base_url {
-        let base_url = till_outbound::Url::parse(base).context("TILL_STRIPE_BASE_URL is not a URL")?;
-        let key = args.stripe_secret_key.clone().context("TILL_STRIPE_BASE_URL needs TILL_STRIPE_SECRET_KEY")?;
-        let mut stripe = till_payments::StripeSettings::new(base_url, Secret::new(key));
-        stripe.webhook_secret = args.stripe_webhook_secret.clone().map(Secret::new);
-        config.payments.stripe = Some(stripe);
+    let configured = [&args.stripe_base_url, &args.razorpay_base_url, &args.fps_base_url, &args.razorpayx_base_url];
+    if configured.iter().any(|base| base.is_some()) {
+        if let Some(base) = &args.stripe_base_url {
+            let base_url = till_outbound::Url::parse(base).context("TILL_STRIPE_BASE_URL is not a URL")?;
+            let key = args.stripe_secret_key.clone().context("TILL_STRIPE_BASE_URL needs TILL_STRIPE_SECRET_KEY")?;
+            let mut stripe = till_payments::StripeSettings::new(base_url, Secret::new(key));
+            stripe.webhook_secret = args.stripe_webhook_secret.clone().map(Secret::new);
+            config.payments.stripe = Some(stripe);
+        }
+        if let Some(base) = &args.razorpay_base_url {
+            let base_url = till_outbound::Url::parse(base).context("TILL_RAZORPAY_BASE_URL is not a URL")?;
+            let id = args.razorpay_key_id.clone().context("TILL_RAZORPAY_BASE_URL needs TILL_RAZORPAY_KEY_ID")?;
+            let secret =
+                args.razorpay_key_secret.clone().context("TILL_RAZORPAY_BASE_URL needs TILL_RAZORPAY_KEY_SECRET")?;
+            let mut razorpay = till_payments::RazorpaySettings::new(base_url, id, Secret::new(secret));
+            razorpay.webhook_secret = args.razorpay_webhook_secret.clone().map(Secret::new);
+            config.payments.razorpay = Some(razorpay);
+        }
+        if let Some(base) = &args.fps_base_url {
+            let base_url = till_outbound::Url::parse(base).context("TILL_FPS_BASE_URL is not a URL")?;
+            let key = args.fps_api_key.clone().context("TILL_FPS_BASE_URL needs TILL_FPS_API_KEY")?;
+            let account = args.fps_source_account.clone().context("TILL_FPS_BASE_URL needs TILL_FPS_SOURCE_ACCOUNT")?;
+            config.payouts.fps = Some(till_payouts::FpsSettings::new(base_url, Secret::new(key), account));
+        }
+        if let Some(base) = &args.razorpayx_base_url {
+            let base_url = till_outbound::Url::parse(base).context("TILL_RAZORPAYX_BASE_URL is not a URL")?;
+            let needs = |name: &str| format!("TILL_RAZORPAYX_BASE_URL needs {name}");
+            let id = args.razorpayx_key_id.clone().with_context(|| needs("TILL_RAZORPAYX_KEY_ID"))?;
+            let secret = args.razorpayx_key_secret.clone().with_context(|| needs("TILL_RAZORPAYX_KEY_SECRET"))?;
+            let account =
+                args.razorpayx_account_number.clone().with_context(|| needs("TILL_RAZORPAYX_ACCOUNT_NUMBER"))?;
+            let mut razorpayx = till_payouts::RazorpayXSettings::new(base_url, id, Secret::new(secret), account);
+            razorpayx.webhook_secret = args.razorpayx_webhook_secret.clone().map(Secret::new);
+            config.payouts.razorpayx = Some(razorpayx);
+        }
         return Ok(None);
     }
     if args.simulator == "off" {
@@ -247,13 +283,56 @@ async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyho
     let mut stripe = till_payments::StripeSettings::new(base_url, Secret::new(String::from("sk_test_till_simulator")));
     stripe.webhook_secret = Some(Secret::new(webhook_secret.clone()));
     config.payments.stripe = Some(stripe);
+    let base_url = till_outbound::Url::parse(&format!("{sim}/razorpay/")).context("the simulator's URL")?;
+    let razorpay_secret = hex::encode(rand::random::<[u8; 24]>());
+    let mut razorpay = till_payments::RazorpaySettings::new(
+        base_url,
+        String::from("rzp_test_tillsimulator"),
+        Secret::new(String::from("till_simulator_secret")),
+    );
+    razorpay.webhook_secret = Some(Secret::new(razorpay_secret.clone()));
+    config.payments.razorpay = Some(razorpay);
+    let base_url = till_outbound::Url::parse(&format!("{sim}/fps/")).context("the simulator's URL")?;
+    config.payouts.fps = Some(till_payouts::FpsSettings::new(
+        base_url,
+        Secret::new(String::from("fps_test_till_simulator")),
+        String::from("A000TILL"),
+    ));
+    let base_url = till_outbound::Url::parse(&format!("{sim}/razorpayx/")).context("the simulator's URL")?;
+    let razorpayx_secret = hex::encode(rand::random::<[u8; 24]>());
+    let mut razorpayx = till_payouts::RazorpayXSettings::new(
+        base_url,
+        String::from("rzp_test_tillsimulator"),
+        Secret::new(String::from("till_simulator_secret")),
+        String::from("2323230041626905"),
+    );
+    razorpayx.webhook_secret = Some(Secret::new(razorpayx_secret.clone()));
+    config.payouts.razorpayx = Some(razorpayx);
+    // The simulator's rail decides in a fraction of a second and returns within one: ask
+    // it soon and watch a paid payout for a minute (a real provider's guidance is minutes
+    // to hours, and days for a return: the defaults).
+    config.payouts.saga.poll_schedule = [500, 1_000, 2_000, 5_000].map(std::time::Duration::from_millis).to_vec();
+    config.payouts.saga.return_watch = std::time::Duration::from_secs(60);
+    config.payouts.saga.return_poll = std::time::Duration::from_secs(2);
     let options = till_sim::Options {
         schedule: true,
-        webhooks: vec![till_sim::webhooks::Target {
-            provider: String::from("stripe"),
-            url: format!("{api}{}", till_payments::provider_webhooks::STRIPE_WEBHOOKS_PATH),
-            secret: webhook_secret,
-        }],
+        webhooks: vec![
+            till_sim::webhooks::Target {
+                provider: String::from("stripe"),
+                url: format!("{api}{}", till_payments::provider_webhooks::STRIPE_WEBHOOKS_PATH),
+                secret: webhook_secret,
+            },
+            till_sim::webhooks::Target {
+                provider: String::from("razorpay"),
+                url: format!("{api}{}", till_payments::provider_webhooks::RAZORPAY_WEBHOOKS_PATH),
+                secret: razorpay_secret,
+            },
+            till_sim::webhooks::Target {
+                provider: String::from("razorpayx"),
+                url: format!("{api}{}", till_payouts::rail_webhooks::RAZORPAYX_WEBHOOKS_PATH),
+                secret: razorpayx_secret,
+            },
+        ],
     };
     tokio::spawn(async move {
         if let Err(error) = till_sim::serve_with(listener, options, std::future::pending()).await {
@@ -271,7 +350,7 @@ pub async fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the simulator to {}:{}", args.bind, args.port))?;
     let address = listener.local_addr()?;
     println!(
-        "Till's simulator on http://{address}: Stripe at /stripe/v1, faults at /_sim/faults. No real money moves."
+        "Till's simulator on http://{address}: Stripe at /stripe/v1, Razorpay at /razorpay/v1, faults at /_sim/faults. No real money moves."
     );
     println!("Press Ctrl-C to stop.");
     till_sim::serve(listener, shutdown).await?;

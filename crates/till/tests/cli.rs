@@ -14,9 +14,36 @@ use nix::unistd::Pid;
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 struct Running {
-    child: Child,
+    child: Reaped,
     output: Vec<String>,
     port: u16,
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so that a test that
+/// fails half-way leaves no `till up` or `till sim` behind: one left running keeps the
+/// test runner's stderr open, and CI waits on it until its time runs out.
+struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -61,7 +88,7 @@ fn start_up(mut command: Command, port: u16) -> Running {
                 .find_map(|line| line.trim().strip_prefix("API:"))
                 .and_then(|url| url.trim().trim_start_matches("http://127.0.0.1:").trim_end_matches("/v1").parse().ok())
                 .unwrap_or(port);
-            return Running { child, output, port };
+            return Running { child: Reaped(child), output, port };
         }
     }
     let _ = child.kill();
@@ -360,13 +387,15 @@ fn till_sim_serves_the_simulator_until_sigterm() {
 }
 
 /// `till sim` on any port, as its own process: it, its address and its banner.
-fn start_sim() -> (Child, String, String) {
-    let mut child = till()
-        .args(["sim", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn till sim");
+fn start_sim() -> (Reaped, String, String) {
+    let mut child = Reaped(
+        till()
+            .args(["sim", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn till sim"),
+    );
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let banner = lines.next().expect("a banner").expect("banner text");
@@ -456,6 +485,7 @@ fn a_killed_till_up_finishes_every_payment_it_started() {
     let mut child = running.child;
     child.kill().expect("SIGKILL");
     let _ = child.wait();
+    let killed_at = Instant::now();
     let _ = runtime.block_on(load);
 
     let running = start(port);
@@ -463,23 +493,35 @@ fn a_killed_till_up_finishes_every_payment_it_started() {
         let get = |path: String| {
             let (client, base, key) = (client.clone(), base.clone(), key.clone());
             async move {
-                client
-                    .get(format!("{base}{path}"))
-                    .bearer_auth(&key)
-                    .send()
-                    .await
-                    .expect("get")
-                    .json::<serde_json::Value>()
-                    .await
-                    .expect("json")
+                // Every read must be an answer: a 503 read as "no data" could end the
+                // wait below while a refund is still pending (the restarted Till's pool
+                // busy with the points it resumes). A client retries a 503.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let response = client.get(format!("{base}{path}")).bearer_auth(&key).send().await.expect("get");
+                    let status = response.status().as_u16();
+                    let body = response.json::<serde_json::Value>().await.expect("json");
+                    if status == 503 && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    assert_eq!(status, 200, "GET {path}: {body}");
+                    return body;
+                }
             }
         };
         // Within the lease and the grace (and the job's pass), nothing is processing.
         let at_restart = get("/v1/payment_intents?status=processing&limit=100".into()).await;
         eprintln!("processing at the restart: {}", at_restart["data"].as_array().map_or(0, Vec::len));
         // Refunds too: a refund whose call was in flight is `pending` (its intent is not
-        // processing) until the job resumes it.
+        // processing) until the job resumes it. And a request that died before its first
+        // phase committed has nothing to show until the job resumes it from the start:
+        // the job takes every abandoned key once its lease (3 s) and the grace (1 s) have
+        // run out, within its 1 s tick, so nothing counts as settled before then, and
+        // only two quiet looks a second apart end the wait.
+        let quiet_from = killed_at + Duration::from_secs(3 + 1 + 2);
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut quiet = 0;
         loop {
             let processing = get("/v1/payment_intents?status=processing&limit=100".into()).await;
             let refunds = get("/v1/refunds?limit=100".into()).await;
@@ -491,10 +533,15 @@ fn a_killed_till_up_finishes_every_payment_it_started() {
                 .filter(|refund| refund["status"] == "pending")
                 .collect();
             if processing["data"].as_array().is_some_and(Vec::is_empty) && pending.is_empty() {
-                break;
+                quiet += 1;
+                if quiet >= 2 && Instant::now() >= quiet_from {
+                    break;
+                }
+            } else {
+                quiet = 0;
             }
             assert!(Instant::now() < deadline, "still processing after the restart: {processing}, {pending:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
         }
         let mut intents = Vec::new();
         let mut after: Option<String> = None;
@@ -540,7 +587,12 @@ fn a_killed_till_up_finishes_every_payment_it_started() {
                     .json()
                     .await
                     .expect("json");
-                assert_eq!(intent["amount_refunded"], charge["amount_refunded"], "refunds agree: {intent} / {charge}");
+                let id = intent["id"].as_str().unwrap_or_default();
+                let refunds = get(format!("/v1/refunds?payment_intent_id={id}")).await;
+                assert_eq!(
+                    intent["amount_refunded"], charge["amount_refunded"],
+                    "refunds agree: {intent} / {charge} / Till's refunds {refunds}"
+                );
             }
         }
         let pending = get("/v1/refunds?limit=100".into()).await;
@@ -551,6 +603,230 @@ fn a_killed_till_up_finishes_every_payment_it_started() {
         assert_eq!(ledger["ok"], true, "{ledger}");
         let payments = get("/v1/payments/check".into()).await;
         assert_eq!(payments["ok"], true, "{payments}");
+    });
+    stop(running, Signal::SIGTERM);
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let pg_dir = cluster_dir(&data_dir);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&pg_dir);
+}
+
+/// Kill -9 of `till up` while 8 clients make 200 payouts and the saga sends them, then a
+/// restart: every payout the clients asked for exists once (their retries ride through
+/// the restart with the same Idempotency-Key), ends `paid`, has exactly one payment at
+/// the rail (the simulator, which lives on), and the ledger and the payout invariants
+/// hold: no hold open on a paid payout, nothing paid twice.
+#[test]
+fn a_killed_till_up_pays_every_payout_exactly_once() {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 25;
+    const AMOUNT: i64 = 10;
+    let data_dir = temp_dir("payouts-kill");
+    let (mut sim, sim_base, _) = start_sim();
+    let start = |port: u16| {
+        let mut command = till();
+        command
+            .env("TILL_DATA_DIR", &data_dir)
+            .env("TILL_STRIPE_BASE_URL", format!("{sim_base}/stripe/"))
+            .env("TILL_STRIPE_SECRET_KEY", "sk_test_chaos")
+            .env("TILL_FPS_BASE_URL", format!("{sim_base}/fps/"))
+            .env("TILL_FPS_API_KEY", "fps_test_chaos")
+            .env("TILL_FPS_SOURCE_ACCOUNT", "A000CHAOS")
+            .env("TILL_PAYOUTS_POLL_MS", "100,200,500")
+            .env("TILL_PAYOUTS_LEASE_SECONDS", "2")
+            .env("TILL_RATE_LIMIT_PER_SECOND", "100000")
+            .env("TILL_RATE_LIMIT_BURST", "100000");
+        start_up(command, port)
+    };
+    let running = start(0);
+    let port = running.port;
+    let key = api_key_in(&running.output).expect("the demo business's key");
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let get = |path: String| {
+        let (client, base, key) = (client.clone(), base.clone(), key.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let response = client.get(format!("{base}{path}")).bearer_auth(&key).send().await;
+                match response {
+                    Ok(response) if response.status().as_u16() == 200 => {
+                        return response.json::<serde_json::Value>().await.expect("json");
+                    }
+                    other => {
+                        assert!(Instant::now() < deadline, "GET {path}: {other:?}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+    };
+    let post = {
+        let (client, base, key) = (client.clone(), base.clone(), key.clone());
+        move |path: &'static str, idempotency: String, body: serde_json::Value| {
+            let (client, base, key) = (client.clone(), base.clone(), key.clone());
+            async move {
+                client
+                    .post(format!("{base}{path}"))
+                    .bearer_auth(&key)
+                    .header("Idempotency-Key", idempotency)
+                    .json(&body)
+                    .send()
+                    .await
+            }
+        }
+    };
+    // Funds: a captured payment, paid out by the simulator's Stripe and reconciled.
+    let funded = 100_000_i64;
+    let beneficiary = runtime.block_on(async {
+        let gross =
+            (funded..funded * 2).find(|gross| gross - ((gross * 150 + 5_000) / 10_000 + 20) == funded).expect("gross");
+        let body =
+            serde_json::json!({"amount": gross, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true});
+        let paid = post("/v1/payment_intents", "fund".into(), body).await.expect("pay");
+        assert_eq!(paid.status().as_u16(), 201);
+        let settle = client.post(format!("{sim_base}/_sim/stripe/settle")).send().await.expect("settle");
+        assert_eq!(settle.status().as_u16(), 200);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let balance = get("/v1/balance".into()).await;
+            if balance["available"][0]["amount"] == funded {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never funded: {balance}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let body = serde_json::json!({"type": "uk_account", "name": "Acme Supplies", "sort_code": "089999",
+                                      "account_number": "66374958"});
+        let created = post("/v1/beneficiaries", "ben".into(), body).await.expect("beneficiary");
+        assert_eq!(created.status().as_u16(), 201);
+        created.json::<serde_json::Value>().await.expect("json")["id"].as_str().expect("id").to_string()
+    });
+
+    // The load: each client makes its payouts, retrying each with its own key until it
+    // has an answer, as a client must when the server goes away.
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load = runtime.spawn({
+        let (post, beneficiary, made) = (post.clone(), beneficiary.clone(), made.clone());
+        async move {
+            let clients = (0..CLIENTS).map(|n| {
+                let (post, beneficiary, made) = (post.clone(), beneficiary.clone(), made.clone());
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in 0..EACH {
+                        let body = serde_json::json!({"beneficiary_id": beneficiary, "amount": AMOUNT,
+                                                      "currency": "GBP", "reference": format!("CHAOS {n:02} {i:02}")});
+                        let deadline = Instant::now() + Duration::from_secs(120);
+                        loop {
+                            assert!(Instant::now() < deadline, "payout {n}/{i} never answered");
+                            match post("/v1/payouts", format!("chaos-{n}-{i}"), body.clone()).await {
+                                Ok(response) if response.status().as_u16() == 201 => {
+                                    let created: serde_json::Value = response.json().await.expect("json");
+                                    ids.push(created["id"].as_str().expect("id").to_string());
+                                    made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    break;
+                                }
+                                // Down, restarting, or the key still held by the dead
+                                // process's transaction: try again with the same key.
+                                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                            }
+                        }
+                    }
+                    ids
+                })
+            });
+            let mut ids = Vec::new();
+            for client in clients.collect::<Vec<_>>() {
+                ids.extend(client.await.expect("client"));
+            }
+            ids
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while made.load(std::sync::atomic::Ordering::SeqCst) < 60 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut child = running.child;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    eprintln!("payouts made before the kill: {}", made.load(std::sync::atomic::Ordering::SeqCst));
+    let running = start(port);
+    let ids = runtime.block_on(load).expect("load");
+    assert_eq!(ids.len(), CLIENTS * EACH);
+
+    runtime.block_on(async {
+        // Every payout reaches `paid`: the saga retakes what the dead one leased.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut payouts: Vec<serde_json::Value>;
+        loop {
+            payouts = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let path = match &after {
+                    Some(cursor) => format!("/v1/payouts?limit=100&starting_after={cursor}"),
+                    None => "/v1/payouts?limit=100".to_string(),
+                };
+                let page = get(path).await;
+                payouts.extend(page["data"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => after = Some(cursor.to_string()),
+                    None => break,
+                }
+            }
+            if payouts.len() == CLIENTS * EACH && payouts.iter().all(|payout| payout["status"] == "paid") {
+                break;
+            }
+            let open = payouts.iter().filter(|payout| payout["status"] != "paid").count();
+            assert!(Instant::now() < deadline, "{} payouts, {open} not paid", payouts.len());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut listed: Vec<String> =
+            payouts.iter().map(|payout| payout["id"].as_str().expect("id").to_string()).collect();
+        listed.sort();
+        let mut asked = ids.clone();
+        asked.sort();
+        assert_eq!(listed, asked, "one payout per client request, none lost, none twice");
+        // One payment at the rail per payout, the one Till recorded.
+        for payout in &payouts {
+            let rail_id = payout["rail_payout_id"].as_str().expect("rail id");
+            let rail: serde_json::Value = client
+                .get(format!("{sim_base}/_sim/fps/objects/{rail_id}"))
+                .send()
+                .await
+                .expect("object")
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(
+                (rail["status"].as_str(), rail["externalReference"].as_str()),
+                (Some("PROCESSED"), payout["id"].as_str())
+            );
+        }
+        let calls: serde_json::Value = client
+            .get(format!("{sim_base}/_sim/calls?provider=fps"))
+            .send()
+            .await
+            .expect("calls")
+            .json()
+            .await
+            .expect("json");
+        let nonces: std::collections::BTreeSet<String> = calls["data"]
+            .as_array()
+            .expect("calls")
+            .iter()
+            .filter(|call| call["operation"] == "create")
+            .filter_map(|call| call["idempotency_key"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(nonces.len(), CLIENTS * EACH, "each payout was sent under its own key, and only it");
+        let balance = get("/v1/balance".into()).await;
+        assert_eq!(balance["available"][0]["amount"], funded - AMOUNT * i64::try_from(CLIENTS * EACH).expect("count"));
+        let ledger = get("/v1/ledger/check".into()).await;
+        assert_eq!(ledger["ok"], true, "{ledger}");
+        let report = get("/v1/payouts/check".into()).await;
+        assert_eq!(report["ok"], true, "{report}");
     });
     stop(running, Signal::SIGTERM);
     let _ = sim.kill();

@@ -225,7 +225,24 @@ fn signal_group(child: &Child, signal: nix::sys::signal::Signal) {
     }
 }
 
+/// A port free now, from below the kernel's ephemeral range. A port the kernel hands out
+/// for `:0` comes from that range, which outgoing connections also draw their source
+/// ports from: under a parallel test run, one of them took the node's AMQP port between
+/// this choice and RabbitMQ's bind (`eaddrinuse`, seen in CI). Below the range, only
+/// another explicit bind can take it.
 fn free_port() -> anyhow::Result<u16> {
+    use rand::Rng;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|start| start.parse::<u16>().ok()))
+        .unwrap_or(32_768);
+    let (low, high) = (10_000_u16, ephemeral_start.max(10_001));
+    for _ in 0..100 {
+        let port = rand::thread_rng().gen_range(low..high);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

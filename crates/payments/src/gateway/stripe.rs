@@ -14,8 +14,8 @@ use till_outbound::{
 };
 
 use super::{
-    Answer, Decline, GatewayIntent, GatewayPayout, GatewayRefund, GatewayStatus, LineKind, NewIntent, PayoutPage,
-    RefundStatus, Refusal, SettlementLine,
+    Answer, Decline, Event, Gateway, GatewayIntent, GatewayKind, GatewayPayout, GatewayRefund, GatewayStatus, LineKind,
+    NewIntent, PaymentMethod, PayoutPage, RefundStatus, Refusal, SettlementLine,
 };
 
 pub const NAMES: Names = Names {
@@ -52,14 +52,25 @@ impl Stripe {
             .map_err(|error| OutboundError::Request { names: NAMES, cause: error.to_string() })?;
         Ok(Stripe { dependency })
     }
+}
 
-    /// The kit's dependency (its breaker's state, for the API and the metrics).
-    pub fn dependency(&self) -> &Dependency {
+#[async_trait::async_trait]
+impl Gateway for Stripe {
+    fn kind(&self) -> GatewayKind {
+        GatewayKind::Stripe
+    }
+
+    fn dependency(&self) -> &Dependency {
         &self.dependency
     }
 
+    /// Stripe's payment methods (`pm_…`), in the currencies Till routes to it.
+    fn accepts(&self, method: &PaymentMethod, _currency: till_kit::Currency) -> bool {
+        matches!(method, PaymentMethod::Card(_))
+    }
+
     /// Creates the gateway's intent (not yet confirmed).
-    pub async fn create(&self, new: &NewIntent, key: &str) -> Result<Answer<GatewayIntent>, OutboundError> {
+    async fn create(&self, new: &NewIntent, key: &str) -> Result<Answer<GatewayIntent>, OutboundError> {
         let mut form = vec![
             ("amount", new.amount.minor().to_string()),
             ("currency", currency(new.amount.currency())),
@@ -75,13 +86,21 @@ impl Stripe {
     }
 
     /// Confirms (authorises) the intent with `payment_method` (`pm_card_visa`).
-    pub async fn confirm(
+    async fn confirm(
         &self,
         id: &str,
         amount: Money,
-        payment_method: &str,
+        method: &PaymentMethod,
+        _email: Option<&str>,
         key: &str,
     ) -> Result<Answer<GatewayIntent>, OutboundError> {
+        let PaymentMethod::Card(payment_method) = method else {
+            return Ok(Answer::Refused(Refusal {
+                code: Some(String::from("payment_method_unsupported")),
+                param: Some(String::from("payment_method")),
+                message: String::from("Stripe takes card payment methods (pm_…)."),
+            }));
+        };
         let request = OutboundRequest::new(Method::POST, format!("v1/payment_intents/{}/confirm", segment(id)?))
             .form(&[("payment_method", payment_method.to_string())])
             .idempotency_key(key);
@@ -90,7 +109,7 @@ impl Stripe {
     }
 
     /// Captures `to_capture` of the authorised amount (all of it when `None`).
-    pub async fn capture(
+    async fn capture(
         &self,
         id: &str,
         amount: Money,
@@ -106,7 +125,7 @@ impl Stripe {
         self.dependency.call(&request, |reply| intent_answer(reply, expected)).await
     }
 
-    pub async fn cancel(&self, id: &str, amount: Money, key: &str) -> Result<Answer<GatewayIntent>, OutboundError> {
+    async fn cancel(&self, id: &str, amount: Money, key: &str) -> Result<Answer<GatewayIntent>, OutboundError> {
         let request = OutboundRequest::new(Method::POST, format!("v1/payment_intents/{}/cancel", segment(id)?))
             .form(&[])
             .idempotency_key(key);
@@ -115,14 +134,20 @@ impl Stripe {
     }
 
     /// The intent as Stripe holds it now (status sync).
-    pub async fn retrieve(&self, id: &str, amount: Money) -> Result<Answer<GatewayIntent>, OutboundError> {
+    async fn retrieve(&self, id: &str, amount: Money) -> Result<Answer<GatewayIntent>, OutboundError> {
         let request = OutboundRequest::new(Method::GET, format!("v1/payment_intents/{}", segment(id)?));
         let expected = Expected { id: Some(id), amount };
         self.dependency.call(&request, |reply| intent_answer(reply, expected)).await
     }
 
     /// Refunds `amount` of the intent's captured money.
-    pub async fn refund(&self, intent: &str, amount: Money, key: &str) -> Result<Answer<GatewayRefund>, OutboundError> {
+    async fn refund(
+        &self,
+        intent: &str,
+        _charge: Option<&str>,
+        amount: Money,
+        key: &str,
+    ) -> Result<Answer<GatewayRefund>, OutboundError> {
         let request = OutboundRequest::new(Method::POST, "v1/refunds")
             .form(&[("payment_intent", intent.to_string()), ("amount", amount.minor().to_string())])
             .idempotency_key(key);
@@ -130,19 +155,16 @@ impl Stripe {
     }
 
     /// The fee Stripe charged on a captured charge: its balance transaction's.
-    pub async fn fee(&self, charge: &str, currency: Currency) -> Result<Money, OutboundError> {
+    async fn fee(&self, charge: &str, currency: Currency) -> Result<Money, OutboundError> {
         let request = OutboundRequest::new(Method::GET, format!("v1/charges/{}", segment(charge)?));
         let transaction = self.dependency.call(&request, |reply| charge_transaction(reply, charge)).await?;
         let request = OutboundRequest::new(Method::GET, format!("v1/balance_transactions/{}", segment(&transaction)?));
         self.dependency.call(&request, |reply| transaction_fee(reply, &transaction, currency)).await
     }
-}
-
-impl Stripe {
     /// A page of Stripe's payouts, newest first, after `starting_after`.
-    pub async fn payouts(&self, starting_after: Option<&str>) -> Result<PayoutPage, OutboundError> {
+    async fn payouts(&self, cursor: Option<&str>) -> Result<PayoutPage, OutboundError> {
         let mut path = format!("v1/payouts?limit={LIST_LIMIT}");
-        if let Some(after) = starting_after {
+        if let Some(after) = cursor {
             path.push_str(&format!("&starting_after={}", segment(after)?));
         }
         let request = OutboundRequest::new(Method::GET, path);
@@ -151,7 +173,7 @@ impl Stripe {
 
     /// Every line of `payout`'s settlement report (Stripe's balance transactions of the
     /// payout, its own among them), all pages, checked to add up to what it paid.
-    pub async fn payout_lines(&self, payout: &GatewayPayout) -> Result<Vec<SettlementLine>, OutboundError> {
+    async fn payout_lines(&self, payout: &GatewayPayout) -> Result<Vec<SettlementLine>, OutboundError> {
         let mut lines: Vec<SettlementLine> = Vec::new();
         for _ in 0..REPORT_PAGES_MAX {
             let mut path = format!("v1/balance_transactions?payout={}&limit={LIST_LIMIT}", segment(&payout.id)?);
@@ -233,26 +255,6 @@ pub fn verify_webhook(secret: &str, header: Option<&str>, body: &[u8], now: i64)
     }
 }
 
-/// A Stripe event, as its webhook carries it: the envelope checked, the object kept as
-/// it came until Till knows what to check it against.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// `evt_…`: what deduplicates it.
-    pub id: String,
-    /// `payment_intent.succeeded`.
-    pub kind: String,
-    /// Unix seconds.
-    pub created: i64,
-    pub object: serde_json::Value,
-}
-
-impl Event {
-    /// The object's id (`pi_…`), when it has one that could be a Stripe id.
-    pub fn object_id(&self) -> Option<&str> {
-        self.object.get("id").and_then(serde_json::Value::as_str).filter(|id| segment(id).is_ok())
-    }
-}
-
 #[derive(Deserialize)]
 struct WireEvent {
     id: String,
@@ -284,7 +286,21 @@ pub fn parse_event(body: &[u8]) -> Result<Event, InvalidReply> {
     if !wire.data.object.is_object() {
         return Err(InvalidReply::new("data.object", "not an object"));
     }
-    Ok(Event { id: wire.id, kind: wire.kind, created: wire.created, object: wire.data.object })
+    let intent = wire
+        .kind
+        .starts_with("payment_intent.")
+        .then(|| wire.data.object.get("id").and_then(serde_json::Value::as_str))
+        .flatten()
+        .filter(|id| segment(id).is_ok())
+        .map(str::to_string);
+    Ok(Event {
+        gateway: GatewayKind::Stripe,
+        id: wire.id,
+        kind: wire.kind,
+        created: wire.created,
+        intent,
+        object: wire.data.object,
+    })
 }
 
 /// A webhook's PaymentIntent, checked as a reply about `id` for `amount` would be.
@@ -339,6 +355,7 @@ fn currency_of(code: &str) -> Result<Currency, InvalidReply> {
 fn payout_page(reply: &Reply) -> Result<PayoutPage, InvalidReply> {
     let list: WireList<WirePayout> = listed(reply)?;
     let mut payouts = Vec::with_capacity(list.data.len());
+    let last = list.data.last().map(|wire| wire.id.clone());
     for wire in list.data {
         if wire.object != "payout" || !wire.id.starts_with("po_") || segment(&wire.id).is_err() {
             return Err(InvalidReply::new("data.id", "not a payout"));
@@ -354,7 +371,9 @@ fn payout_page(reply: &Reply) -> Result<PayoutPage, InvalidReply> {
             payouts.push(GatewayPayout { id: wire.id, amount, created: wire.created });
         }
     }
-    Ok(PayoutPage { payouts, has_more: list.has_more })
+    // The next page starts after the last payout listed, paid or not.
+    let next = if list.has_more { last } else { None };
+    Ok(PayoutPage { payouts, next })
 }
 
 #[derive(Deserialize)]

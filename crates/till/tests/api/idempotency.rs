@@ -279,7 +279,93 @@ fn cases() -> Vec<Case> {
                 })
             },
         },
+        Case {
+            path: "/v1/beneficiaries",
+            platform: false,
+            effects: "SELECT count(*) FROM payouts.beneficiaries",
+            prepare: |_, _| {
+                Box::pin(async {
+                    target("/v1/beneficiaries", |n| {
+                        json!({ "type": "uk_account", "name": format!("Acme {n}"), "sort_code": "089999",
+                                "account_number": "66374958" })
+                    })
+                })
+            },
+        },
+        Case {
+            path: "/v1/payouts",
+            platform: false,
+            effects: "SELECT count(*) FROM payouts.payouts",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    crate::payouts::fund(app, &business.owner_key, 10_000).await;
+                    let body = json!({ "type": "uk_account", "name": "Acme", "sort_code": "089999",
+                                       "account_number": "66374958" });
+                    let response = app
+                        .post("/v1/beneficiaries", &business.owner_key, &uuid::Uuid::now_v7().to_string(), &body)
+                        .await;
+                    assert_eq!(response.status().as_u16(), 201);
+                    let created: Value = response.json().await.expect("json");
+                    let beneficiary = created["id"].as_str().expect("id").to_string();
+                    target(
+                        "/v1/payouts",
+                        move |n| json!({ "beneficiary_id": beneficiary, "amount": n, "currency": "GBP", "reference": "CONFORMANCE" }),
+                    )
+                })
+            },
+        },
+        Case {
+            path: "/v1/payouts/{id}/approve",
+            platform: false,
+            effects: "SELECT count(*) FROM payouts.payouts WHERE approved_by IS NOT NULL",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let policy = json!({"limits": {"GBP": {"per_payout_max": 10_000, "daily_max": 100_000,
+                                                           "monthly_max": 100_000, "approval_threshold": 1}}});
+                    let payout = waiting_payout(app, business, policy).await;
+                    // Approved by a second admin: the case's credential is the owner's, who
+                    // did not make this payout (the helper's admin key did).
+                    target(format!("/v1/payouts/{payout}/approve"), |_| json!({}))
+                })
+            },
+        },
+        Case {
+            path: "/v1/payouts/{id}/cancel",
+            platform: false,
+            effects: "SELECT count(*) FROM payouts.payouts WHERE status = 'canceled'",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let payout =
+                        waiting_payout(app, business, json!({"new_beneficiary_cooling_off_seconds": 3600})).await;
+                    target(format!("/v1/payouts/{payout}/cancel"), |_| json!({}))
+                })
+            },
+        },
     ]
+}
+
+/// A payout that waits (for approval, or a cooling-off, as `policy` says), made by a
+/// second admin key of the business so that its owner may approve it.
+async fn waiting_payout(app: &TestApp, business: &TestBusiness, policy: Value) -> String {
+    let owner = &business.owner_key;
+    crate::payouts::fund(app, owner, 10_000).await;
+    let response =
+        app.request(reqwest::Method::PUT, "/v1/payout_policy", owner).json(&policy).send().await.expect("put");
+    assert_eq!(response.status().as_u16(), 200);
+    let key = app
+        .post("/v1/api_keys", owner, &uuid::Uuid::now_v7().to_string(), &json!({"name": "maker", "role": "admin"}))
+        .await;
+    let maker: Value = key.json().await.expect("json");
+    let maker = maker["secret"].as_str().expect("secret").to_string();
+    let body = json!({ "type": "uk_account", "name": "Acme", "sort_code": "089999", "account_number": "66374958" });
+    let response = app.post("/v1/beneficiaries", &maker, &uuid::Uuid::now_v7().to_string(), &body).await;
+    let created: Value = response.json().await.expect("json");
+    let body = json!({ "beneficiary_id": created["id"], "amount": 100, "currency": "GBP", "reference": "CONFORMANCE" });
+    let response = app.post("/v1/payouts", &maker, &uuid::Uuid::now_v7().to_string(), &body).await;
+    assert_eq!(response.status().as_u16(), 201);
+    let payout: Value = response.json().await.expect("json");
+    assert_ne!(payout["status"], "processing", "{payout}");
+    payout["id"].as_str().expect("id").to_string()
 }
 
 async fn payment_intent(app: &TestApp, business: &TestBusiness, body: Value) -> String {

@@ -161,3 +161,87 @@ async fn a_line_that_does_not_match_is_an_exception_and_nothing_is_adjusted() {
     let page: Value = app.get("/v1/reconciliation/exceptions", key).await.json().await.expect("json");
     assert_eq!(page["data"].as_array().map(Vec::len), Some(1));
 }
+
+/// The gateway pays out a capture whose reply Till never got (the capture is still
+/// `processing` in Till, its charge unknown): the reconciler cannot place the line, so it
+/// leaves the whole payout for a later pass instead of calling it unknown; once the
+/// capture's retry records the charge, the payout is matched in full.
+#[tokio::test]
+async fn a_payout_of_a_capture_till_has_not_recorded_yet_waits_for_it() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    // No webhook may finish the capture first, so that the payout comes before it.
+    let arm = json!({"provider": "stripe", "operation": "webhook", "fault": "webhook_drop", "count": 100});
+    let armed = app.client.post(format!("{}/_sim/faults", app.sim)).json(&arm).send().await.expect("fault");
+    assert_eq!(armed.status().as_u16(), 201);
+    let body = json!({"amount": 1000, "currency": "GBP", "capture_method": "manual", "payment_method": "pm_card_visa",
+                      "confirm": true});
+    let (status, intent) = crate::payments::create(&app, key, "held", body).await;
+    assert_eq!((status, intent["status"].as_str()), (201, Some("requires_capture")), "{intent}");
+    let id = intent["id"].as_str().expect("id");
+    // Every attempt of the kit's times out (it retries a keyed call by itself).
+    let arm = json!({"provider": "stripe", "operation": "capture", "fault": "timeout_after_effect", "count": 3,
+                     "delay_ms": 2_500});
+    let armed = app.client.post(format!("{}/_sim/faults", app.sim)).json(&arm).send().await.expect("fault");
+    assert_eq!(armed.status().as_u16(), 201);
+    let (status, pending) = crate::payments::step(&app, key, id, "capture", "capture", json!({})).await;
+    assert_eq!((status, pending["status"].as_str()), (202, Some("processing")), "{pending}");
+
+    assert_eq!(settle(&app).await, 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let none: Value = app.get("/v1/settlements", key).await.json().await.expect("json");
+    assert_eq!(none["data"], json!([]), "nothing is settled while a line has no owner");
+    let unknown: i64 = sqlx::query_scalar("SELECT count(*) FROM payments.reconciliation_exceptions")
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("count");
+    assert_eq!(unknown, 0, "and nothing is called unknown yet");
+
+    let (status, captured) = crate::payments::step(&app, key, id, "capture", "capture", json!({})).await;
+    assert_eq!((status, captured["status"].as_str()), (200, Some("succeeded")), "{captured}");
+    let settlements = listed(&app, key, "/v1/settlements", 1).await;
+    assert_eq!(
+        (&settlements[0]["matched_lines"], &settlements[0]["exceptions"], &settlements[0]["net"]),
+        (&json!(1), &json!(0), &json!(965)),
+        "{settlements:?}"
+    );
+    assert_eq!(balance(&app, key).await["available"], json!([{"amount": 965, "currency": "GBP"}]));
+    check(&app, key).await;
+    crate::payments::payments_check(&app, key).await;
+}
+
+/// A charge Till never made (made at the gateway by someone else): once the grace has
+/// passed, it is the platform's `unknown_line` exception, and the payout is reconciled.
+#[tokio::test]
+async fn a_line_nobody_owns_becomes_an_exception_once_the_grace_has_passed() {
+    let mut config = till_testkit::test_config();
+    config.payments.unowned_line_grace = std::time::Duration::from_secs(1);
+    let app = till_testkit::spawn_app_with(config, Default::default()).await;
+    let made = app
+        .client
+        .post(format!("{}/stripe/v1/payment_intents", app.sim))
+        .basic_auth("sk_test_someone_else", None::<&str>)
+        .form(&[("amount", "700"), ("currency", "gbp"), ("payment_method", "pm_card_visa"), ("confirm", "true")])
+        .send()
+        .await
+        .expect("intent");
+    assert_eq!(made.status().as_u16(), 200);
+    assert_eq!(settle(&app).await, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let kinds: Vec<String> = sqlx::query_scalar(
+            "SELECT e.kind FROM payments.reconciliation_exceptions e
+               JOIN payments.gateway_payouts p USING (gateway, gateway_payout_id) WHERE p.status = 'reconciled'",
+        )
+        .fetch_all(&app.owner_pool)
+        .await
+        .expect("exceptions");
+        if !kinds.is_empty() {
+            assert_eq!(kinds, vec![String::from("unknown_line")]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the line never became an exception");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

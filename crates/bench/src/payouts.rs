@@ -1,0 +1,236 @@
+#![allow(clippy::float_arithmetic)] // Rates, ratios and latencies: measurements, never money.
+//! `till-bench payouts`: payouts through the simulator's Faster Payments rail to `paid`,
+//! against single ledger transfers of the same run.
+//!
+//! The simulator runs as a process of its own (`till sim`); `till up` is pointed at it
+//! as at Stripe (to fund the balance: one large payment, paid out and reconciled) and
+//! as at the Faster Payments provider, with the saga asking the rail again 200 ms after
+//! each look (the simulator decides a payment 200 ms after it accepts it). Phases:
+//! 1. single ledger transfers (the ratio's baseline);
+//! 2. payouts of 1p to one beneficiary at full rate: creations per second and the
+//!    create's p50/p99; then the wait until the saga has paid every one, and the rate
+//!    from the first creation to the last payment, with create-to-paid p50/p99 (server
+//!    clocks: `created_at` to `paid_at`);
+//! 3. payouts paced at half of (2)'s creation rate: the create's p99 off peak;
+//! 4. the server's peak RSS.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::ledger::{create_accounts, drive, throwaway_cluster, Pattern, Pids, Server, Tenant};
+use crate::BenchPayoutsArgs;
+
+const PHASE_SETTLE: Duration = Duration::from_secs(2);
+
+pub async fn payouts(args: BenchPayoutsArgs) -> anyhow::Result<()> {
+    let (cluster, data_dir) = throwaway_cluster("payouts").await?;
+    let outcome = run(&args, &cluster, &data_dir).await;
+    cluster.stop().await?;
+    outcome
+}
+
+async fn run(
+    args: &BenchPayoutsArgs,
+    cluster: &till_db::embedded::Cluster,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    println!("till bench payouts: {} clients, {} s per phase", args.clients, args.seconds);
+    let url = crate::payments::database_url(cluster, data_dir).await?;
+    let (mut sim, sim_base) = crate::payments::start_sim(&args.target).await?;
+    let env = [
+        ("TILL_STRIPE_BASE_URL", format!("{sim_base}/stripe/")),
+        ("TILL_STRIPE_SECRET_KEY", String::from("sk_test_till_bench")),
+        ("TILL_FPS_BASE_URL", format!("{sim_base}/fps/")),
+        ("TILL_FPS_API_KEY", String::from("fps_test_till_bench")),
+        ("TILL_FPS_SOURCE_ACCOUNT", String::from("A000BENCH")),
+        ("TILL_PAYOUTS_POLL_MS", String::from("200")),
+    ];
+    let server = Server::start(&args.target, &url, &data_dir.join("server"), &env).await?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
+    let postmaster = std::fs::read_to_string(cluster.cluster_dir().join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next().and_then(|line| line.trim().parse().ok()));
+    let pids = Pids { server: server.child.id(), postmaster, sim: sim.id() };
+    let outcome = phases(args, &client, &server, &pids, &sim_base).await;
+    server.stop().await;
+    let _ = sim.kill().await;
+    outcome
+}
+
+async fn get(client: &reqwest::Client, server: &Server, path: &str) -> anyhow::Result<Value> {
+    let response = client.get(format!("{}{path}", server.base)).bearer_auth(&server.api_key).send().await?;
+    anyhow::ensure!(response.status().is_success(), "GET {path}: {}", response.status());
+    Ok(response.json().await?)
+}
+
+async fn post(client: &reqwest::Client, server: &Server, path: &str, body: Value) -> anyhow::Result<Value> {
+    let response = client
+        .post(format!("{}{path}", server.base))
+        .bearer_auth(&server.api_key)
+        .header("Idempotency-Key", crate::ledger::uuid_simple())
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().is_success(), "POST {path}: {}", response.status());
+    Ok(response.json().await?)
+}
+
+/// Funds the available balance with Stripe's largest payment, paid out and reconciled.
+async fn fund(client: &reqwest::Client, server: &Server, sim_base: &str) -> anyhow::Result<i64> {
+    let body = json!({"amount": 99_999_999, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true});
+    post(client, server, "/v1/payment_intents", body).await?;
+    let settled = client.post(format!("{sim_base}/_sim/stripe/settle")).send().await?;
+    anyhow::ensure!(settled.status().is_success(), "the simulator did not settle");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let balance = get(client, server, "/v1/balance").await?;
+        if let Some(available) = balance["available"][0]["amount"].as_i64().filter(|amount| *amount > 0) {
+            return Ok(available);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the balance was never funded");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn time_of(value: &Value) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(value.as_str()?, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Waits until no payout is `processing`, then reads every paid one created since
+/// `since`: (count, first created → last paid, create-to-paid latencies in ms).
+async fn paid_since(
+    client: &reqwest::Client,
+    server: &Server,
+    since: OffsetDateTime,
+) -> anyhow::Result<(usize, f64, Vec<f64>)> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let open = get(client, server, "/v1/payouts?status=processing&limit=1").await?;
+        if open["data"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "payouts still processing after 5 minutes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut latencies, mut first, mut last) = (Vec::new(), None::<OffsetDateTime>, None::<OffsetDateTime>);
+    let mut after: Option<String> = None;
+    'pages: loop {
+        let path = match &after {
+            Some(cursor) => format!("/v1/payouts?status=paid&limit=100&starting_after={cursor}"),
+            None => String::from("/v1/payouts?status=paid&limit=100"),
+        };
+        let page = get(client, server, &path).await?;
+        for payout in page["data"].as_array().cloned().unwrap_or_default() {
+            let (Some(created), Some(paid)) = (time_of(&payout["created_at"]), time_of(&payout["paid_at"])) else {
+                continue;
+            };
+            if created < since {
+                break 'pages; // newest first: the rest are an earlier phase's
+            }
+            latencies.push((paid - created).as_seconds_f64() * 1000.0);
+            first = Some(first.map_or(created, |first: OffsetDateTime| first.min(created)));
+            last = Some(last.map_or(paid, |last: OffsetDateTime| last.max(paid)));
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => after = Some(cursor.to_string()),
+            None => break,
+        }
+    }
+    let span = match (first, last) {
+        (Some(first), Some(last)) => (last - first).as_seconds_f64(),
+        _ => f64::NAN,
+    };
+    latencies.sort_by(f64::total_cmp);
+    Ok((latencies.len(), span, latencies))
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+async fn phases(
+    args: &BenchPayoutsArgs,
+    client: &reqwest::Client,
+    server: &Server,
+    pids: &Pids,
+    sim_base: &str,
+) -> anyhow::Result<()> {
+    let accounts = create_accounts(client, &server.base, &server.api_key, args.accounts).await?;
+    let tenants = Arc::new(vec![Tenant { key: server.api_key.clone(), accounts }]);
+    let duration = Duration::from_secs(args.seconds);
+    tokio::time::sleep(PHASE_SETTLE).await;
+    let before = pids.cpu();
+    let transfers = drive(client, &server.base, args.clients, duration, tenants, Pattern::Uniform, None).await;
+    let after = pids.cpu();
+    let transfer_rate = transfers.per_second();
+    println!(
+        "1. single transfers over HTTP: {transfer_rate:.0} transfers/s, p50 {:.2} ms, p99 {:.2} ms; refused {}, 5xx/errors {}",
+        transfers.percentile_ms(0.50),
+        transfers.percentile_ms(0.99),
+        transfers.refused,
+        transfers.failed
+    );
+    println!("   {}", before.per(&after, transfers.transfers, "transfer"));
+
+    let available = fund(client, server, sim_base).await?;
+    let beneficiary = post(
+        client,
+        server,
+        "/v1/beneficiaries",
+        json!({"type": "uk_account", "name": "Bench Supplies", "sort_code": "089999", "account_number": "66374958"}),
+    )
+    .await?;
+    let beneficiary = beneficiary["id"].as_str().context("a beneficiary id")?.to_string();
+    let payees = Arc::new(vec![Tenant { key: server.api_key.clone(), accounts: vec![beneficiary] }]);
+    println!("   (funded: {available} available; payouts of 1p to one beneficiary)");
+
+    tokio::time::sleep(PHASE_SETTLE).await;
+    let since = OffsetDateTime::now_utc();
+    let before = pids.cpu();
+    let created = drive(client, &server.base, args.clients, duration, payees.clone(), Pattern::Payout, None).await;
+    let create_rate = created.per_second();
+    println!(
+        "2. payout creations: {create_rate:.0} payouts/s, create p50 {:.2} ms, p99 {:.2} ms; refused {}, 5xx/errors {}",
+        created.percentile_ms(0.50),
+        created.percentile_ms(0.99),
+        created.refused,
+        created.failed
+    );
+    let (paid, span, latencies) = paid_since(client, server, since).await?;
+    let after = pids.cpu();
+    let paid_rate = paid as f64 / span;
+    println!(
+        "   to paid: {paid} payouts in {span:.1} s from the first creation to the last payment: {paid_rate:.0} payouts/s, create-to-paid p50 {:.0} ms, p99 {:.0} ms",
+        quantile(&latencies, 0.50),
+        quantile(&latencies, 0.99)
+    );
+    println!("   so payouts to paid are {:.2}x (1)'s rate (goal >= 0.25x)", paid_rate / transfer_rate.max(1.0));
+    println!("   {}", before.per(&after, paid as u64, "payout"));
+
+    tokio::time::sleep(PHASE_SETTLE).await;
+    let half = (create_rate.min(paid_rate) / 2.0).max(1.0);
+    let since = OffsetDateTime::now_utc();
+    let paced = drive(client, &server.base, args.clients, duration, payees, Pattern::Payout, Some(half)).await;
+    let (paced_paid, _, paced_latencies) = paid_since(client, server, since).await?;
+    println!(
+        "3. payouts at half of (2)'s rate to paid ({half:.0}/s aimed): {:.0} payouts/s, create p50 {:.2} ms, p99 {:.2} ms (goal p99 <= 50 ms); {paced_paid} paid, create-to-paid p50 {:.0} ms, p99 {:.0} ms",
+        paced.per_second(),
+        paced.percentile_ms(0.50),
+        paced.percentile_ms(0.99),
+        quantile(&paced_latencies, 0.50),
+        quantile(&paced_latencies, 0.99)
+    );
+    if let Some(pid) = pids.server {
+        println!("4. server peak RSS: {:.1} MB", crate::ledger::peak_rss_mb(pid));
+    }
+    let report = get(client, server, "/v1/payouts/check").await?;
+    println!("   (payout check after the load: ok {}, {} payouts)", report["ok"], report["payouts_checked"]);
+    Ok(())
+}
