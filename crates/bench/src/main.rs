@@ -78,6 +78,9 @@ pub struct BenchPayoutsArgs {
     /// Accounts the transfers spread over.
     #[arg(long, default_value_t = 2_000)]
     pub accounts: usize,
+    /// Businesses phase 4 spreads the payouts over, each funded on its own.
+    #[arg(long, default_value_t = 8)]
+    pub businesses: usize,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,10 @@
 //!    from the first creation to the last payment, with create-to-paid p50/p99 (server
 //!    clocks: `created_at` to `paid_at`);
 //! 3. payouts paced at half of (2)'s creation rate: the create's p99 off peak;
-//! 4. the server's peak RSS.
+//! 4. the load of (2) spread over `--businesses` new businesses, each funded and paying
+//!    its own beneficiary: one business's payouts queue on its available balance's row
+//!    lock (every hold and every posting of it takes that lock), many businesses' do not;
+//! 5. the server's peak RSS.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,15 +65,29 @@ async fn run(
 }
 
 async fn get(client: &reqwest::Client, server: &Server, path: &str) -> anyhow::Result<Value> {
-    let response = client.get(format!("{}{path}", server.base)).bearer_auth(&server.api_key).send().await?;
+    get_as(client, server, &server.api_key, path).await
+}
+
+async fn get_as(client: &reqwest::Client, server: &Server, key: &str, path: &str) -> anyhow::Result<Value> {
+    let response = client.get(format!("{}{path}", server.base)).bearer_auth(key).send().await?;
     anyhow::ensure!(response.status().is_success(), "GET {path}: {}", response.status());
     Ok(response.json().await?)
 }
 
 async fn post(client: &reqwest::Client, server: &Server, path: &str, body: Value) -> anyhow::Result<Value> {
+    post_as(client, server, &server.api_key, path, body).await
+}
+
+async fn post_as(
+    client: &reqwest::Client,
+    server: &Server,
+    key: &str,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
     let response = client
         .post(format!("{}{path}", server.base))
-        .bearer_auth(&server.api_key)
+        .bearer_auth(key)
         .header("Idempotency-Key", crate::ledger::uuid_simple())
         .json(&body)
         .send()
@@ -80,14 +97,14 @@ async fn post(client: &reqwest::Client, server: &Server, path: &str, body: Value
 }
 
 /// Funds the available balance with Stripe's largest payment, paid out and reconciled.
-async fn fund(client: &reqwest::Client, server: &Server, sim_base: &str) -> anyhow::Result<i64> {
+async fn fund(client: &reqwest::Client, server: &Server, key: &str, sim_base: &str) -> anyhow::Result<i64> {
     let body = json!({"amount": 99_999_999, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true});
-    post(client, server, "/v1/payment_intents", body).await?;
+    post_as(client, server, key, "/v1/payment_intents", body).await?;
     let settled = client.post(format!("{sim_base}/_sim/stripe/settle")).send().await?;
     anyhow::ensure!(settled.status().is_success(), "the simulator did not settle");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let balance = get(client, server, "/v1/balance").await?;
+        let balance = get_as(client, server, key, "/v1/balance").await?;
         if let Some(available) = balance["available"][0]["amount"].as_i64().filter(|amount| *amount > 0) {
             return Ok(available);
         }
@@ -107,9 +124,30 @@ async fn paid_since(
     server: &Server,
     since: OffsetDateTime,
 ) -> anyhow::Result<(usize, f64, Vec<f64>)> {
+    let (latencies, first, last) = paid_of(client, server, &server.api_key, since).await?;
+    Ok(summary(latencies, first, last))
+}
+
+type Paid = (Vec<f64>, Option<OffsetDateTime>, Option<OffsetDateTime>);
+
+fn summary(
+    mut latencies: Vec<f64>,
+    first: Option<OffsetDateTime>,
+    last: Option<OffsetDateTime>,
+) -> (usize, f64, Vec<f64>) {
+    let span = match (first, last) {
+        (Some(first), Some(last)) => (last - first).as_seconds_f64(),
+        _ => f64::NAN,
+    };
+    latencies.sort_by(f64::total_cmp);
+    (latencies.len(), span, latencies)
+}
+
+/// [`paid_since`] for the business of `key`, unsummed.
+async fn paid_of(client: &reqwest::Client, server: &Server, key: &str, since: OffsetDateTime) -> anyhow::Result<Paid> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let open = get(client, server, "/v1/payouts?status=processing&limit=1").await?;
+        let open = get_as(client, server, key, "/v1/payouts?status=processing&limit=1").await?;
         if open["data"].as_array().is_some_and(Vec::is_empty) {
             break;
         }
@@ -123,7 +161,7 @@ async fn paid_since(
             Some(cursor) => format!("/v1/payouts?status=paid&limit=100&starting_after={cursor}"),
             None => String::from("/v1/payouts?status=paid&limit=100"),
         };
-        let page = get(client, server, &path).await?;
+        let page = get_as(client, server, key, &path).await?;
         for payout in page["data"].as_array().cloned().unwrap_or_default() {
             let (Some(created), Some(paid)) = (time_of(&payout["created_at"]), time_of(&payout["paid_at"])) else {
                 continue;
@@ -140,12 +178,7 @@ async fn paid_since(
             None => break,
         }
     }
-    let span = match (first, last) {
-        (Some(first), Some(last)) => (last - first).as_seconds_f64(),
-        _ => f64::NAN,
-    };
-    latencies.sort_by(f64::total_cmp);
-    Ok((latencies.len(), span, latencies))
+    Ok((latencies, first, last))
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -179,7 +212,7 @@ async fn phases(
     );
     println!("   {}", before.per(&after, transfers.transfers, "transfer"));
 
-    let available = fund(client, server, sim_base).await?;
+    let available = fund(client, server, &server.api_key, sim_base).await?;
     let beneficiary = post(
         client,
         server,
@@ -227,10 +260,79 @@ async fn phases(
         quantile(&paced_latencies, 0.50),
         quantile(&paced_latencies, 0.99)
     );
+    spread(args, client, server, pids, sim_base, duration, transfer_rate).await?;
     if let Some(pid) = pids.server {
-        println!("4. server peak RSS: {:.1} MB", crate::ledger::peak_rss_mb(pid));
+        println!("5. server peak RSS: {:.1} MB", crate::ledger::peak_rss_mb(pid));
     }
     let report = get(client, server, "/v1/payouts/check").await?;
     println!("   (payout check after the load: ok {}, {} payouts)", report["ok"], report["payouts_checked"]);
+    Ok(())
+}
+
+/// Phase 4: (2)'s load over `args.businesses` new businesses, each funded and paying a
+/// beneficiary of its own.
+async fn spread(
+    args: &BenchPayoutsArgs,
+    client: &reqwest::Client,
+    server: &Server,
+    pids: &Pids,
+    sim_base: &str,
+    duration: Duration,
+    transfer_rate: f64,
+) -> anyhow::Result<()> {
+    let made = Instant::now();
+    let businesses = crate::ledger::businesses(client, &server.base, &server.admin_token, args.businesses, 4).await?;
+    let mut payees = Vec::with_capacity(businesses.len());
+    for business in &businesses {
+        fund(client, server, &business.key, sim_base).await?;
+        let beneficiary = post_as(
+            client,
+            server,
+            &business.key,
+            "/v1/beneficiaries",
+            json!({"type": "uk_account", "name": "Bench Supplies", "sort_code": "089999", "account_number": "66374958"}),
+        )
+        .await?;
+        let id = beneficiary["id"].as_str().context("a beneficiary id")?.to_string();
+        payees.push(Tenant { key: business.key.clone(), accounts: vec![id] });
+    }
+    println!("   (made and funded {} businesses in {:.1} s)", payees.len(), made.elapsed().as_secs_f64());
+    let payees = Arc::new(payees);
+    tokio::time::sleep(PHASE_SETTLE).await;
+    let since = OffsetDateTime::now_utc();
+    let before = pids.cpu();
+    let created = drive(client, &server.base, args.clients, duration, payees.clone(), Pattern::Payout, None).await;
+    let (mut latencies, mut first, mut last) = (Vec::new(), None::<OffsetDateTime>, None::<OffsetDateTime>);
+    for payee in payees.iter() {
+        let (more, their_first, their_last) = paid_of(client, server, &payee.key, since).await?;
+        latencies.extend(more);
+        first = match (first, their_first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        last = match (last, their_last) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let after = pids.cpu();
+    let (paid, span, latencies) = summary(latencies, first, last);
+    let paid_rate = paid as f64 / span;
+    println!(
+        "4. spread over {} businesses: creations {:.0} payouts/s, create p50 {:.2} ms, p99 {:.2} ms; refused {}, 5xx/errors {}",
+        payees.len(),
+        created.per_second(),
+        created.percentile_ms(0.50),
+        created.percentile_ms(0.99),
+        created.refused,
+        created.failed
+    );
+    println!(
+        "   to paid: {paid} payouts in {span:.1} s: {paid_rate:.0} payouts/s, {:.2}x (1)'s rate, create-to-paid p50 {:.0} ms, p99 {:.0} ms",
+        paid_rate / transfer_rate.max(1.0),
+        quantile(&latencies, 0.50),
+        quantile(&latencies, 0.99)
+    );
+    println!("   {}", before.per(&after, paid as u64, "payout"));
     Ok(())
 }

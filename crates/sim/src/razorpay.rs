@@ -574,6 +574,33 @@ pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}{tail}")
 }
 
+/// The faults that answer before any effect (`timeout`, `error_500`, `error_429`), as
+/// Razorpay and RazorpayX answer them: the status to record (none for a call never
+/// answered) and the response, after the delay a timeout takes. `None`: go on.
+pub(crate) async fn before_effect(kind: Option<FaultKind>, delay: Duration) -> Option<(Option<StatusCode>, Response)> {
+    match kind? {
+        FaultKind::Timeout => {
+            tokio::time::sleep(delay).await;
+            Some((None, StatusCode::GATEWAY_TIMEOUT.into_response()))
+        }
+        FaultKind::Error500 => {
+            let body = json!({ "error": { "code": "SERVER_ERROR",
+                "description": "The server encountered an error. The incident has been reported to admins." } });
+            Some((
+                Some(StatusCode::INTERNAL_SERVER_ERROR),
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response(),
+            ))
+        }
+        FaultKind::Error429 => {
+            let body = json!({ "error": { "code": "BAD_REQUEST_ERROR", "description": "Too many requests" } });
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Some((Some(StatusCode::TOO_MANY_REQUESTS), response))
+        }
+        _ => None,
+    }
+}
+
 /// A test key: Basic `rzp_test_…` with any non-empty secret.
 pub(crate) fn authorised(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) else { return false };
@@ -614,26 +641,9 @@ async fn call(
     }
     let kind = fault.as_ref().map(|fault| fault.fault);
     let delay = Duration::from_millis(fault.as_ref().and_then(|fault| fault.delay_ms).unwrap_or(TIMEOUT_DEFAULT_MS));
-    match kind {
-        Some(FaultKind::Timeout) => {
-            record(None, kind);
-            tokio::time::sleep(delay).await;
-            return StatusCode::GATEWAY_TIMEOUT.into_response();
-        }
-        Some(FaultKind::Error500) => {
-            record(Some(StatusCode::INTERNAL_SERVER_ERROR), kind);
-            let body = json!({ "error": { "code": "SERVER_ERROR",
-                "description": "The server encountered an error. The incident has been reported to admins." } });
-            return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
-        }
-        Some(FaultKind::Error429) => {
-            record(Some(StatusCode::TOO_MANY_REQUESTS), kind);
-            let body = json!({ "error": { "code": "BAD_REQUEST_ERROR", "description": "Too many requests" } });
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
-        }
-        _ => {}
+    if let Some((status, response)) = before_effect(kind, delay).await {
+        record(status, kind);
+        return response;
     }
     let parsed: Value = if body.is_empty() {
         json!({})

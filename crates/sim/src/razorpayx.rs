@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -45,7 +45,7 @@ use time::OffsetDateTime;
 
 use crate::calls::Call;
 use crate::faults::{FaultKind, TIMEOUT_DEFAULT_MS};
-use crate::razorpay::{authorised, new_id, sign};
+use crate::razorpay::{authorised, before_effect, new_id, sign};
 use crate::{Provider, Sim};
 
 const NAME: &str = "razorpayx";
@@ -189,26 +189,9 @@ async fn call(
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
     let delay = Duration::from_millis(fault.as_ref().and_then(|fault| fault.delay_ms).unwrap_or(TIMEOUT_DEFAULT_MS));
-    match kind {
-        Some(FaultKind::Timeout) => {
-            record(None);
-            tokio::time::sleep(delay).await;
-            return StatusCode::GATEWAY_TIMEOUT.into_response();
-        }
-        Some(FaultKind::Error500) => {
-            record(Some(StatusCode::INTERNAL_SERVER_ERROR));
-            let body = json!({ "error": { "code": "SERVER_ERROR",
-                "description": "The server encountered an error. The incident has been reported to admins." } });
-            return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
-        }
-        Some(FaultKind::Error429) => {
-            record(Some(StatusCode::TOO_MANY_REQUESTS));
-            let body = json!({ "error": { "code": "BAD_REQUEST_ERROR", "description": "Too many requests" } });
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
-        }
-        _ => {}
+    if let Some((status, response)) = before_effect(kind, delay).await {
+        record(status);
+        return response;
     }
     let parsed: Value = if body.is_empty() {
         json!({})

@@ -204,14 +204,7 @@ fn sent(reply: &Reply, outgoing: &Outgoing<'_>) -> Result<Sent, InvalidReply> {
         400 => {
             let errors: Vec<WireError> = reply.json()?;
             let first = errors.first().ok_or_else(|| InvalidReply::new("body", "a 400 without an error"))?;
-            let reason = format!(
-                "{}: {}",
-                first.field.as_deref().or(first.code.as_deref()).unwrap_or("request"),
-                first.message.as_deref().unwrap_or("refused")
-            );
-            // Whatever the provider wrote, kept as text Till can show.
-            let reason: String = reason.chars().filter(|c| !c.is_control()).take(300).collect();
-            Ok(Sent::Refused { reason })
+            Ok(Sent::refused(first.field.as_deref(), first.code.as_deref(), first.message.as_deref()))
         }
         other => Err(InvalidReply::new("status", format!("a payment create answered {other}"))),
     }

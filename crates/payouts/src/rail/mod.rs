@@ -150,6 +150,15 @@ pub enum Sent {
     },
 }
 
+impl Sent {
+    /// A refusal in the rail's words (the field it named, else its code, and its
+    /// message), kept as text Till can show: no control characters, 300 at most.
+    pub fn refused(field: Option<&str>, code: Option<&str>, message: Option<&str>) -> Sent {
+        let reason = format!("{}: {}", field.or(code).unwrap_or("request"), message.unwrap_or("refused"));
+        Sent::Refused { reason: reason.chars().filter(|c| !c.is_control()).take(300).collect() }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Rail: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> RailKind;

@@ -281,13 +281,7 @@ fn sent(reply: &Reply, outgoing: &Outgoing<'_>) -> Result<Sent, InvalidReply> {
         400 => {
             let refused: WireError = reply.json()?;
             let error = refused.error;
-            let reason = format!(
-                "{}: {}",
-                error.field.as_deref().or(error.code.as_deref()).unwrap_or("request"),
-                error.description.as_deref().unwrap_or("refused")
-            );
-            let reason: String = reason.chars().filter(|c| !c.is_control()).take(300).collect();
-            Ok(Sent::Refused { reason })
+            Ok(Sent::refused(error.field.as_deref(), error.code.as_deref(), error.description.as_deref()))
         }
         other => Err(InvalidReply::new("status", format!("a payout create answered {other}"))),
     }

@@ -63,7 +63,7 @@ fn payout_body(beneficiary: &Value, amount: i64) -> Value {
 }
 
 /// The payout once its status is `status` (within 20 s).
-async fn settled(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn settled(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let payout: Value = app.get(&format!("/v1/payouts/{id}"), key).await.json().await.expect("json");

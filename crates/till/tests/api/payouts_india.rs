@@ -9,6 +9,7 @@ use till_testkit::{spawn_app, TestApp, TestBusiness};
 
 use crate::ledger_helpers::check;
 use crate::payments::{create, intent_events};
+use crate::payouts::settled;
 
 /// Makes rupees available to pay out: a UPI payment of ₹500 through Razorpay, settled
 /// (less its 2 % fee and GST on it, 1 180 paise). Returns what is available.
@@ -53,18 +54,6 @@ async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> (u16, Value)
 
 async fn rail_calls(app: &TestApp, operation: &str) -> Vec<Value> {
     app.sim_calls("razorpayx", operation).await
-}
-
-async fn settled(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let payout: Value = app.get(&format!("/v1/payouts/{id}"), key).await.json().await.expect("json");
-        if payout["status"] == status {
-            return payout;
-        }
-        assert!(std::time::Instant::now() < deadline, "payout {id} never became {status}: {payout}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// The balance of the business's `paid_out:razorpayx` account in rupees.
