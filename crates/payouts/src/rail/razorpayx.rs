@@ -201,7 +201,9 @@ struct NewPayout<'a> {
     purpose: &'static str,
     queue_if_low_balance: bool,
     reference_id: &'a str,
-    narration: &'a str,
+    /// Left out when the reference has no letter, digit or space to keep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    narration: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -298,9 +300,12 @@ fn found(reply: &Reply, id: &str, outgoing: &Outgoing<'_>) -> Result<RailPayment
     Ok(payment)
 }
 
-/// A narration RazorpayX takes (at most 30 letters, digits and spaces) from a reference.
-fn narration(reference: &str) -> String {
-    reference.chars().filter(|c| c.is_ascii_alphanumeric() || *c == ' ').take(30).collect()
+/// A narration RazorpayX takes (at most 30 letters, digits and spaces) from a reference;
+/// `None` when nothing of it is left.
+fn narration(reference: &str) -> Option<String> {
+    let kept: String = reference.chars().filter(|c| c.is_ascii_alphanumeric() || *c == ' ').take(30).collect();
+    let kept = kept.trim().to_string();
+    (!kept.is_empty()).then_some(kept)
 }
 
 #[async_trait::async_trait]
@@ -371,7 +376,6 @@ impl Rail for RazorpayX {
         if outgoing.amount.currency() != Currency::INR {
             return Err(request_error("RazorpayX pays out in INR"));
         }
-        let narration = narration(outgoing.reference);
         let body = NewPayout {
             account_number: &self.account_number,
             fund_account_id,
@@ -381,7 +385,7 @@ impl Rail for RazorpayX {
             purpose: "payout",
             queue_if_low_balance: true,
             reference_id: outgoing.key,
-            narration: &narration,
+            narration: narration(outgoing.reference),
         };
         let request = OutboundRequest::new(Method::POST, "v1/payouts")
             .json(&body)
@@ -412,7 +416,8 @@ mod tests {
 
     #[test]
     fn a_narration_is_what_razorpayx_takes() {
-        assert_eq!(narration("INV-2026/001"), "INV2026001");
-        assert_eq!(narration(&"a".repeat(40)).len(), 30);
+        assert_eq!(narration("INV-2026/001").as_deref(), Some("INV2026001"));
+        assert_eq!(narration(&"a".repeat(40)).map(|text| text.len()), Some(30));
+        assert_eq!(narration("-./-./"), None, "nothing left to send");
     }
 }
