@@ -184,14 +184,18 @@ fn unanswered(error: &OutboundError) -> PayeeCheck {
     PayeeCheck::Unavailable { code: code.into() }
 }
 
-/// Add a beneficiary: checked, then confirmed with the payee's bank (UK).
+/// Add a beneficiary: checked, then confirmed with the payee's bank (UK) or registered
+/// and validated with RazorpayX (India).
 #[utoipa::path(post, path = "/v1/beneficiaries", tag = "payouts",
     request_body = CreateBeneficiaryRequest,
     params(("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
     responses(
-        (status = 201, body = BeneficiaryBody, description = "Stored, with what Confirmation of Payee answered."),
+        (status = 201, body = BeneficiaryBody, description = "Stored, with what Confirmation of Payee (UK) or RazorpayX's fund-account validation (India) answered."),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json", description = "rail_reply_invalid: RazorpayX's answer to the payee's registration could not be trusted; nothing was stored."),
+        (status = 503, body = Problem, content_type = "application/problem+json", description = "rail_unavailable: RazorpayX could not register the payee (an Indian beneficiary); nothing was stored, and a retry answers the same contact and fund account."),
+        (status = 504, body = Problem, content_type = "application/problem+json", description = "rail_timeout: RazorpayX did not answer the registration in time; nothing was stored, and a retry answers what it made."),
     ),
     security(("bearer" = [])))]
 async fn create_beneficiary(
