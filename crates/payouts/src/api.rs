@@ -451,6 +451,15 @@ pub fn rail_limit(destination: &Destination) -> (Currency, i64) {
     }
 }
 
+/// The least one payment to `destination` may carry: RazorpayX pays at least ₹1 (100
+/// paise; providers.md §3.2, its payout entity); Faster Payments carries a penny.
+pub fn rail_minimum(destination: &Destination) -> i64 {
+    match destination {
+        Destination::UkAccount { .. } => 1,
+        Destination::InAccount { .. } | Destination::InVpa { .. } => 100,
+    }
+}
+
 /// The most any rail of `currency` carries in one payment: what a policy's per-payout
 /// limit may reach (a payout to a UPI VPA meets UPI's lower limit on its own).
 fn currency_rail_limit(currency: Currency) -> Option<i64> {
@@ -507,6 +516,14 @@ async fn create_payout(
         return Err(ApiError::rule(
             "currency",
             format!("{} pays in {}; the beneficiary is paid through it.", rail.title(), currency.code()),
+        ));
+    }
+    let minimum = rail_minimum(&destination);
+    if request.amount < minimum {
+        // Refused here, before anything is held: the rail would refuse it after.
+        return Err(ApiError::rule(
+            "amount",
+            format!("{} pays at least {} per payout.", rail.title(), Money::from_minor(minimum, currency)),
         ));
     }
     let accepted = match beneficiary.verification.as_str() {

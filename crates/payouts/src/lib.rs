@@ -5,7 +5,9 @@
 //! - [`modulus`]: UK modulus checking (Vocalink's algorithm and tables; pure).
 //! - [`beneficiary`]: who is paid, checked offline before anything is stored (pure).
 //! - [`rail`]: what Till asks of a payout rail, with one adapter per provider
-//!   ([`rail::fps`]: Faster Payments with Confirmation of Payee).
+//!   ([`rail::fps`]: Faster Payments with Confirmation of Payee; [`rail::razorpayx`]:
+//!   IMPS and UPI in India, with fund-account validation).
+//! - [`rail_webhooks`]: the rails' webhooks, hints that make a payout's next step due.
 //! - [`api`]: the routes. A payout's creation writes the payout and its ledger hold in
 //!   one transaction; nothing outside is called in the request.
 //! - [`ledger`]: the hold on the merchant's available balance, posted, voided or

@@ -69,6 +69,9 @@ pub struct FpsSettings {
     pub api_key: Secret<String>,
     /// The platform's account at the provider that payouts are paid from.
     pub source_account_id: String,
+    /// The secret given to the provider for its `PAYOUT` webhooks; without it every one
+    /// is refused and UK payouts are learned by polling alone.
+    pub webhook_secret: Option<Secret<String>>,
     pub attempt_timeout: std::time::Duration,
     pub breaker: till_outbound::breaker::BreakerConfig,
 }
@@ -79,6 +82,7 @@ impl FpsSettings {
             base_url,
             api_key,
             source_account_id,
+            webhook_secret: None,
             attempt_timeout: std::time::Duration::from_secs(15),
             breaker: till_outbound::breaker::BreakerConfig::default(),
         }
@@ -146,6 +150,7 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
         pool: context.pool.clone(),
         wake: payouts.wake.clone(),
         razorpayx_secret: config.razorpayx.as_ref().and_then(|settings| settings.webhook_secret.clone()),
+        fps_secret: config.fps.as_ref().and_then(|settings| settings.webhook_secret.clone()),
     };
     let pool = context.pool.clone();
     let saga = config.saga.clone();
@@ -180,6 +185,11 @@ fn permissions() -> Vec<RoutePermission> {
         RoutePermission {
             method: Method::POST,
             path: crate::rail_webhooks::RAZORPAYX_WEBHOOKS_PATH,
+            access: Access::Provider,
+        },
+        RoutePermission {
+            method: Method::POST,
+            path: crate::rail_webhooks::FPS_WEBHOOKS_PATH,
             access: Access::Provider,
         },
     ]

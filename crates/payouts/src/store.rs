@@ -394,7 +394,9 @@ pub async fn write_step(connection: &mut PgConnection, id: Uuid, step: &Step<'_>
     sqlx::query_as(&format!(
         "UPDATE payouts.payouts
             SET status = $2, status_detail = $3, failure_reason = $4, rail_payout_id = $5, rail_status = $6,
-                next_step_at = $7, attempts = $8, watch_until = $9, paid_at = $10, lease_until = NULL,
+                -- A webhook came while this step held the lease: ask again now.
+                next_step_at = CASE WHEN hinted AND $7 IS NOT NULL THEN now() ELSE $7 END, hinted = false,
+                attempts = $8, watch_until = $9, paid_at = $10, lease_until = NULL,
                 version = version + CASE WHEN $11 THEN 1 ELSE 0 END,
                 updated_at = CASE WHEN $11 THEN now() ELSE updated_at END
           WHERE id = $1

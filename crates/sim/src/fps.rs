@@ -24,8 +24,17 @@
 //!   bank holds. Sort code `123456` with accounts `00934891` to `00934902` answer
 //!   those codes after `MATC`, in that order (Weavr's sandbox range; the order is the
 //!   simulator's own); every other account matches the name asked.
+//! - Webhooks, as Modulr's `PAYOUT` notification (docs/DECISIONS.md, "UK payouts hear
+//!   from the rail too"): when a payment reaches `PROCESSED` or fails (`ER_…`), a JSON
+//!   body `{EventName: "PAYOUT",
+//!   EventTime, PaymentId, TransactionId, AccountId, Amount, Currency, Status,
+//!   PaymentReference, ExternalReference}` is POSTed to the target, signed in
+//!   `x-mod-signature` (hex HMAC-SHA256 of the body with the subscription's secret), with
+//!   `x-mod-nonce` and `x-mod-retry: false`. A return is not a `PAYOUT`: Modulr reports
+//!   it as a `PAYIN` of type `PO_REV` naming only the original's scheme id, so the
+//!   simulator sends none and a return is found by asking (`GET /api/payments`).
 //!
-//! Operations in the call log and for faults: `cop`, `create`, `retrieve`.
+//! Operations in the call log and for faults: `cop`, `create`, `retrieve`, `webhook`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -62,6 +71,8 @@ pub const MISSING_ACCOUNT: &str = "00934897";
 #[derive(Default)]
 pub struct Fps {
     state: Arc<Mutex<Objects>>,
+    /// Set when the routes are made: the settle of the control API sends webhooks.
+    sim: Arc<std::sync::OnceLock<Sim>>,
 }
 
 #[derive(Default)]
@@ -85,6 +96,7 @@ impl Provider for Fps {
     }
 
     fn routes(&self, sim: Sim) -> Router {
+        let _ = self.sim.set(sim.clone());
         let context = Context { sim, objects: self.state.clone() };
         Router::new()
             .route("/api/payments", post(create_payment).get(list_payments))
@@ -98,14 +110,23 @@ impl Provider for Fps {
 
     /// Releases the payments the `deemed` fault held: each reaches its final status.
     fn settle(&self) -> usize {
-        let mut objects = lock(&self.state);
-        let held = std::mem::take(&mut objects.held);
-        for id in &held {
-            if let Some(payment) = objects.payments.get_mut(id) {
-                finish(payment);
+        let finished: Vec<Value> = {
+            let mut objects = lock(&self.state);
+            let held = std::mem::take(&mut objects.held);
+            held.iter()
+                .filter_map(|id| {
+                    let payment = objects.payments.get_mut(id)?;
+                    finish(payment);
+                    Some(payment.clone())
+                })
+                .collect()
+        };
+        if let Some(sim) = self.sim.get() {
+            for payment in &finished {
+                send_payout_webhook(sim, payment);
             }
         }
-        held.len()
+        finished.len()
     }
 }
 
@@ -285,14 +306,17 @@ async fn create_payment(State(context): State<Context>, headers: HeaderMap, body
 /// Called under the objects' lock: it only spawns what takes the lock later.
 fn schedule(context: &Context, id: String, kind: Option<FaultKind>) {
     let objects = context.objects.clone();
+    let sim = context.sim.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(PROCESS_MS)).await;
-        let processed = {
+        let payment = {
             let mut objects = lock(&objects);
             let Some(payment) = objects.payments.get_mut(&id) else { return };
             finish(payment);
-            payment["status"] == "PROCESSED"
+            payment.clone()
         };
+        send_payout_webhook(&sim, &payment);
+        let processed = payment["status"] == "PROCESSED";
         if processed && kind == Some(FaultKind::ReturnAfterPaid) {
             tokio::time::sleep(Duration::from_millis(RETURN_MS)).await;
             if let Some(payment) = lock(&objects).payments.get_mut(&id) {
@@ -301,6 +325,33 @@ fn schedule(context: &Context, id: String, kind: Option<FaultKind>) {
             }
         }
     });
+}
+
+/// Sends Modulr's `PAYOUT` notification about `payment`'s final status, signed.
+fn send_payout_webhook(sim: &Sim, payment: &Value) {
+    let Some(secret) = sim.webhooks.secret(NAME) else { return };
+    let now = OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let status = payment["status"].as_str().unwrap_or_default();
+    let event = json!({
+        "EventName": "PAYOUT",
+        "EventTime": now,
+        "PaymentId": payment["id"],
+        "TransactionId": (status == "PROCESSED").then(|| new_id('T')),
+        "AccountId": payment["details"]["sourceAccountId"],
+        "Amount": payment["details"]["amount"],
+        "Currency": "GBP",
+        "Status": status,
+        "PaymentReference": payment["details"]["reference"],
+        "ExternalReference": payment["externalReference"],
+    });
+    let body = event.to_string().into_bytes();
+    let headers = vec![
+        ("content-type", "application/json".to_string()),
+        ("x-mod-signature", crate::razorpay::sign(&secret, &body)),
+        ("x-mod-nonce", new_id('N')),
+        ("x-mod-retry", "false".to_string()),
+    ];
+    sim.webhooks.send(&sim.faults, NAME, "PAYOUT", crate::webhooks::Webhook { body, headers });
 }
 
 fn new_payment(body: &[u8]) -> Result<Value, (StatusCode, Value)> {

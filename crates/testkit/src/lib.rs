@@ -274,8 +274,12 @@ pub fn fps_settings(sim: &str) -> till_payouts::FpsSettings {
     // A test meets an open breaker within a few failures, and waits 2 s for it, not 30.
     settings.breaker.minimum_calls = 6;
     settings.breaker.open_for = Duration::from_secs(2);
+    settings.webhook_secret = Some(Secret::new(String::from(FPS_WEBHOOK_SECRET)));
     settings
 }
+
+/// The secret of the test simulator's Faster Payments webhooks.
+pub const FPS_WEBHOOK_SECRET: &str = "till_testkit_fps_webhooks";
 
 /// RazorpayX Payouts at the simulator `sim`, with attempts short enough for tests to
 /// wait out, a breaker as quick as Faster Payments', and the webhooks' secret.
@@ -331,6 +335,11 @@ pub async fn start_simulator(app: Option<&str>) -> anyhow::Result<String> {
                     provider: String::from("razorpayx"),
                     url: format!("{app}{}", till_payouts::rail_webhooks::RAZORPAYX_WEBHOOKS_PATH),
                     secret: String::from(RAZORPAYX_WEBHOOK_SECRET),
+                },
+                till_sim::webhooks::Target {
+                    provider: String::from("fps"),
+                    url: format!("{app}{}", till_payouts::rail_webhooks::FPS_WEBHOOKS_PATH),
+                    secret: String::from(FPS_WEBHOOK_SECRET),
                 },
             ]
         })

@@ -224,6 +224,10 @@ pub struct UpArgs {
     /// with TILL_FPS_BASE_URL.
     #[arg(long, env = "TILL_FPS_SOURCE_ACCOUNT")]
     pub fps_source_account: Option<String>,
+    /// The secret given to the Faster Payments provider for its PAYOUT webhooks, with
+    /// TILL_FPS_BASE_URL; without it they are refused (400) and UK payouts are polled.
+    #[arg(long, env = "TILL_FPS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub fps_webhook_secret: Option<String>,
     /// RazorpayX's API (`https://api.razorpay.com/`), for payouts in India; set, the
     /// simulator does not stand in.
     #[arg(long, env = "TILL_RAZORPAYX_BASE_URL")]

@@ -251,7 +251,9 @@ async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyho
             let base_url = till_outbound::Url::parse(base).context("TILL_FPS_BASE_URL is not a URL")?;
             let key = args.fps_api_key.clone().context("TILL_FPS_BASE_URL needs TILL_FPS_API_KEY")?;
             let account = args.fps_source_account.clone().context("TILL_FPS_BASE_URL needs TILL_FPS_SOURCE_ACCOUNT")?;
-            config.payouts.fps = Some(till_payouts::FpsSettings::new(base_url, Secret::new(key), account));
+            let mut fps = till_payouts::FpsSettings::new(base_url, Secret::new(key), account);
+            fps.webhook_secret = args.fps_webhook_secret.clone().map(Secret::new);
+            config.payouts.fps = Some(fps);
         }
         if let Some(base) = &args.razorpayx_base_url {
             let base_url = till_outbound::Url::parse(base).context("TILL_RAZORPAYX_BASE_URL is not a URL")?;
@@ -293,11 +295,14 @@ async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyho
     razorpay.webhook_secret = Some(Secret::new(razorpay_secret.clone()));
     config.payments.razorpay = Some(razorpay);
     let base_url = till_outbound::Url::parse(&format!("{sim}/fps/")).context("the simulator's URL")?;
-    config.payouts.fps = Some(till_payouts::FpsSettings::new(
+    let fps_secret = hex::encode(rand::random::<[u8; 24]>());
+    let mut fps = till_payouts::FpsSettings::new(
         base_url,
         Secret::new(String::from("fps_test_till_simulator")),
         String::from("A000TILL"),
-    ));
+    );
+    fps.webhook_secret = Some(Secret::new(fps_secret.clone()));
+    config.payouts.fps = Some(fps);
     let base_url = till_outbound::Url::parse(&format!("{sim}/razorpayx/")).context("the simulator's URL")?;
     let razorpayx_secret = hex::encode(rand::random::<[u8; 24]>());
     let mut razorpayx = till_payouts::RazorpayXSettings::new(
@@ -331,6 +336,11 @@ async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyho
                 provider: String::from("razorpayx"),
                 url: format!("{api}{}", till_payouts::rail_webhooks::RAZORPAYX_WEBHOOKS_PATH),
                 secret: razorpayx_secret,
+            },
+            till_sim::webhooks::Target {
+                provider: String::from("fps"),
+                url: format!("{api}{}", till_payouts::rail_webhooks::FPS_WEBHOOKS_PATH),
+                secret: fps_secret,
             },
         ],
     };

@@ -612,27 +612,110 @@ fn a_killed_till_up_finishes_every_payment_it_started() {
     let _ = std::fs::remove_dir_all(&pg_dir);
 }
 
-/// Kill -9 of `till up` while 8 clients make 200 payouts and the saga sends them, then a
-/// restart: every payout the clients asked for exists once (their retries ride through
-/// the restart with the same Idempotency-Key), ends `paid`, has exactly one payment at
-/// the rail (the simulator, which lives on), and the ledger and the payout invariants
-/// hold: no hold open on a paid payout, nothing paid twice.
+/// Kill -9 of `till up` while 8 clients make 200 payouts to a UK account and the saga
+/// sends them over Faster Payments, then a restart: see [`payouts_survive_a_kill`].
 #[test]
 fn a_killed_till_up_pays_every_payout_exactly_once() {
+    payouts_survive_a_kill(&PayoutRail {
+        name: "fps",
+        currency: "GBP",
+        country: None,
+        env: &[
+            ("TILL_STRIPE_BASE_URL", "/stripe/"),
+            ("TILL_STRIPE_SECRET_KEY", "=sk_test_chaos"),
+            ("TILL_FPS_BASE_URL", "/fps/"),
+            ("TILL_FPS_API_KEY", "=fps_test_chaos"),
+            ("TILL_FPS_SOURCE_ACCOUNT", "=A000CHAOS"),
+            ("TILL_FPS_WEBHOOK_SECRET", "=chaos_fps_webhooks"),
+        ],
+        webhook: ("chaos_fps_webhooks", "/v1/providers/fps/webhooks"),
+        funding: serde_json::json!({"amount": 100_000, "currency": "GBP", "payment_method": "pm_card_visa",
+                                    "confirm": true}),
+        gateway: "stripe",
+        beneficiary: serde_json::json!({"type": "uk_account", "name": "Acme Supplies", "sort_code": "089999",
+                                        "account_number": "66374958"}),
+        amount: 10,
+        paid: "PROCESSED",
+        echo: "externalReference",
+    });
+}
+
+/// The same for India: 200 IMPS payouts through RazorpayX, `till up` killed among them.
+#[test]
+fn a_killed_till_up_pays_every_razorpayx_payout_exactly_once() {
+    payouts_survive_a_kill(&PayoutRail {
+        name: "razorpayx",
+        currency: "INR",
+        country: Some("IN"),
+        env: &[
+            ("TILL_STRIPE_BASE_URL", "/stripe/"),
+            ("TILL_STRIPE_SECRET_KEY", "=sk_test_chaos"),
+            ("TILL_RAZORPAY_BASE_URL", "/razorpay/"),
+            ("TILL_RAZORPAY_KEY_ID", "=rzp_test_chaos"),
+            ("TILL_RAZORPAY_KEY_SECRET", "=chaos_secret"),
+            ("TILL_RAZORPAYX_BASE_URL", "/razorpayx/"),
+            ("TILL_RAZORPAYX_KEY_ID", "=rzp_test_chaosx"),
+            ("TILL_RAZORPAYX_KEY_SECRET", "=chaos_secret"),
+            ("TILL_RAZORPAYX_ACCOUNT_NUMBER", "=2323230041626905"),
+            ("TILL_RAZORPAYX_WEBHOOK_SECRET", "=chaos_razorpayx_webhooks"),
+        ],
+        webhook: ("chaos_razorpayx_webhooks", "/v1/providers/razorpayx/webhooks"),
+        funding: serde_json::json!({"amount": 50_000, "currency": "INR", "confirm": true,
+                                    "payment_method": {"type": "upi", "vpa": "success@razorpay"}}),
+        gateway: "razorpay",
+        beneficiary: serde_json::json!({"type": "in_account", "name": "Asha Rao", "ifsc": "HDFC0001234",
+                                        "account_number": "123456789012"}),
+        amount: 100,
+        paid: "processed",
+        echo: "reference_id",
+    });
+}
+
+/// A payout rail as the kill test drives it.
+struct PayoutRail {
+    /// The simulator's provider.
+    name: &'static str,
+    currency: &'static str,
+    /// The country of a business of the test's own; `None`: the demo business.
+    country: Option<&'static str>,
+    /// `till up`'s environment: a value starting `/` is a path at the simulator, one
+    /// starting `=` is itself.
+    env: &'static [(&'static str, &'static str)],
+    /// The rail's webhook secret and Till's path for it.
+    webhook: (&'static str, &'static str),
+    /// The payment that funds the payouts, and the gateway that settles it.
+    funding: serde_json::Value,
+    gateway: &'static str,
+    beneficiary: serde_json::Value,
+    /// Each payout's amount (RazorpayX pays at least ₹1).
+    amount: i64,
+    /// The rail's status of a paid payment, and the field that echoes the payout's id.
+    paid: &'static str,
+    echo: &'static str,
+}
+
+/// Kill -9 of `till up` while 8 clients make 200 payouts and the saga sends them (the
+/// rail's webhooks arriving too), then a restart: every payout the clients asked for
+/// exists once (their retries ride through the restart with the same Idempotency-Key),
+/// ends `paid`, has exactly one payment at the rail (the simulator, which lives on), and
+/// the ledger and the payout invariants hold: no hold open on a paid payout, nothing
+/// paid twice.
+fn payouts_survive_a_kill(rail: &PayoutRail) {
     const CLIENTS: usize = 8;
     const EACH: usize = 25;
-    const AMOUNT: i64 = 10;
-    let data_dir = temp_dir("payouts-kill");
+    let amount = rail.amount;
+    let data_dir = temp_dir(&format!("payouts-kill-{}", rail.name));
     let (mut sim, sim_base, _) = start_sim();
     let start = |port: u16| {
         let mut command = till();
+        command.env("TILL_DATA_DIR", &data_dir);
+        for (name, value) in rail.env {
+            match value.strip_prefix('=') {
+                Some(value) => command.env(name, value),
+                None => command.env(name, format!("{sim_base}{value}")),
+            };
+        }
         command
-            .env("TILL_DATA_DIR", &data_dir)
-            .env("TILL_STRIPE_BASE_URL", format!("{sim_base}/stripe/"))
-            .env("TILL_STRIPE_SECRET_KEY", "sk_test_chaos")
-            .env("TILL_FPS_BASE_URL", format!("{sim_base}/fps/"))
-            .env("TILL_FPS_API_KEY", "fps_test_chaos")
-            .env("TILL_FPS_SOURCE_ACCOUNT", "A000CHAOS")
             .env("TILL_PAYOUTS_POLL_MS", "100,200,500")
             .env("TILL_PAYOUTS_LEASE_SECONDS", "2")
             .env("TILL_RATE_LIMIT_PER_SECOND", "100000")
@@ -641,10 +724,33 @@ fn a_killed_till_up_pays_every_payout_exactly_once() {
     };
     let running = start(0);
     let port = running.port;
-    let key = api_key_in(&running.output).expect("the demo business's key");
     let base = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let key = match rail.country {
+        None => api_key_in(&running.output).expect("the demo business's key"),
+        Some(country) => runtime.block_on(async {
+            let token = std::fs::read_to_string(data_dir.join("admin-token")).expect("the admin token");
+            let created: serde_json::Value = client
+                .post(format!("{base}/v1/platform/businesses"))
+                .bearer_auth(token.trim())
+                .header("Idempotency-Key", "chaos-business")
+                .json(&serde_json::json!({"legal_name": "Chaos Traders Pvt Ltd", "country": country}))
+                .send()
+                .await
+                .expect("a business")
+                .json()
+                .await
+                .expect("json");
+            created["api_key"]["secret"].as_str().expect("its key").to_string()
+        }),
+    };
+    // The rail's webhooks come to this Till, and to the one that replaces it on its port.
+    let target = serde_json::json!({"provider": rail.name, "url": format!("{base}{}", rail.webhook.1),
+                                    "secret": rail.webhook.0});
+    let response =
+        runtime.block_on(async { client.post(format!("{sim_base}/_sim/webhooks")).json(&target).send().await });
+    assert!(response.expect("webhook target").status().is_success());
     let get = |path: String| {
         let (client, base, key) = (client.clone(), base.clone(), key.clone());
         async move {
@@ -678,36 +784,45 @@ fn a_killed_till_up_pays_every_payout_exactly_once() {
             }
         }
     };
-    // Funds: a captured payment, paid out by the simulator's Stripe and reconciled.
-    let funded = 100_000_i64;
-    let beneficiary = runtime.block_on(async {
-        let gross =
-            (funded..funded * 2).find(|gross| gross - ((gross * 150 + 5_000) / 10_000 + 20) == funded).expect("gross");
-        let body =
-            serde_json::json!({"amount": gross, "currency": "GBP", "payment_method": "pm_card_visa", "confirm": true});
-        let paid = post("/v1/payment_intents", "fund".into(), body).await.expect("pay");
-        assert_eq!(paid.status().as_u16(), 201);
-        let settle = client.post(format!("{sim_base}/_sim/stripe/settle")).send().await.expect("settle");
-        assert_eq!(settle.status().as_u16(), 200);
+    let available = |balance: &serde_json::Value| {
+        balance["available"]
+            .as_array()
+            .and_then(|amounts| amounts.iter().find(|amount| amount["currency"] == rail.currency))
+            .and_then(|amount| amount["amount"].as_i64())
+            .unwrap_or(0)
+    };
+    // Funds: a captured payment, paid out by the simulator's gateway and reconciled.
+    let (funded, beneficiary) = runtime.block_on(async {
+        let paid = post("/v1/payment_intents", "fund".into(), rail.funding.clone()).await.expect("pay");
+        assert!(matches!(paid.status().as_u16(), 201 | 202), "{:?}", paid.status());
+        let intent: serde_json::Value = paid.json().await.expect("json");
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let balance = get("/v1/balance".into()).await;
-            if balance["available"][0]["amount"] == funded {
-                break;
-            }
-            assert!(Instant::now() < deadline, "never funded: {balance}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        while get(format!("/v1/payment_intents/{}", intent["id"].as_str().expect("id"))).await["status"] != "succeeded"
+        {
+            assert!(Instant::now() < deadline, "the funding payment never succeeded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let body = serde_json::json!({"type": "uk_account", "name": "Acme Supplies", "sort_code": "089999",
-                                      "account_number": "66374958"});
-        let created = post("/v1/beneficiaries", "ben".into(), body).await.expect("beneficiary");
+        let settle = client.post(format!("{sim_base}/_sim/{}/settle", rail.gateway)).send().await.expect("settle");
+        assert_eq!(settle.status().as_u16(), 200);
+        let funded = loop {
+            let funded = available(&get("/v1/balance".into()).await);
+            if funded > 0 {
+                break funded;
+            }
+            assert!(Instant::now() < deadline, "never funded");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert!(funded >= amount * i64::try_from(CLIENTS * EACH).expect("count"), "{funded} covers the payouts");
+        let created = post("/v1/beneficiaries", "ben".into(), rail.beneficiary.clone()).await.expect("beneficiary");
         assert_eq!(created.status().as_u16(), 201);
-        created.json::<serde_json::Value>().await.expect("json")["id"].as_str().expect("id").to_string()
+        let id = created.json::<serde_json::Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+        (funded, id)
     });
 
     // The load: each client makes its payouts, retrying each with its own key until it
     // has an answer, as a client must when the server goes away.
     let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let currency = rail.currency;
     let load = runtime.spawn({
         let (post, beneficiary, made) = (post.clone(), beneficiary.clone(), made.clone());
         async move {
@@ -716,8 +831,9 @@ fn a_killed_till_up_pays_every_payout_exactly_once() {
                 tokio::spawn(async move {
                     let mut ids = Vec::new();
                     for i in 0..EACH {
-                        let body = serde_json::json!({"beneficiary_id": beneficiary, "amount": AMOUNT,
-                                                      "currency": "GBP", "reference": format!("CHAOS {n:02} {i:02}")});
+                        let body = serde_json::json!({"beneficiary_id": beneficiary, "amount": amount,
+                                                      "currency": currency,
+                                                      "reference": format!("CHAOS {n:02} {i:02}")});
                         let deadline = Instant::now() + Duration::from_secs(120);
                         loop {
                             assert!(Instant::now() < deadline, "payout {n}/{i} never answered");
@@ -779,8 +895,14 @@ fn a_killed_till_up_pays_every_payout_exactly_once() {
             if payouts.len() == CLIENTS * EACH && payouts.iter().all(|payout| payout["status"] == "paid") {
                 break;
             }
-            let open = payouts.iter().filter(|payout| payout["status"] != "paid").count();
-            assert!(Instant::now() < deadline, "{} payouts, {open} not paid", payouts.len());
+            let open: Vec<&serde_json::Value> = payouts.iter().filter(|payout| payout["status"] != "paid").collect();
+            assert!(
+                Instant::now() < deadline,
+                "{} payouts, {} not paid, as {:?}",
+                payouts.len(),
+                open.len(),
+                open.first()
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let mut listed: Vec<String> =
@@ -792,8 +914,8 @@ fn a_killed_till_up_pays_every_payout_exactly_once() {
         // One payment at the rail per payout, the one Till recorded.
         for payout in &payouts {
             let rail_id = payout["rail_payout_id"].as_str().expect("rail id");
-            let rail: serde_json::Value = client
-                .get(format!("{sim_base}/_sim/fps/objects/{rail_id}"))
+            let object: serde_json::Value = client
+                .get(format!("{sim_base}/_sim/{}/objects/{rail_id}", rail.name))
                 .send()
                 .await
                 .expect("object")
@@ -801,12 +923,12 @@ fn a_killed_till_up_pays_every_payout_exactly_once() {
                 .await
                 .expect("json");
             assert_eq!(
-                (rail["status"].as_str(), rail["externalReference"].as_str()),
-                (Some("PROCESSED"), payout["id"].as_str())
+                (object["status"].as_str(), object[rail.echo].as_str()),
+                (Some(rail.paid), payout["id"].as_str())
             );
         }
         let calls: serde_json::Value = client
-            .get(format!("{sim_base}/_sim/calls?provider=fps"))
+            .get(format!("{sim_base}/_sim/calls?provider={}", rail.name))
             .send()
             .await
             .expect("calls")
@@ -822,7 +944,7 @@ fn a_killed_till_up_pays_every_payout_exactly_once() {
             .collect();
         assert_eq!(nonces.len(), CLIENTS * EACH, "each payout was sent under its own key, and only it");
         let balance = get("/v1/balance".into()).await;
-        assert_eq!(balance["available"][0]["amount"], funded - AMOUNT * i64::try_from(CLIENTS * EACH).expect("count"));
+        assert_eq!(available(&balance), funded - amount * i64::try_from(CLIENTS * EACH).expect("count"));
         let ledger = get("/v1/ledger/check".into()).await;
         assert_eq!(ledger["ok"], true, "{ledger}");
         let report = get("/v1/payouts/check".into()).await;

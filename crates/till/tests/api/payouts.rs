@@ -546,3 +546,109 @@ async fn a_payout_the_rail_holds_undecided_stays_processing_until_it_decides() {
     assert_eq!(paid_out(&app, &business).await["balance"], 100);
     payouts_check(&app, key).await;
 }
+
+/// The provider's `PAYOUT` webhook sends the saga to ask at once, where its poll would
+/// wait a minute; a dropped one leaves the payout to the poll, a duplicated one is
+/// recorded once, and a forged one is refused.
+#[tokio::test]
+async fn a_uk_payout_is_paid_on_the_rails_webhook_without_waiting_for_the_poll() {
+    let mut config = till_testkit::test_config();
+    config.payouts.saga.poll_schedule = vec![std::time::Duration::from_secs(60)];
+    let app = till_testkit::spawn_app_with(config, till_server::Extension::default()).await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    fund(&app, key, 1_000).await;
+    let target = uk_beneficiary(&app, key, SORT_CODE, ACCOUNT).await;
+
+    // Duplicated: both deliveries arrive; one is recorded, one step is made due.
+    arm(&app, "webhook", "webhook_duplicate", 1, None).await;
+    let (status, created) = payout(&app, key, "webhooked", payout_body(&target, 100)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let started = std::time::Instant::now();
+    let paid = settled(&app, key, id, "paid").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "paid before the first poll was due");
+    // The saga asked the rail once, because of the webhook (the poll was a minute away).
+    assert_eq!(rail_calls(&app, "retrieve").await.len(), 1);
+    let rail_id = paid["rail_payout_id"].as_str().expect("rail id").to_string();
+    let (rows, outcome): (i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*), max(outcome) FROM payouts.rail_events WHERE rail = 'fps' AND rail_payout_id = $1",
+    )
+    .bind(&rail_id)
+    .fetch_one(&app.owner_pool)
+    .await
+    .expect("events");
+    assert_eq!((rows, outcome.as_deref()), (1, Some("expedited")), "one PROCESSED, recorded once");
+
+    // Dropped: nothing makes the step due, so the payout waits for its poll.
+    arm(&app, "webhook", "webhook_drop", 1, None).await;
+    let (status, created) = payout(&app, key, "dropped", payout_body(&target, 100)).await;
+    assert_eq!(status, 201, "{created}");
+    let waiting = created["id"].as_str().expect("id");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let still: Value = app.get(&format!("/v1/payouts/{waiting}"), key).await.json().await.expect("json");
+    assert_eq!(
+        (still["status"].as_str(), still["status_detail"].as_str()),
+        (Some("processing"), Some("validated")),
+        "{still}"
+    );
+    assert_eq!(available(&app, key).await, 800, "both held, one of them paid");
+
+    // Forged, or stale and signed: the first is refused; the second (PROCESSED again for
+    // the paid payout, under a new signature) is a duplicate and changes nothing.
+    let body =
+        serde_json::to_vec(&json!({"EventName": "PAYOUT", "PaymentId": rail_id, "Status": "PROCESSED"})).expect("body");
+    let send = |secret: &str| {
+        app.client
+            .post(format!("{}/v1/providers/fps/webhooks", app.address))
+            .header("content-type", "application/json")
+            .header("x-mod-signature", till_sim::razorpay::sign(secret, &body))
+            .body(body.clone())
+            .send()
+    };
+    let forged = send("not the secret").await.expect("send");
+    assert_eq!(forged.status().as_u16(), 400);
+    let problem: Value = forged.json().await.expect("json");
+    assert_eq!(problem["code"], "webhook_signature_invalid", "{problem}");
+    let again: Value = send(till_testkit::FPS_WEBHOOK_SECRET).await.expect("send").json().await.expect("json");
+    assert_eq!(again["duplicate"], true, "{again}");
+    let after: Value = app.get(&format!("/v1/payouts/{id}"), key).await.json().await.expect("json");
+    assert_eq!((after["status"].as_str(), after["version"].as_i64()), (Some("paid"), paid["version"].as_i64()));
+    assert_eq!(paid_out(&app, &business).await["balance"], 100);
+    payouts_check(&app, key).await;
+}
+
+/// The rail's webhook outruns its reply to the create: Till has no rail id for the
+/// payout yet, so the webhook finds it by the payout's own id (the external reference),
+/// and, since the step sending it holds its lease, marks it so that the step asks again
+/// as soon as it is done, not a minute later.
+#[tokio::test]
+async fn a_webhook_that_outruns_the_creates_reply_still_finds_and_hurries_its_payout() {
+    let mut config = till_testkit::test_config();
+    config.payouts.saga.poll_schedule = vec![std::time::Duration::from_secs(60)];
+    let app = till_testkit::spawn_app_with(config, till_server::Extension::default()).await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    fund(&app, key, 1_000).await;
+    let target = uk_beneficiary(&app, key, SORT_CODE, ACCOUNT).await;
+    // The payment is made and processed at once; its reply takes longer than an attempt.
+    arm(&app, "create", "timeout_after_effect", 1, Some(2_500)).await;
+    let (status, created) = payout(&app, key, "outrun", payout_body(&target, 300)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let paid = settled(&app, key, id, "paid").await;
+    let rail_id = paid["rail_payout_id"].as_str().expect("rail id");
+    let (kind, outcome, owner): (String, Option<String>, Option<uuid::Uuid>) = sqlx::query_as(
+        "SELECT type, outcome, business_id FROM payouts.rail_events WHERE rail = 'fps' AND rail_payout_id = $1",
+    )
+    .bind(rail_id)
+    .fetch_one(&app.owner_pool)
+    .await
+    .expect("the webhook was recorded");
+    assert_eq!((kind.as_str(), outcome.as_deref()), ("PAYOUT", Some("expedited")));
+    assert_eq!(owner.map(|owner| format!("biz_{}", owner.simple())), Some(business.id.clone()));
+    let creates = rail_calls(&app, "create").await;
+    assert!(creates.iter().all(|call| call["idempotency_key"] == id), "{creates:?}");
+    assert_eq!(paid_out(&app, &business).await["balance"], 300, "one posting");
+    payouts_check(&app, key).await;
+}

@@ -152,6 +152,9 @@ async fn a_vpa_is_validated_and_upi_carries_at_most_one_lakh() {
     // UPI carries ₹1 lakh at most: refused before anything is held or sent.
     let (status, refused) = post(&app, key, "/v1/payouts", payout_body(&good, 10_000_001)).await;
     assert_eq!((status, refused["code"].as_str()), (422, Some("payout_limit_exceeded")), "{refused}");
+    // RazorpayX pays at least ₹1: 99 paise is refused here, not by the rail later.
+    let (status, refused) = post(&app, key, "/v1/payouts", payout_body(&good, 99)).await;
+    assert_eq!((status, refused["param"].as_str()), (422, Some("amount")), "{refused}");
     // A close match is paid only when the caller accepts it.
     let (status, refused) = post(&app, key, "/v1/payouts", payout_body(&other, 1_000)).await;
     assert_eq!((status, refused["code"].as_str()), (422, Some("cop_result_not_accepted")), "{refused}");
