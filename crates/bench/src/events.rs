@@ -32,7 +32,7 @@ use crate::ledger::{
 use crate::{BenchEventsArgs, BenchLedgerArgs};
 
 pub async fn events(args: BenchEventsArgs) -> anyhow::Result<()> {
-    let (cluster, data_dir) = throwaway_cluster("events").await?;
+    let (cluster, data_dir) = throwaway_cluster("events", Vec::new()).await?;
     let outcome = run(&args, &cluster, &data_dir).await;
     cluster.stop().await?;
     outcome

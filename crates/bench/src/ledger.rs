@@ -75,14 +75,17 @@ impl Load {
 }
 
 pub async fn ledger(args: BenchLedgerArgs) -> anyhow::Result<()> {
-    let (cluster, data_dir) = throwaway_cluster("ledger").await?;
+    let (cluster, data_dir) = throwaway_cluster("ledger", Vec::new()).await?;
     let outcome = run(&args, &cluster, &data_dir).await;
     cluster.stop().await?;
     outcome
 }
 
 /// A benchmark's own PostgreSQL: durable settings, like `till up`, deleted when it stops.
-pub(crate) async fn throwaway_cluster(label: &str) -> anyhow::Result<(Cluster, std::path::PathBuf)> {
+pub(crate) async fn throwaway_cluster(
+    label: &str,
+    settings: Vec<String>,
+) -> anyhow::Result<(Cluster, std::path::PathBuf)> {
     let data_dir = std::env::temp_dir().join(format!("till-bench-{label}-{}", uuid_simple()));
     let options = ClusterOptions {
         data_dir: data_dir.clone(),
@@ -91,6 +94,7 @@ pub(crate) async fn throwaway_cluster(label: &str) -> anyhow::Result<(Cluster, s
         durable: true,
         ephemeral: true,
         connections_max: 200,
+        settings,
     };
     let cluster = Cluster::start(&options).await.context("starting the benchmark's PostgreSQL")?;
     Ok((cluster, data_dir))

@@ -81,6 +81,10 @@ pub struct BenchPayoutsArgs {
     /// Businesses phase 4 spreads the payouts over, each funded on its own.
     #[arg(long, default_value_t = 8)]
     pub businesses: usize,
+    /// Load pg_stat_statements into the benchmark's PostgreSQL and print, after phases
+    /// 2 and 4, the statements that took the most of its time.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Debug, Args)]

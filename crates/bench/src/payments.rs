@@ -30,7 +30,7 @@ const PHASE_SETTLE: Duration = Duration::from_secs(2);
 const WEBHOOK_SECRET: &str = "whsec_till_bench";
 
 pub async fn payments(args: BenchPaymentsArgs) -> anyhow::Result<()> {
-    let (cluster, data_dir) = throwaway_cluster("payments").await?;
+    let (cluster, data_dir) = throwaway_cluster("payments", Vec::new()).await?;
     let outcome = run(&args, &cluster, &data_dir).await;
     cluster.stop().await?;
     outcome

@@ -30,7 +30,12 @@ use crate::BenchPayoutsArgs;
 const PHASE_SETTLE: Duration = Duration::from_secs(2);
 
 pub async fn payouts(args: BenchPayoutsArgs) -> anyhow::Result<()> {
-    let (cluster, data_dir) = throwaway_cluster("payouts").await?;
+    let settings = if args.profile {
+        vec![String::from("shared_preload_libraries=pg_stat_statements"), String::from("pg_stat_statements.track=all")]
+    } else {
+        Vec::new()
+    };
+    let (cluster, data_dir) = throwaway_cluster("payouts", settings).await?;
     let outcome = run(&args, &cluster, &data_dir).await;
     cluster.stop().await?;
     outcome
@@ -43,6 +48,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     println!("till bench payouts: {} clients, {} s per phase", args.clients, args.seconds);
     let url = crate::payments::database_url(cluster, data_dir).await?;
+    let profile = if args.profile { Some(Profile::start(&url).await?) } else { None };
     let (mut sim, sim_base) = crate::payments::start_sim(&args.target).await?;
     let env = [
         ("TILL_STRIPE_BASE_URL", format!("{sim_base}/stripe/")),
@@ -58,7 +64,7 @@ async fn run(
         .ok()
         .and_then(|text| text.lines().next().and_then(|line| line.trim().parse().ok()));
     let pids = Pids { server: server.child.id(), postmaster, sim: sim.id() };
-    let outcome = phases(args, &client, &server, &pids, &sim_base).await;
+    let outcome = phases(args, &client, &server, &pids, &sim_base, profile.as_ref()).await;
     server.stop().await;
     let _ = sim.kill().await;
     outcome
@@ -194,6 +200,7 @@ async fn phases(
     server: &Server,
     pids: &Pids,
     sim_base: &str,
+    profile: Option<&Profile>,
 ) -> anyhow::Result<()> {
     let accounts = create_accounts(client, &server.base, &server.api_key, args.accounts).await?;
     let tenants = Arc::new(vec![Tenant { key: server.api_key.clone(), accounts }]);
@@ -225,6 +232,7 @@ async fn phases(
     println!("   (funded: {available} available; payouts of 1p to one beneficiary)");
 
     tokio::time::sleep(PHASE_SETTLE).await;
+    Profile::reset(profile).await?;
     let since = OffsetDateTime::now_utc();
     let before = pids.cpu();
     let created = drive(client, &server.base, args.clients, duration, payees.clone(), Pattern::Payout, None).await;
@@ -246,6 +254,7 @@ async fn phases(
     );
     println!("   so payouts to paid are {:.2}x (1)'s rate (goal >= 0.25x)", paid_rate / transfer_rate.max(1.0));
     println!("   {}", before.per(&after, paid as u64, "payout"));
+    Profile::print(profile, paid).await?;
 
     tokio::time::sleep(PHASE_SETTLE).await;
     let half = (create_rate.min(paid_rate) / 2.0).max(1.0);
@@ -260,7 +269,7 @@ async fn phases(
         quantile(&paced_latencies, 0.50),
         quantile(&paced_latencies, 0.99)
     );
-    spread(args, client, server, pids, sim_base, duration, transfer_rate).await?;
+    spread(args, client, server, pids, sim_base, transfer_rate, profile).await?;
     if let Some(pid) = pids.server {
         println!("5. server peak RSS: {:.1} MB", crate::ledger::peak_rss_mb(pid));
     }
@@ -277,9 +286,10 @@ async fn spread(
     server: &Server,
     pids: &Pids,
     sim_base: &str,
-    duration: Duration,
     transfer_rate: f64,
+    profile: Option<&Profile>,
 ) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.seconds);
     let made = Instant::now();
     let businesses = crate::ledger::businesses(client, &server.base, &server.admin_token, args.businesses, 4).await?;
     let mut payees = Vec::with_capacity(businesses.len());
@@ -299,6 +309,7 @@ async fn spread(
     println!("   (made and funded {} businesses in {:.1} s)", payees.len(), made.elapsed().as_secs_f64());
     let payees = Arc::new(payees);
     tokio::time::sleep(PHASE_SETTLE).await;
+    Profile::reset(profile).await?;
     let since = OffsetDateTime::now_utc();
     let before = pids.cpu();
     let created = drive(client, &server.base, args.clients, duration, payees.clone(), Pattern::Payout, None).await;
@@ -334,5 +345,67 @@ async fn spread(
         quantile(&latencies, 0.99)
     );
     println!("   {}", before.per(&after, paid as u64, "payout"));
+    Profile::print(profile, paid).await?;
     Ok(())
+}
+
+/// pg_stat_statements on the benchmark's cluster (`--profile`): where PostgreSQL's time
+/// went in a phase, per payout.
+struct Profile {
+    pool: sqlx::PgPool,
+}
+
+/// Statements printed per phase.
+const PROFILE_ROWS: i64 = 20;
+
+impl Profile {
+    async fn start(url: &str) -> anyhow::Result<Profile> {
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&pool).await?;
+        Ok(Profile { pool })
+    }
+
+    async fn reset(profile: Option<&Profile>) -> anyhow::Result<()> {
+        if let Some(profile) = profile {
+            sqlx::query("SELECT pg_stat_statements_reset()").execute(&profile.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn print(profile: Option<&Profile>, payouts: usize) -> anyhow::Result<()> {
+        let Some(profile) = profile else { return Ok(()) };
+        // By time (where waits show: a row lock's queue is time, not CPU), then by calls
+        // (where a payout's CPU goes: each statement costs a round trip and a parse).
+        let rows: Vec<(f64, i64, f64, String)> = sqlx::query_as(
+            "(SELECT total_exec_time + total_plan_time, calls, mean_exec_time, \
+                     left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+                FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT $1)
+             UNION ALL
+             (SELECT total_exec_time + total_plan_time, calls, mean_exec_time, \
+                     left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+                FROM pg_stat_statements ORDER BY calls DESC LIMIT $1)",
+        )
+        .bind(PROFILE_ROWS)
+        .fetch_all(&profile.pool)
+        .await?;
+        let total: (Option<f64>, Option<i64>) =
+            sqlx::query_as("SELECT sum(total_exec_time + total_plan_time), sum(calls)::int8 FROM pg_stat_statements")
+                .fetch_one(&profile.pool)
+                .await?;
+        let per = |ms: f64| ms * 1_000.0 / payouts.max(1) as f64;
+        println!(
+            "   profile: {:.0} us of statement time and {:.1} statements per payout; the top {PROFILE_ROWS} by time, then by calls:",
+            per(total.0.unwrap_or(0.0)),
+            total.1.unwrap_or(0) as f64 / payouts.max(1) as f64
+        );
+        for (time, calls, mean, query) in rows {
+            println!(
+                "   {:>7.0} us/payout {:>6.2} calls/payout {:>7.3} ms mean  {query}",
+                per(time),
+                calls as f64 / payouts.max(1) as f64,
+                mean
+            );
+        }
+        Ok(())
+    }
 }

@@ -88,6 +88,9 @@ pub struct ClusterOptions {
     /// Delete the whole data directory when the cluster stops (tests).
     pub ephemeral: bool,
     pub connections_max: u32,
+    /// More server settings (`name=value`), after Till's own: a benchmark's
+    /// `shared_preload_libraries=pg_stat_statements`, say.
+    pub settings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +352,7 @@ impl Cluster {
             .args(["-c", &format!("synchronous_commit={}", if options.durable { "on" } else { "off" })])
             .args(["-c", &format!("full_page_writes={}", if options.durable { "on" } else { "off" })])
             .args(WRITE_HEAVY_SETTINGS.iter().flat_map(|setting| ["-c", setting]))
+            .args(options.settings.iter().flat_map(|setting| ["-c", setting.as_str()]))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_for_stderr)

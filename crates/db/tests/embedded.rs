@@ -8,7 +8,15 @@ use sqlx::Connection;
 use till_db::embedded::{Cluster, ClusterOptions};
 
 fn options(data_dir: std::path::PathBuf) -> ClusterOptions {
-    ClusterOptions { data_dir, port: None, preferred_port: None, durable: false, ephemeral: false, connections_max: 20 }
+    ClusterOptions {
+        data_dir,
+        port: None,
+        preferred_port: None,
+        durable: false,
+        ephemeral: false,
+        connections_max: 20,
+        settings: Vec::new(),
+    }
 }
 
 fn temp_dir() -> std::path::PathBuf {

@@ -213,6 +213,21 @@ pub async fn claim_ledger_account(
     role: &str,
     account: Uuid,
 ) -> Result<(Uuid, bool), sqlx::Error> {
+    // Read first: after its first use an account is always there, and one statement is
+    // cheaper than an insert that conflicts and a read after it (`--profile` of
+    // `till bench payouts`: three of these per payout).
+    let existing: Option<Uuid> = sqlx::query_scalar(
+        "SELECT account_id FROM payments.ledger_accounts WHERE business_id = $1 AND currency = $2 AND role = $3",
+    )
+    .bind(business.as_uuid())
+    .bind(currency.code())
+    .bind(role)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if let Some(account) = existing {
+        return Ok((account, false));
+    }
+    // The first use, or two first uses at once: the insert decides which one opens it.
     let claimed: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO payments.ledger_accounts (business_id, currency, role, account_id) VALUES ($1, $2, $3, $4)
          ON CONFLICT (business_id, currency, role) DO NOTHING RETURNING account_id",

@@ -547,8 +547,8 @@ async fn create_payout(
     // The policy, under the available balance's lock: payouts of one business and
     // currency decide one at a time, so two cannot both fit under a velocity limit that
     // only one fits under.
-    crate::ledger::lock_balance(&mut tx, principal.business_id, currency, request_id.as_deref()).await?;
     let policy = load_policy(&mut tx, principal.business_id).await?;
+    let locked = crate::ledger::lock_balance(&mut tx, principal.business_id, currency, request_id.as_deref()).await?;
     let spent = store::spent(&mut tx, principal.business_id, currency.code()).await?;
     let now = OffsetDateTime::now_utc();
     let decision =
@@ -586,9 +586,17 @@ async fn create_payout(
         },
     )
     .await?;
-    let held =
-        crate::ledger::hold(&mut tx, principal.business_id, &id.to_string(), hold, amount, rail, request_id.as_deref())
-            .await?;
+    let held = crate::ledger::hold(
+        &mut tx,
+        principal.business_id,
+        locked,
+        &id.to_string(),
+        hold,
+        amount,
+        rail,
+        request_id.as_deref(),
+    )
+    .await?;
     if let Err(short) = held {
         return Err(ApiError::new(
             ErrorCode::InsufficientFunds,

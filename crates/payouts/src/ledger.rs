@@ -51,6 +51,19 @@ async fn paid_out_account(
     rail: RailKind,
     request_id: Option<&str>,
 ) -> Result<AccountId, ApiError> {
+    // Read first: after the first payout the account is there (see
+    // `till_payments::store::claim_ledger_account`).
+    let existing: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT account_id FROM payouts.ledger_accounts WHERE business_id = $1 AND currency = $2 AND role = $3",
+    )
+    .bind(business.as_uuid())
+    .bind(currency.code())
+    .bind(role(rail))
+    .fetch_optional(&mut *connection)
+    .await?;
+    if let Some(existing) = existing {
+        return Ok(AccountId::from_uuid(existing));
+    }
     let candidate = AccountId::generate();
     let claimed: Option<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO payouts.ledger_accounts (business_id, currency, role, account_id) VALUES ($1, $2, $3, $4)
@@ -106,15 +119,24 @@ async fn lock_available(
     Ok((account, available))
 }
 
+/// The available balance, locked for the rest of the transaction that read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Locked {
+    account: AccountId,
+    available: i64,
+}
+
 /// Locks the available balance in `currency` for the rest of the transaction: what a
 /// payout's creation does before its policy reads the day's and the month's payouts.
+/// The hold is placed under this same lock ([`hold`]).
 pub async fn lock_balance(
     connection: &mut PgConnection,
     business: BusinessId,
     currency: Currency,
     request_id: Option<&str>,
-) -> Result<i64, ApiError> {
-    Ok(lock_available(connection, business, currency, request_id).await?.1)
+) -> Result<Locked, ApiError> {
+    let (account, available) = lock_available(connection, business, currency, request_id).await?;
+    Ok(Locked { account, available })
 }
 
 async fn apply(
@@ -136,10 +158,14 @@ pub struct Insufficient {
     pub available: i64,
 }
 
-/// Reserves `amount` for `payout` with a hold of id `hold`.
+/// Reserves `amount` for `payout` with a hold of id `hold`, from the available balance
+/// that `locked` read and still holds locked in this transaction (nothing has moved it
+/// since: every ledger command on it waits for the lock).
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename them.
 pub async fn hold(
     connection: &mut PgConnection,
     business: BusinessId,
+    locked: Locked,
     payout: &str,
     hold: TransferId,
     amount: Money,
@@ -147,7 +173,7 @@ pub async fn hold(
     request_id: Option<&str>,
 ) -> Result<Result<(), Insufficient>, ApiError> {
     let currency = amount.currency();
-    let (available_account, available) = lock_available(connection, business, currency, request_id).await?;
+    let Locked { account: available_account, available } = locked;
     if available < amount.minor() {
         return Ok(Err(Insufficient { available }));
     }

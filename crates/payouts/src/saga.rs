@@ -110,8 +110,9 @@ pub async fn pass(pool: &PgPool, payouts: &Payouts, config: &SagaConfig) -> Resu
     let lease = i32::try_from(config.lease.as_secs()).unwrap_or(i32::MAX);
     let due = store::lease_due(pool, config.batch, lease).await?;
     let count = due.len();
-    let steps = due.into_iter().map(|(business, payout)| async move {
-        if let Err(error) = step(pool, payouts, config, BusinessId::from_uuid(business), payout).await {
+    let steps = due.into_iter().map(|due| async move {
+        let payout = due.payout.id;
+        if let Err(error) = step(pool, payouts, config, due).await {
             // The lease runs out and the payout is taken again: nothing is lost.
             tracing::warn!(%error, payout = %PayoutId::from_uuid(payout), "a payout step failed; it is retried");
         }
@@ -120,22 +121,13 @@ pub async fn pass(pool: &PgPool, payouts: &Payouts, config: &SagaConfig) -> Resu
     Ok(count)
 }
 
-/// One step of one payout.
-async fn step(
-    pool: &PgPool,
-    payouts: &Payouts,
-    config: &SagaConfig,
-    business: BusinessId,
-    id: Uuid,
-) -> Result<(), SagaError> {
-    let (payout, beneficiary) = {
-        let mut tx = till_db::begin_tenant(pool, business).await?;
-        let Some(payout) = store::find_payout(&mut tx, id).await? else { return Ok(()) };
-        let Some(beneficiary) = store::find_beneficiary(&mut tx, payout.beneficiary_id).await? else {
-            return Err(SagaError::Api(format!("payout {id} has no beneficiary")));
-        };
-        tx.commit().await?;
-        (payout, beneficiary)
+/// One step of one payout, from what its lease read (under the lease: no other step
+/// runs on it, and a change the API made since is caught by `apply`'s row lock).
+async fn step(pool: &PgPool, payouts: &Payouts, config: &SagaConfig, due: store::Due) -> Result<(), SagaError> {
+    let store::Due { business, payout, beneficiary } = due;
+    let id = payout.id;
+    let Some(beneficiary) = beneficiary else {
+        return Err(SagaError::Api(format!("payout {id} has no beneficiary")));
     };
     match payout.status.as_str() {
         "scheduled" => return release(pool, business, id).await,

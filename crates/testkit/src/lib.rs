@@ -86,6 +86,7 @@ async fn start_cluster() -> anyhow::Result<(Cluster, SharedCluster)> {
         durable: false,
         ephemeral: true,
         connections_max: 400,
+        settings: Vec::new(),
     };
     let cluster = Cluster::start(&options).await.context("starting the test cluster")?;
     cluster.ensure_database(TEMPLATE_DATABASE).await?;

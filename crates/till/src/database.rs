@@ -84,6 +84,7 @@ async fn start_embedded(args: &DatabaseArgs) -> anyhow::Result<Database> {
         durable: true,
         ephemeral: false,
         connections_max: EMBEDDED_CONNECTIONS_MAX,
+        settings: Vec::new(),
     };
     let cluster = Cluster::start(&options).await?;
     cluster.ensure_database(DATABASE_NAME).await?;
