@@ -42,6 +42,22 @@ fn role(rail: RailKind) -> &'static str {
     }
 }
 
+async fn find_paid_out_account(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    currency: Currency,
+    rail: RailKind,
+) -> Result<Option<uuid::Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT account_id FROM payouts.ledger_accounts WHERE business_id = $1 AND currency = $2 AND role = $3",
+    )
+    .bind(business.as_uuid())
+    .bind(currency.code())
+    .bind(role(rail))
+    .fetch_optional(connection)
+    .await
+}
+
 /// The business's `paid_out:{rail}` account in `currency`, opened in this transaction if
 /// it is the first time.
 async fn paid_out_account(
@@ -53,14 +69,7 @@ async fn paid_out_account(
 ) -> Result<AccountId, ApiError> {
     // Read first: after the first payout the account is there (see
     // `till_payments::store::claim_ledger_account`).
-    let existing: Option<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT account_id FROM payouts.ledger_accounts WHERE business_id = $1 AND currency = $2 AND role = $3",
-    )
-    .bind(business.as_uuid())
-    .bind(currency.code())
-    .bind(role(rail))
-    .fetch_optional(&mut *connection)
-    .await?;
+    let existing = find_paid_out_account(connection, business, currency, rail).await?;
     if let Some(existing) = existing {
         return Ok(AccountId::from_uuid(existing));
     }
@@ -76,14 +85,10 @@ async fn paid_out_account(
     .fetch_optional(&mut *connection)
     .await?;
     if claimed.is_none() {
-        let existing: uuid::Uuid = sqlx::query_scalar(
-            "SELECT account_id FROM payouts.ledger_accounts WHERE business_id = $1 AND currency = $2 AND role = $3",
-        )
-        .bind(business.as_uuid())
-        .bind(currency.code())
-        .bind(role(rail))
-        .fetch_one(&mut *connection)
-        .await?;
+        // Another transaction opened it first, and has committed (the insert waited).
+        let existing = find_paid_out_account(connection, business, currency, rail)
+            .await?
+            .ok_or_else(|| internal("a paid-out account claimed but not found"))?;
         return Ok(AccountId::from_uuid(existing));
     }
     let name = format!("Paid out through {} ({})", rail.title(), currency.code());
