@@ -374,37 +374,36 @@ impl Profile {
 
     async fn print(profile: Option<&Profile>, payouts: usize) -> anyhow::Result<()> {
         let Some(profile) = profile else { return Ok(()) };
-        // By time (where waits show: a row lock's queue is time, not CPU), then by calls
-        // (where a payout's CPU goes: each statement costs a round trip and a parse).
-        let rows: Vec<(f64, i64, f64, String)> = sqlx::query_as(
-            "(SELECT total_exec_time + total_plan_time, calls, mean_exec_time, \
-                     left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
-                FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT $1)
-             UNION ALL
-             (SELECT total_exec_time + total_plan_time, calls, mean_exec_time, \
-                     left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
-                FROM pg_stat_statements ORDER BY calls DESC LIMIT $1)",
-        )
-        .bind(PROFILE_ROWS)
-        .fetch_all(&profile.pool)
-        .await?;
+        let payouts = payouts.max(1) as f64;
         let total: (Option<f64>, Option<i64>) =
             sqlx::query_as("SELECT sum(total_exec_time + total_plan_time), sum(calls)::int8 FROM pg_stat_statements")
                 .fetch_one(&profile.pool)
                 .await?;
-        let per = |ms: f64| ms * 1_000.0 / payouts.max(1) as f64;
         println!(
-            "   profile: {:.0} us of statement time and {:.1} statements per payout; the top {PROFILE_ROWS} by time, then by calls:",
-            per(total.0.unwrap_or(0.0)),
-            total.1.unwrap_or(0) as f64 / payouts.max(1) as f64
+            "   profile: {:.0} us of statement time and {:.1} statements per payout",
+            total.0.unwrap_or(0.0) * 1_000.0 / payouts,
+            total.1.unwrap_or(0) as f64 / payouts
         );
-        for (time, calls, mean, query) in rows {
-            println!(
-                "   {:>7.0} us/payout {:>6.2} calls/payout {:>7.3} ms mean  {query}",
-                per(time),
-                calls as f64 / payouts.max(1) as f64,
-                mean
-            );
+        // By time (where waits show: a row lock's queue is time, not CPU), then by calls
+        // (where a payout's CPU goes: each statement costs a round trip and a parse).
+        for (order, heading) in [("total_exec_time + total_plan_time", "time"), ("calls", "calls")] {
+            let rows: Vec<(f64, i64, f64, String)> = sqlx::query_as(&format!(
+                "SELECT total_exec_time + total_plan_time, calls, mean_exec_time, \
+                        left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+                   FROM pg_stat_statements ORDER BY {order} DESC LIMIT $1"
+            ))
+            .bind(PROFILE_ROWS)
+            .fetch_all(&profile.pool)
+            .await?;
+            println!("   the top {PROFILE_ROWS} by {heading}:");
+            for (time, calls, mean, query) in rows {
+                println!(
+                    "   {:>7.0} us/payout {:>6.2} calls/payout {:>7.3} ms mean  {query}",
+                    time * 1_000.0 / payouts,
+                    calls as f64 / payouts,
+                    mean
+                );
+            }
         }
         Ok(())
     }

@@ -216,14 +216,7 @@ pub async fn claim_ledger_account(
     // Read first: after its first use an account is always there, and one statement is
     // cheaper than an insert that conflicts and a read after it (`--profile` of
     // `till bench payouts`: three of these per payout).
-    let existing: Option<Uuid> = sqlx::query_scalar(
-        "SELECT account_id FROM payments.ledger_accounts WHERE business_id = $1 AND currency = $2 AND role = $3",
-    )
-    .bind(business.as_uuid())
-    .bind(currency.code())
-    .bind(role)
-    .fetch_optional(&mut *connection)
-    .await?;
+    let existing = find_ledger_account(connection, business, currency, role).await?;
     if let Some(account) = existing {
         return Ok((account, false));
     }
@@ -241,15 +234,25 @@ pub async fn claim_ledger_account(
     if let Some(account) = claimed {
         return Ok((account, true));
     }
-    let existing: Uuid = sqlx::query_scalar(
+    // Another transaction claimed it first and has committed (the insert waited for it).
+    let existing = find_ledger_account(connection, business, currency, role).await?.ok_or(sqlx::Error::RowNotFound)?;
+    Ok((existing, false))
+}
+
+async fn find_ledger_account(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    currency: Currency,
+    role: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
         "SELECT account_id FROM payments.ledger_accounts WHERE business_id = $1 AND currency = $2 AND role = $3",
     )
     .bind(business.as_uuid())
     .bind(currency.code())
     .bind(role)
-    .fetch_one(connection)
-    .await?;
-    Ok((existing, false))
+    .fetch_optional(connection)
+    .await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
