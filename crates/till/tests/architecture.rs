@@ -18,16 +18,38 @@ fn uses_io_crate(source: &str) -> Option<&'static str> {
     })
 }
 
-#[test]
-fn the_kit_has_no_io_dependencies() {
-    let manifest = std::fs::read_to_string(workspace().join("crates/kit/Cargo.toml")).expect("manifest");
-    for name in IO_CRATES {
-        assert!(!manifest.lines().any(|line| line.trim_start().starts_with(name)), "till-kit depends on {name}");
+/// Every `.rs` file under `dir`, however deep.
+fn sources(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("sources") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                found.push(path);
+            }
+        }
     }
-    for entry in std::fs::read_dir(workspace().join("crates/kit/src")).expect("kit sources") {
-        let path = entry.expect("entry").path();
-        let source = std::fs::read_to_string(&path).expect("source");
-        assert_eq!(uses_io_crate(&source), None, "{} uses an I/O crate", path.display());
+    found
+}
+
+/// The kit and the pricing engine are pure: no I/O crate in their manifests or sources.
+#[test]
+fn the_kit_and_the_pricing_engine_have_no_io_dependencies() {
+    for name in ["kit", "pricing"] {
+        let crate_dir = workspace().join("crates").join(name);
+        let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("manifest");
+        for io in IO_CRATES {
+            assert!(!manifest.lines().any(|line| line.trim_start().starts_with(io)), "crates/{name} depends on {io}");
+        }
+        let files = sources(&crate_dir.join("src"));
+        assert!(files.len() >= 3, "found crates/{name}'s sources");
+        for path in files {
+            let source = std::fs::read_to_string(&path).expect("source");
+            assert_eq!(uses_io_crate(&source), None, "{} uses an I/O crate", path.display());
+        }
     }
 }
 
