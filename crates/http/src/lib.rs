@@ -27,6 +27,7 @@ pub mod request_id;
 pub mod secrets;
 pub mod service;
 pub mod unit_of_work;
+pub mod update;
 
 pub use problem::{ApiError, ErrorCode, Problem};
 

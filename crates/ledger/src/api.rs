@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use till_http::auth::Principal;
 use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
@@ -67,11 +67,6 @@ fn account_body(row: AccountRow) -> Result<AccountBody, ApiError> {
     Ok(posting::account_body(row)?)
 }
 
-/// Distinguishes a field left out (`None`) from one sent as `null` (`Some(None)`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
 fn parse_name(name: &str) -> Result<HumanText, ApiError> {
     HumanText::name(name, ACCOUNT_NAME_CHARS_MAX).map_err(|refusal| ApiError::text("name", refusal))
 }
@@ -127,7 +122,7 @@ pub struct CreateAccountRequest {
     pub normal_balance: String,
     /// Lower bound of `available`, at most 0 (a new account's balance). Left out: 0 (no
     /// overdraft). `null`: unbounded.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "till_http::update::present")]
     #[schema(value_type = Option<i64>, minimum = -1_000_000_000_000_000_000_i64, maximum = 0, example = 0)]
     pub min_balance: Option<Option<i64>>,
     /// Upper bound of `balance`, at least 0. Left out or `null`: unbounded.
@@ -235,10 +230,10 @@ pub struct UpdateAccountRequest {
     pub status: Option<String>,
     /// Must hold for the account's balances now (422 `bounds_violated`), and not be above
     /// `max_balance` (422 `rule_violated`).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "till_http::update::present")]
     #[schema(value_type = Option<i64>, minimum = -1_000_000_000_000_000_000_i64, maximum = 1_000_000_000_000_000_000_i64)]
     pub min_balance: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "till_http::update::present")]
     #[schema(value_type = Option<i64>, minimum = -1_000_000_000_000_000_000_i64, maximum = 1_000_000_000_000_000_000_i64)]
     pub max_balance: Option<Option<i64>>,
 }
@@ -277,19 +272,7 @@ async fn update_account(
     // status cannot change under a batch, nor the balances under this check.
     let row =
         store::lock_account(&mut tx, principal.business_id, id).await?.ok_or_else(|| ApiError::not_found("account"))?;
-    if let Some(expected) = headers.get(header::IF_MATCH) {
-        let expected = expected.to_str().unwrap_or_default().trim().trim_matches('"');
-        if expected.is_empty() || expected.len() > 18 || !expected.bytes().all(|byte| byte.is_ascii_digit()) {
-            return Err(ApiError::invalid("If-Match", "If-Match must be the account's version, a whole number."));
-        }
-        if expected != row.version.to_string() {
-            return Err(ApiError::new(
-                ErrorCode::VersionMismatch,
-                format!("The account is at version {}; re-read it and try again.", row.version),
-            )
-            .with_param("If-Match"));
-        }
-    }
+    till_http::update::check_if_match(&headers, row.version, "account")?;
     let account = row.account().map_err(corrupt)?;
     let name = match name {
         Some(name) => name.into_string(),
