@@ -8,10 +8,12 @@
 //!   or the platform scope (platform routes), and record failure bursts in the audit log.
 //! - [`api`]: the HTTP handlers, request and response bodies.
 //! - [`audit`]: the audit log as other services write to it, in process.
+//! - [`business`]: a business's profile (country, tax registration) as other services read it.
 
 pub mod api;
 pub mod audit;
 pub mod authn;
+pub mod business;
 pub mod domain;
 pub mod jwt;
 pub mod service;

@@ -248,6 +248,8 @@ error_codes! {
     HoldExpired => ("hold_expired", CONFLICT, "Conflict", "The hold has expired; its funds were released."),
     HoldNotExpired => ("hold_not_expired", CONFLICT, "Conflict", "The hold has not expired yet."),
     TransferNotReversible => ("transfer_not_reversible", CONFLICT, "Conflict", "The transfer cannot be reversed (not posted, already reversed, or itself a reversal)."),
+    OutOfStock => ("out_of_stock", CONFLICT, "Out of stock", "A line's SKU has fewer units available than asked for; `param` names the line, and nothing was reserved."),
+    InsufficientStock => ("insufficient_stock", CONFLICT, "Conflict", "The adjustment would leave fewer units on hand than are reserved for checkouts."),
     VersionMismatch => ("version_mismatch", PRECONDITION_FAILED, "Version mismatch", "The `If-Match` version is not the resource's current version."),
     BodyTooLarge => ("body_too_large", PAYLOAD_TOO_LARGE, "Body too large", "The body is over the size limit."),
     UnsupportedMediaType => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", "The body is not `application/json`."),

@@ -43,10 +43,19 @@ pub enum EventType {
     PayoutApproved,
     PayoutProcessing,
     PayoutCanceled,
+    ProductCreated,
+    ProductUpdated,
+    InventoryAdjusted,
+    ReservationCreated,
+    ReservationCommitted,
+    ReservationReleased,
+    ReservationExpired,
+    CouponCreated,
+    CouponUpdated,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 31] = [
+    pub const ALL: [EventType; 40] = [
         EventType::AccountCreated,
         EventType::AccountUpdated,
         EventType::TransferCreated,
@@ -78,6 +87,15 @@ impl EventType {
         EventType::PayoutApproved,
         EventType::PayoutProcessing,
         EventType::PayoutCanceled,
+        EventType::ProductCreated,
+        EventType::ProductUpdated,
+        EventType::InventoryAdjusted,
+        EventType::ReservationCreated,
+        EventType::ReservationCommitted,
+        EventType::ReservationReleased,
+        EventType::ReservationExpired,
+        EventType::CouponCreated,
+        EventType::CouponUpdated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -113,6 +131,15 @@ impl EventType {
             EventType::PayoutApproved => "payout.approved",
             EventType::PayoutProcessing => "payout.processing",
             EventType::PayoutCanceled => "payout.canceled",
+            EventType::ProductCreated => "product.created",
+            EventType::ProductUpdated => "product.updated",
+            EventType::InventoryAdjusted => "inventory.adjusted",
+            EventType::ReservationCreated => "reservation.created",
+            EventType::ReservationCommitted => "reservation.committed",
+            EventType::ReservationReleased => "reservation.released",
+            EventType::ReservationExpired => "reservation.expired",
+            EventType::CouponCreated => "coupon.created",
+            EventType::CouponUpdated => "coupon.updated",
         }
     }
 
@@ -145,6 +172,13 @@ impl EventType {
             | EventType::PayoutApproved
             | EventType::PayoutProcessing
             | EventType::PayoutCanceled => "PayoutBody",
+            EventType::ProductCreated | EventType::ProductUpdated => "ProductBody",
+            EventType::InventoryAdjusted => "AdjustmentBody",
+            EventType::ReservationCreated
+            | EventType::ReservationCommitted
+            | EventType::ReservationReleased
+            | EventType::ReservationExpired => "ReservationBody",
+            EventType::CouponCreated | EventType::CouponUpdated => "CouponBody",
             _ => "TransferBody",
         }
     }
@@ -228,6 +262,21 @@ impl EventType {
                 "A scheduled payout's cooling-off ended: it is processing, queued for the rail."
             }
             EventType::PayoutCanceled => "A payout was canceled before the rail had it: the hold was voided.",
+            EventType::ProductCreated => "A product was added to the catalog.",
+            EventType::ProductUpdated => {
+                "A product's name, description, tax treatment, prices, status or metadata changed (its SKU never does)."
+            }
+            EventType::InventoryAdjusted => {
+                "A SKU's stock was adjusted (delta, reason); inventory is the stock after it."
+            }
+            EventType::ReservationCreated => "Stock was reserved for a checkout: every line's units are held until it ends.",
+            EventType::ReservationCommitted => "A reservation was committed: its units were sold.",
+            EventType::ReservationReleased => "A reservation was released: its units are available again.",
+            EventType::ReservationExpired => {
+                "A reservation's time ran out before it was committed: its units are available again."
+            }
+            EventType::CouponCreated => "A coupon was created.",
+            EventType::CouponUpdated => "A coupon's status, end or redemption limit changed (its code and discount never do).",
         }
     }
 

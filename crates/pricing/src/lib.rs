@@ -2,6 +2,7 @@
 //! rounding named. Pure: no I/O, no HTTP, no SQL, no clock (the tax point is an input),
 //! and no float anywhere; amounts are integer minor units and rates integer basis points.
 //!
+//! - [`calendar`]: the seller's calendar date of a moment (the default tax point).
 //! - [`rounding`]: half-up division and the largest-remainder allocation.
 //! - [`tax`]: the values a tax rule is made of: rates, UK VAT treatments, India's dated
 //!   GST rate table, HSN codes and GST state codes.
@@ -11,6 +12,7 @@
 // Money: every operation is checked, and no `as` cast can truncate.
 #![warn(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
+pub mod calendar;
 pub mod quote;
 pub mod rounding;
 pub mod tax;

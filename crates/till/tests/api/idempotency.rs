@@ -315,6 +315,87 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            path: "/v1/products",
+            platform: false,
+            effects: "SELECT count(*) FROM commerce.products",
+            prepare: |_, _| {
+                Box::pin(async {
+                    target("/v1/products", |n| {
+                        json!({ "name": format!("Mug {n}"), "sku": format!("MUG-{n}"), "tax_treatment": "standard",
+                                "prices": [{"currency": "GBP", "unit_amount": 1200, "tax_inclusive": true}] })
+                    })
+                })
+            },
+        },
+        Case {
+            path: "/v1/inventory/{sku}/adjustments",
+            platform: false,
+            effects: "SELECT count(*) FROM commerce.stock_movements",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let product = crate::commerce::product(app, &business.owner_key, "standard", 1200).await;
+                    let sku = product["sku"].as_str().expect("sku").to_string();
+                    target(format!("/v1/inventory/{sku}/adjustments"), |n| json!({ "delta": n, "reason": "delivery" }))
+                })
+            },
+        },
+        Case {
+            path: "/v1/reservations",
+            platform: false,
+            effects: "SELECT count(*) FROM commerce.reservations",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let sku = crate::commerce::stocked(app, &business.owner_key, 1_000).await;
+                    target("/v1/reservations", move |n| json!({ "lines": [{"sku": sku, "quantity": n}] }))
+                })
+            },
+        },
+        Case {
+            path: "/v1/reservations/{id}/commit",
+            platform: false,
+            effects: "SELECT count(*) FROM commerce.reservations WHERE status = 'committed'",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let id = crate::commerce::reservation(app, &business.owner_key).await;
+                    target(format!("/v1/reservations/{id}/commit"), |_| json!({}))
+                })
+            },
+        },
+        Case {
+            path: "/v1/reservations/{id}/release",
+            platform: false,
+            effects: "SELECT count(*) FROM commerce.reservations WHERE status = 'released'",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let id = crate::commerce::reservation(app, &business.owner_key).await;
+                    target(format!("/v1/reservations/{id}/release"), |_| json!({}))
+                })
+            },
+        },
+        Case {
+            path: "/v1/coupons",
+            platform: false,
+            effects: "SELECT count(*) FROM commerce.coupons",
+            prepare: |_, _| {
+                Box::pin(async { target("/v1/coupons", |n| json!({ "code": format!("SAVE{n}"), "percent_bps": n })) })
+            },
+        },
+        Case {
+            path: "/v1/quotes",
+            platform: false,
+            effects: "SELECT count(*) FROM commerce.quotes",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let product = crate::commerce::product(app, &business.owner_key, "standard", 1200).await;
+                    let id = product["id"].as_str().expect("id").to_string();
+                    target("/v1/quotes", move |n| {
+                        json!({ "currency": "GBP", "lines": [{"product_id": id, "quantity": n}],
+                                "buyer": {"type": "consumer", "country": "GB"} })
+                    })
+                })
+            },
+        },
+        Case {
             path: "/v1/payouts/{id}/approve",
             platform: false,
             effects: "SELECT count(*) FROM payouts.payouts WHERE approved_by IS NOT NULL",

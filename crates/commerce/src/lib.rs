@@ -1,0 +1,47 @@
+//! The commerce service: what a small business sells, how much of it it has, and what a
+//! sale of it costs with its tax.
+//!
+//! - [`catalog`]: products, SKUs, prices and tax treatments, checked against the seller's
+//!   country before anything is stored (pure).
+//! - [`coupons`]: `/v1/coupons`: order discounts behind a code, with a window and a limit.
+//! - [`products`]: the `/v1/products` routes.
+//! - [`inventory`]: `/v1/inventory/{sku}`: stock on hand, reserved and available, and
+//!   adjustments that the database refuses to take below what is reserved.
+//! - [`reservations`]: `/v1/reservations`: stock held for a checkout, all lines or none,
+//!   ended once (committed as a sale, released, or expired by the sweeper).
+//! - [`quotes`]: `/v1/quotes`: lines priced and taxed by [`till_pricing`], stored as given.
+//! - [`store`]: the schema's SQL. [`service`]: the registration.
+
+pub mod catalog;
+pub mod coupons;
+pub mod inventory;
+pub mod products;
+pub mod quotes;
+pub mod reservations;
+pub mod service;
+pub mod store;
+
+pub static MIGRATIONS: till_db::SchemaMigrations =
+    till_db::SchemaMigrations { schema: "commerce", migrator: &MIGRATOR };
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+till_kit::typed_id!(ProductId, "prod", "product", "Something a business sells, by its SKU.");
+till_kit::typed_id!(QuoteId, "qt", "quote", "Lines priced and taxed for a buyer, as the engine gave them.");
+till_kit::typed_id!(
+    MovementId,
+    "mov",
+    "stock movement",
+    "One change to a SKU's stock: an adjustment, a sale or a restock."
+);
+till_kit::typed_id!(
+    ReservationId,
+    "rsv",
+    "reservation",
+    "Stock held for a checkout until it is paid, released or expires."
+);
+till_kit::typed_id!(
+    CouponId,
+    "cpn",
+    "coupon",
+    "An order discount behind a code, with a validity window and a redemption limit."
+);

@@ -1,0 +1,362 @@
+//! `/v1/reservations`: stock held for a checkout.
+//!
+//! A reservation holds every line or none: each SKU's units are taken by a conditional
+//! UPDATE ([`store::reserve_line`]), in SKU order so that two reservations over the same
+//! SKUs queue rather than deadlock, and the first line that does not fit refuses the
+//! whole reservation (409 `out_of_stock`) and the unit of work rolls the rest back.
+//! It ends once — committed (a sale), released, or expired by the sweeper — by an
+//! UPDATE guarded on `status = 'active'` and on its expiry, so a commit racing the
+//! sweeper is decided by the row lock, never twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use till_http::auth::Principal;
+use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath};
+use till_http::unit_of_work::Tx;
+use till_http::{ApiError, ErrorCode, Problem};
+use till_kit::{BusinessId, HumanText};
+use till_outbox::EventType;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::catalog::Sku;
+use crate::store::{self, Ending, ReservationLineRow, ReservationRow};
+use crate::ReservationId;
+
+pub const RESERVATIONS_PATH: &str = "/v1/reservations";
+/// How long a reservation holds its stock unless the request says otherwise.
+pub const DEFAULT_EXPIRES_IN_SECONDS: i32 = 15 * 60;
+pub const EXPIRES_IN_SECONDS_MAX: i32 = 24 * 60 * 60;
+pub const LINES_MAX: usize = 100;
+pub const QUANTITY_MAX: i64 = 1_000_000;
+
+pub fn routes() -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(create_reservation))
+        .routes(routes!(get_reservation))
+        .routes(routes!(commit_reservation))
+        .routes(routes!(release_reservation))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReservationLineBody {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// Stock held for a checkout.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "rsv_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "status": "active", "reference": "cart 42",
+    "lines": [{"sku": "MUG-BLUE", "quantity": 2}], "expires_at": "2026-12-03T10:15:00Z", "ended_at": null,
+    "version": 1, "created_at": "2026-12-03T10:00:00Z", "updated_at": "2026-12-03T10:00:00Z"
+}))]
+pub struct ReservationBody {
+    pub id: ReservationId,
+    /// `active`, `committed` (sold), `released` or `expired`.
+    pub status: String,
+    pub reference: Option<String>,
+    pub lines: Vec<ReservationLineBody>,
+    /// When an active reservation gives its stock back by itself.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    pub version: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl ReservationBody {
+    pub fn of(row: &ReservationRow, lines: &[ReservationLineRow]) -> ReservationBody {
+        ReservationBody {
+            id: ReservationId::from_uuid(row.id),
+            status: row.status.clone(),
+            reference: row.reference.clone(),
+            lines: lines
+                .iter()
+                .map(|line| ReservationLineBody { sku: line.sku.clone(), quantity: line.quantity })
+                .collect(),
+            expires_at: row.expires_at,
+            ended_at: row.ended_at,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationLineRequest {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    pub sku: String,
+    /// 1 to 1 000 000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub quantity: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReservationRequest {
+    /// 1 to 100 lines; a SKU named twice is held once for the sum.
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Vec<ReservationLineRequest>,
+    /// 1 to 86 400 seconds; 900 (15 minutes) if left out.
+    #[schema(minimum = 1, maximum = 86_400)]
+    pub expires_in_seconds: Option<i64>,
+    /// The caller's own reference (a cart, an order): 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
+    pub reference: Option<String>,
+}
+
+async fn body_of(tx: &mut Tx, row: &ReservationRow) -> Result<ReservationBody, ApiError> {
+    let lines = store::reservation_lines(tx, row.id).await?;
+    Ok(ReservationBody::of(row, &lines))
+}
+
+async fn announce(
+    tx: &mut Tx,
+    body: &ReservationBody,
+    business: uuid::Uuid,
+    event_type: EventType,
+) -> Result<(), ApiError> {
+    store::announce(tx, business, body.id.to_string(), body.version, body.updated_at, event_type, body).await
+}
+
+/// The request's lines, checked and merged by SKU (in SKU order).
+fn lines_of(request: &[ReservationLineRequest]) -> Result<BTreeMap<Sku, (i64, usize)>, ApiError> {
+    if request.is_empty() || request.len() > LINES_MAX {
+        return Err(ApiError::invalid("lines", format!("a reservation has 1 to {LINES_MAX} lines.")));
+    }
+    let mut lines: BTreeMap<Sku, (i64, usize)> = BTreeMap::new();
+    for (index, line) in request.iter().enumerate() {
+        let sku = Sku::parse(&line.sku)
+            .map_err(|refusal| ApiError::invalid(format!("lines[{index}].sku"), refusal.message))?;
+        if !(1..=QUANTITY_MAX).contains(&line.quantity) {
+            return Err(ApiError::invalid(
+                format!("lines[{index}].quantity"),
+                format!("quantity is 1 to {QUANTITY_MAX}."),
+            ));
+        }
+        let entry = lines.entry(sku).or_insert((0, index));
+        entry.0 = entry.0.saturating_add(line.quantity);
+        if entry.0 > QUANTITY_MAX {
+            return Err(ApiError::invalid(
+                format!("lines[{index}].quantity"),
+                format!("a SKU's quantities add up to at most {QUANTITY_MAX}."),
+            ));
+        }
+    }
+    Ok(lines)
+}
+
+/// Hold stock for a checkout: every line, or none (409 `out_of_stock`).
+#[utoipa::path(post, path = "/v1/reservations", tag = "commerce",
+    request_body = CreateReservationRequest,
+    params(("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
+    responses(
+        (status = 201, body = ReservationBody),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "A line is wrong, or names a SKU without stock; `param` names it."),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "out_of_stock: a line's SKU has fewer units available; `param` names the line and nothing is held."),
+    ),
+    security(("bearer" = [])))]
+async fn create_reservation(
+    principal: Principal,
+    mut tx: Tx,
+    ApiJson(request): ApiJson<CreateReservationRequest>,
+) -> Result<Response, ApiError> {
+    let lines = lines_of(&request.lines)?;
+    let expires_in_seconds = match request.expires_in_seconds {
+        None => DEFAULT_EXPIRES_IN_SECONDS,
+        Some(seconds) => i32::try_from(seconds)
+            .ok()
+            .filter(|seconds| (1..=EXPIRES_IN_SECONDS_MAX).contains(seconds))
+            .ok_or_else(|| {
+            ApiError::invalid("expires_in_seconds", format!("expires_in_seconds is 1 to {EXPIRES_IN_SECONDS_MAX}."))
+        })?,
+    };
+    let reference = request
+        .reference
+        .as_deref()
+        .map(|text| HumanText::name(text, 200).map_err(|refusal| ApiError::text("reference", refusal)))
+        .transpose()?;
+    let id = ReservationId::generate();
+    let actor = principal.actor();
+    let row = store::insert_reservation(
+        &mut tx,
+        &store::NewReservation {
+            id: id.as_uuid(),
+            business: principal.business_id,
+            reference: reference.as_ref().map(HumanText::as_str),
+            expires_in_seconds,
+            created_by: &actor,
+        },
+    )
+    .await?;
+    for (sku, (quantity, index)) in &lines {
+        if store::reserve_line(&mut tx, principal.business_id, id.as_uuid(), sku.as_str(), *quantity).await?.is_some() {
+            continue;
+        }
+        let field = format!("lines[{index}].sku");
+        let stock = store::find_stock(&mut tx, principal.business_id, sku.as_str()).await?.ok_or_else(|| {
+            ApiError::invalid(field.clone(), format!("No product with SKU {} tracks inventory.", sku.as_str()))
+        })?;
+        let available = stock.on_hand.saturating_sub(stock.reserved);
+        return Err(ApiError::new(
+            ErrorCode::OutOfStock,
+            format!("{} has {available} available; {quantity} were asked for. Nothing was reserved.", sku.as_str()),
+        )
+        .with_param(field));
+    }
+    let body = body_of(&mut tx, &row).await?;
+    announce(&mut tx, &body, row.business_id, EventType::ReservationCreated).await?;
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// Retrieve a reservation.
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "commerce", params(("id" = ReservationId, Path)),
+    responses((status = 200, body = ReservationBody), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn get_reservation(
+    _principal: Principal,
+    mut tx: Tx,
+    ApiPath(id): ApiPath<ReservationId>,
+) -> Result<axum::Json<ReservationBody>, ApiError> {
+    let row =
+        store::find_reservation(&mut tx, id.as_uuid()).await?.ok_or_else(|| ApiError::not_found("reservation"))?;
+    Ok(axum::Json(body_of(&mut tx, &row).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndReservationRequest {}
+
+/// Ends the reservation as `ending`, or refuses (409) one that has ended or expired: a
+/// retry of the same request is answered by its Idempotency-Key, so a second request to
+/// end it is a request of its own, and it would change nothing.
+async fn end(
+    tx: &mut Tx,
+    principal: &Principal,
+    id: ReservationId,
+    ending: Ending,
+) -> Result<ReservationBody, ApiError> {
+    let existing =
+        store::find_reservation(tx, id.as_uuid()).await?.ok_or_else(|| ApiError::not_found("reservation"))?;
+    if let Some(row) = store::end_reservation(tx, id.as_uuid(), ending, &principal.actor()).await? {
+        let body = body_of(tx, &row).await?;
+        let event_type = match ending {
+            Ending::Committed => EventType::ReservationCommitted,
+            Ending::Released => EventType::ReservationReleased,
+            Ending::Expired => EventType::ReservationExpired,
+        };
+        announce(tx, &body, row.business_id, event_type).await?;
+        return Ok(body);
+    }
+    let current = store::find_reservation(tx, id.as_uuid()).await?.unwrap_or(existing);
+    let why = if current.status == "active" {
+        String::from("The reservation has expired; its stock is being given back.")
+    } else {
+        format!("The reservation is {}.", current.status)
+    };
+    Err(ApiError::new(ErrorCode::StateConflict, why))
+}
+
+/// Commit a reservation: its units are sold (on hand and reserved both fall). Refused
+/// (409) once it has expired, been released or committed.
+#[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "commerce", params(("id" = ReservationId, Path),
+        ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
+    responses((status = 200, body = ReservationBody), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "state_conflict: expired, released or committed already.")),
+    security(("bearer" = [])))]
+async fn commit_reservation(
+    principal: Principal,
+    mut tx: Tx,
+    ApiPath(id): ApiPath<ReservationId>,
+    ApiJsonOrEmpty(_request): ApiJsonOrEmpty<EndReservationRequest>,
+) -> Result<axum::Json<ReservationBody>, ApiError> {
+    Ok(axum::Json(end(&mut tx, &principal, id, Ending::Committed).await?))
+}
+
+/// Release a reservation: its units are available again.
+#[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "commerce", params(("id" = ReservationId, Path),
+        ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
+    responses((status = 200, body = ReservationBody), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "state_conflict: committed already (an expired one has given its stock back).")),
+    security(("bearer" = [])))]
+async fn release_reservation(
+    principal: Principal,
+    mut tx: Tx,
+    ApiPath(id): ApiPath<ReservationId>,
+    ApiJsonOrEmpty(_request): ApiJsonOrEmpty<EndReservationRequest>,
+) -> Result<axum::Json<ReservationBody>, ApiError> {
+    Ok(axum::Json(end(&mut tx, &principal, id, Ending::Released).await?))
+}
+
+/// How often the sweeper looks for expired reservations, and how many it takes at once.
+#[derive(Debug, Clone)]
+pub struct SweeperConfig {
+    pub interval: Duration,
+    pub batch: i32,
+}
+
+impl Default for SweeperConfig {
+    fn default() -> SweeperConfig {
+        SweeperConfig { interval: Duration::from_millis(500), batch: 100 }
+    }
+}
+
+/// The sweeper: expires each active reservation past its expiry, in a transaction of
+/// its own business, giving its stock back with `reservation.expired`.
+pub async fn sweep(pool: PgPool, config: SweeperConfig, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match sweep_once(&pool, config.batch).await {
+            Ok(expired) if expired >= usize::try_from(config.batch).unwrap_or(usize::MAX) => continue,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "a reservation sweep failed; it runs again"),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(config.interval) => {}
+        }
+    }
+}
+
+/// One pass; returns how many reservations it expired.
+pub async fn sweep_once(pool: &PgPool, batch: i32) -> Result<usize, sqlx::Error> {
+    let mut expired = 0_usize;
+    for (business, reservation) in store::expired_reservations(pool, batch).await? {
+        let mut tx = till_db::begin_tenant(pool, BusinessId::from_uuid(business)).await?;
+        // A commit or release that won the row first leaves nothing to expire.
+        let Some(row) = store::end_reservation(&mut tx, reservation, Ending::Expired, "sweeper").await? else {
+            continue;
+        };
+        let lines = store::reservation_lines(&mut tx, row.id).await?;
+        let body = ReservationBody::of(&row, &lines);
+        let event = till_outbox::Event::about(
+            EventType::ReservationExpired,
+            BusinessId::from_uuid(business),
+            body.id.to_string(),
+            i64::from(body.version),
+            body.updated_at,
+            &body,
+        )
+        .map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
+        till_outbox::append(&mut tx, store::OUTBOX, &[event]).await?;
+        tx.commit().await?;
+        expired = expired.saturating_add(1);
+    }
+    Ok(expired)
+}

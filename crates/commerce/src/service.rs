@@ -1,0 +1,63 @@
+//! The commerce service's registration: its schema and outbox, and the catalog,
+//! inventory and quote routes.
+
+use axum::http::Method;
+use till_http::auth::{Access, Role, RoutePermission};
+use till_http::service::{Context, Job, MountError, Mounted, Service};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub static SERVICE: Service = Service {
+    name: "commerce",
+    migrations: &crate::MIGRATIONS,
+    outbox: Some(crate::store::OUTBOX),
+    permissions,
+    mount,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    components(schemas(crate::products::ProductBody, crate::inventory::InventoryBody, crate::inventory::AdjustmentBody, crate::reservations::ReservationBody, crate::coupons::CouponBody, crate::quotes::QuoteBody)),
+    tags((name = "commerce", description = "The catalog (products with their SKU, tax treatment and prices), stock that cannot be oversold, reservations, coupons, and quotes priced and taxed for UK VAT and India GST.")),
+)]
+struct Doc;
+
+fn mount(context: &mut Context) -> Result<Mounted, MountError> {
+    let pool = context.pool.clone();
+    let sweeper = crate::reservations::SweeperConfig::default();
+    Ok(Mounted {
+        tenant_routes: OpenApiRouter::with_openapi(Doc::openapi())
+            .merge(crate::products::routes())
+            .merge(crate::inventory::routes())
+            .merge(crate::reservations::routes())
+            .merge(crate::coupons::routes())
+            .merge(crate::quotes::routes()),
+        jobs: vec![Job::new("reservation sweeper", move |shutdown| {
+            crate::reservations::sweep(pool, sweeper, shutdown)
+        })],
+        ..Mounted::default()
+    })
+}
+
+/// Viewers read; finance keeps the catalog and the stock, and quotes.
+fn permissions() -> Vec<RoutePermission> {
+    let row = |method, path, role| RoutePermission { method, path, access: Access::Role(role) };
+    vec![
+        row(Method::POST, crate::products::PRODUCTS_PATH, Role::Finance),
+        row(Method::GET, crate::products::PRODUCTS_PATH, Role::Viewer),
+        row(Method::GET, "/v1/products/{id}", Role::Viewer),
+        row(Method::PATCH, "/v1/products/{id}", Role::Finance),
+        row(Method::GET, "/v1/inventory/{sku}", Role::Viewer),
+        row(Method::POST, "/v1/inventory/{sku}/adjustments", Role::Finance),
+        row(Method::POST, crate::reservations::RESERVATIONS_PATH, Role::Finance),
+        row(Method::GET, "/v1/reservations/{id}", Role::Viewer),
+        row(Method::POST, "/v1/reservations/{id}/commit", Role::Finance),
+        row(Method::POST, "/v1/reservations/{id}/release", Role::Finance),
+        row(Method::POST, crate::coupons::COUPONS_PATH, Role::Finance),
+        row(Method::GET, crate::coupons::COUPONS_PATH, Role::Viewer),
+        row(Method::GET, "/v1/coupons/{id}", Role::Viewer),
+        row(Method::PATCH, "/v1/coupons/{id}", Role::Finance),
+        row(Method::POST, crate::quotes::QUOTES_PATH, Role::Finance),
+        row(Method::GET, "/v1/quotes/{id}", Role::Viewer),
+    ]
+}

@@ -1,0 +1,646 @@
+//! The commerce schema's SQL: products and their prices, stock and its movements,
+//! quotes, and events.
+
+use sqlx::PgConnection;
+use till_kit::BusinessId;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub const OUTBOX: &str = "commerce.outbox";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProductRow {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub sku: String,
+    pub tax_treatment: String,
+    pub hsn_code: Option<String>,
+    pub gst_rate_bps: Option<i32>,
+    pub track_inventory: bool,
+    pub active: bool,
+    pub metadata: serde_json::Value,
+    pub version: i32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+const PRODUCT_COLUMNS: &str = "id, business_id, name, description, sku, tax_treatment, hsn_code, gst_rate_bps, \
+     track_inventory, active, metadata, version, created_at, updated_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PriceRow {
+    pub product_id: Uuid,
+    pub currency: String,
+    pub unit_amount: i64,
+    pub tax_inclusive: bool,
+}
+
+/// A product's tax treatment as stored: the treatment, and for GST its HSN and rate.
+pub struct StoredTreatment<'a> {
+    pub tax_treatment: &'a str,
+    pub hsn_code: Option<&'a str>,
+    pub gst_rate_bps: Option<i32>,
+}
+
+pub struct NewProduct<'a> {
+    pub id: Uuid,
+    pub business: BusinessId,
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    pub sku: &'a str,
+    pub treatment: StoredTreatment<'a>,
+    pub track_inventory: bool,
+    pub metadata: serde_json::Value,
+}
+
+/// Inserts the product (and its stock row, at zero, if it tracks inventory); `None` if
+/// the business has a product with this SKU already.
+pub async fn insert_product(
+    connection: &mut PgConnection,
+    new: &NewProduct<'_>,
+) -> Result<Option<ProductRow>, sqlx::Error> {
+    let row: Option<ProductRow> = sqlx::query_as(&format!(
+        "INSERT INTO commerce.products (id, business_id, name, description, sku, tax_treatment, hsn_code, gst_rate_bps,
+             track_inventory, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (business_id, sku) DO NOTHING
+         RETURNING {PRODUCT_COLUMNS}"
+    ))
+    .bind(new.id)
+    .bind(new.business.as_uuid())
+    .bind(new.name)
+    .bind(new.description)
+    .bind(new.sku)
+    .bind(new.treatment.tax_treatment)
+    .bind(new.treatment.hsn_code)
+    .bind(new.treatment.gst_rate_bps)
+    .bind(new.track_inventory)
+    .bind(&new.metadata)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if row.is_some() && new.track_inventory {
+        sqlx::query("INSERT INTO commerce.stock (business_id, sku, product_id) VALUES ($1, $2, $3)")
+            .bind(new.business.as_uuid())
+            .bind(new.sku)
+            .bind(new.id)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(row)
+}
+
+/// Replaces the product's prices with `prices` (currency, unit amount, tax inclusive).
+pub async fn set_prices(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    product: Uuid,
+    prices: &[(String, i64, bool)],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM commerce.product_prices WHERE product_id = $1")
+        .bind(product)
+        .execute(&mut *connection)
+        .await?;
+    let currencies: Vec<&str> = prices.iter().map(|(currency, _, _)| currency.as_str()).collect();
+    let amounts: Vec<i64> = prices.iter().map(|(_, amount, _)| *amount).collect();
+    let inclusive: Vec<bool> = prices.iter().map(|(_, _, inclusive)| *inclusive).collect();
+    sqlx::query(
+        "INSERT INTO commerce.product_prices (product_id, business_id, currency, unit_amount, tax_inclusive)
+         SELECT $1, $2, currency, unit_amount, tax_inclusive
+           FROM unnest($3::text[], $4::bigint[], $5::boolean[]) AS p (currency, unit_amount, tax_inclusive)",
+    )
+    .bind(product)
+    .bind(business.as_uuid())
+    .bind(&currencies)
+    .bind(&amounts)
+    .bind(&inclusive)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_product(connection: &mut PgConnection, id: Uuid) -> Result<Option<ProductRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM commerce.products WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(connection)
+        .await
+}
+
+/// The product, locked for an update.
+pub async fn lock_product(connection: &mut PgConnection, id: Uuid) -> Result<Option<ProductRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM commerce.products WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(connection)
+        .await
+}
+
+/// The products of these ids that exist (in no particular order).
+pub async fn find_products(connection: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<ProductRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM commerce.products WHERE id = ANY($1)"))
+        .bind(ids)
+        .fetch_all(connection)
+        .await
+}
+
+pub async fn list_products(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<ProductRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {PRODUCT_COLUMNS} FROM commerce.products
+          WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(business.as_uuid())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+/// The prices of these products, by product then currency.
+pub async fn prices_of(connection: &mut PgConnection, products: &[Uuid]) -> Result<Vec<PriceRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT product_id, currency, unit_amount, tax_inclusive FROM commerce.product_prices
+          WHERE product_id = ANY($1) ORDER BY product_id, currency",
+    )
+    .bind(products)
+    .fetch_all(connection)
+    .await
+}
+
+pub struct ProductChanges<'a> {
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    pub treatment: StoredTreatment<'a>,
+    pub active: bool,
+    pub metadata: &'a serde_json::Value,
+}
+
+pub async fn update_product(
+    connection: &mut PgConnection,
+    id: Uuid,
+    changes: &ProductChanges<'_>,
+) -> Result<ProductRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE commerce.products
+            SET name = $2, description = $3, tax_treatment = $4, hsn_code = $5, gst_rate_bps = $6, active = $7,
+                metadata = $8, version = version + 1, updated_at = now()
+          WHERE id = $1
+          RETURNING {PRODUCT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(changes.name)
+    .bind(changes.description)
+    .bind(changes.treatment.tax_treatment)
+    .bind(changes.treatment.hsn_code)
+    .bind(changes.treatment.gst_rate_bps)
+    .bind(changes.active)
+    .bind(changes.metadata)
+    .fetch_one(connection)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StockRow {
+    pub business_id: Uuid,
+    pub sku: String,
+    pub product_id: Uuid,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub version: i32,
+    pub updated_at: OffsetDateTime,
+}
+
+const STOCK_COLUMNS: &str = "business_id, sku, product_id, on_hand, reserved, version, updated_at";
+
+pub async fn find_stock(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    sku: &str,
+) -> Result<Option<StockRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {STOCK_COLUMNS} FROM commerce.stock WHERE business_id = $1 AND sku = $2"))
+        .bind(business.as_uuid())
+        .bind(sku)
+        .fetch_optional(connection)
+        .await
+}
+
+/// The largest stock a SKU may hold (the table's check).
+pub const ON_HAND_MAX: i64 = 1_000_000_000_000;
+
+/// Adds `delta` to the SKU's stock on hand if the result stays within `reserved ..=
+/// ON_HAND_MAX`, and records the movement; `None` if it would not (or there is no such
+/// stock). The condition is part of the UPDATE: a concurrent change waits for this row's
+/// lock and then re-checks it against what this one left, so no interleaving can take
+/// stock below what is reserved.
+pub async fn adjust_stock(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    sku: &str,
+    movement: Uuid,
+    delta: i64,
+    reason: &str,
+    created_by: &str,
+) -> Result<Option<StockRow>, sqlx::Error> {
+    let row: Option<StockRow> = sqlx::query_as(&format!(
+        "UPDATE commerce.stock SET on_hand = on_hand + $3, version = version + 1, updated_at = now()
+          WHERE business_id = $1 AND sku = $2 AND on_hand + $3 >= reserved AND on_hand + $3 <= $4
+          RETURNING {STOCK_COLUMNS}"
+    ))
+    .bind(business.as_uuid())
+    .bind(sku)
+    .bind(delta)
+    .bind(ON_HAND_MAX)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if let Some(stock) = &row {
+        sqlx::query(
+            "INSERT INTO commerce.stock_movements (id, business_id, sku, kind, delta, on_hand, reason, created_by)
+             VALUES ($1, $2, $3, 'adjustment', $4, $5, $6, $7)",
+        )
+        .bind(movement)
+        .bind(business.as_uuid())
+        .bind(sku)
+        .bind(delta)
+        .bind(stock.on_hand)
+        .bind(reason)
+        .bind(created_by)
+        .execute(connection)
+        .await?;
+    }
+    Ok(row)
+}
+
+pub struct NewQuote<'a> {
+    pub id: Uuid,
+    pub business: BusinessId,
+    pub currency: &'a str,
+    pub total: i64,
+    pub tax_point: time::Date,
+    pub body: &'a serde_json::Value,
+    pub expires_at: OffsetDateTime,
+}
+
+pub async fn insert_quote(connection: &mut PgConnection, new: &NewQuote<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO commerce.quotes (id, business_id, currency, total, tax_point, body, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new.id)
+    .bind(new.business.as_uuid())
+    .bind(new.currency)
+    .bind(new.total)
+    .bind(new.tax_point)
+    .bind(new.body)
+    .bind(new.expires_at)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_quote(connection: &mut PgConnection, id: Uuid) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar("SELECT body FROM commerce.quotes WHERE id = $1").bind(id).fetch_optional(connection).await
+}
+
+/// Appends one event about a commerce resource to the outbox, in the caller's transaction.
+pub async fn announce(
+    connection: &mut PgConnection,
+    business: Uuid,
+    resource_id: String,
+    version: i32,
+    at: OffsetDateTime,
+    event_type: till_outbox::EventType,
+    data: &impl serde::Serialize,
+) -> Result<(), till_http::ApiError> {
+    let event = till_outbox::Event::about(
+        event_type,
+        BusinessId::from_uuid(business),
+        resource_id,
+        i64::from(version),
+        at,
+        data,
+    )
+    .map_err(|error| till_http::ApiError::internal(&error))?;
+    till_outbox::append(connection, OUTBOX, &[event]).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReservationRow {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    pub status: String,
+    pub reference: Option<String>,
+    pub expires_at: OffsetDateTime,
+    pub ended_at: Option<OffsetDateTime>,
+    pub version: i32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+const RESERVATION_COLUMNS: &str =
+    "id, business_id, status, reference, expires_at, ended_at, version, created_at, updated_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReservationLineRow {
+    pub reservation_id: Uuid,
+    pub sku: String,
+    pub quantity: i64,
+}
+
+pub struct NewReservation<'a> {
+    pub id: Uuid,
+    pub business: BusinessId,
+    pub reference: Option<&'a str>,
+    pub expires_in_seconds: i32,
+    pub created_by: &'a str,
+}
+
+pub async fn insert_reservation(
+    connection: &mut PgConnection,
+    new: &NewReservation<'_>,
+) -> Result<ReservationRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO commerce.reservations (id, business_id, status, reference, expires_at, created_by)
+         VALUES ($1, $2, 'active', $3, now() + make_interval(secs => $4), $5)
+         RETURNING {RESERVATION_COLUMNS}"
+    ))
+    .bind(new.id)
+    .bind(new.business.as_uuid())
+    .bind(new.reference)
+    .bind(new.expires_in_seconds)
+    .bind(new.created_by)
+    .fetch_one(connection)
+    .await
+}
+
+/// Holds `quantity` of the SKU for the reservation if that many are available, and
+/// records the line; `None` if they are not (or there is no such stock). As with an
+/// adjustment, the condition is in the UPDATE, so concurrent reservations of the last
+/// units queue on the stock row and only those that still fit are taken.
+pub async fn reserve_line(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    reservation: Uuid,
+    sku: &str,
+    quantity: i64,
+) -> Result<Option<StockRow>, sqlx::Error> {
+    let row: Option<StockRow> = sqlx::query_as(&format!(
+        "UPDATE commerce.stock SET reserved = reserved + $3, version = version + 1, updated_at = now()
+          WHERE business_id = $1 AND sku = $2 AND on_hand - reserved >= $3
+          RETURNING {STOCK_COLUMNS}"
+    ))
+    .bind(business.as_uuid())
+    .bind(sku)
+    .bind(quantity)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if row.is_some() {
+        sqlx::query(
+            "INSERT INTO commerce.reservation_lines (reservation_id, business_id, sku, quantity) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(reservation)
+        .bind(business.as_uuid())
+        .bind(sku)
+        .bind(quantity)
+        .execute(connection)
+        .await?;
+    }
+    Ok(row)
+}
+
+pub async fn find_reservation(connection: &mut PgConnection, id: Uuid) -> Result<Option<ReservationRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM commerce.reservations WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(connection)
+        .await
+}
+
+/// The lines of a reservation, by SKU: the order every change to their stock takes
+/// them in, so that two reservations over the same SKUs never deadlock.
+pub async fn reservation_lines(
+    connection: &mut PgConnection,
+    reservation: Uuid,
+) -> Result<Vec<ReservationLineRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT reservation_id, sku, quantity FROM commerce.reservation_lines WHERE reservation_id = $1 ORDER BY sku",
+    )
+    .bind(reservation)
+    .fetch_all(connection)
+    .await
+}
+
+/// How a reservation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Paid for: the units are sold (on hand and reserved both fall).
+    Committed,
+    /// Given back before its expiry.
+    Released,
+    /// Its time ran out (the sweeper).
+    Expired,
+}
+
+impl Ending {
+    pub fn status(self) -> &'static str {
+        match self {
+            Ending::Committed => "committed",
+            Ending::Released => "released",
+            Ending::Expired => "expired",
+        }
+    }
+}
+
+/// Ends an active reservation, once: `None` if it is not active (or, to commit or
+/// release it, if its expiry has passed; to expire it, if it has not). Its stock is
+/// given back or sold in the same transaction, line by line in SKU order.
+pub async fn end_reservation(
+    connection: &mut PgConnection,
+    id: Uuid,
+    ending: Ending,
+    actor: &str,
+) -> Result<Option<ReservationRow>, sqlx::Error> {
+    let row: Option<ReservationRow> = sqlx::query_as(&format!(
+        "UPDATE commerce.reservations SET status = $2, ended_at = now(), version = version + 1, updated_at = now()
+          WHERE id = $1 AND status = 'active' AND (expires_at <= now()) = $3
+          RETURNING {RESERVATION_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(ending.status())
+    .bind(ending == Ending::Expired)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some(reservation) = row else {
+        return Ok(None);
+    };
+    let sold = ending == Ending::Committed;
+    for line in reservation_lines(connection, id).await? {
+        let stock: StockRow = sqlx::query_as(&format!(
+            "UPDATE commerce.stock
+                SET reserved = reserved - $3, on_hand = on_hand - CASE WHEN $4 THEN $3 ELSE 0 END,
+                    version = version + 1, updated_at = now()
+              WHERE business_id = $1 AND sku = $2
+              RETURNING {STOCK_COLUMNS}"
+        ))
+        .bind(reservation.business_id)
+        .bind(&line.sku)
+        .bind(line.quantity)
+        .bind(sold)
+        .fetch_one(&mut *connection)
+        .await?;
+        if sold {
+            sqlx::query(
+                "INSERT INTO commerce.stock_movements (id, business_id, sku, kind, delta, on_hand, reason, created_by)
+                 VALUES ($1, $2, $3, 'sale', $4, $5, $6, $7)",
+            )
+            .bind(crate::MovementId::generate().as_uuid())
+            .bind(reservation.business_id)
+            .bind(&line.sku)
+            .bind(line.quantity.saturating_neg())
+            .bind(stock.on_hand)
+            .bind(format!("reservation {}", crate::ReservationId::from_uuid(id)))
+            .bind(actor)
+            .execute(&mut *connection)
+            .await?;
+        }
+    }
+    Ok(Some(reservation))
+}
+
+/// Active reservations of any business whose expiry has passed (the sweeper's listing).
+pub async fn expired_reservations(pool: &sqlx::PgPool, rows_max: i32) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT business_id, reservation_id FROM commerce.expired_reservations($1)")
+        .bind(rows_max)
+        .fetch_all(pool)
+        .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CouponRow {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    pub code: String,
+    pub percent_bps: Option<i32>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub valid_from: Option<OffsetDateTime>,
+    pub valid_until: Option<OffsetDateTime>,
+    pub max_redemptions: Option<i32>,
+    pub redemptions: i32,
+    pub active: bool,
+    pub version: i32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+const COUPON_COLUMNS: &str = "id, business_id, code, percent_bps, amount, currency, valid_from, valid_until, \
+     max_redemptions, redemptions, active, version, created_at, updated_at";
+
+pub struct NewCoupon<'a> {
+    pub id: Uuid,
+    pub business: BusinessId,
+    pub code: &'a str,
+    pub percent_bps: Option<i32>,
+    pub amount: Option<i64>,
+    pub currency: Option<&'a str>,
+    pub valid_from: Option<OffsetDateTime>,
+    pub valid_until: Option<OffsetDateTime>,
+    pub max_redemptions: Option<i32>,
+}
+
+/// Inserts the coupon; `None` if the business has one with this code already.
+pub async fn insert_coupon(
+    connection: &mut PgConnection,
+    new: &NewCoupon<'_>,
+) -> Result<Option<CouponRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO commerce.coupons (id, business_id, code, percent_bps, amount, currency, valid_from, valid_until,
+             max_redemptions)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (business_id, code) DO NOTHING
+         RETURNING {COUPON_COLUMNS}"
+    ))
+    .bind(new.id)
+    .bind(new.business.as_uuid())
+    .bind(new.code)
+    .bind(new.percent_bps)
+    .bind(new.amount)
+    .bind(new.currency)
+    .bind(new.valid_from)
+    .bind(new.valid_until)
+    .bind(new.max_redemptions)
+    .fetch_optional(connection)
+    .await
+}
+
+pub async fn find_coupon(connection: &mut PgConnection, id: Uuid) -> Result<Option<CouponRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COUPON_COLUMNS} FROM commerce.coupons WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(connection)
+        .await
+}
+
+/// The business's coupons of these codes (in no particular order).
+pub async fn coupons_by_code(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    codes: &[String],
+) -> Result<Vec<CouponRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COUPON_COLUMNS} FROM commerce.coupons WHERE business_id = $1 AND code = ANY($2)"))
+        .bind(business.as_uuid())
+        .bind(codes)
+        .fetch_all(connection)
+        .await
+}
+
+pub async fn list_coupons(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<CouponRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COUPON_COLUMNS} FROM commerce.coupons
+          WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(business.as_uuid())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+pub struct CouponChanges {
+    pub active: bool,
+    pub valid_until: Option<OffsetDateTime>,
+    pub max_redemptions: Option<i32>,
+}
+
+/// Changes a coupon at `version`; `None` if it is at another version by now or the
+/// change breaks a check (a limit below what was redeemed, an end before the start),
+/// which the caller reads back to explain.
+pub async fn update_coupon(
+    connection: &mut PgConnection,
+    id: Uuid,
+    version: i32,
+    changes: &CouponChanges,
+) -> Result<Option<CouponRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE commerce.coupons
+            SET active = $2, valid_until = $3, max_redemptions = $4, version = version + 1, updated_at = now()
+          WHERE id = $1 AND version = $5
+            AND ($4::integer IS NULL OR redemptions <= $4)
+            AND ($3::timestamptz IS NULL OR valid_from IS NULL OR valid_from < $3)
+          RETURNING {COUPON_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(changes.active)
+    .bind(changes.valid_until)
+    .bind(changes.max_redemptions)
+    .bind(version)
+    .fetch_optional(connection)
+    .await
+}
