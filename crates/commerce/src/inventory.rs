@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use till_http::auth::Principal;
-use till_http::extract::ApiJson;
+use till_http::extract::{ApiJson, ApiQuery};
+use till_http::pagination::{ListParams, Page};
 use till_http::unit_of_work::Tx;
 use till_http::{ApiError, ErrorCode, Problem};
 use till_kit::HumanText;
@@ -27,7 +28,10 @@ use crate::store::{self, StockRow};
 use crate::{MovementId, ProductId};
 
 pub fn routes() -> OpenApiRouter {
-    OpenApiRouter::new().routes(routes!(get_inventory)).routes(routes!(adjust_inventory))
+    OpenApiRouter::new()
+        .routes(routes!(get_inventory))
+        .routes(routes!(adjust_inventory))
+        .routes(routes!(list_movements))
 }
 
 /// A SKU's stock.
@@ -182,4 +186,73 @@ async fn adjust_inventory(
     )
     .await?;
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// One change to a SKU's stock, as its history shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MovementBody {
+    pub id: MovementId,
+    pub sku: String,
+    /// `adjustment`, `sale` (a committed reservation) or `restock`.
+    pub kind: String,
+    /// Units added (positive) or removed (negative).
+    pub delta: i64,
+    /// Units on hand after it.
+    pub on_hand: i64,
+    pub reason: Option<String>,
+    /// Who made it: `api_key:key_…`, `user:…`.
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MovementListParams {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// The id of the last movement of the previous page.
+    pub starting_after: Option<String>,
+}
+
+/// A SKU's stock history, newest first: every adjustment and sale, with the stock after it.
+#[utoipa::path(get, path = "/v1/inventory/{sku}/movements", tag = "commerce", params(("sku" = String, Path), MovementListParams),
+    responses((status = 200, body = Page<MovementBody>), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "No product with this SKU tracks inventory.")),
+    security(("bearer" = [])))]
+async fn list_movements(
+    principal: Principal,
+    mut tx: Tx,
+    path: Result<Path<String>, PathRejection>,
+    ApiQuery(params): ApiQuery<MovementListParams>,
+) -> Result<axum::Json<Page<MovementBody>>, ApiError> {
+    let sku = sku_of(path)?;
+    let page = ListParams { limit: params.limit, starting_after: params.starting_after }
+        .page(|text| MovementId::parse(text).ok())?;
+    store::find_stock(&mut tx, principal.business_id, sku.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("inventory"))?;
+    let rows = store::list_movements(
+        &mut tx,
+        principal.business_id,
+        sku.as_str(),
+        page.starting_after.map(|id| id.as_uuid()),
+        page.fetch_limit(),
+    )
+    .await?;
+    let bodies: Vec<MovementBody> = rows
+        .into_iter()
+        .map(|row| MovementBody {
+            id: MovementId::from_uuid(row.id),
+            sku: row.sku,
+            kind: row.kind,
+            delta: row.delta,
+            on_hand: row.on_hand,
+            reason: row.reason,
+            created_by: row.created_by,
+            created_at: row.created_at,
+        })
+        .collect();
+    Ok(axum::Json(Page::from_rows(bodies, page.limit, |body| body.id.to_string())))
 }

@@ -49,6 +49,7 @@ fn permissions() -> Vec<RoutePermission> {
         row(Method::PATCH, "/v1/products/{id}", Role::Finance),
         row(Method::GET, "/v1/inventory/{sku}", Role::Viewer),
         row(Method::POST, "/v1/inventory/{sku}/adjustments", Role::Finance),
+        row(Method::GET, "/v1/inventory/{sku}/movements", Role::Viewer),
         row(Method::POST, crate::reservations::RESERVATIONS_PATH, Role::Finance),
         row(Method::GET, "/v1/reservations/{id}", Role::Viewer),
         row(Method::POST, "/v1/reservations/{id}/commit", Role::Finance),

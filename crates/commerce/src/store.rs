@@ -644,3 +644,35 @@ pub async fn update_coupon(
     .fetch_optional(connection)
     .await
 }
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MovementRow {
+    pub id: Uuid,
+    pub sku: String,
+    pub kind: String,
+    pub delta: i64,
+    pub on_hand: i64,
+    pub reason: Option<String>,
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// A SKU's movements, newest first.
+pub async fn list_movements(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    sku: &str,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<MovementRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, sku, kind, delta, on_hand, reason, created_by, created_at FROM commerce.stock_movements
+          WHERE business_id = $1 AND sku = $2 AND ($3::uuid IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+    )
+    .bind(business.as_uuid())
+    .bind(sku)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}

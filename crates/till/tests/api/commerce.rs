@@ -262,6 +262,19 @@ async fn stock_never_goes_below_what_is_there_under_concurrent_adjustments() {
         .await
         .expect("count");
     assert_eq!(movements, 11, "one movement per adjustment taken, none for a refusal");
+    let history: Value = app.get("/v1/inventory/MUG-STOCK/movements?limit=5", key).await.json().await.expect("json");
+    assert_eq!(history["data"].as_array().map(Vec::len), Some(5));
+    assert_eq!(history["has_more"], true);
+    assert_eq!((history["data"][0]["on_hand"].as_i64(), history["data"][0]["delta"].as_i64()), (Some(0), Some(-1)));
+    let cursor = history["next_cursor"].as_str().expect("a cursor");
+    let rest: Value = app
+        .get(&format!("/v1/inventory/MUG-STOCK/movements?limit=100&starting_after={cursor}"), key)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let oldest = rest["data"].as_array().and_then(|data| data.last()).cloned().unwrap_or_default();
+    assert_eq!((rest["data"].as_array().map(Vec::len), oldest["reason"].as_str()), (Some(6), Some("initial count")));
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM commerce.outbox WHERE type = 'inventory.adjusted'")
         .fetch_one(&app.owner_pool)
         .await
@@ -661,6 +674,15 @@ async fn a_reservation_holds_every_line_or_none_and_ends_once() {
         .await
         .expect("count");
     assert_eq!(sales, 2, "one sale movement per line");
+    let history: Value = app.get(&format!("/v1/inventory/{mugs}/movements"), key).await.json().await.expect("json");
+    let newest = &history["data"][0];
+    assert_eq!(
+        (newest["kind"].as_str(), newest["delta"].as_i64(), newest["on_hand"].as_i64()),
+        (Some("sale"), Some(-3), Some(2)),
+        "{history}"
+    );
+    assert!(newest["reason"].as_str().is_some_and(|reason| reason.contains(id)), "the sale names its reservation");
+    assert_eq!(history["data"][1]["kind"], "adjustment", "the initial count");
     // A second commit (another request, not a retry) and a release of what was sold are refused.
     let (status, again) = post(&app, key, &format!("/v1/reservations/{id}/commit"), &json!({})).await;
     assert_eq!((status, again["code"].as_str()), (409, Some("state_conflict")));
