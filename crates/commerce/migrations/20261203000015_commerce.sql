@@ -57,12 +57,15 @@ CREATE TABLE commerce.stock_movements (
     kind        text        NOT NULL CHECK (kind IN ('adjustment', 'sale', 'restock')),
     delta       bigint      NOT NULL CHECK (delta <> 0),
     on_hand     bigint      NOT NULL,
+    -- The stock row's version after the change: the order the changes were applied in
+    -- (they queue on the row's lock), which the ids, made before the lock, are not.
+    stock_version integer   NOT NULL,
     reason      text        CHECK (char_length(reason) BETWEEN 1 AND 200),
     created_by  text        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     FOREIGN KEY (business_id, sku) REFERENCES commerce.stock (business_id, sku)
 );
-CREATE INDEX stock_movements_by_sku ON commerce.stock_movements (business_id, sku, id DESC);
+CREATE UNIQUE INDEX stock_movements_in_order ON commerce.stock_movements (business_id, sku, stock_version DESC);
 
 -- A quote as it was given: the engine's answer, kept so that what the buyer was shown is
 -- what an order made from it charges.

@@ -144,7 +144,7 @@ pub fn prices(fields: &[PriceFields<'_>]) -> Result<Vec<Price>, Refusal> {
         let currency = Currency::parse(price.currency)
             .map_err(|error| Refusal::invalid(format!("prices[{index}].currency"), error.to_string()))?;
         if !seen.insert(currency) {
-            return Err(Refusal::invalid(
+            return Err(Refusal::rule(
                 format!("prices[{index}].currency"),
                 format!("the product has a price in {currency} already; one price per currency."),
             ));
@@ -163,16 +163,34 @@ pub fn prices(fields: &[PriceFields<'_>]) -> Result<Vec<Price>, Refusal> {
     Ok(prices)
 }
 
-/// A stock adjustment's delta: not zero, at most [`DELTA_MAX`] either way.
+/// A stock adjustment's delta: at most [`DELTA_MAX`] either way (400), and not zero
+/// (422: a schema cannot say "not 0", and an adjustment of nothing is no change).
 pub fn delta(delta: i64) -> Result<i64, Refusal> {
-    if delta == 0 || delta.unsigned_abs() > DELTA_MAX.unsigned_abs() {
-        return Err(Refusal::invalid(
-            "delta",
-            format!("delta is a whole number of units, not 0, at most {DELTA_MAX} either way."),
-        ));
+    if delta.unsigned_abs() > DELTA_MAX.unsigned_abs() {
+        return Err(Refusal::invalid("delta", format!("delta is at most {DELTA_MAX} units either way.")));
+    }
+    if delta == 0 {
+        return Err(Refusal::rule("delta", "An adjustment of 0 units changes nothing."));
     }
     Ok(delta)
 }
+
+/// The GST rates a product may carry, as its request schema says them.
+pub struct GstRateSchema;
+
+impl utoipa::PartialSchema for GstRateSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let rates: std::collections::BTreeSet<u32> =
+            till_pricing::tax::GST_RATE_TABLE.iter().flat_map(|row| row.rates_bps.iter().copied()).collect();
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .enum_values(Some(rates))
+            .description(Some("A GST rate in basis points that is or was one of India's slabs."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for GstRateSchema {}
 
 #[cfg(test)]
 mod tests {

@@ -30,9 +30,9 @@ pub fn routes() -> OpenApiRouter {
 }
 
 /// A code: 3 to 32 of upper-case letters, digits, `_` and `-`, starting with a letter or
-/// digit. Codes are compared as sent (a buyer's `summer10` is `SUMMER10`).
+/// digit. Codes are compared in upper case (a buyer's `summer10` is `SUMMER10`).
 pub fn parse_code(text: &str) -> Option<String> {
-    let code = text.trim().to_ascii_uppercase();
+    let code = text.to_ascii_uppercase();
     let bytes = code.as_bytes();
     let valid = (3..=32).contains(&bytes.len())
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
@@ -134,7 +134,7 @@ pub struct CreateCouponRequest {
     /// A fixed amount off the order, with its `currency`.
     #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     pub amount: Option<i64>,
-    #[schema(pattern = "^[A-Z]{3}$")]
+    #[schema(value_type = Option<Currency>)]
     pub currency: Option<String>,
     /// RFC 3339.
     #[schema(format = DateTime)]
@@ -178,6 +178,7 @@ async fn announce(tx: &mut Tx, body: &CouponBody, business: uuid::Uuid, event_ty
         (status = 201, body = CouponBody),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "state_conflict: the business has a coupon with this code."),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "rule_violated: not exactly one of percent_bps and amount, an amount without its currency, or an end before the start."),
     ),
     security(("bearer" = [])))]
 async fn create_coupon(
@@ -204,15 +205,15 @@ async fn create_coupon(
             }
             (None, Some(amount), Some(currency.code()))
         }
-        (None, Some(_), None) => return Err(ApiError::invalid("currency", "an amount off needs its currency.")),
-        (None, None, Some(_)) => return Err(ApiError::invalid("amount", "a currency goes with an amount off.")),
-        _ => return Err(ApiError::invalid("percent_bps", "a coupon is exactly one of percent_bps and amount.")),
+        (None, Some(_), None) => return Err(ApiError::rule("currency", "An amount off needs its currency.")),
+        (None, None, Some(_)) => return Err(ApiError::rule("amount", "A currency goes with an amount off.")),
+        _ => return Err(ApiError::rule("percent_bps", "A coupon is exactly one of percent_bps and amount.")),
     };
     let valid_from = parse_time(request.valid_from.as_deref(), "valid_from")?;
     let valid_until = parse_time(request.valid_until.as_deref(), "valid_until")?;
     if let (Some(from), Some(until)) = (valid_from, valid_until) {
         if from >= until {
-            return Err(ApiError::invalid("valid_until", "valid_until is after valid_from."));
+            return Err(ApiError::rule("valid_until", "valid_until is after valid_from."));
         }
     }
     let max_redemptions = parse_limit(request.max_redemptions)?;

@@ -95,11 +95,11 @@ async fn get_inventory(
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentRequest {
     /// Units added (received, found in a count) or, negative, removed (damaged, lost).
-    /// Not 0; at most 1 000 000 000 either way.
+    /// At most 1 000 000 000 either way; 0 is refused (422).
     #[schema(minimum = -1_000_000_000_i64, maximum = 1_000_000_000_i64)]
     pub delta: i64,
     /// Why, for the stock's history: 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(value_type = till_kit::schema::Name200)]
     pub reason: String,
 }
 
@@ -124,7 +124,7 @@ pub struct AdjustmentBody {
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json", description = "No product with this SKU tracks inventory."),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "insufficient_stock: fewer units are on hand and unreserved than the delta removes."),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "rule_violated: the stock would exceed 1 000 000 000 000 units."),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "rule_violated: a delta of 0, or stock that would exceed 1 000 000 000 000 units."),
     ),
     security(("bearer" = [])))]
 async fn adjust_inventory(
@@ -216,7 +216,7 @@ pub struct MovementListParams {
     pub starting_after: Option<String>,
 }
 
-/// A SKU's stock history, newest first: every adjustment and sale, with the stock after it.
+/// A SKU's stock history, last applied first: every adjustment and sale, with the stock after it.
 #[utoipa::path(get, path = "/v1/inventory/{sku}/movements", tag = "commerce", params(("sku" = String, Path), MovementListParams),
     responses((status = 200, body = Page<MovementBody>), (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json", description = "No product with this SKU tracks inventory.")),

@@ -16,6 +16,7 @@ use till_http::extract::{ApiJson, ApiPath, ApiQuery};
 use till_http::pagination::{ListParams, Page};
 use till_http::unit_of_work::Tx;
 use till_http::{ApiError, ErrorCode, Problem};
+use till_kit::schema::{Name200, Text1000};
 use till_kit::{BusinessId, Currency, HumanText, Metadata};
 use till_outbox::EventType;
 use till_pricing::Treatment;
@@ -56,8 +57,7 @@ pub(crate) async fn seller(
 }
 
 /// A product's price in one currency.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PriceBody {
     pub currency: Currency,
     /// In minor units of `currency`, 0 to 100 000 000 000.
@@ -133,7 +133,7 @@ impl ProductBody {
 #[serde(deny_unknown_fields)]
 pub struct PriceRequest {
     /// ISO 4217, upper case.
-    #[schema(pattern = "^[A-Z]{3}$")]
+    #[schema(value_type = Currency)]
     pub currency: String,
     #[schema(minimum = 0, maximum = 100_000_000_000_i64)]
     pub unit_amount: i64,
@@ -145,9 +145,9 @@ pub struct PriceRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(value_type = Name200)]
     pub name: String,
-    #[schema(max_length = 1000)]
+    #[schema(value_type = Option<Text1000>)]
     pub description: Option<String>,
     /// Unique per business: 1 to 64 letters, digits, `.`, `_` or `-`.
     #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -159,12 +159,14 @@ pub struct CreateProductRequest {
     pub hsn_code: Option<String>,
     /// Required with `gst`: 0, 25, 300, 500, 1800 or 4000 (and 1200 or 2800 for sales
     /// before 22 Sep 2025).
+    #[schema(value_type = Option<crate::catalog::GstRateSchema>)]
     pub gst_rate_bps: Option<i64>,
     /// One to ten, one per currency.
     #[schema(min_items = 1, max_items = 10)]
     pub prices: Vec<PriceRequest>,
     /// `true` if left out.
     pub track_inventory: Option<bool>,
+    #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -333,20 +335,22 @@ async fn list_products(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductRequest {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(value_type = Option<Name200>)]
     pub name: Option<String>,
     /// `null` removes it.
     #[serde(default, deserialize_with = "till_http::update::present")]
-    #[schema(value_type = Option<String>, max_length = 1000)]
+    #[schema(value_type = Option<Text1000>)]
     pub description: Option<Option<String>>,
     #[schema(pattern = "^(standard|reduced|zero|exempt|gst)$")]
     pub tax_treatment: Option<String>,
     #[schema(pattern = "^([0-9]{4}|[0-9]{6}|[0-9]{8})$")]
     pub hsn_code: Option<String>,
+    #[schema(value_type = Option<crate::catalog::GstRateSchema>)]
     pub gst_rate_bps: Option<i64>,
     #[schema(min_items = 1, max_items = 10)]
     pub prices: Option<Vec<PriceRequest>>,
     pub active: Option<bool>,
+    #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 

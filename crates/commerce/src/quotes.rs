@@ -54,11 +54,12 @@ pub struct LineDiscountRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteLineRequest {
+    #[schema(value_type = ProductId)]
     pub product_id: String,
     /// 1 to 1 000 000.
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
-    /// Exactly one of `percent_bps` and `amount`.
+    /// Exactly one of `percent_bps` and `amount` (422 otherwise).
     pub discount: Option<LineDiscountRequest>,
 }
 
@@ -73,10 +74,10 @@ pub struct BuyerRequest {
     pub country: String,
     /// India: the GST state code of the place of supply (`27` Maharashtra); taken from
     /// the GSTIN when left out.
-    #[schema(pattern = "^[0-9]{2}$")]
+    #[schema(pattern = "^(0[1-9]|[12][0-9]|3[0-8]|97|99)$")]
     pub state_code: Option<String>,
-    /// India: a registered buyer's GSTIN.
-    #[schema(pattern = "^[0-9A-Z]{15}$")]
+    /// India: a registered buyer's GSTIN (its check character is checked: 422).
+    #[schema(pattern = "^[0-9]{2}[0-9A-Z]{13}$")]
     pub gstin: Option<String>,
     /// India: the buyer is in a Special Economic Zone (taxed as inter-state).
     pub sez: Option<bool>,
@@ -85,14 +86,14 @@ pub struct BuyerRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateQuoteRequest {
-    #[schema(pattern = "^[A-Z]{3}$")]
+    #[schema(value_type = Currency)]
     pub currency: String,
     /// 1 to 100 lines.
     #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<QuoteLineRequest>,
     pub buyer: BuyerRequest,
     /// Up to 5 coupon codes, applied in order, each to what the ones before it left.
-    #[schema(max_items = 5)]
+    #[schema(max_items = 5, value_type = Option<Vec<CouponCodeSchema>>)]
     pub discount_codes: Option<Vec<String>>,
     /// The date of supply, `YYYY-MM-DD`, which decides the rates in force; today where
     /// the seller is, if left out.
@@ -206,6 +207,20 @@ pub struct QuoteBody {
     pub created_at: OffsetDateTime,
 }
 
+/// A coupon code, as the request schema says it.
+pub struct CouponCodeSchema;
+
+impl utoipa::PartialSchema for CouponCodeSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CouponCodeSchema {}
+
 fn pricing_error(error: &PricingError) -> ApiError {
     let detail = format!("{}.", error);
     if error.is_rule() {
@@ -245,7 +260,8 @@ fn buyer_of(request: &BuyerRequest) -> Result<(Buyer, QuoteBuyerBody), ApiError>
         .gstin
         .as_deref()
         .map(|text| {
-            Gstin::parse(text).map_err(|_| ApiError::invalid("buyer.gstin", "buyer.gstin is not a valid GSTIN."))
+            Gstin::parse(text)
+                .map_err(|_| ApiError::rule("buyer.gstin", "buyer.gstin is not a valid GSTIN (its check character)."))
         })
         .transpose()?;
     let state = request
@@ -267,7 +283,7 @@ fn buyer_of(request: &BuyerRequest) -> Result<(Buyer, QuoteBuyerBody), ApiError>
         .as_ref()
         .map(|gstin| {
             StateCode::parse(gstin.state_code())
-                .map_err(|_| ApiError::invalid("buyer.gstin", "buyer.gstin names no state."))
+                .map_err(|_| ApiError::rule("buyer.gstin", "buyer.gstin names no state."))
         })
         .transpose()?;
     if gstin.is_some() && kind != BuyerKind::Business {
@@ -309,7 +325,7 @@ fn tax_point_of(text: Option<&str>, country: Country, now: OffsetDateTime) -> Re
     let earliest = time::macros::date!(2017 - 07 - 01);
     let latest = today.checked_add(TAX_POINT_AHEAD_MAX).unwrap_or(today);
     if date < earliest || date > latest {
-        return Err(ApiError::invalid(
+        return Err(ApiError::rule(
             "tax_point",
             format!("tax_point is from 2017-07-01 (the start of GST) to {latest}, a year ahead."),
         ));
@@ -338,9 +354,9 @@ fn discount_of(
             }
             Ok(Some(Discount::Amount(Money::from_minor(amount, currency))))
         }
-        _ => Err(ApiError::invalid(
+        _ => Err(ApiError::rule(
             format!("lines[{index}].discount"),
-            "a discount is exactly one of percent_bps and amount.",
+            "A discount is exactly one of percent_bps and amount.",
         )),
     }
 }
@@ -367,7 +383,7 @@ async fn order_discounts(
         let code =
             crate::coupons::parse_code(code).ok_or_else(|| ApiError::invalid(field.clone(), "Not a coupon code."))?;
         if parsed.contains(&code) {
-            return Err(ApiError::invalid(field, format!("{code} is given twice.")));
+            return Err(ApiError::rule(field, format!("{code} is given twice.")));
         }
         parsed.push(code);
     }
@@ -418,8 +434,9 @@ fn tax_body(tax: &TaxAmount) -> TaxBody {
     params(("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
     responses(
         (status = 201, body = QuoteBody, description = "Priced, taxed and stored for 30 minutes."),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "A field is wrong: a quantity, a discount above its line, an unknown product, a currency the product has no price in, amounts too large to add up. `param` names it (`lines[2].quantity`)."),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "rule_violated: a rate not in force at the tax point, an inactive product, a registered seller quoting outside its home currency, round-down for a consumer."),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "A field is wrong in itself: a quantity out of range, a malformed id, code or date. `param` names it (`lines[2].quantity`)."),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "resource_missing: a line's product_id names no product of this business; `param` names the line."),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "rule_violated: a discount above its line, amounts too large to add up, a product with no price in the currency or inactive, a rate not in force at the tax point, a registered seller quoting outside its home currency, round-down for a consumer, a GSTIN whose check fails or that disagrees with the state code, a coupon that does not apply now."),
     ),
     security(("bearer" = [])))]
 async fn create_quote(
@@ -463,14 +480,17 @@ async fn create_quote(
     let mut rows = Vec::with_capacity(request.lines.len());
     for (index, (line, id)) in request.lines.iter().zip(&ids).enumerate() {
         let field = format!("lines[{index}].product_id");
-        let product = products.get(id).ok_or_else(|| ApiError::invalid(field.clone(), "No such product."))?;
+        // An id that names no product of this business, as anywhere else: 404, naming the line.
+        let product = products.get(id).ok_or_else(|| {
+            ApiError::new(till_http::ErrorCode::ResourceMissing, "No such product.").with_param(field.clone())
+        })?;
         if !product.active {
             return Err(ApiError::rule(field, "The product is inactive and cannot be sold."));
         }
         let price = prices
             .iter()
             .find(|price| price.product_id == *id && price.currency == currency.code())
-            .ok_or_else(|| ApiError::invalid(field.clone(), format!("The product has no price in {currency}.")))?;
+            .ok_or_else(|| ApiError::rule(field.clone(), format!("The product has no price in {currency}.")))?;
         let quantity = u32::try_from(line.quantity)
             .ok()
             .filter(|quantity| (1..=till_pricing::quote::QUANTITY_MAX).contains(quantity))

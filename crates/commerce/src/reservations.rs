@@ -115,7 +115,7 @@ pub struct CreateReservationRequest {
     #[schema(minimum = 1, maximum = 86_400)]
     pub expires_in_seconds: Option<i64>,
     /// The caller's own reference (a cart, an order): 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(value_type = Option<till_kit::schema::Name200>)]
     pub reference: Option<String>,
 }
 
@@ -151,7 +151,7 @@ fn lines_of(request: &[ReservationLineRequest]) -> Result<BTreeMap<Sku, (i64, us
         let entry = lines.entry(sku).or_insert((0, index));
         entry.0 = entry.0.saturating_add(line.quantity);
         if entry.0 > QUANTITY_MAX {
-            return Err(ApiError::invalid(
+            return Err(ApiError::rule(
                 format!("lines[{index}].quantity"),
                 format!("a SKU's quantities add up to at most {QUANTITY_MAX}."),
             ));
@@ -166,8 +166,10 @@ fn lines_of(request: &[ReservationLineRequest]) -> Result<BTreeMap<Sku, (i64, us
     params(("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
     responses(
         (status = 201, body = ReservationBody),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "A line is wrong, or names a SKU without stock; `param` names it."),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "A line is wrong; `param` names it."),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "resource_missing: a line's SKU has no stock (no product with it tracks inventory); `param` names the line."),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "out_of_stock: a line's SKU has fewer units available; `param` names the line and nothing is held."),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "rule_violated: a SKU named on several lines whose quantities add up to more than 1 000 000."),
     ),
     security(("bearer" = [])))]
 async fn create_reservation(
@@ -209,7 +211,8 @@ async fn create_reservation(
         }
         let field = format!("lines[{index}].sku");
         let stock = store::find_stock(&mut tx, principal.business_id, sku.as_str()).await?.ok_or_else(|| {
-            ApiError::invalid(field.clone(), format!("No product with SKU {} tracks inventory.", sku.as_str()))
+            ApiError::new(ErrorCode::ResourceMissing, format!("No product with SKU {} tracks inventory.", sku.as_str()))
+                .with_param(field.clone())
         })?;
         let available = stock.on_hand.saturating_sub(stock.reserved);
         return Err(ApiError::new(

@@ -258,8 +258,9 @@ pub async fn adjust_stock(
     .await?;
     if let Some(stock) = &row {
         sqlx::query(
-            "INSERT INTO commerce.stock_movements (id, business_id, sku, kind, delta, on_hand, reason, created_by)
-             VALUES ($1, $2, $3, 'adjustment', $4, $5, $6, $7)",
+            "INSERT INTO commerce.stock_movements (id, business_id, sku, kind, delta, on_hand, stock_version, reason,
+                 created_by)
+             VALUES ($1, $2, $3, 'adjustment', $4, $5, $8, $6, $7)",
         )
         .bind(movement)
         .bind(business.as_uuid())
@@ -268,6 +269,7 @@ pub async fn adjust_stock(
         .bind(stock.on_hand)
         .bind(reason)
         .bind(created_by)
+        .bind(stock.version)
         .execute(connection)
         .await?;
     }
@@ -493,8 +495,9 @@ pub async fn end_reservation(
         .await?;
         if sold {
             sqlx::query(
-                "INSERT INTO commerce.stock_movements (id, business_id, sku, kind, delta, on_hand, reason, created_by)
-                 VALUES ($1, $2, $3, 'sale', $4, $5, $6, $7)",
+                "INSERT INTO commerce.stock_movements (id, business_id, sku, kind, delta, on_hand, stock_version, reason,
+                     created_by)
+                 VALUES ($1, $2, $3, 'sale', $4, $5, $8, $6, $7)",
             )
             .bind(crate::MovementId::generate().as_uuid())
             .bind(reservation.business_id)
@@ -503,6 +506,7 @@ pub async fn end_reservation(
             .bind(stock.on_hand)
             .bind(format!("reservation {}", crate::ReservationId::from_uuid(id)))
             .bind(actor)
+            .bind(stock.version)
             .execute(&mut *connection)
             .await?;
         }
@@ -657,7 +661,8 @@ pub struct MovementRow {
     pub created_at: OffsetDateTime,
 }
 
-/// A SKU's movements, newest first.
+/// A SKU's movements, last applied first (by the stock's version after each; a
+/// movement's id, made before the stock row was locked, does not order them).
 pub async fn list_movements(
     connection: &mut PgConnection,
     business: BusinessId,
@@ -667,7 +672,10 @@ pub async fn list_movements(
 ) -> Result<Vec<MovementRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, sku, kind, delta, on_hand, reason, created_by, created_at FROM commerce.stock_movements
-          WHERE business_id = $1 AND sku = $2 AND ($3::uuid IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+          WHERE business_id = $1 AND sku = $2
+            AND ($3::uuid IS NULL
+                 OR stock_version < (SELECT m.stock_version FROM commerce.stock_movements m WHERE m.id = $3))
+          ORDER BY stock_version DESC LIMIT $4",
     )
     .bind(business.as_uuid())
     .bind(sku)

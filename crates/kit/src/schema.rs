@@ -30,4 +30,5 @@ macro_rules! text_schema {
 text_schema!(Name100, 1, 100, NAME_PATTERN, "A name: 1 to 100 characters, not all white space, no control characters.");
 text_schema!(Name200, 1, 200, NAME_PATTERN, "A name: 1 to 200 characters, not all white space, no control characters.");
 text_schema!(Text500, 0, 500, HUMAN_TEXT_PATTERN, "Free text: at most 500 characters, no control characters.");
+text_schema!(Text1000, 0, 1000, HUMAN_TEXT_PATTERN, "Free text: at most 1000 characters, no control characters.");
 text_schema!(Text255, 1, 255, HUMAN_TEXT_PATTERN, "1 to 255 characters, no control characters.");

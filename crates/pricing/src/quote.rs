@@ -123,8 +123,8 @@ pub struct QuoteInput {
 }
 
 /// Why a quote cannot be made. [`PricingError::field`] names the request field and
-/// [`PricingError::is_rule`] tells a malformed request (400) from one refused by a tax
-/// rule (422).
+/// [`PricingError::is_rule`] tells a value wrong in itself (400) from one refused by a
+/// rule across values (422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PricingError {
     #[error("a quote needs at least one line")]
@@ -187,14 +187,19 @@ impl PricingError {
         }
     }
 
-    /// Refused by a tax rule on a well-formed request (422), not malformed (400).
+    /// Refused by a rule that a request's schema cannot state (422): a tax rule, a
+    /// discount larger than its line, amounts too large to add up, a place of supply a
+    /// GSTIN or state code must give. `false` for a value wrong in itself (400): a
+    /// quantity, a discount percentage or amount out of range, too many lines or codes.
     pub fn is_rule(&self) -> bool {
-        matches!(
+        !matches!(
             self,
-            PricingError::TreatmentNotForSeller { .. }
-                | PricingError::GstRateNotInForce { .. }
-                | PricingError::CurrencyNotHome { .. }
-                | PricingError::RoundingNotAllowed(_)
+            PricingError::NoLines
+                | PricingError::TooManyLines
+                | PricingError::TooManyDiscounts
+                | PricingError::Quantity { .. }
+                | PricingError::DiscountPercent { .. }
+                | PricingError::DiscountAmount { .. }
         )
     }
 }
