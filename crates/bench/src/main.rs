@@ -9,11 +9,13 @@
 //! - `till-bench events`: the events backbone under the ledger's load.
 //! - `till-bench payments`: payment intents through the simulator against single
 //!   transfers, and the outbound kit's own cost on a gateway call.
+//! - `till-bench quote`: the pricing engine alone, in process (no server).
 
 mod events;
 mod ledger;
 mod payments;
 mod payouts;
+mod quote;
 
 use std::path::PathBuf;
 
@@ -63,6 +65,18 @@ pub enum Command {
     /// Payouts through the simulator's Faster Payments rail to paid, against single
     /// transfers of the same run.
     Payouts(BenchPayoutsArgs),
+    /// The pricing engine alone, in process: 10-line UK and India quotes, per quote.
+    Quote(BenchQuoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchQuoteArgs {
+    /// Timed batches; the median and p99 are over batches.
+    #[arg(long, default_value_t = 400)]
+    pub batches: usize,
+    /// Quotes per batch.
+    #[arg(long, default_value_t = 500)]
+    pub batch: u32,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +171,7 @@ fn main() -> anyhow::Result<()> {
             Command::Events(args) => events::events(args).await,
             Command::Payments(args) => payments::payments(args).await,
             Command::Payouts(args) => payouts::payouts(args).await,
+            Command::Quote(args) => quote::quote(&args),
         }
     })
 }
