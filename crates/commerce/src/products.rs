@@ -304,9 +304,12 @@ pub struct ProductListParams {
     pub limit: Option<u32>,
     /// The id of the last product of the previous page.
     pub starting_after: Option<String>,
+    /// Only the product with this SKU (a list of at most one).
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    pub sku: Option<String>,
 }
 
-/// List products, newest first.
+/// List products, newest first; `?sku=` finds one by its SKU.
 #[utoipa::path(get, path = "/v1/products", tag = "commerce", params(ProductListParams),
     responses((status = 200, body = Page<ProductBody>), (status = 400, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -315,11 +318,13 @@ async fn list_products(
     mut tx: Tx,
     ApiQuery(params): ApiQuery<ProductListParams>,
 ) -> Result<axum::Json<Page<ProductBody>>, ApiError> {
+    let sku = params.sku.as_deref().map(Sku::parse).transpose()?;
     let page = ListParams { limit: params.limit, starting_after: params.starting_after }
         .page(|text| ProductId::parse(text).ok())?;
     let rows = store::list_products(
         &mut tx,
         principal.business_id,
+        sku.as_ref().map(Sku::as_str),
         page.starting_after.map(|id| id.as_uuid()),
         page.fetch_limit(),
     )

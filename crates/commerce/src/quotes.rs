@@ -433,7 +433,7 @@ fn tax_body(tax: &TaxAmount) -> TaxBody {
     request_body = CreateQuoteRequest,
     params(("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; makes the request safe to retry.")),
     responses(
-        (status = 201, body = QuoteBody, description = "Priced, taxed and stored for 30 minutes."),
+        (status = 201, body = QuoteBody, description = "Priced, taxed and stored as given, valid for 30 minutes (`expires_at`)."),
         (status = 400, body = Problem, content_type = "application/problem+json", description = "A field is wrong in itself: a quantity out of range, a malformed id, code or date. `param` names it (`lines[2].quantity`)."),
         (status = 404, body = Problem, content_type = "application/problem+json", description = "resource_missing: a line's product_id names no product of this business; `param` names the line."),
         (status = 422, body = Problem, content_type = "application/problem+json", description = "rule_violated: a discount above its line, amounts too large to add up, a product with no price in the currency or inactive, a rate not in force at the tax point, a registered seller quoting outside its home currency, round-down for a consumer, a GSTIN whose check fails or that disagrees with the state code, a coupon that does not apply now."),

@@ -146,16 +146,19 @@ pub async fn find_products(connection: &mut PgConnection, ids: &[Uuid]) -> Resul
 pub async fn list_products(
     connection: &mut PgConnection,
     business: BusinessId,
+    sku: Option<&str>,
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<ProductRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {PRODUCT_COLUMNS} FROM commerce.products
-          WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+          WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2) AND ($4::text IS NULL OR sku = $4)
+          ORDER BY id DESC LIMIT $3"
     ))
     .bind(business.as_uuid())
     .bind(after)
     .bind(limit)
+    .bind(sku)
     .fetch_all(connection)
     .await
 }

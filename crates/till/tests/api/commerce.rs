@@ -88,6 +88,11 @@ async fn products_are_created_read_listed_and_updated_with_their_version() {
     assert_eq!(read, created, "read back as created");
     let list: Value = app.get("/v1/products?limit=10", key).await.json().await.expect("json");
     assert_eq!(list["data"][0]["id"], created["id"]);
+    create(&app, key, json!({})).await;
+    let by_sku: Value = app.get("/v1/products?sku=MUG-BLUE", key).await.json().await.expect("json");
+    assert_eq!(by_sku["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(by_sku["data"][0]["id"], created["id"]);
+    assert_eq!(app.get("/v1/products?sku=..%2Fx", key).await.status().as_u16(), 400);
 
     // One SKU per business; another business may use it.
     let (status, duplicate) = post(
