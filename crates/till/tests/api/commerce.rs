@@ -740,6 +740,7 @@ async fn concurrent_reservations_of_the_last_units_never_oversell() {
     let refused = outcomes.iter().filter(|(status, body)| *status == 409 && body["code"] == "out_of_stock").count();
     assert_eq!((held, refused), (10, 10), "{outcomes:?}");
     assert_eq!(stock(&app, key, &sku).await, (10, 10, 0));
+    reserved_matches_active_reservations(&app).await;
 }
 
 #[tokio::test]
@@ -873,4 +874,86 @@ async fn coupons_come_off_the_order_before_tax_within_their_window_and_limit() {
     }
     let list: Value = app.get("/v1/coupons", &key).await.json().await.expect("json");
     assert_eq!(list["data"].as_array().map(Vec::len), Some(3));
+}
+
+/// Every SKU's `reserved` is exactly what its active reservations hold.
+async fn reserved_matches_active_reservations(app: &TestApp) {
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM commerce.stock s
+          WHERE s.reserved <> coalesce((SELECT sum(l.quantity) FROM commerce.reservation_lines l
+                                          JOIN commerce.reservations r ON r.id = l.reservation_id
+                                         WHERE r.status = 'active' AND l.business_id = s.business_id AND l.sku = s.sku), 0)",
+    )
+    .fetch_one(&app.owner_pool)
+    .await
+    .expect("count");
+    assert_eq!(mismatched, 0, "reserved is the sum of the active reservations' lines");
+}
+
+#[tokio::test]
+async fn a_commit_racing_the_sweeper_ends_the_reservation_once() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    let sku = stocked(&app, key, 100).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (status, held) = post(
+            &app,
+            key,
+            "/v1/reservations",
+            &json!({"lines": [{"sku": sku, "quantity": 2}], "expires_in_seconds": 1}),
+        )
+        .await;
+        assert_eq!(status, 201, "{held}");
+        ids.push(held["id"].as_str().expect("id").to_string());
+    }
+    reserved_matches_active_reservations(&app).await;
+    // Commits sent around the moment of expiry, while the sweeper runs: each reservation
+    // ends as committed or as expired, never both and never twice.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let app_ref = &app;
+    let commits = ids.iter().flat_map(|id| {
+        let path = format!("/v1/reservations/{id}/commit");
+        (0..4_u64).map(move |attempt| {
+            let path = path.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                post(app_ref, key, &path, &json!({})).await
+            }
+        })
+    });
+    let outcomes = join_all(commits).await;
+    assert!(outcomes.iter().all(|(status, _)| *status == 200 || *status == 409), "{outcomes:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut committed = 0_i64;
+    for id in &ids {
+        loop {
+            let current: Value = app.get(&format!("/v1/reservations/{id}"), key).await.json().await.expect("json");
+            if current["status"] != "active" {
+                assert_eq!(current["version"], 2, "ended once: {current}");
+                let commits_taken =
+                    outcomes.iter().filter(|(status, body)| *status == 200 && body["id"] == id.as_str()).count();
+                if current["status"] == "committed" {
+                    assert_eq!(commits_taken, 1, "one commit took it");
+                    committed += 1;
+                } else {
+                    assert_eq!((current["status"].as_str(), commits_taken), (Some("expired"), 0));
+                }
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never ended: {current}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(stock(&app, key, &sku).await, (100 - 2 * committed, 0, 100 - 2 * committed));
+    reserved_matches_active_reservations(&app).await;
+    let endings: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM commerce.outbox WHERE type IN ('reservation.committed', 'reservation.expired'))
+              + (SELECT count(*) FROM events.log WHERE type IN ('reservation.committed', 'reservation.expired'))",
+    )
+    .fetch_one(&app.owner_pool)
+    .await
+    .expect("count");
+    assert_eq!(endings, 5, "one ending event per reservation");
 }
