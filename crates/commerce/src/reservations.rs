@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use till_http::auth::Principal;
-use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath};
+use till_http::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
+use till_http::pagination::{ListParams, Page};
 use till_http::unit_of_work::Tx;
 use till_http::{ApiError, ErrorCode, Problem};
 use till_kit::{BusinessId, HumanText};
@@ -39,7 +40,7 @@ pub const QUANTITY_MAX: i64 = 1_000_000;
 
 pub fn routes() -> OpenApiRouter {
     OpenApiRouter::new()
-        .routes(routes!(create_reservation))
+        .routes(routes!(create_reservation, list_reservations))
         .routes(routes!(get_reservation))
         .routes(routes!(commit_reservation))
         .routes(routes!(release_reservation))
@@ -84,6 +85,7 @@ impl ReservationBody {
             reference: row.reference.clone(),
             lines: lines
                 .iter()
+                .filter(|line| line.reservation_id == row.id)
                 .map(|line| ReservationLineBody { sku: line.sku.clone(), quantity: line.quantity })
                 .collect(),
             expires_at: row.expires_at,
@@ -238,6 +240,51 @@ async fn get_reservation(
     let row =
         store::find_reservation(&mut tx, id.as_uuid()).await?.ok_or_else(|| ApiError::not_found("reservation"))?;
     Ok(axum::Json(body_of(&mut tx, &row).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReservationListParams {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// The id of the last reservation of the previous page.
+    pub starting_after: Option<String>,
+    /// Only reservations in this status (`active` shows the stock held now).
+    #[param(pattern = "^(active|committed|released|expired)$")]
+    pub status: Option<String>,
+}
+
+/// List reservations, newest first.
+#[utoipa::path(get, path = "/v1/reservations", tag = "commerce", params(ReservationListParams),
+    responses((status = 200, body = Page<ReservationBody>), (status = 400, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn list_reservations(
+    principal: Principal,
+    mut tx: Tx,
+    ApiQuery(params): ApiQuery<ReservationListParams>,
+) -> Result<axum::Json<Page<ReservationBody>>, ApiError> {
+    let status = match params.status.as_deref() {
+        None => None,
+        Some(status @ ("active" | "committed" | "released" | "expired")) => Some(status),
+        Some(_) => {
+            return Err(ApiError::invalid("status", "status is active, committed, released or expired."));
+        }
+    };
+    let page = ListParams { limit: params.limit, starting_after: params.starting_after }
+        .page(|text| ReservationId::parse(text).ok())?;
+    let rows = store::list_reservations(
+        &mut tx,
+        principal.business_id,
+        status,
+        page.starting_after.map(|id| id.as_uuid()),
+        page.fetch_limit(),
+    )
+    .await?;
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|row| row.id).collect();
+    let lines = store::lines_of_reservations(&mut tx, &ids).await?;
+    let bodies: Vec<ReservationBody> = rows.iter().map(|row| ReservationBody::of(row, &lines)).collect();
+    Ok(axum::Json(Page::from_rows(bodies, page.limit, |body| body.id.to_string())))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

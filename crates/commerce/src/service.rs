@@ -51,6 +51,7 @@ fn permissions() -> Vec<RoutePermission> {
         row(Method::POST, "/v1/inventory/{sku}/adjustments", Role::Finance),
         row(Method::GET, "/v1/inventory/{sku}/movements", Role::Viewer),
         row(Method::POST, crate::reservations::RESERVATIONS_PATH, Role::Finance),
+        row(Method::GET, crate::reservations::RESERVATIONS_PATH, Role::Viewer),
         row(Method::GET, "/v1/reservations/{id}", Role::Viewer),
         row(Method::POST, "/v1/reservations/{id}/commit", Role::Finance),
         row(Method::POST, "/v1/reservations/{id}/release", Role::Finance),

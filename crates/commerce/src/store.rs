@@ -687,3 +687,38 @@ pub async fn list_movements(
     .fetch_all(connection)
     .await
 }
+
+/// The business's reservations, newest first; `status` keeps one status only.
+pub async fn list_reservations(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    status: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<ReservationRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RESERVATION_COLUMNS} FROM commerce.reservations
+          WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2) AND ($4::text IS NULL OR status = $4)
+          ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(business.as_uuid())
+    .bind(after)
+    .bind(limit)
+    .bind(status)
+    .fetch_all(connection)
+    .await
+}
+
+/// The lines of these reservations, by reservation then SKU.
+pub async fn lines_of_reservations(
+    connection: &mut PgConnection,
+    reservations: &[Uuid],
+) -> Result<Vec<ReservationLineRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT reservation_id, sku, quantity FROM commerce.reservation_lines
+          WHERE reservation_id = ANY($1) ORDER BY reservation_id, sku",
+    )
+    .bind(reservations)
+    .fetch_all(connection)
+    .await
+}

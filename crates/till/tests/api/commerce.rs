@@ -703,6 +703,13 @@ async fn a_reservation_holds_every_line_or_none_and_ends_once() {
     assert_eq!(stock(&app, key, &mugs).await, (2, 0, 2));
     let read: Value = app.get(&format!("/v1/reservations/{second_id}"), key).await.json().await.expect("json");
     assert_eq!(read["status"], "released");
+    let listed: Value = app.get("/v1/reservations", key).await.json().await.expect("json");
+    assert_eq!(listed["data"][0]["id"], second["id"], "newest first");
+    assert_eq!(listed["data"][1]["lines"].as_array().map(Vec::len), Some(2), "with their lines: {listed}");
+    let committed: Value = app.get("/v1/reservations?status=committed", key).await.json().await.expect("json");
+    let ids: Vec<&str> = committed["data"].as_array().expect("data").iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, vec![id]);
+    assert_eq!(app.get("/v1/reservations?status=gone", key).await.status().as_u16(), 400);
     let other = app.create_business("GB").await;
     assert_eq!(app.get(&format!("/v1/reservations/{second_id}"), &other.owner_key).await.status().as_u16(), 404);
 
