@@ -167,7 +167,7 @@ fn parse_limit(limit: Option<i64>) -> Result<Option<i32>, ApiError> {
 }
 
 async fn announce(tx: &mut Tx, body: &CouponBody, business: uuid::Uuid, event_type: EventType) -> Result<(), ApiError> {
-    store::announce(tx, business, body.id.to_string(), body.version, body.updated_at, event_type, body).await
+    Ok(store::announce(tx, business, body.id.to_string(), body.version, body.updated_at, event_type, body).await?)
 }
 
 /// Create a coupon.

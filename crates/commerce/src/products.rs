@@ -229,7 +229,7 @@ async fn announce(
     event_type: EventType,
     business: uuid::Uuid,
 ) -> Result<(), ApiError> {
-    store::announce(tx, business, body.id.to_string(), body.version, body.updated_at, event_type, body).await
+    Ok(store::announce(tx, business, body.id.to_string(), body.version, body.updated_at, event_type, body).await?)
 }
 
 /// Add a product to the catalog.

@@ -132,7 +132,7 @@ async fn announce(
     business: uuid::Uuid,
     event_type: EventType,
 ) -> Result<(), ApiError> {
-    store::announce(tx, business, body.id.to_string(), body.version, body.updated_at, event_type, body).await
+    Ok(store::announce(tx, business, body.id.to_string(), body.version, body.updated_at, event_type, body).await?)
 }
 
 /// The request's lines, checked and merged by SKU (in SKU order).
@@ -395,16 +395,20 @@ pub async fn sweep_once(pool: &PgPool, batch: i32) -> Result<usize, sqlx::Error>
         };
         let lines = store::reservation_lines(&mut tx, row.id).await?;
         let body = ReservationBody::of(&row, &lines);
-        let event = till_outbox::Event::about(
-            EventType::ReservationExpired,
-            BusinessId::from_uuid(business),
+        store::announce(
+            &mut tx,
+            business,
             body.id.to_string(),
-            i64::from(body.version),
+            body.version,
             body.updated_at,
+            EventType::ReservationExpired,
             &body,
         )
-        .map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
-        till_outbox::append(&mut tx, store::OUTBOX, &[event]).await?;
+        .await
+        .map_err(|error| match error {
+            till_outbox::AnnounceError::Database(error) => error,
+            till_outbox::AnnounceError::Encode(error) => sqlx::Error::Protocol(error.to_string()),
+        })?;
         tx.commit().await?;
         expired = expired.saturating_add(1);
     }

@@ -3,8 +3,10 @@
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres};
+use till_kit::BusinessId;
+use time::OffsetDateTime;
 
-use crate::Event;
+use crate::{Event, EventType};
 
 /// Appends `events` to `outbox` (a service's `<schema>.outbox`, a constant of that
 /// service's code, never input), in order. One statement for any number of events.
@@ -13,6 +15,43 @@ pub async fn append(connection: &mut PgConnection, outbox: &'static str, events:
         return Ok(());
     }
     bind_append(sqlx::query(&append_sql(outbox, 1)), events).execute(connection).await?;
+    Ok(())
+}
+
+/// Why an event about a resource could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum AnnounceError {
+    #[error("encoding an event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<AnnounceError> for till_http::ApiError {
+    fn from(error: AnnounceError) -> till_http::ApiError {
+        match error {
+            AnnounceError::Database(error) => till_http::ApiError::database(error),
+            AnnounceError::Encode(error) => till_http::ApiError::internal(&error),
+        }
+    }
+}
+
+/// Appends the one event of a change to a resource, in the caller's transaction: `data`
+/// is the resource as the API shows it after the change, and `sequence` its place among
+/// the resource's events (its version, for a versioned resource).
+#[allow(clippy::too_many_arguments)] // One event's fields, each distinct; a struct would only rename them.
+pub async fn announce(
+    connection: &mut PgConnection,
+    outbox: &'static str,
+    business: BusinessId,
+    resource_id: String,
+    sequence: i64,
+    at: OffsetDateTime,
+    event_type: EventType,
+    data: &impl serde::Serialize,
+) -> Result<(), AnnounceError> {
+    let event = Event::about(event_type, business, resource_id, sequence, at, data)?;
+    append(connection, outbox, &[event]).await?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 pub mod append;
 pub mod envelope;
 
-pub use append::append;
+pub use append::{announce, append, AnnounceError};
 pub use envelope::{Event, EventBody, EventType};
 
 till_kit::typed_id!(EventId, "evt", "event", "An event: something that happened to a resource.");

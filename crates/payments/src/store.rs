@@ -351,34 +351,11 @@ pub async fn announce(
     event_type: till_outbox::EventType,
     data: &impl serde::Serialize,
 ) -> Result<(), AnnounceError> {
-    let event = till_outbox::Event::about(
-        event_type,
-        BusinessId::from_uuid(business),
-        resource_id,
-        i64::from(version),
-        at,
-        data,
-    )?;
-    till_outbox::append(connection, OUTBOX, &[event]).await?;
-    Ok(())
+    let business = BusinessId::from_uuid(business);
+    till_outbox::announce(connection, OUTBOX, business, resource_id, i64::from(version), at, event_type, data).await
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AnnounceError {
-    #[error("encoding an event: {0}")]
-    Encode(#[from] serde_json::Error),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-impl From<AnnounceError> for till_http::ApiError {
-    fn from(error: AnnounceError) -> till_http::ApiError {
-        match error {
-            AnnounceError::Database(error) => till_http::ApiError::database(error),
-            AnnounceError::Encode(error) => till_http::ApiError::internal(&error),
-        }
-    }
-}
+pub use till_outbox::AnnounceError;
 
 /// A page of the business's intents, newest first, optionally of one status.
 pub async fn list_intents(

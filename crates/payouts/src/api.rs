@@ -171,7 +171,8 @@ pub struct CreateBeneficiaryRequest {
 
 async fn announce_beneficiary(tx: &mut Tx, row: &BeneficiaryRow, event_type: EventType) -> Result<(), ApiError> {
     let body = BeneficiaryBody::of(row);
-    store::announce(tx, row.business_id, body.id.to_string(), row.version, row.updated_at, event_type, &body).await
+    Ok(store::announce(tx, row.business_id, body.id.to_string(), row.version, row.updated_at, event_type, &body)
+        .await?)
 }
 
 /// What a rail failure means for a CoP check: no answer, with Till's reason.
@@ -401,8 +402,16 @@ pub async fn announce_payout(
     event_type: EventType,
 ) -> Result<(), ApiError> {
     let body = PayoutBody::of(row)?;
-    store::announce(connection, row.business_id, body.id.to_string(), row.version, row.updated_at, event_type, &body)
-        .await
+    Ok(store::announce(
+        connection,
+        row.business_id,
+        body.id.to_string(),
+        row.version,
+        row.updated_at,
+        event_type,
+        &body,
+    )
+    .await?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

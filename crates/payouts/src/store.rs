@@ -483,16 +483,7 @@ pub async fn announce(
     at: OffsetDateTime,
     event_type: till_outbox::EventType,
     data: &impl serde::Serialize,
-) -> Result<(), till_http::ApiError> {
-    let event = till_outbox::Event::about(
-        event_type,
-        BusinessId::from_uuid(business),
-        resource_id,
-        i64::from(version),
-        at,
-        data,
-    )
-    .map_err(|error| till_http::ApiError::internal(&error))?;
-    till_outbox::append(connection, OUTBOX, &[event]).await?;
-    Ok(())
+) -> Result<(), till_outbox::AnnounceError> {
+    let business = BusinessId::from_uuid(business);
+    till_outbox::announce(connection, OUTBOX, business, resource_id, i64::from(version), at, event_type, data).await
 }
