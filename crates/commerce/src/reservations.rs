@@ -300,8 +300,6 @@ async fn end(
     id: ReservationId,
     ending: Ending,
 ) -> Result<ReservationBody, ApiError> {
-    let existing =
-        store::find_reservation(tx, id.as_uuid()).await?.ok_or_else(|| ApiError::not_found("reservation"))?;
     if let Some(row) = store::end_reservation(tx, id.as_uuid(), ending, &principal.actor()).await? {
         let body = body_of(tx, &row).await?;
         let event_type = match ending {
@@ -312,7 +310,8 @@ async fn end(
         announce(tx, &body, row.business_id, event_type).await?;
         return Ok(body);
     }
-    let current = store::find_reservation(tx, id.as_uuid()).await?.unwrap_or(existing);
+    // Nothing ended it: it is not this business's, or it has ended or expired already.
+    let current = store::find_reservation(tx, id.as_uuid()).await?.ok_or_else(|| ApiError::not_found("reservation"))?;
     let why = if current.status == "active" {
         String::from("The reservation has expired; its stock is being given back.")
     } else {
