@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use till_http::auth::{Credential, Principal, Role, Scope};
+use till_http::internal::InternalCaller;
 use till_http::ApiError;
 use till_http::ErrorCode;
 use till_kit::{ApiKeyId, BusinessId, Secret};
@@ -324,6 +325,18 @@ fn throttled(retry_after_seconds: u64) -> Response {
 
 /// Route-layer middleware for tenant routes: an API key or a dashboard JWT.
 pub async fn tenant(State(auth): State<Authenticator>, mut request: Request, next: Next) -> Response {
+    // Another service's call in process: only code in this process sets the extension.
+    if let Some(caller) = request.extensions().get::<InternalCaller>().copied() {
+        let principal = Principal {
+            business_id: caller.business_id,
+            role: Role::Finance,
+            credential: Credential::Service(caller.service),
+        };
+        tracing::Span::current().record("business_id", tracing::field::display(principal.business_id));
+        request.extensions_mut().insert(Scope::Business(principal.business_id));
+        request.extensions_mut().insert(principal);
+        return next.run(request).await;
+    }
     let from = source(&request);
     let token = match bearer(request.headers()) {
         Ok(Some(token)) => token,

@@ -10,14 +10,26 @@
 //! - [`reservations`]: `/v1/reservations`: stock held for a checkout, all lines or none,
 //!   ended once (committed as a sale, released, or expired by the sweeper).
 //! - [`quotes`]: `/v1/quotes`: lines priced and taxed by [`till_pricing`], stored as given.
+//! - [`checkout`]: `POST /v1/checkouts`: a cart quoted, reserved and made an order.
+//! - [`saga`]: the checkout saga that takes the order's payment (authorise, capture)
+//!   through [`payment_intents`] and ends it paid with its invoice, or compensated.
+//! - [`orders`]: `/v1/orders`: the order, its saga's steps, and its cancellation.
+//! - [`invoices`]: numbering without gaps, issuing, `/v1/invoices` and the settings;
+//!   [`document`]: an invoice as a printable page.
 //! - [`store`]: the schema's SQL. [`service`]: the registration.
 
 pub mod catalog;
+pub mod checkout;
 pub mod coupons;
+pub mod document;
 pub mod inventory;
+pub mod invoices;
+pub mod orders;
+pub mod payment_intents;
 pub mod products;
 pub mod quotes;
 pub mod reservations;
+pub mod saga;
 pub mod service;
 pub mod store;
 
@@ -44,4 +56,11 @@ till_kit::typed_id!(
     "cpn",
     "coupon",
     "An order discount behind a code, with a validity window and a redemption limit."
+);
+till_kit::typed_id!(OrderId, "ord", "order", "A checkout's order, from its reservation to its payment and invoice.");
+till_kit::typed_id!(
+    InvoiceId,
+    "inv",
+    "invoice",
+    "An invoice issued for a paid order, numbered in its series without gaps."
 );

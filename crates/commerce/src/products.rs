@@ -47,7 +47,7 @@ impl From<Refusal> for ApiError {
 
 /// The seller's country, which decides the taxes its products carry.
 pub(crate) async fn seller(
-    tx: &mut Tx,
+    tx: &mut sqlx::PgConnection,
     business: BusinessId,
 ) -> Result<till_access::business::BusinessProfile, ApiError> {
     till_access::business::profile(tx, business)

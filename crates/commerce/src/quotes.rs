@@ -242,17 +242,18 @@ fn seller_of(profile: &BusinessProfile) -> Result<Seller, ApiError> {
 }
 
 /// The buyer, checked: a GSTIN and a state code belong to India and must agree.
-fn buyer_of(request: &BuyerRequest) -> Result<(Buyer, QuoteBuyerBody), ApiError> {
+pub(crate) fn buyer_of(request: &BuyerRequest, prefix: &str) -> Result<(Buyer, QuoteBuyerBody), ApiError> {
+    let field = |name: &str| format!("{prefix}.{name}");
     let kind = match request.r#type.as_str() {
         "business" => BuyerKind::Business,
         "consumer" => BuyerKind::Consumer,
-        _ => return Err(ApiError::invalid("buyer.type", "buyer.type is business or consumer.")),
+        _ => return Err(ApiError::invalid(field("type"), format!("{} is business or consumer.", field("type")))),
     };
     let country = request.country.as_str();
     if country.len() != 2 || !country.bytes().all(|byte| byte.is_ascii_uppercase()) {
         return Err(ApiError::invalid(
-            "buyer.country",
-            "buyer.country is an ISO 3166-1 alpha-2 code, such as GB or IN.",
+            field("country"),
+            format!("{} is an ISO 3166-1 alpha-2 code, such as GB or IN.", field("country")),
         ));
     }
     let in_india = country == "IN";
@@ -260,22 +261,25 @@ fn buyer_of(request: &BuyerRequest) -> Result<(Buyer, QuoteBuyerBody), ApiError>
         .gstin
         .as_deref()
         .map(|text| {
-            Gstin::parse(text)
-                .map_err(|_| ApiError::rule("buyer.gstin", "buyer.gstin is not a valid GSTIN (its check character)."))
+            Gstin::parse(text).map_err(|_| {
+                ApiError::rule(
+                    field("gstin"),
+                    format!("{} is not a valid GSTIN (its check character).", field("gstin")),
+                )
+            })
         })
         .transpose()?;
     let state = request
         .state_code
         .as_deref()
-        .map(|text| StateCode::parse(text).map_err(|error| ApiError::invalid("buyer.state_code", format!("{error}."))))
+        .map(|text| StateCode::parse(text).map_err(|error| ApiError::invalid(field("state_code"), format!("{error}."))))
         .transpose()?;
     let sez = request.sez.unwrap_or(false);
     if !in_india {
-        for (field, present) in
-            [("buyer.gstin", gstin.is_some()), ("buyer.state_code", state.is_some()), ("buyer.sez", sez)]
-        {
+        for (name, present) in [("gstin", gstin.is_some()), ("state_code", state.is_some()), ("sez", sez)] {
             if present {
-                return Err(ApiError::rule(field, format!("{field} is for a buyer in India (buyer.country IN).")));
+                let (name, country) = (field(name), field("country"));
+                return Err(ApiError::rule(name.clone(), format!("{name} is for a buyer in India ({country} IN).")));
             }
         }
     }
@@ -283,20 +287,20 @@ fn buyer_of(request: &BuyerRequest) -> Result<(Buyer, QuoteBuyerBody), ApiError>
         .as_ref()
         .map(|gstin| {
             StateCode::parse(gstin.state_code())
-                .map_err(|_| ApiError::rule("buyer.gstin", "buyer.gstin names no state."))
+                .map_err(|_| ApiError::rule(field("gstin"), format!("{} names no state.", field("gstin"))))
         })
         .transpose()?;
     if gstin.is_some() && kind != BuyerKind::Business {
         return Err(ApiError::rule(
-            "buyer.gstin",
-            "a buyer with a GSTIN is a registered business: buyer.type business.",
+            field("gstin"),
+            format!("a buyer with a GSTIN is a registered business: {} business.", field("type")),
         ));
     }
     if let (Some(state), Some(gstin_state)) = (state, gstin_state) {
         if state != gstin_state {
             return Err(ApiError::rule(
-                "buyer.state_code",
-                format!("buyer.state_code {} is not the GSTIN's state {}.", state.code(), gstin_state.code()),
+                field("state_code"),
+                format!("{} {} is not the GSTIN's state {}.", field("state_code"), state.code(), gstin_state.code()),
             ));
         }
     }
@@ -370,7 +374,7 @@ async fn order_discounts(
     codes: Option<&[String]>,
     currency: Currency,
     now: OffsetDateTime,
-) -> Result<Vec<OrderDiscount>, ApiError> {
+) -> Result<Vec<(OrderDiscount, uuid::Uuid)>, ApiError> {
     let Some(codes) = codes.filter(|codes| !codes.is_empty()) else {
         return Ok(Vec::new());
     };
@@ -397,7 +401,8 @@ async fn order_discounts(
                 .iter()
                 .find(|row| &row.code == code)
                 .ok_or_else(|| ApiError::rule(field.clone(), format!("No coupon has the code {code}.")))?;
-            crate::coupons::applicable(row, currency, now).map_err(|why| ApiError::rule(field, why))
+            let discount = crate::coupons::applicable(row, currency, now).map_err(|why| ApiError::rule(field, why))?;
+            Ok((discount, row.id))
         })
         .collect()
 }
@@ -444,41 +449,81 @@ async fn create_quote(
     mut tx: Tx,
     ApiJson(request): ApiJson<CreateQuoteRequest>,
 ) -> Result<Response, ApiError> {
+    let pricing = Pricing {
+        currency: &request.currency,
+        lines: &request.lines,
+        buyer: &request.buyer,
+        buyer_field: "buyer",
+        discount_codes: request.discount_codes.as_deref(),
+        tax_point: request.tax_point.as_deref(),
+        vat_rounding: request.vat_rounding.as_deref(),
+    };
+    let priced = price(&mut tx, principal.business_id, &pricing).await?;
+    Ok((StatusCode::CREATED, axum::Json(priced.body)).into_response())
+}
+
+/// What a quote is asked for, by the quote route or a checkout.
+pub(crate) struct Pricing<'a> {
+    pub currency: &'a str,
+    pub lines: &'a [QuoteLineRequest],
+    pub buyer: &'a BuyerRequest,
+    /// What the request calls the buyer (`buyer`, a checkout's `customer`), for `param`.
+    pub buyer_field: &'static str,
+    pub discount_codes: Option<&'a [String]>,
+    pub tax_point: Option<&'a str>,
+    pub vat_rounding: Option<&'a str>,
+}
+
+/// A stored quote, with what an order made from it needs besides.
+pub(crate) struct Priced {
+    pub body: QuoteBody,
+    /// The coupons applied, in order.
+    pub coupon_ids: Vec<uuid::Uuid>,
+    /// Each line's SKU if its product tracks inventory (the stock an order reserves).
+    pub tracked: Vec<Option<String>>,
+}
+
+/// Prices and taxes `pricing` for `business` and stores the quote, in `tx`.
+pub(crate) async fn price(
+    tx: &mut Tx,
+    business: till_kit::BusinessId,
+    pricing: &Pricing<'_>,
+) -> Result<Priced, ApiError> {
     let currency =
-        Currency::parse(&request.currency).map_err(|error| ApiError::invalid("currency", error.to_string()))?;
-    if request.lines.is_empty() || request.lines.len() > till_pricing::quote::LINES_MAX {
-        return Err(pricing_error(&if request.lines.is_empty() {
+        Currency::parse(pricing.currency).map_err(|error| ApiError::invalid("currency", error.to_string()))?;
+    if pricing.lines.is_empty() || pricing.lines.len() > till_pricing::quote::LINES_MAX {
+        return Err(pricing_error(&if pricing.lines.is_empty() {
             PricingError::NoLines
         } else {
             PricingError::TooManyLines
         }));
     }
-    let (buyer, buyer_body) = buyer_of(&request.buyer)?;
-    let vat_rounding = match request.vat_rounding.as_deref() {
+    let (buyer, buyer_body) = buyer_of(pricing.buyer, pricing.buyer_field)?;
+    let vat_rounding = match pricing.vat_rounding {
         None | Some("line_half_up") => VatRounding::LineHalfUp,
         Some("invoice_round_down") => VatRounding::InvoiceRoundDown,
         Some(_) => {
             return Err(ApiError::invalid("vat_rounding", "vat_rounding is line_half_up or invoice_round_down."))
         }
     };
-    let mut ids = Vec::with_capacity(request.lines.len());
-    for (index, line) in request.lines.iter().enumerate() {
+    let mut ids = Vec::with_capacity(pricing.lines.len());
+    for (index, line) in pricing.lines.iter().enumerate() {
         let id = ProductId::parse(&line.product_id).map_err(|_| {
             ApiError::invalid(format!("lines[{index}].product_id"), "product_id is a product's id, prod_….")
         })?;
         ids.push(id.as_uuid());
     }
-    let profile = crate::products::seller(&mut tx, principal.business_id).await?;
+    let profile = crate::products::seller(tx, business).await?;
     let seller = seller_of(&profile)?;
     let now = OffsetDateTime::now_utc();
-    let tax_point = tax_point_of(request.tax_point.as_deref(), profile.country, now)?;
+    let tax_point = tax_point_of(pricing.tax_point, profile.country, now)?;
 
     let products: HashMap<uuid::Uuid, ProductRow> =
-        store::find_products(&mut tx, &ids).await?.into_iter().map(|row| (row.id, row)).collect();
-    let prices: Vec<PriceRow> = store::prices_of(&mut tx, &ids).await?;
-    let mut inputs = Vec::with_capacity(request.lines.len());
-    let mut rows = Vec::with_capacity(request.lines.len());
-    for (index, (line, id)) in request.lines.iter().zip(&ids).enumerate() {
+        store::find_products(tx, &ids).await?.into_iter().map(|row| (row.id, row)).collect();
+    let prices: Vec<PriceRow> = store::prices_of(tx, &ids).await?;
+    let mut inputs = Vec::with_capacity(pricing.lines.len());
+    let mut rows = Vec::with_capacity(pricing.lines.len());
+    for (index, (line, id)) in pricing.lines.iter().zip(&ids).enumerate() {
         let field = format!("lines[{index}].product_id");
         // An id that names no product of this business, as anywhere else: 404, naming the line.
         let product = products.get(id).ok_or_else(|| {
@@ -504,9 +549,10 @@ async fn create_quote(
         });
         rows.push(product);
     }
-    let order_discounts =
-        order_discounts(&mut tx, principal.business_id, request.discount_codes.as_deref(), currency, now).await?;
-    let codes: Vec<String> = order_discounts.iter().map(|discount| discount.code.clone()).collect();
+    let applied = order_discounts(tx, business, pricing.discount_codes, currency, now).await?;
+    let codes: Vec<String> = applied.iter().map(|(discount, _)| discount.code.clone()).collect();
+    let coupon_ids: Vec<uuid::Uuid> = applied.iter().map(|(_, id)| *id).collect();
+    let order_discounts = applied.into_iter().map(|(discount, _)| discount).collect();
     let input =
         till_pricing::QuoteInput { currency, seller, buyer, tax_point, lines: inputs, order_discounts, vat_rounding };
     let quote = till_pricing::quote(&input).map_err(|error| pricing_error(&error))?;
@@ -514,10 +560,10 @@ async fn create_quote(
     let body = quote_body(id, &quote, &rows, buyer_body, codes, tax_point, now)?;
     let json = serde_json::to_value(&body).map_err(|error| ApiError::internal(&error))?;
     store::insert_quote(
-        &mut tx,
+        tx,
         &store::NewQuote {
             id: id.as_uuid(),
-            business: principal.business_id,
+            business,
             currency: currency.code(),
             total: quote.total.minor(),
             tax_point,
@@ -526,7 +572,8 @@ async fn create_quote(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    let tracked = rows.iter().map(|row| row.track_inventory.then(|| row.sku.clone())).collect();
+    Ok(Priced { body, coupon_ids, tracked })
 }
 
 fn quote_body(

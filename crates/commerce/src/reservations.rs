@@ -56,7 +56,7 @@ pub struct ReservationLineBody {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(example = json!({
     "id": "rsv_01936f0e6c2a7cc2b0a6a4e5f3d2c1b0", "status": "active", "reference": "cart 42",
-    "lines": [{"sku": "MUG-BLUE", "quantity": 2}], "expires_at": "2026-12-03T10:15:00Z", "ended_at": null,
+    "lines": [{"sku": "MUG-BLUE", "quantity": 2}], "expires_at": "2026-12-03T10:15:00Z", "ended_at": null, "pinned_at": null,
     "version": 1, "created_at": "2026-12-03T10:00:00Z", "updated_at": "2026-12-03T10:00:00Z"
 }))]
 pub struct ReservationBody {
@@ -70,6 +70,10 @@ pub struct ReservationBody {
     pub expires_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub ended_at: Option<OffsetDateTime>,
+    /// When a checkout's payment was authorised against it: a pinned reservation no
+    /// longer expires; it ends when its order is paid (committed) or fails (released).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub pinned_at: Option<OffsetDateTime>,
     pub version: i32,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -90,6 +94,7 @@ impl ReservationBody {
                 .collect(),
             expires_at: row.expires_at,
             ended_at: row.ended_at,
+            pinned_at: row.pinned_at,
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -207,25 +212,54 @@ async fn create_reservation(
         },
     )
     .await?;
-    for (sku, (quantity, index)) in &lines {
-        if store::reserve_line(&mut tx, principal.business_id, id.as_uuid(), sku.as_str(), *quantity).await?.is_some() {
+    let held: Vec<(&str, i64, String)> =
+        lines.iter().map(|(sku, (quantity, index))| (sku.as_str(), *quantity, format!("lines[{index}].sku"))).collect();
+    hold(&mut tx, principal.business_id, id, &held).await?;
+    let body = body_of(&mut tx, &row).await?;
+    announce(&mut tx, &body, row.business_id, EventType::ReservationCreated).await?;
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// Announces the reservation as it now is (its lines read in the caller's transaction):
+/// the sweeper's expiries and the checkout's holds, commits and releases.
+pub(crate) async fn announce_row(
+    connection: &mut sqlx::PgConnection,
+    row: &ReservationRow,
+    event_type: EventType,
+) -> Result<ReservationBody, till_outbox::AnnounceError> {
+    let lines = store::reservation_lines(connection, row.id).await?;
+    let body = ReservationBody::of(row, &lines);
+    store::announce(connection, row.business_id, body.id.to_string(), body.version, body.updated_at, event_type, &body)
+        .await?;
+    Ok(body)
+}
+
+/// Holds each `(sku, quantity, param)` for the reservation, in the order given (SKU
+/// order, so that reservations over the same SKUs queue rather than deadlock), or
+/// refuses at the first that does not fit: 409 `out_of_stock`, or 404 for a SKU with no
+/// stock, naming `param`. The caller's transaction rolls back what was held before it.
+pub(crate) async fn hold(
+    tx: &mut Tx,
+    business: BusinessId,
+    reservation: ReservationId,
+    lines: &[(&str, i64, String)],
+) -> Result<(), ApiError> {
+    for (sku, quantity, param) in lines {
+        if store::reserve_line(tx, business, reservation.as_uuid(), sku, *quantity).await?.is_some() {
             continue;
         }
-        let field = format!("lines[{index}].sku");
-        let stock = store::find_stock(&mut tx, principal.business_id, sku.as_str()).await?.ok_or_else(|| {
-            ApiError::new(ErrorCode::ResourceMissing, format!("No product with SKU {} tracks inventory.", sku.as_str()))
-                .with_param(field.clone())
+        let stock = store::find_stock(tx, business, sku).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::ResourceMissing, format!("No product with SKU {sku} tracks inventory."))
+                .with_param(param.clone())
         })?;
         let available = stock.on_hand.saturating_sub(stock.reserved);
         return Err(ApiError::new(
             ErrorCode::OutOfStock,
-            format!("{} has {available} available; {quantity} were asked for. Nothing was reserved.", sku.as_str()),
+            format!("{sku} has {available} available; {quantity} were asked for. Nothing was reserved."),
         )
-        .with_param(field));
+        .with_param(param.clone()));
     }
-    let body = body_of(&mut tx, &row).await?;
-    announce(&mut tx, &body, row.business_id, EventType::ReservationCreated).await?;
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    Ok(())
 }
 
 /// Retrieve a reservation.
@@ -392,19 +426,7 @@ pub async fn sweep_once(pool: &PgPool, batch: i32) -> Result<usize, sqlx::Error>
         let Some(row) = store::end_reservation(&mut tx, reservation, Ending::Expired, "sweeper").await? else {
             continue;
         };
-        let lines = store::reservation_lines(&mut tx, row.id).await?;
-        let body = ReservationBody::of(&row, &lines);
-        store::announce(
-            &mut tx,
-            business,
-            body.id.to_string(),
-            body.version,
-            body.updated_at,
-            EventType::ReservationExpired,
-            &body,
-        )
-        .await
-        .map_err(|error| match error {
+        announce_row(&mut tx, &row, EventType::ReservationExpired).await.map_err(|error| match error {
             till_outbox::AnnounceError::Database(error) => error,
             till_outbox::AnnounceError::Encode(error) => sqlx::Error::Protocol(error.to_string()),
         })?;

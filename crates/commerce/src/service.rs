@@ -1,5 +1,6 @@
 //! The commerce service's registration: its schema and outbox, and the catalog,
-//! inventory and quote routes.
+//! inventory, quote, checkout, order and invoice routes, and the reservation sweeper
+//! and checkout saga jobs.
 
 use axum::http::Method;
 use till_http::auth::{Access, Role, RoutePermission};
@@ -17,24 +18,32 @@ pub static SERVICE: Service = Service {
 
 #[derive(OpenApi)]
 #[openapi(
-    components(schemas(crate::products::ProductBody, crate::inventory::InventoryBody, crate::inventory::AdjustmentBody, crate::reservations::ReservationBody, crate::coupons::CouponBody, crate::quotes::QuoteBody)),
-    tags((name = "commerce", description = "The catalog (products with their SKU, tax treatment and prices), stock that cannot be oversold, reservations, coupons, and quotes priced and taxed for UK VAT and India GST.")),
+    components(schemas(crate::products::ProductBody, crate::inventory::InventoryBody, crate::inventory::AdjustmentBody, crate::reservations::ReservationBody, crate::coupons::CouponBody, crate::quotes::QuoteBody, crate::orders::OrderBody, crate::invoices::InvoiceBody, crate::invoices::InvoiceSettingsBody)),
+    tags((name = "commerce", description = "The catalog (products with their SKU, tax treatment and prices), stock that cannot be oversold, reservations, coupons, quotes priced and taxed for UK VAT and India GST, checkouts whose saga takes the payment, orders, and invoices numbered without gaps.")),
 )]
 struct Doc;
 
 fn mount(context: &mut Context) -> Result<Mounted, MountError> {
     let pool = context.pool.clone();
     let sweeper = crate::reservations::SweeperConfig::default();
+    let internal: till_http::internal::Internal = context.require("commerce")?;
+    let payments = crate::payment_intents::PaymentIntents::new(internal);
+    let saga = crate::saga::SagaConfig::default();
+    let saga_pool = context.pool.clone();
     Ok(Mounted {
         tenant_routes: OpenApiRouter::with_openapi(Doc::openapi())
             .merge(crate::products::routes())
             .merge(crate::inventory::routes())
             .merge(crate::reservations::routes())
             .merge(crate::coupons::routes())
-            .merge(crate::quotes::routes()),
-        jobs: vec![Job::new("reservation sweeper", move |shutdown| {
-            crate::reservations::sweep(pool, sweeper, shutdown)
-        })],
+            .merge(crate::quotes::routes())
+            .merge(crate::checkout::routes())
+            .merge(crate::orders::routes())
+            .merge(crate::invoices::routes()),
+        jobs: vec![
+            Job::new("reservation sweeper", move |shutdown| crate::reservations::sweep(pool, sweeper, shutdown)),
+            Job::new("checkout saga", move |shutdown| crate::saga::run(saga_pool, payments, saga, shutdown)),
+        ],
         ..Mounted::default()
     })
 }
@@ -61,5 +70,14 @@ fn permissions() -> Vec<RoutePermission> {
         row(Method::PATCH, "/v1/coupons/{id}", Role::Finance),
         row(Method::POST, crate::quotes::QUOTES_PATH, Role::Finance),
         row(Method::GET, "/v1/quotes/{id}", Role::Viewer),
+        row(Method::POST, crate::checkout::CHECKOUTS_PATH, Role::Finance),
+        row(Method::GET, "/v1/orders", Role::Viewer),
+        row(Method::GET, "/v1/orders/{id}", Role::Viewer),
+        row(Method::POST, "/v1/orders/{id}/cancel", Role::Finance),
+        row(Method::GET, crate::invoices::SETTINGS_PATH, Role::Viewer),
+        row(Method::PUT, crate::invoices::SETTINGS_PATH, Role::Admin),
+        row(Method::GET, crate::invoices::INVOICES_PATH, Role::Viewer),
+        row(Method::GET, "/v1/invoices/{id}", Role::Viewer),
+        row(Method::GET, "/v1/invoices/{id}/document", Role::Viewer),
     ]
 }

@@ -332,13 +332,14 @@ pub struct ReservationRow {
     pub reference: Option<String>,
     pub expires_at: OffsetDateTime,
     pub ended_at: Option<OffsetDateTime>,
+    pub pinned_at: Option<OffsetDateTime>,
     pub version: i32,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
 
 const RESERVATION_COLUMNS: &str =
-    "id, business_id, status, reference, expires_at, ended_at, version, created_at, updated_at";
+    "id, business_id, status, reference, expires_at, ended_at, pinned_at, version, created_at, updated_at";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ReservationLineRow {
@@ -451,8 +452,9 @@ impl Ending {
 }
 
 /// Ends an active reservation, once: `None` if it is not active (or, to commit or
-/// release it, if its expiry has passed; to expire it, if it has not). Its stock is
-/// given back or sold in the same transaction, line by line in SKU order.
+/// release it, if its expiry has passed and it is not pinned; to expire it, if it has
+/// not, or it is pinned). Its stock is given back or sold in the same transaction, line
+/// by line in SKU order.
 pub async fn end_reservation(
     connection: &mut PgConnection,
     id: Uuid,
@@ -461,7 +463,7 @@ pub async fn end_reservation(
 ) -> Result<Option<ReservationRow>, sqlx::Error> {
     let row: Option<ReservationRow> = sqlx::query_as(&format!(
         "UPDATE commerce.reservations SET status = $2, ended_at = now(), version = version + 1, updated_at = now()
-          WHERE id = $1 AND status = 'active' AND (expires_at <= now()) = $3
+          WHERE id = $1 AND status = 'active' AND (expires_at <= now() AND pinned_at IS NULL) = $3
           RETURNING {RESERVATION_COLUMNS}"
     ))
     .bind(id)
@@ -506,6 +508,21 @@ pub async fn end_reservation(
         }
     }
     Ok(Some(reservation))
+}
+
+/// Pins an active reservation whose expiry has not passed: from now on it does not
+/// expire (its checkout's payment is authorised and about to be captured against it).
+/// `None` if it has ended or expired: the sweeper and this UPDATE meet on the row's
+/// lock, so exactly one of them wins.
+pub async fn pin_reservation(connection: &mut PgConnection, id: Uuid) -> Result<Option<ReservationRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE commerce.reservations SET pinned_at = now(), version = version + 1, updated_at = now()
+          WHERE id = $1 AND status = 'active' AND expires_at > now() AND pinned_at IS NULL
+          RETURNING {RESERVATION_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(connection)
+    .await
 }
 
 /// Active reservations of any business whose expiry has passed (the sweeper's listing).
@@ -712,4 +729,416 @@ pub async fn lines_of_reservations(
     .bind(reservations)
     .fetch_all(connection)
     .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    pub status: String,
+    pub step: String,
+    pub void_to: Option<String>,
+    pub currency: String,
+    pub total: i64,
+    pub quote_id: Uuid,
+    pub reservation_id: Uuid,
+    pub customer: serde_json::Value,
+    pub payment_method: serde_json::Value,
+    pub coupon_ids: Vec<Uuid>,
+    pub payment_intent_id: Option<String>,
+    pub invoice_id: Option<Uuid>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub cancel_requested_at: Option<OffsetDateTime>,
+    pub attempts: i32,
+    pub next_step_at: Option<OffsetDateTime>,
+    pub events_announced: i32,
+    pub version: i32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+const ORDER_COLUMNS: &str =
+    "id, business_id, status, step, void_to, currency, total, quote_id, reservation_id, customer,
+    payment_method, coupon_ids, payment_intent_id, invoice_id, failure_code, failure_message, cancel_requested_at,
+    attempts, next_step_at, events_announced, version, created_at, updated_at";
+
+pub struct NewOrder<'a> {
+    pub id: Uuid,
+    pub business: BusinessId,
+    pub currency: &'a str,
+    pub total: i64,
+    pub quote_id: Uuid,
+    pub reservation_id: Uuid,
+    pub customer: &'a serde_json::Value,
+    pub payment_method: &'a serde_json::Value,
+    pub coupon_ids: &'a [Uuid],
+}
+
+/// A new order, pending, whose first step (the authorisation) is due at once.
+pub async fn insert_order(connection: &mut PgConnection, new: &NewOrder<'_>) -> Result<OrderRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO commerce.orders (id, business_id, status, step, currency, total, quote_id, reservation_id,
+             customer, payment_method, coupon_ids, next_step_at)
+         VALUES ($1, $2, 'pending', 'authorize', $3, $4, $5, $6, $7, $8, $9, now())
+         RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(new.id)
+    .bind(new.business.as_uuid())
+    .bind(new.currency)
+    .bind(new.total)
+    .bind(new.quote_id)
+    .bind(new.reservation_id)
+    .bind(new.customer)
+    .bind(new.payment_method)
+    .bind(new.coupon_ids)
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn find_order(connection: &mut PgConnection, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM commerce.orders WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(connection)
+        .await
+}
+
+/// The order, locked for the rest of the transaction: every change to an order takes
+/// this lock first, so the saga's steps and a cancel are applied one after the other.
+pub async fn lock_order(connection: &mut PgConnection, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM commerce.orders WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(connection)
+        .await
+}
+
+pub async fn list_orders(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    status: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<OrderRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM commerce.orders
+          WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2) AND ($4::text IS NULL OR status = $4)
+          ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(business.as_uuid())
+    .bind(after)
+    .bind(limit)
+    .bind(status)
+    .fetch_all(connection)
+    .await
+}
+
+/// What a saga step leaves of an order (every field written, from the locked row).
+#[derive(Debug, Clone)]
+pub struct OrderState {
+    pub status: String,
+    pub step: String,
+    pub void_to: Option<String>,
+    pub payment_intent_id: Option<String>,
+    pub invoice_id: Option<Uuid>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub cancel_requested_at: Option<OffsetDateTime>,
+    pub attempts: i32,
+    /// When the next step is due, from now; `None` once the saga is done.
+    pub next_step_in_ms: Option<i64>,
+    /// Whether this change is announced (it moves `events_announced`).
+    pub announced: bool,
+    /// Whether the saga worker lets its lease go with this change (it stops working
+    /// the order until the next step is due); a change by anyone else keeps the lease.
+    pub release_lease: bool,
+}
+
+impl OrderState {
+    pub fn of(row: &OrderRow) -> OrderState {
+        OrderState {
+            status: row.status.clone(),
+            step: row.step.clone(),
+            void_to: row.void_to.clone(),
+            payment_intent_id: row.payment_intent_id.clone(),
+            invoice_id: row.invoice_id,
+            failure_code: row.failure_code.clone(),
+            failure_message: row.failure_message.clone(),
+            cancel_requested_at: row.cancel_requested_at,
+            attempts: row.attempts,
+            next_step_in_ms: Some(0),
+            announced: false,
+            release_lease: false,
+        }
+    }
+}
+
+/// Writes `state` over the order (locked by the caller).
+pub async fn set_order(connection: &mut PgConnection, id: Uuid, state: &OrderState) -> Result<OrderRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE commerce.orders
+            SET status = $2, step = $3, void_to = $4, payment_intent_id = $5, invoice_id = $6, failure_code = $7,
+                failure_message = $8, cancel_requested_at = $9, attempts = $10,
+                next_step_at = now() + make_interval(secs => $11::double precision / 1000),
+                lease_until = CASE WHEN $13 THEN NULL ELSE lease_until END, events_announced = events_announced + CASE WHEN $12 THEN 1 ELSE 0 END,
+                version = version + 1, updated_at = now()
+          WHERE id = $1
+          RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&state.status)
+    .bind(&state.step)
+    .bind(&state.void_to)
+    .bind(&state.payment_intent_id)
+    .bind(state.invoice_id)
+    .bind(&state.failure_code)
+    .bind(&state.failure_message)
+    .bind(state.cancel_requested_at)
+    .bind(state.attempts)
+    .bind(state.next_step_in_ms)
+    .bind(state.announced)
+    .bind(state.release_lease)
+    .fetch_one(connection)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderStepRow {
+    pub position: i32,
+    pub step: String,
+    pub outcome: String,
+    pub detail: String,
+    pub at: OffsetDateTime,
+}
+
+/// Records a step of the order's saga (the order is locked by the caller, so positions
+/// never collide).
+pub async fn add_order_step(
+    connection: &mut PgConnection,
+    order: &OrderRow,
+    step: &str,
+    outcome: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    let detail: String = detail.chars().take(1000).collect();
+    sqlx::query(
+        "INSERT INTO commerce.order_steps (order_id, business_id, position, step, outcome, detail)
+         SELECT $1, $2, coalesce(max(position), 0) + 1, $3, $4, $5 FROM commerce.order_steps WHERE order_id = $1",
+    )
+    .bind(order.id)
+    .bind(order.business_id)
+    .bind(step)
+    .bind(outcome)
+    .bind(detail)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+pub async fn order_steps(connection: &mut PgConnection, order: Uuid) -> Result<Vec<OrderStepRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT position, step, outcome, detail, at FROM commerce.order_steps WHERE order_id = $1 ORDER BY position",
+    )
+    .bind(order)
+    .fetch_all(connection)
+    .await
+}
+
+/// Redeems each coupon once, within its limit: the ids redeemed (fewer than asked if one
+/// is used up or inactive). The condition is in the UPDATE, so the last redemption of a
+/// limited coupon goes to exactly one of the orders racing for it.
+pub async fn redeem_coupons(connection: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "UPDATE commerce.coupons SET redemptions = redemptions + 1, updated_at = now()
+          WHERE id = ANY($1) AND active AND (max_redemptions IS NULL OR redemptions < max_redemptions)
+          RETURNING id",
+    )
+    .bind(ids)
+    .fetch_all(connection)
+    .await
+}
+
+/// Gives back the redemptions of an order that was not paid.
+pub async fn unredeem_coupons(connection: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE commerce.coupons SET redemptions = redemptions - 1, updated_at = now()
+          WHERE id = ANY($1) AND redemptions > 0",
+    )
+    .bind(ids)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Leases the orders of any business whose next step is due (the saga worker's listing).
+pub async fn lease_due_orders(
+    pool: &sqlx::PgPool,
+    rows_max: i32,
+    lease_seconds: i32,
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT business_id, order_id FROM commerce.lease_due_orders($1, $2)")
+        .bind(rows_max)
+        .bind(lease_seconds)
+        .fetch_all(pool)
+        .await
+}
+
+/// Takes the next number of a series, in the caller's transaction (see the module).
+pub async fn next_sequence(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    kind: &str,
+    series: &str,
+    period: i32,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO commerce.document_counters (business_id, kind, series, period, last_number)
+         VALUES ($1, $2, $3, $4, 1)
+         ON CONFLICT (business_id, kind, series, period)
+         DO UPDATE SET last_number = commerce.document_counters.last_number + 1
+         RETURNING last_number",
+    )
+    .bind(business.as_uuid())
+    .bind(kind)
+    .bind(series)
+    .bind(period)
+    .fetch_one(connection)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SettingsRow {
+    pub business_id: uuid::Uuid,
+    pub address: Vec<String>,
+    pub invoice_series: String,
+    pub credit_note_series: String,
+    pub simplified_invoices: bool,
+    pub version: i32,
+    pub updated_at: OffsetDateTime,
+}
+
+const SETTINGS_COLUMNS: &str =
+    "business_id, address, invoice_series, credit_note_series, simplified_invoices, version, updated_at";
+
+pub async fn find_settings(
+    connection: &mut PgConnection,
+    business: BusinessId,
+) -> Result<Option<SettingsRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {SETTINGS_COLUMNS} FROM commerce.invoice_settings WHERE business_id = $1"))
+        .bind(business.as_uuid())
+        .fetch_optional(connection)
+        .await
+}
+
+pub async fn lock_settings(
+    connection: &mut PgConnection,
+    business: BusinessId,
+) -> Result<Option<SettingsRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SETTINGS_COLUMNS} FROM commerce.invoice_settings WHERE business_id = $1 FOR UPDATE"
+    ))
+    .bind(business.as_uuid())
+    .fetch_optional(connection)
+    .await
+}
+
+pub struct NewSettings<'a> {
+    pub business: BusinessId,
+    pub address: &'a [String],
+    pub invoice_series: &'a str,
+    pub credit_note_series: &'a str,
+    pub simplified_invoices: bool,
+}
+
+/// Sets the business's invoice settings, whether or not it had any.
+pub async fn put_settings(connection: &mut PgConnection, new: &NewSettings<'_>) -> Result<SettingsRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO commerce.invoice_settings (business_id, address, invoice_series, credit_note_series, simplified_invoices)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (business_id) DO UPDATE
+            SET address = $2, invoice_series = $3, credit_note_series = $4, simplified_invoices = $5,
+                version = commerce.invoice_settings.version + 1, updated_at = now()
+         RETURNING {SETTINGS_COLUMNS}"
+    ))
+    .bind(new.business.as_uuid())
+    .bind(new.address)
+    .bind(new.invoice_series)
+    .bind(new.credit_note_series)
+    .bind(new.simplified_invoices)
+    .fetch_one(connection)
+    .await
+}
+
+pub struct NewInvoice<'a> {
+    pub id: Uuid,
+    pub business: BusinessId,
+    pub order: Uuid,
+    pub series: &'a str,
+    pub period: i32,
+    pub sequence: i64,
+    pub number: &'a str,
+    pub currency: &'a str,
+    pub net_total: i64,
+    pub tax_total: i64,
+    pub total: i64,
+    pub body: &'a serde_json::Value,
+    pub issued_at: OffsetDateTime,
+}
+
+pub async fn insert_invoice(connection: &mut PgConnection, new: &NewInvoice<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO commerce.invoices (id, business_id, order_id, series, period, sequence, number, currency,
+             net_total, tax_total, total, body, issued_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(new.id)
+    .bind(new.business.as_uuid())
+    .bind(new.order)
+    .bind(new.series)
+    .bind(new.period)
+    .bind(new.sequence)
+    .bind(new.number)
+    .bind(new.currency)
+    .bind(new.net_total)
+    .bind(new.tax_total)
+    .bind(new.total)
+    .bind(new.body)
+    .bind(new.issued_at)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// An invoice's body, as issued.
+pub async fn find_invoice(connection: &mut PgConnection, id: Uuid) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar("SELECT body FROM commerce.invoices WHERE id = $1").bind(id).fetch_optional(connection).await
+}
+
+pub async fn list_invoices(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT body FROM commerce.invoices
+          WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2)
+          ORDER BY id DESC LIMIT $3",
+    )
+    .bind(business.as_uuid())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+/// Wakes the checkout saga's worker when the caller's transaction commits.
+pub async fn notify(connection: &mut PgConnection, channel: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(connection).await?;
+    Ok(())
 }

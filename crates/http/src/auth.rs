@@ -57,6 +57,8 @@ pub enum Credential {
     User {
         subject: String,
     },
+    /// Another Till service calling in process (`crate::internal`), for one business.
+    Service(&'static str),
 }
 
 /// An authenticated caller acting for one business.
@@ -75,6 +77,7 @@ impl Principal {
         match &self.credential {
             Credential::ApiKey(id) => format!("api_key:{id}"),
             Credential::User { subject } => format!("user:{subject}"),
+            Credential::Service(name) => format!("service:{name}"),
         }
     }
 
@@ -84,6 +87,7 @@ impl Principal {
         match &self.credential {
             Credential::ApiKey(id) => format!("api_key:{id}"),
             Credential::User { subject } => format!("user:{subject}"),
+            Credential::Service(name) => format!("service:{name}"),
         }
     }
 
@@ -92,6 +96,7 @@ impl Principal {
         match &self.credential {
             Credential::ApiKey(id) => id.to_string(),
             Credential::User { subject } => format!("user:{}:{subject}", self.business_id),
+            Credential::Service(name) => format!("service:{}:{name}", self.business_id),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`extract`]: JSON, query and path extractors whose rejections are problems.
 //! - [`pagination`]: cursor pagination (`limit`, `starting_after`, `has_more`).
 //! - [`auth`]: roles, the authenticated [`auth::Principal`] and the route permission check.
+//! - [`internal`]: one service calling another's API in process, as a business.
 //! - [`rate_limit`]: a token bucket per API key.
 //! - [`headers`]: security headers on every response.
 //! - [`secrets`]: responses that carry a secret (never cached, sealed at rest).
@@ -19,6 +20,7 @@ pub mod body;
 pub mod extract;
 pub mod fallback;
 pub mod headers;
+pub mod internal;
 pub mod pagination;
 pub mod problem;
 pub mod rate_limit;

@@ -52,10 +52,15 @@ pub enum EventType {
     ReservationExpired,
     CouponCreated,
     CouponUpdated,
+    OrderCreated,
+    OrderPaid,
+    OrderPaymentFailed,
+    OrderCanceled,
+    InvoiceIssued,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 40] = [
+    pub const ALL: [EventType; 45] = [
         EventType::AccountCreated,
         EventType::AccountUpdated,
         EventType::TransferCreated,
@@ -96,6 +101,11 @@ impl EventType {
         EventType::ReservationExpired,
         EventType::CouponCreated,
         EventType::CouponUpdated,
+        EventType::OrderCreated,
+        EventType::OrderPaid,
+        EventType::OrderPaymentFailed,
+        EventType::OrderCanceled,
+        EventType::InvoiceIssued,
     ];
 
     pub fn name(self) -> &'static str {
@@ -140,6 +150,11 @@ impl EventType {
             EventType::ReservationExpired => "reservation.expired",
             EventType::CouponCreated => "coupon.created",
             EventType::CouponUpdated => "coupon.updated",
+            EventType::OrderCreated => "order.created",
+            EventType::OrderPaid => "order.paid",
+            EventType::OrderPaymentFailed => "order.payment_failed",
+            EventType::OrderCanceled => "order.canceled",
+            EventType::InvoiceIssued => "invoice.issued",
         }
     }
 
@@ -179,6 +194,11 @@ impl EventType {
             | EventType::ReservationReleased
             | EventType::ReservationExpired => "ReservationBody",
             EventType::CouponCreated | EventType::CouponUpdated => "CouponBody",
+            EventType::OrderCreated
+            | EventType::OrderPaid
+            | EventType::OrderPaymentFailed
+            | EventType::OrderCanceled => "OrderBody",
+            EventType::InvoiceIssued => "InvoiceBody",
             _ => "TransferBody",
         }
     }
@@ -277,6 +297,21 @@ impl EventType {
             }
             EventType::CouponCreated => "A coupon was created.",
             EventType::CouponUpdated => "A coupon's status, end or redemption limit changed (its code and discount never do).",
+            EventType::OrderCreated => {
+                "A checkout made an order: priced, its stock reserved and its coupons redeemed; its payment is next."
+            }
+            EventType::OrderPaid => {
+                "An order's payment was captured, its reservation committed (the stock sold) and its invoice issued (invoice_id)."
+            }
+            EventType::OrderPaymentFailed => {
+                "An order's payment was declined or could not be captured (failure): nothing was charged, any authorisation was voided and the stock released."
+            }
+            EventType::OrderCanceled => {
+                "An order was canceled before it was paid (failure says why: asked for, or its reservation expired): any authorisation was voided and the stock released."
+            }
+            EventType::InvoiceIssued => {
+                "An invoice was issued for a paid order, with the next number of its series."
+            }
         }
     }
 

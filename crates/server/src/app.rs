@@ -122,6 +122,10 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     context.provide(config.payouts.clone());
     context.provide(key_cache);
     context.provide(authenticator.clone());
+    // Services call each other's API through it (commerce's checkout takes payments);
+    // it is connected to the router once the router is built, before anything runs.
+    let internal = till_http::internal::Internal::default();
+    context.provide(internal.clone());
     let mut mounted = Vec::with_capacity(crate::SERVICES.len() + 1);
     for service in crate::SERVICES {
         mounted.push((service.mount)(&mut context)?);
@@ -221,6 +225,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
         .layer(CatchPanicLayer::custom(till_http::fallback::panic_response))
         .layer(axum::middleware::from_fn(till_http::headers::middleware))
         .layer(axum::middleware::from_fn(till_http::request_id::middleware));
+    internal.connect(router.clone());
     let jobs = crate::jobs::Jobs {
         pool: pool.clone(),
         retention_hours: config.idempotency_retention_hours,

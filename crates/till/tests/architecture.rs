@@ -181,3 +181,15 @@ fn only_the_binary_links_the_simulator() {
     linked.sort();
     assert_eq!(linked, ["testkit", "till"], "crates linking the simulator");
 }
+
+/// Commerce takes its payments through payments' API, called in process
+/// (`till_http::internal`), never by linking the payments service: the checkout's
+/// steps are the routes a client would call, with their idempotency and recovery.
+#[test]
+fn commerce_reaches_payments_only_through_its_api() {
+    let commerce = dependencies(&workspace().join("crates/commerce"));
+    assert!(commerce.iter().any(|dependency| dependency == "till-http"), "read commerce's manifest");
+    for service in ["till-payments", "till-payouts", "till-ledger"] {
+        assert!(!commerce.iter().any(|dependency| dependency == service), "commerce links {service}");
+    }
+}

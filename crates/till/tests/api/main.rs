@@ -5,6 +5,7 @@
 mod auth;
 mod broker;
 mod bus_helpers;
+mod checkout;
 mod commerce;
 mod conventions;
 mod events;

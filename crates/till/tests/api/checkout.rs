@@ -1,0 +1,370 @@
+//! Checkout through the API, payments through the simulator: an order's saga from the
+//! cart to a numbered invoice, and each way it can fail — a decline, a reservation that
+//! expires while the gateway is slow, a cancel while the payment is with the gateway —
+//! ending with the stock, the payment and the invoices agreeing. And the last units
+//! sold to exactly as many checkouts as there are units, with nobody else charged.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use till_testkit::{problem, spawn_app, TestApp};
+
+/// A business with a tax registration and invoice settings; returns its owner key.
+pub async fn seller(app: &TestApp, country: &str, registration: &str) -> String {
+    let body = json!({"legal_name": format!("Seller <{country}> & Co"), "country": country,
+                      "tax_registration": registration});
+    let response =
+        app.post("/v1/platform/businesses", &app.admin_token, &uuid::Uuid::now_v7().to_string(), &body).await;
+    assert_eq!(response.status().as_u16(), 201, "creating a registered business");
+    let created: Value = response.json().await.expect("json");
+    let key = created["api_key"]["secret"].as_str().expect("secret").to_string();
+    invoice_settings(app, &key).await;
+    key
+}
+
+pub async fn invoice_settings(app: &TestApp, key: &str) {
+    let settings = json!({"address": ["1 High Street", "London", "EC1A 1AA"]});
+    let response = app.request(reqwest::Method::PUT, "/v1/invoice_settings", key).json(&settings).send().await;
+    assert_eq!(response.expect("put").status().as_u16(), 200, "invoice settings");
+}
+
+async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, Value) {
+    let response = app.post(path, key, &uuid::Uuid::now_v7().to_string(), body).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(app: &TestApp, key: &str, path: &str) -> Value {
+    let response = app.get(path, key).await;
+    assert_eq!(response.status().as_u16(), 200, "GET {path}");
+    response.json().await.expect("json")
+}
+
+/// A product with `units` in stock; returns its id and SKU.
+pub async fn stocked(app: &TestApp, key: &str, units: i64, product: Value) -> (String, String) {
+    let (status, created) = post(app, key, "/v1/products", &product).await;
+    assert_eq!(status, 201, "{created}");
+    let sku = created["sku"].as_str().expect("sku").to_string();
+    let (status, adjusted) =
+        post(app, key, &format!("/v1/inventory/{sku}/adjustments"), &json!({"delta": units, "reason": "count"})).await;
+    assert_eq!(status, 201, "{adjusted}");
+    (created["id"].as_str().expect("id").to_string(), sku)
+}
+
+fn uk_product(unit_amount: i64) -> Value {
+    json!({"name": "Mug <b>blue</b>", "sku": format!("MUG-{}", uuid::Uuid::now_v7().simple()),
+           "tax_treatment": "standard",
+           "prices": [{"currency": "GBP", "unit_amount": unit_amount, "tax_inclusive": false}]})
+}
+
+pub fn uk_checkout(product: &str, quantity: i64, payment_method: &str) -> Value {
+    json!({"lines": [{"product_id": product, "quantity": quantity}],
+           "customer": {"name": "Ada <script>alert(1)</script>", "email": "ada@example.com",
+                        "address": ["2 Low Road", "Leeds"], "country": "GB"},
+           "payment_method": payment_method})
+}
+
+/// The order once its saga has ended (or the test fails after 30 s).
+pub async fn settled(app: &TestApp, key: &str, order: &str) -> Value {
+    for _ in 0..600 {
+        let body = get(app, key, &format!("/v1/orders/{order}")).await;
+        if body["status"] != "pending" {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("order {order} is still pending after 30 s: {}", get(app, key, &format!("/v1/orders/{order}")).await)
+}
+
+async fn stock(app: &TestApp, key: &str, sku: &str) -> (i64, i64) {
+    let inventory = get(app, key, &format!("/v1/inventory/{sku}")).await;
+    (inventory["on_hand"].as_i64().expect("on_hand"), inventory["reserved"].as_i64().expect("reserved"))
+}
+
+fn steps(order: &Value) -> Vec<(String, String)> {
+    order["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|step| {
+            (step["step"].as_str().expect("step").to_string(), step["outcome"].as_str().expect("outcome").to_string())
+        })
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected.iter().map(|(step, outcome)| (step.to_string(), outcome.to_string())).collect()
+}
+
+/// Waits until the saga has sent the order's payment (it counts the attempt first).
+pub async fn sent(app: &TestApp, order: &str) {
+    let id = uuid::Uuid::parse_str(order.trim_start_matches("ord_")).expect("an order id");
+    for _ in 0..250 {
+        let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM commerce.orders WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.owner_pool)
+            .await
+            .expect("attempts");
+        if attempts > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the saga never sent order {order}'s payment");
+}
+
+#[tokio::test]
+async fn a_uk_checkout_is_captured_its_stock_sold_and_its_invoice_numbered() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (product, sku) = stocked(&app, &key, 5, uk_product(1000)).await;
+
+    let (status, order) = post(&app, &key, "/v1/checkouts", &uk_checkout(&product, 2, "pm_card_visa")).await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["status"], "pending");
+    assert_eq!(
+        (order["net_total"].as_i64(), order["tax_total"].as_i64(), order["total"].as_i64()),
+        (Some(2000), Some(400), Some(2400))
+    );
+    let id = order["id"].as_str().expect("id");
+    let paid = settled(&app, &key, id).await;
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(
+        steps(&paid),
+        pairs(&[
+            ("quote", "succeeded"),
+            ("reserve", "succeeded"),
+            ("authorize", "succeeded"),
+            ("capture", "succeeded"),
+            ("commit", "succeeded"),
+            ("invoice", "succeeded")
+        ])
+    );
+    assert_eq!(stock(&app, &key, &sku).await, (3, 0), "two sold, nothing held");
+
+    let intent =
+        get(&app, &key, &format!("/v1/payment_intents/{}", paid["payment_intent_id"].as_str().expect("pi"))).await;
+    assert_eq!((intent["status"].as_str(), intent["amount_received"].as_i64()), (Some("succeeded"), Some(2400)));
+    assert_eq!(intent["capture_method"], "manual");
+
+    let invoice_id = paid["invoice_id"].as_str().expect("invoice");
+    let invoice = get(&app, &key, &format!("/v1/invoices/{invoice_id}")).await;
+    assert_eq!(invoice["number"], "INV-000001");
+    assert_eq!(invoice["kind"], "vat_invoice");
+    assert_eq!(invoice["order_id"], paid["id"]);
+    assert_eq!(invoice["supplier"]["vat_number"], "GB999999973");
+    assert_eq!(invoice["supplier"]["address"][0], "1 High Street");
+    assert_eq!(invoice["customer"]["address"], json!(["2 Low Road", "Leeds"]));
+    assert_eq!(invoice["lines"][0]["quantity"], 2);
+    assert_eq!(invoice["lines"][0]["rate_bps"], 2000);
+    assert_eq!(invoice["lines"][0]["taxes"][0]["amount"], 400);
+    assert_eq!(
+        (invoice["net_total"].as_i64(), invoice["tax_total"].as_i64(), invoice["total"].as_i64()),
+        (Some(2000), Some(400), Some(2400))
+    );
+
+    let document = app.get(&format!("/v1/invoices/{invoice_id}/document"), &key).await;
+    assert_eq!(document.status().as_u16(), 200);
+    assert!(document.headers()["content-type"].to_str().expect("type").starts_with("text/html"));
+    let html = document.text().await.expect("html");
+    assert!(html.contains("INV-000001") && html.contains("GB999999973") && html.contains("GBP 24.00"), "{html}");
+    assert!(!html.contains("<script>") && html.contains("Ada &lt;script&gt;"), "customer text is escaped");
+    assert!(html.contains("Seller &lt;GB&gt; &amp; Co"), "the supplier's name is escaped");
+
+    // A second sale takes the next number; a paid order is refunded, not canceled.
+    let (_, second) = post(&app, &key, "/v1/checkouts", &uk_checkout(&product, 1, "pm_card_visa")).await;
+    let second = settled(&app, &key, second["id"].as_str().expect("id")).await;
+    let invoice = get(&app, &key, &format!("/v1/invoices/{}", second["invoice_id"].as_str().expect("invoice"))).await;
+    assert_eq!(invoice["number"], "INV-000002");
+    let cancel = app.post(&format!("/v1/orders/{id}/cancel"), &key, "cancel-paid", &json!({})).await;
+    assert_eq!(cancel.status().as_u16(), 409);
+    assert_eq!(problem(cancel).await["code"], "state_conflict");
+    let listed = get(&app, &key, "/v1/orders?status=paid").await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn an_indian_checkout_is_paid_by_upi_with_a_tax_invoice_numbered_for_the_financial_year() {
+    let app = spawn_app().await;
+    let key = seller(&app, "IN", "27AAPFU0939F1ZV").await;
+    let product = json!({"name": "Kurta", "sku": format!("KURTA-{}", uuid::Uuid::now_v7().simple()),
+                         "tax_treatment": "gst", "hsn_code": "6109", "gst_rate_bps": 500,
+                         "prices": [{"currency": "INR", "unit_amount": 100_000, "tax_inclusive": false}]});
+    let (product, _) = stocked(&app, &key, 3, product).await;
+    let body = json!({"lines": [{"product_id": product, "quantity": 1}],
+                      "customer": {"name": "Ravi", "email": "ravi@example.in", "address": ["MG Road", "Bengaluru"],
+                                   "country": "IN", "state_code": "29"},
+                      "payment_method": {"type": "upi", "vpa": "success@razorpay"}});
+    let (status, order) = post(&app, &key, "/v1/checkouts", &body).await;
+    assert_eq!(status, 201, "{order}");
+    let paid = settled(&app, &key, order["id"].as_str().expect("id")).await;
+    assert_eq!(paid["status"], "paid", "{paid}");
+    let invoice = get(&app, &key, &format!("/v1/invoices/{}", paid["invoice_id"].as_str().expect("invoice"))).await;
+    let today = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+5:30)).date();
+    // India's financial year starts on 1 April.
+    let year = if today.month() >= time::Month::April { today.year() } else { today.year() - 1 };
+    assert_eq!(invoice["number"], format!("INV/{year}-{:02}/0001", (year + 1) % 100));
+    assert_eq!(invoice["kind"], "tax_invoice");
+    assert_eq!(invoice["supplier"]["gstin"], "27AAPFU0939F1ZV");
+    assert_eq!(invoice["supplier"]["state"]["name"], "Maharashtra");
+    assert_eq!(invoice["place_of_supply"]["code"], "29");
+    assert_eq!(invoice["lines"][0]["hsn_code"], "6109");
+    // Karnataka from Maharashtra: inter-state, IGST at 5 %.
+    assert_eq!(
+        invoice["lines"][0]["taxes"],
+        json!([{"kind": "igst", "rate_bps": 500, "share_bps": 10000, "amount": 5000}])
+    );
+    assert_eq!(invoice["total"], 105_000);
+}
+
+#[tokio::test]
+async fn a_declined_card_fails_the_order_releases_the_stock_and_charges_nothing() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (product, sku) = stocked(&app, &key, 4, uk_product(1000)).await;
+    let (status, order) =
+        post(&app, &key, "/v1/checkouts", &uk_checkout(&product, 3, "pm_card_chargeDeclinedInsufficientFunds")).await;
+    assert_eq!(status, 201, "{order}");
+    let failed = settled(&app, &key, order["id"].as_str().expect("id")).await;
+    assert_eq!(failed["status"], "payment_failed", "{failed}");
+    assert_eq!(failed["failure"]["code"], "card_declined");
+    assert!(failed["failure"]["message"].as_str().expect("message").contains("insufficient_funds"));
+    assert!(failed["invoice_id"].is_null());
+    assert_eq!(
+        steps(&failed),
+        pairs(&[("quote", "succeeded"), ("reserve", "succeeded"), ("authorize", "failed"), ("release", "compensated")])
+    );
+    assert_eq!(stock(&app, &key, &sku).await, (4, 0), "everything available again");
+    let reservation =
+        get(&app, &key, &format!("/v1/reservations/{}", failed["reservation_id"].as_str().expect("rsv"))).await;
+    assert_eq!(reservation["status"], "released");
+    let intents = get(&app, &key, "/v1/payment_intents?limit=100").await;
+    assert!(intents["data"].as_array().expect("data").iter().all(|intent| intent["amount_received"] == 0));
+    let invoices = get(&app, &key, "/v1/invoices").await;
+    assert_eq!(invoices["data"], json!([]));
+}
+
+#[tokio::test]
+async fn fifty_checkouts_for_ten_units_sell_ten_with_consecutive_invoices_and_charge_nobody_else() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (product, sku) = stocked(&app, &key, 10, uk_product(500)).await;
+    let body = uk_checkout(&product, 1, "pm_card_visa");
+    let answers = join_all((0..50).map(|_| post(&app, &key, "/v1/checkouts", &body))).await;
+    let created: Vec<&Value> = answers.iter().filter(|(status, _)| *status == 201).map(|(_, body)| body).collect();
+    let refused: Vec<&Value> = answers.iter().filter(|(status, _)| *status == 409).map(|(_, body)| body).collect();
+    assert_eq!((created.len(), refused.len()), (10, 40), "{answers:?}");
+    assert!(refused.iter().all(|body| body["code"] == "out_of_stock" && body["param"] == "lines[0].quantity"));
+    let mut numbers = Vec::new();
+    for order in created {
+        let paid = settled(&app, &key, order["id"].as_str().expect("id")).await;
+        assert_eq!(paid["status"], "paid", "{paid}");
+        let invoice = get(&app, &key, &format!("/v1/invoices/{}", paid["invoice_id"].as_str().expect("invoice"))).await;
+        numbers.push(invoice["number"].as_str().expect("number").to_string());
+    }
+    numbers.sort();
+    let expected: Vec<String> = (1..=10).map(|n| format!("INV-{n:06}")).collect();
+    assert_eq!(numbers, expected, "ten consecutive numbers, none repeated or skipped");
+    assert_eq!(stock(&app, &key, &sku).await, (0, 0));
+    let intents = get(&app, &key, "/v1/payment_intents?limit=100").await;
+    assert_eq!(intents["data"].as_array().map(Vec::len), Some(10), "only the ten reserved were charged");
+    assert!(intents["data"].as_array().expect("data").iter().all(|intent| intent["status"] == "succeeded"));
+}
+
+#[tokio::test]
+async fn a_reservation_that_expires_while_the_gateway_is_slow_cancels_the_order_and_voids_its_authorisation() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (product, sku) = stocked(&app, &key, 2, uk_product(1000)).await;
+    // The first confirm hangs past the attempt timeout; the retry authorises after the
+    // one-second reservation has run out.
+    app.arm_fault("stripe", "confirm", "timeout", 1, Some(2_500)).await;
+    let mut body = uk_checkout(&product, 2, "pm_card_visa");
+    body["expires_in_seconds"] = json!(1);
+    let (status, order) = post(&app, &key, "/v1/checkouts", &body).await;
+    assert_eq!(status, 201, "{order}");
+    let canceled = settled(&app, &key, order["id"].as_str().expect("id")).await;
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    assert_eq!(canceled["failure"]["code"], "reservation_expired");
+    let outcomes = steps(&canceled);
+    assert!(outcomes.contains(&(String::from("authorize"), String::from("succeeded"))), "{outcomes:?}");
+    assert!(outcomes.contains(&(String::from("void"), String::from("compensated"))), "{outcomes:?}");
+    let intent =
+        get(&app, &key, &format!("/v1/payment_intents/{}", canceled["payment_intent_id"].as_str().expect("pi"))).await;
+    assert_eq!((intent["status"].as_str(), intent["amount_received"].as_i64()), (Some("canceled"), Some(0)));
+    assert_eq!(stock(&app, &key, &sku).await, (2, 0), "the stock came back with the expiry");
+    let reservation =
+        get(&app, &key, &format!("/v1/reservations/{}", canceled["reservation_id"].as_str().expect("rsv"))).await;
+    assert_eq!(reservation["status"], "expired");
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_payment_is_with_the_gateway_voids_it_once_it_is_known() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (product, sku) = stocked(&app, &key, 2, uk_product(1000)).await;
+    app.arm_fault("stripe", "confirm", "timeout", 1, Some(2_500)).await;
+    let (_, order) = post(&app, &key, "/v1/checkouts", &uk_checkout(&product, 1, "pm_card_visa")).await;
+    let id = order["id"].as_str().expect("id");
+    sent(&app, id).await;
+    let (status, asked) = post(&app, &key, &format!("/v1/orders/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 202, "{asked}");
+    assert_eq!(asked["cancel_requested"], true);
+    let (again, refused) = post(&app, &key, &format!("/v1/orders/{id}/cancel"), &json!({})).await;
+    assert_eq!((again, refused["code"].as_str()), (409, Some("state_conflict")));
+    let canceled = settled(&app, &key, id).await;
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    assert_eq!(canceled["failure"]["code"], "canceled_by_request");
+    let intent =
+        get(&app, &key, &format!("/v1/payment_intents/{}", canceled["payment_intent_id"].as_str().expect("pi"))).await;
+    assert_eq!((intent["status"].as_str(), intent["amount_received"].as_i64()), (Some("canceled"), Some(0)));
+    assert_eq!(stock(&app, &key, &sku).await, (2, 0));
+}
+
+#[tokio::test]
+async fn a_bad_checkout_is_refused_naming_its_field_and_nothing_is_kept() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (product, _) = stocked(&app, &key, 2, uk_product(1000)).await;
+    let with = |field: &str, value: Value| {
+        let mut body = uk_checkout(&product, 1, "pm_card_visa");
+        match field.split_once('.') {
+            Some((outer, inner)) => body[outer][inner] = value,
+            None => body[field] = value,
+        }
+        body
+    };
+    let cases = [
+        (with("customer.email", json!("not an email")), 400, "customer.email"),
+        (with("customer.name", json!("  ")), 400, "customer.name"),
+        (with("customer.address", json!([])), 400, "customer.address"),
+        (with("payment_method", json!("card_visa")), 400, "payment_method"),
+        (with("payment_method", json!({"type": "upi", "vpa": "success@razorpay"})), 422, "payment_method"),
+        (with("lines", json!([{"product_id": product, "quantity": 3}])), 409, "lines[0].quantity"),
+        (
+            with("lines", json!([{"product_id": "prod_0193aa11bb22cc33dd44ee55ff667788", "quantity": 1}])),
+            404,
+            "lines[0].product_id",
+        ),
+        (with("customer.gstin", json!("27AAPFU0939F1ZV")), 422, "customer.gstin"),
+    ];
+    for (body, status, param) in cases {
+        let (got, answer) = post(&app, &key, "/v1/checkouts", &body).await;
+        assert_eq!((got, answer["param"].as_str()), (status, Some(param)), "{answer}");
+    }
+    let orders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM commerce.orders").fetch_one(&app.owner_pool).await.expect("count");
+    assert_eq!(orders, 0, "nothing was kept");
+    let reserved: i64 = sqlx::query_scalar("SELECT count(*) FROM commerce.reservations")
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("count");
+    assert_eq!(reserved, 0);
+    // Without invoice settings a checkout cannot end in an invoice: refused before anything.
+    let other = app.create_business("GB").await;
+    let (other_product, _) = stocked(&app, &other.owner_key, 2, uk_product(1000)).await;
+    let (status, answer) =
+        post(&app, &other.owner_key, "/v1/checkouts", &uk_checkout(&other_product, 1, "pm_card_visa")).await;
+    assert_eq!((status, answer["code"].as_str()), (422, Some("rule_violated")), "{answer}");
+}
