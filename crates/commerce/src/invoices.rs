@@ -92,6 +92,14 @@ pub fn document_number(country: Country, series: &str, period: i32, sequence: i6
     }
 }
 
+/// The date of `at` where the seller is: the UK's (with BST) or India's (UTC+05:30).
+pub fn local_date(country: Country, at: OffsetDateTime) -> Date {
+    match country {
+        Country::GB => till_pricing::calendar::uk_date(at),
+        Country::IN => till_pricing::calendar::india_date(at),
+    }
+}
+
 /// The counter a series counts in: India's restart each financial year; the UK's never.
 pub fn period_of(country: Country, date: Date) -> i32 {
     match country {
@@ -381,19 +389,18 @@ pub enum IssueError {
     Numbering(#[from] NumberingError),
     #[error("encoding the invoice: {0}")]
     Encode(#[from] serde_json::Error),
-    #[error("the quote's tax point {0:?} is not a date")]
-    TaxPoint(String),
 }
 
 /// Issues the order's invoice in `connection`'s transaction, with the next number of
 /// the business's invoice series, and announces it.
 pub async fn issue(connection: &mut PgConnection, issue: &Issue<'_>) -> Result<InvoiceBody, IssueError> {
     let quote = issue.quote;
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    let tax_point = Date::parse(&quote.tax_point, format).map_err(|_| IssueError::TaxPoint(quote.tax_point.clone()))?;
     let country = issue.profile.country;
     let series = issue.settings.invoice_series.clone();
-    let period = period_of(country, tax_point);
+    // To the second, as the stored body is read back.
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
+    // The financial year is the invoice's, by its date of issue where the seller is.
+    let period = period_of(country, local_date(country, now));
     let sequence = store::next_sequence(&mut *connection, issue.business, "invoice", &series, period).await?;
     let number = document_number(country, &series, period, sequence)?;
     let (vat_number, gstin, supplier_state) = match &issue.profile.tax_registration {
@@ -404,8 +411,6 @@ pub async fn issue(connection: &mut PgConnection, issue: &Issue<'_>) -> Result<I
         None => (None, None, None),
     };
     let id = InvoiceId::generate();
-    // To the second, as the stored body is read back.
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
     let body = InvoiceBody {
         id,
         number,
@@ -558,7 +563,7 @@ async fn get_document(
     ApiPath(id): ApiPath<InvoiceId>,
 ) -> Result<Response, ApiError> {
     let invoice = find_invoice(&mut tx, id).await?;
-    let html = crate::document::render(&invoice);
+    let html = crate::document::render(&crate::document::Printable::of_invoice(&invoice));
     let mut response = (StatusCode::OK, html).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     Ok(response)

@@ -15,12 +15,15 @@
 //!   through [`payment_intents`] and ends it paid with its invoice, or compensated.
 //! - [`orders`]: `/v1/orders`: the order, its saga's steps, and its cancellation.
 //! - [`invoices`]: numbering without gaps, issuing, `/v1/invoices` and the settings;
-//!   [`document`]: an invoice as a printable page.
+//!   [`document`]: an invoice or a credit note as a printable page.
+//! - [`credit_notes`]: `POST /v1/orders/{id}/refund`, what units are worth when they
+//!   come back, and the credit notes that credit them.
 //! - [`store`]: the schema's SQL. [`service`]: the registration.
 
 pub mod catalog;
 pub mod checkout;
 pub mod coupons;
+pub mod credit_notes;
 pub mod document;
 pub mod inventory;
 pub mod invoices;
@@ -63,4 +66,16 @@ till_kit::typed_id!(
     "inv",
     "invoice",
     "An invoice issued for a paid order, numbered in its series without gaps."
+);
+till_kit::typed_id!(
+    OrderRefundId,
+    "orf",
+    "order refund",
+    "A refund of some or all of a paid order's units, and its credit note."
+);
+till_kit::typed_id!(
+    CreditNoteId,
+    "cn",
+    "credit note",
+    "A credit note: part or all of an invoice credited after a refund."
 );

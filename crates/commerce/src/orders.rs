@@ -35,7 +35,7 @@ pub fn routes() -> OpenApiRouter {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrderStepBody {
     /// `quote`, `reserve`, `authorize`, `capture`, `void`, `release`, `commit`,
-    /// `invoice` or `cancel`.
+    /// `invoice`, `cancel` or `refund`.
     pub step: String,
     /// `succeeded`, `failed`, `retrying` (nothing decided yet; the saga tries again with
     /// the same idempotency key) or `compensated` (undone after a later step failed).
@@ -91,6 +91,10 @@ pub struct OrderBody {
     /// A cancel was asked for while the payment was with the gateway: the saga voids the
     /// authorisation once it is known, unless the capture was already under way.
     pub cancel_requested: bool,
+    /// Refunded of `total` so far (status `refunded` once all of it is).
+    pub amount_refunded: i64,
+    /// Its refunds, oldest first (`POST /v1/orders/{id}/refund`).
+    pub refunds: Vec<crate::credit_notes::OrderRefundBody>,
     pub steps: Vec<OrderStepBody>,
     pub version: i32,
     #[serde(with = "time::serde::rfc3339")]
@@ -103,7 +107,12 @@ pub struct OrderBody {
 pub async fn body_of(connection: &mut PgConnection, row: &OrderRow) -> Result<OrderBody, ApiError> {
     let quote = quote_of(connection, row).await?;
     let steps = store::order_steps(connection, row.id).await?;
-    body_with(row, &quote, &steps)
+    let refunds = store::refunds_of_order(connection, row.id)
+        .await?
+        .iter()
+        .map(crate::credit_notes::OrderRefundBody::of)
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    body_with(row, &quote, &steps, refunds)
 }
 
 pub async fn quote_of(connection: &mut PgConnection, row: &OrderRow) -> Result<QuoteBody, ApiError> {
@@ -117,7 +126,12 @@ pub fn customer_of(row: &OrderRow) -> Result<StoredCustomer, ApiError> {
     serde_json::from_value(row.customer.clone()).map_err(|error| ApiError::internal(&error))
 }
 
-fn body_with(row: &OrderRow, quote: &QuoteBody, steps: &[OrderStepRow]) -> Result<OrderBody, ApiError> {
+fn body_with(
+    row: &OrderRow,
+    quote: &QuoteBody,
+    steps: &[OrderStepRow],
+    refunds: Vec<crate::credit_notes::OrderRefundBody>,
+) -> Result<OrderBody, ApiError> {
     let customer = customer_of(row)?;
     Ok(OrderBody {
         id: OrderId::from_uuid(row.id),
@@ -145,6 +159,8 @@ fn body_with(row: &OrderRow, quote: &QuoteBody, steps: &[OrderStepRow]) -> Resul
             _ => None,
         },
         cancel_requested: row.cancel_requested_at.is_some(),
+        amount_refunded: row.amount_refunded,
+        refunds,
         steps: steps
             .iter()
             .map(|step| OrderStepBody {

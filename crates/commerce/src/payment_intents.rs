@@ -132,6 +132,113 @@ impl PaymentIntents {
     }
 }
 
+/// A refund, as far as an order's refund reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    /// `re_…`.
+    pub id: String,
+    pub status: RefundStatus,
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    RequiresReview,
+}
+
+/// What a refund call came to: as [`Answer`], with a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundAnswer {
+    Refund(Refund),
+    Refused { status: u16, code: String, detail: String },
+    NotYet(String),
+    Unusable(String),
+}
+
+impl PaymentIntents {
+    /// Refunds `expected.amount` of a captured intent.
+    pub async fn refund(
+        &self,
+        business: BusinessId,
+        key: &str,
+        intent: &str,
+        expected: Expected,
+        reason: &str,
+    ) -> RefundAnswer {
+        let body = json!({ "payment_intent_id": intent, "amount": expected.amount, "reason": reason });
+        let reply = self.internal.post(caller(business), "/v1/refunds", key, &body).await;
+        refund_answer(reply, intent, expected)
+    }
+
+    /// The refund as payments knows it now.
+    pub async fn retrieve_refund(
+        &self,
+        business: BusinessId,
+        refund: &str,
+        intent: &str,
+        expected: Expected,
+    ) -> RefundAnswer {
+        let reply = self.internal.get(caller(business), &format!("/v1/refunds/{refund}")).await;
+        refund_answer(reply, intent, expected)
+    }
+}
+
+#[derive(Deserialize)]
+struct RefundBody {
+    id: String,
+    payment_intent_id: String,
+    amount: i64,
+    currency: String,
+    status: String,
+    failure_reason: Option<String>,
+}
+
+fn refund_answer(
+    reply: Result<Reply, till_http::internal::InternalError>,
+    intent: &str,
+    expected: Expected,
+) -> RefundAnswer {
+    let reply = match reply {
+        Ok(reply) if matches!(reply.status.as_u16(), 200 | 201) => reply,
+        other => {
+            // Everything but a refund is classified as for intents.
+            return match answer(other, expected) {
+                Answer::Refused { status, code, detail } => RefundAnswer::Refused { status, code, detail },
+                Answer::NotYet(why) => RefundAnswer::NotYet(why),
+                Answer::Unusable(why) => RefundAnswer::Unusable(why),
+                Answer::Intent(_) => RefundAnswer::Unusable(String::from("an intent answered a refund")),
+            };
+        }
+    };
+    let body: RefundBody = match serde_json::from_slice(&reply.body) {
+        Ok(body) => body,
+        Err(error) => return RefundAnswer::Unusable(format!("the refund did not parse: {error}")),
+    };
+    let is_refund_id = body.id.strip_prefix("re_").is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+    });
+    if !is_refund_id || body.payment_intent_id != intent {
+        return RefundAnswer::Unusable(String::from("the refund is not of this order's payment"));
+    }
+    if body.amount != expected.amount || body.currency != expected.currency.code() {
+        return RefundAnswer::Unusable(format!(
+            "the refund is for {} {}, not {}",
+            body.amount, body.currency, expected.amount
+        ));
+    }
+    let status = match body.status.as_str() {
+        "pending" => RefundStatus::Pending,
+        "succeeded" => RefundStatus::Succeeded,
+        "failed" => RefundStatus::Failed,
+        "requires_review" => RefundStatus::RequiresReview,
+        other => return RefundAnswer::Unusable(format!("the refund has a status payments does not have: {other:?}")),
+    };
+    RefundAnswer::Refund(Refund { id: body.id, status, failure: body.failure_reason.map(|reason| clip(&reason)) })
+}
+
 fn caller(business_id: BusinessId) -> InternalCaller {
     InternalCaller { business_id, service: SERVICE }
 }
@@ -292,6 +399,25 @@ mod tests {
             intent.decline.as_deref(),
             Some("card_declined (insufficient_funds): Your card has insufficient funds.")
         );
+    }
+
+    #[test]
+    fn a_refund_is_read_and_checked_against_the_order() {
+        let refund = |amount: i64, intent: &str, status: &str| {
+            json!({"id": "re_0193aa11bb22cc33dd44ee55ff667788", "payment_intent_id": intent, "amount": amount,
+                   "currency": "GBP", "status": status, "failure_reason": null})
+        };
+        let read = refund_answer(reply(201, refund(500, ID, "succeeded")), ID, gbp(500));
+        assert!(matches!(read, RefundAnswer::Refund(Refund { status: RefundStatus::Succeeded, .. })), "{read:?}");
+        for (body, expected) in [
+            (refund(600, ID, "succeeded"), gbp(500)),
+            (refund(500, "pi_0193aa11bb22cc33dd44ee55ff667799", "succeeded"), gbp(500)),
+            (refund(500, ID, "done"), gbp(500)),
+        ] {
+            assert!(matches!(refund_answer(reply(200, body), ID, expected), RefundAnswer::Unusable(_)));
+        }
+        let problem = json!({"code": "rule_violated", "detail": "more than was captured"});
+        assert!(matches!(refund_answer(reply(422, problem), ID, gbp(500)), RefundAnswer::Refused { status: 422, .. }));
     }
 
     #[test]

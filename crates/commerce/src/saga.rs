@@ -36,8 +36,10 @@ use till_kit::{BusinessId, Currency};
 use till_outbox::EventType;
 
 use crate::payment_intents::{Answer, Expected, Intent, IntentStatus, PaymentIntents};
+use crate::payment_intents::{RefundAnswer, RefundStatus};
 use crate::store::{self, OrderRow, OrderState};
-use crate::OrderId;
+use crate::store::{RefundRow, RefundState};
+use crate::{OrderId, OrderRefundId};
 
 /// The channel a checkout's commit notifies.
 pub const CHANNEL: &str = "commerce_orders";
@@ -101,7 +103,7 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let full = match store::lease_due_orders(&pool, config.batch, config.lease_seconds).await {
+        let orders_full = match store::lease_due_orders(&pool, config.batch, config.lease_seconds).await {
             Ok(due) => {
                 let full = due.len() >= usize::try_from(config.batch).unwrap_or(usize::MAX);
                 futures::stream::iter(due)
@@ -123,6 +125,28 @@ pub async fn run(
                 false
             }
         };
+        let refunds_full = match store::lease_due_refunds(&pool, config.batch, config.lease_seconds).await {
+            Ok(due) => {
+                let full = due.len() >= usize::try_from(config.batch).unwrap_or(usize::MAX);
+                futures::stream::iter(due)
+                    .for_each_concurrent(config.concurrency, |(business, refund)| {
+                        let (pool, payments, config) = (&pool, &payments, &config);
+                        async move {
+                            let business = BusinessId::from_uuid(business);
+                            if let Err(error) = advance_refund(pool, payments, config, business, refund).await {
+                                tracing::warn!(%error, refund = %OrderRefundId::from_uuid(refund), "a refund step failed; it is retried");
+                            }
+                        }
+                    })
+                    .await;
+                full
+            }
+            Err(error) => {
+                tracing::warn!(%error, "leasing due refunds failed; retrying");
+                false
+            }
+        };
+        let full = orders_full || refunds_full;
         if full {
             continue;
         }
@@ -576,6 +600,197 @@ async fn complete(pool: &PgPool, business: BusinessId, row: &OrderRow) -> Result
     crate::orders::announce(&mut tx, &paid, EventType::OrderPaid).await?;
     tx.commit().await?;
     Ok(false)
+}
+
+/// Works one leased refund: asks payments for it (or, once asked, reads it) and, once
+/// the money is back, issues the credit note.
+pub async fn advance_refund(
+    pool: &PgPool,
+    payments: &PaymentIntents,
+    config: &SagaConfig,
+    business: BusinessId,
+    refund: uuid::Uuid,
+) -> Result<(), StepError> {
+    // Phase 1: the refund, locked, with the attempt counted.
+    let mut tx = till_db::begin_tenant(pool, business).await?;
+    let Some(row) = store::lock_refund(&mut tx, refund).await? else {
+        return Ok(());
+    };
+    if row.status != "pending" {
+        return Ok(());
+    }
+    let order = store::find_order(&mut tx, row.order_id)
+        .await?
+        .ok_or_else(|| StepError::Api(format!("refund {} without its order", row.id)))?;
+    let attempts = row.attempts.saturating_add(1);
+    let row =
+        store::set_refund(&mut tx, row.id, &RefundState { attempts, next_step_in_ms: Some(0), ..refund_state(&row) })
+            .await?;
+    tx.commit().await?;
+
+    // Phase 2: payments, outside any transaction.
+    let intent = intent_of(&order)?;
+    let currency = Currency::parse(&order.currency).map_err(|error| StepError::Api(error.to_string()))?;
+    let expected = Expected { amount: row.amount, currency };
+    let answer = match &row.refund_id {
+        None => {
+            let key = format!("{}:refund", OrderRefundId::from_uuid(row.id));
+            payments.refund(business, &key, &intent, expected, &row.reason).await
+        }
+        Some(refund_id) => payments.retrieve_refund(business, refund_id, &intent, expected).await,
+    };
+
+    // Phase 3: what it decided.
+    let mut tx = till_db::begin_tenant(pool, business).await?;
+    let Some(order) = store::lock_order(&mut tx, row.order_id).await? else {
+        return Ok(());
+    };
+    let Some(current) = store::lock_refund(&mut tx, row.id).await?.filter(|current| current.status == "pending") else {
+        return Ok(());
+    };
+    let later = |current: &RefundRow, refund_id: Option<&str>| {
+        let refund_id = refund_id.map(str::to_string).or_else(|| current.refund_id.clone());
+        (refund_id, Some(backoff_ms(config, current.attempts)))
+    };
+    match answer {
+        RefundAnswer::Refund(refund) if refund.status == RefundStatus::Succeeded => {
+            refunded(&mut tx, business, &order, &current, &refund.id).await?;
+        }
+        RefundAnswer::Refund(refund) if refund.status == RefundStatus::Failed => {
+            let why = refund.failure.unwrap_or_else(|| String::from("the gateway refused the refund"));
+            refund_failed(&mut tx, &order, &current, Some(&refund.id), &why).await?;
+        }
+        RefundAnswer::Refused { status, code, detail } => {
+            let why = format!("payments refused the refund ({status} {code}): {detail}");
+            refund_failed(&mut tx, &order, &current, None, &why).await?;
+        }
+        // Pending at the gateway, held for review, unknown, or an answer that cannot be
+        // trusted: the same step later (with the refund's id, once known, it is read).
+        RefundAnswer::Refund(refund) => {
+            let (refund_id, next) = later(&current, Some(&refund.id));
+            let state = RefundState {
+                refund_id: refund_id.as_deref(),
+                next_step_in_ms: next,
+                release_lease: true,
+                ..refund_state(&current)
+            };
+            store::set_refund(&mut tx, current.id, &state).await?;
+        }
+        RefundAnswer::NotYet(_) | RefundAnswer::Unusable(_) => {
+            let (refund_id, next) = later(&current, None);
+            let state = RefundState {
+                refund_id: refund_id.as_deref(),
+                next_step_in_ms: next,
+                release_lease: true,
+                ..refund_state(&current)
+            };
+            store::set_refund(&mut tx, current.id, &state).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn refund_state(row: &RefundRow) -> RefundState<'_> {
+    RefundState {
+        status: &row.status,
+        refund_id: row.refund_id.as_deref(),
+        credit_note_id: row.credit_note_id,
+        failure_message: row.failure_message.as_deref(),
+        attempts: row.attempts,
+        next_step_in_ms: Some(0),
+        release_lease: false,
+    }
+}
+
+async fn refund_failed(
+    connection: &mut PgConnection,
+    order: &OrderRow,
+    refund: &RefundRow,
+    refund_id: Option<&str>,
+    why: &str,
+) -> Result<(), StepError> {
+    let state = RefundState {
+        status: "failed",
+        refund_id: refund_id.or(refund.refund_id.as_deref()),
+        failure_message: Some(why),
+        next_step_in_ms: None,
+        release_lease: true,
+        ..refund_state(refund)
+    };
+    store::set_refund(connection, refund.id, &state).await?;
+    let detail = format!("{} failed: {why}", OrderRefundId::from_uuid(refund.id));
+    store::add_order_step(connection, order, "refund", "failed", &detail).await?;
+    Ok(())
+}
+
+/// The money is back: the credit note, the restock and the order's refunded amount, in
+/// the caller's transaction.
+async fn refunded(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    order: &OrderRow,
+    refund: &RefundRow,
+    refund_id: &str,
+) -> Result<(), StepError> {
+    let profile = crate::products::seller(connection, business).await?;
+    let settings = store::find_settings(connection, business)
+        .await?
+        .ok_or_else(|| StepError::Api(String::from("the business's invoice settings are gone")))?;
+    let quote = crate::orders::quote_of(connection, order).await?;
+    let invoice_id =
+        order.invoice_id.ok_or_else(|| StepError::Api(format!("paid order {} without an invoice", order.id)))?;
+    let invoice: crate::invoices::InvoiceBody = store::find_invoice(connection, invoice_id)
+        .await?
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|error| StepError::Api(error.to_string()))?
+        .ok_or_else(|| StepError::Api(format!("invoice {invoice_id} is missing")))?;
+    let refunds = store::refunds_of_order(connection, order.id).await?;
+    let before = crate::credit_notes::credited_before(&refunds, refund, quote.lines.len())?;
+    let note = crate::credit_notes::issue(
+        connection,
+        &crate::credit_notes::CreditIssue {
+            business,
+            profile: &profile,
+            settings: &settings,
+            order,
+            quote: &quote,
+            invoice: &invoice,
+            refund,
+            before: &before,
+            refund_id,
+        },
+    )
+    .await?;
+    if refund.restock {
+        let tracked: Vec<String> = store::reservation_lines(connection, order.reservation_id)
+            .await?
+            .into_iter()
+            .map(|line| line.sku)
+            .collect();
+        let reason = format!("refund {}", OrderRefundId::from_uuid(refund.id));
+        for line in note.lines.iter().filter(|line| tracked.contains(&line.sku)) {
+            store::restock(connection, business, &line.sku, i64::from(line.quantity), &reason, "checkout")
+                .await?
+                .ok_or_else(|| StepError::Api(format!("restocking {} failed", line.sku)))?;
+        }
+    }
+    let state = RefundState {
+        status: "succeeded",
+        refund_id: Some(refund_id),
+        credit_note_id: Some(note.id.as_uuid()),
+        next_step_in_ms: None,
+        release_lease: true,
+        ..refund_state(refund)
+    };
+    store::set_refund(connection, refund.id, &state).await?;
+    let detail =
+        format!("{} refunded by {refund_id}; credit note {}", OrderRefundId::from_uuid(refund.id), note.number);
+    store::add_order_step(connection, order, "refund", "succeeded", &detail).await?;
+    let updated = store::add_refunded(connection, order.id, refund.amount).await?;
+    crate::orders::announce(connection, &updated, EventType::OrderRefunded).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -248,6 +248,33 @@ pub async fn adjust_stock(
     reason: &str,
     created_by: &str,
 ) -> Result<Option<StockRow>, sqlx::Error> {
+    change_stock(connection, business, sku, movement, delta, "adjustment", reason, created_by).await
+}
+
+/// Units a refund brings back to stock, with a `restock` movement.
+pub async fn restock(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    sku: &str,
+    quantity: i64,
+    reason: &str,
+    created_by: &str,
+) -> Result<Option<StockRow>, sqlx::Error> {
+    let movement = crate::MovementId::generate().as_uuid();
+    change_stock(connection, business, sku, movement, quantity, "restock", reason, created_by).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn change_stock(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    sku: &str,
+    movement: Uuid,
+    delta: i64,
+    kind: &str,
+    reason: &str,
+    created_by: &str,
+) -> Result<Option<StockRow>, sqlx::Error> {
     let row: Option<StockRow> = sqlx::query_as(&format!(
         "UPDATE commerce.stock SET on_hand = on_hand + $3, version = version + 1, updated_at = now()
           WHERE business_id = $1 AND sku = $2 AND on_hand + $3 >= reserved AND on_hand + $3 <= $4
@@ -263,7 +290,7 @@ pub async fn adjust_stock(
         sqlx::query(
             "INSERT INTO commerce.stock_movements (id, business_id, sku, kind, delta, on_hand, stock_version, reason,
                  created_by)
-             VALUES ($1, $2, $3, 'adjustment', $4, $5, $8, $6, $7)",
+             VALUES ($1, $2, $3, $9, $4, $5, $8, $6, $7)",
         )
         .bind(movement)
         .bind(business.as_uuid())
@@ -273,6 +300,7 @@ pub async fn adjust_stock(
         .bind(reason)
         .bind(created_by)
         .bind(stock.version)
+        .bind(kind)
         .execute(connection)
         .await?;
     }
@@ -753,6 +781,7 @@ pub struct OrderRow {
     pub attempts: i32,
     pub next_step_at: Option<OffsetDateTime>,
     pub events_announced: i32,
+    pub amount_refunded: i64,
     pub version: i32,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -761,7 +790,7 @@ pub struct OrderRow {
 const ORDER_COLUMNS: &str =
     "id, business_id, status, step, void_to, currency, total, quote_id, reservation_id, customer,
     payment_method, coupon_ids, payment_intent_id, invoice_id, failure_code, failure_message, cancel_requested_at,
-    attempts, next_step_at, events_announced, version, created_at, updated_at";
+    attempts, next_step_at, events_announced, amount_refunded, version, created_at, updated_at";
 
 pub struct NewOrder<'a> {
     pub id: Uuid,
@@ -1141,4 +1170,205 @@ pub async fn list_invoices(
 pub async fn notify(connection: &mut PgConnection, channel: &str) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(connection).await?;
     Ok(())
+}
+
+/// Records that `amount` of the order was refunded; the order is `refunded` once all of
+/// it is. Announced (the order's next event number).
+pub async fn add_refunded(connection: &mut PgConnection, order: Uuid, amount: i64) -> Result<OrderRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE commerce.orders
+            SET amount_refunded = amount_refunded + $2,
+                status = CASE WHEN amount_refunded + $2 = total THEN 'refunded' ELSE status END,
+                events_announced = events_announced + 1, version = version + 1, updated_at = now()
+          WHERE id = $1
+          RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(order)
+    .bind(amount)
+    .fetch_one(connection)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefundRow {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    pub order_id: Uuid,
+    pub status: String,
+    pub lines: serde_json::Value,
+    pub amount: i64,
+    pub restock: bool,
+    pub reason: String,
+    pub refund_id: Option<String>,
+    pub credit_note_id: Option<Uuid>,
+    pub failure_message: Option<String>,
+    pub attempts: i32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+const REFUND_COLUMNS: &str =
+    "id, business_id, order_id, status, lines, amount, restock, reason, refund_id, credit_note_id,
+    failure_message, attempts, created_at, updated_at";
+
+pub struct NewRefund<'a> {
+    pub id: Uuid,
+    pub business: Uuid,
+    pub order: Uuid,
+    pub lines: &'a serde_json::Value,
+    pub amount: i64,
+    pub restock: bool,
+    pub reason: &'a str,
+}
+
+/// A refund of an order, pending, its first step due at once.
+pub async fn insert_refund(connection: &mut PgConnection, new: &NewRefund<'_>) -> Result<RefundRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO commerce.order_refunds (id, business_id, order_id, status, lines, amount, restock, reason, next_step_at)
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, now())
+         RETURNING {REFUND_COLUMNS}"
+    ))
+    .bind(new.id)
+    .bind(new.business)
+    .bind(new.order)
+    .bind(new.lines)
+    .bind(new.amount)
+    .bind(new.restock)
+    .bind(new.reason)
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn lock_refund(connection: &mut PgConnection, id: Uuid) -> Result<Option<RefundRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {REFUND_COLUMNS} FROM commerce.order_refunds WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(connection)
+        .await
+}
+
+/// The order's refunds, oldest first.
+pub async fn refunds_of_order(connection: &mut PgConnection, order: Uuid) -> Result<Vec<RefundRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {REFUND_COLUMNS} FROM commerce.order_refunds WHERE order_id = $1 ORDER BY id"))
+        .bind(order)
+        .fetch_all(connection)
+        .await
+}
+
+/// What a refund's step leaves of it.
+pub struct RefundState<'a> {
+    pub status: &'a str,
+    pub refund_id: Option<&'a str>,
+    pub credit_note_id: Option<Uuid>,
+    pub failure_message: Option<&'a str>,
+    pub attempts: i32,
+    /// When its next step is due, from now; `None` once it has ended.
+    pub next_step_in_ms: Option<i64>,
+    pub release_lease: bool,
+}
+
+pub async fn set_refund(
+    connection: &mut PgConnection,
+    id: Uuid,
+    state: &RefundState<'_>,
+) -> Result<RefundRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE commerce.order_refunds
+            SET status = $2, refund_id = $3, credit_note_id = $4, failure_message = $5, attempts = $6,
+                next_step_at = now() + make_interval(secs => $7::double precision / 1000),
+                lease_until = CASE WHEN $8 THEN NULL ELSE lease_until END, updated_at = now()
+          WHERE id = $1
+          RETURNING {REFUND_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(state.status)
+    .bind(state.refund_id)
+    .bind(state.credit_note_id)
+    .bind(state.failure_message)
+    .bind(state.attempts)
+    .bind(state.next_step_in_ms)
+    .bind(state.release_lease)
+    .fetch_one(connection)
+    .await
+}
+
+/// Leases the refunds of any business whose next step is due.
+pub async fn lease_due_refunds(
+    pool: &sqlx::PgPool,
+    rows_max: i32,
+    lease_seconds: i32,
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT business_id, refund_id FROM commerce.lease_due_refunds($1, $2)")
+        .bind(rows_max)
+        .bind(lease_seconds)
+        .fetch_all(pool)
+        .await
+}
+
+pub struct NewCreditNote<'a> {
+    pub id: Uuid,
+    pub business: BusinessId,
+    pub order: Uuid,
+    pub invoice: Uuid,
+    pub refund: Uuid,
+    pub series: &'a str,
+    pub period: i32,
+    pub sequence: i64,
+    pub number: &'a str,
+    pub currency: &'a str,
+    pub net_total: i64,
+    pub tax_total: i64,
+    pub total: i64,
+    pub body: &'a serde_json::Value,
+    pub issued_at: OffsetDateTime,
+}
+
+pub async fn insert_credit_note(connection: &mut PgConnection, new: &NewCreditNote<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO commerce.credit_notes (id, business_id, order_id, invoice_id, refund_id, series, period, sequence,
+             number, currency, net_total, tax_total, total, body, issued_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(new.id)
+    .bind(new.business.as_uuid())
+    .bind(new.order)
+    .bind(new.invoice)
+    .bind(new.refund)
+    .bind(new.series)
+    .bind(new.period)
+    .bind(new.sequence)
+    .bind(new.number)
+    .bind(new.currency)
+    .bind(new.net_total)
+    .bind(new.tax_total)
+    .bind(new.total)
+    .bind(new.body)
+    .bind(new.issued_at)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_credit_note(
+    connection: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar("SELECT body FROM commerce.credit_notes WHERE id = $1").bind(id).fetch_optional(connection).await
+}
+
+pub async fn list_credit_notes(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT body FROM commerce.credit_notes
+          WHERE business_id = $1 AND ($2::uuid IS NULL OR id < $2)
+          ORDER BY id DESC LIMIT $3",
+    )
+    .bind(business.as_uuid())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(connection)
+    .await
 }

@@ -56,11 +56,13 @@ pub enum EventType {
     OrderPaid,
     OrderPaymentFailed,
     OrderCanceled,
+    OrderRefunded,
     InvoiceIssued,
+    CreditNoteIssued,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 45] = [
+    pub const ALL: [EventType; 47] = [
         EventType::AccountCreated,
         EventType::AccountUpdated,
         EventType::TransferCreated,
@@ -105,7 +107,9 @@ impl EventType {
         EventType::OrderPaid,
         EventType::OrderPaymentFailed,
         EventType::OrderCanceled,
+        EventType::OrderRefunded,
         EventType::InvoiceIssued,
+        EventType::CreditNoteIssued,
     ];
 
     pub fn name(self) -> &'static str {
@@ -154,7 +158,9 @@ impl EventType {
             EventType::OrderPaid => "order.paid",
             EventType::OrderPaymentFailed => "order.payment_failed",
             EventType::OrderCanceled => "order.canceled",
+            EventType::OrderRefunded => "order.refunded",
             EventType::InvoiceIssued => "invoice.issued",
+            EventType::CreditNoteIssued => "credit_note.issued",
         }
     }
 
@@ -197,9 +203,17 @@ impl EventType {
             EventType::OrderCreated
             | EventType::OrderPaid
             | EventType::OrderPaymentFailed
-            | EventType::OrderCanceled => "OrderBody",
+            | EventType::OrderCanceled
+            | EventType::OrderRefunded => "OrderBody",
             EventType::InvoiceIssued => "InvoiceBody",
-            _ => "TransferBody",
+            EventType::CreditNoteIssued => "CreditNoteBody",
+            // Listed, not a catch-all: a new type must name its schema (a catch-all once
+            // gave `order.refunded` the transfer's).
+            EventType::TransferCreated
+            | EventType::TransferPosted
+            | EventType::TransferVoided
+            | EventType::TransferExpired
+            | EventType::TransferReversed => "TransferBody",
         }
     }
 
@@ -311,6 +325,12 @@ impl EventType {
             }
             EventType::InvoiceIssued => {
                 "An invoice was issued for a paid order, with the next number of its series."
+            }
+            EventType::OrderRefunded => {
+                "A refund of an order succeeded (amount_refunded; status refunded once all of it is back), with its credit note."
+            }
+            EventType::CreditNoteIssued => {
+                "A credit note was issued for a refund, crediting units of an invoice, with the next number of its series."
             }
         }
     }

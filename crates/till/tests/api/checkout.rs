@@ -368,3 +368,126 @@ async fn a_bad_checkout_is_refused_naming_its_field_and_nothing_is_kept() {
         post(&app, &other.owner_key, "/v1/checkouts", &uk_checkout(&other_product, 1, "pm_card_visa")).await;
     assert_eq!((status, answer["code"].as_str()), (422, Some("rule_violated")), "{answer}");
 }
+
+/// The order once its last refund has ended (or the test fails after 30 s).
+async fn refund_settled(app: &TestApp, key: &str, order: &str) -> Value {
+    for _ in 0..600 {
+        let body = get(app, key, &format!("/v1/orders/{order}")).await;
+        let refunds = body["refunds"].as_array().cloned().unwrap_or_default();
+        if refunds.last().is_some_and(|refund| refund["status"] != "pending") {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("order {order}'s refund is still pending after 30 s")
+}
+
+/// A paid UK order of `quantity` units of a new product at `unit_amount` (VAT 20 %);
+/// returns the order and the product's SKU.
+pub async fn paid_order(app: &TestApp, key: &str, quantity: i64, unit_amount: i64) -> (Value, String) {
+    let (product, sku) = stocked(app, key, quantity, uk_product(unit_amount)).await;
+    let (status, order) = post(app, key, "/v1/checkouts", &uk_checkout(&product, quantity, "pm_card_visa")).await;
+    assert_eq!(status, 201, "{order}");
+    let paid = settled(app, key, order["id"].as_str().expect("id")).await;
+    assert_eq!(paid["status"], "paid", "{paid}");
+    (paid, sku)
+}
+
+#[tokio::test]
+async fn a_refund_in_parts_credits_each_unit_once_restocks_and_ends_refunded() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    // 3 units at £3.33: net £9.99, VAT £2.00 (1.998 rounded half up), total £11.99.
+    let (paid, sku) = paid_order(&app, &key, 3, 333).await;
+    let id = paid["id"].as_str().expect("id");
+    assert_eq!((paid["net_total"].as_i64(), paid["tax_total"].as_i64()), (Some(999), Some(200)));
+    let product = paid["lines"][0]["product_id"].clone();
+    assert_eq!(stock(&app, &key, &sku).await, (0, 0));
+
+    let partial = json!({"lines": [{"product_id": product, "quantity": 1}], "restock": true});
+    let (status, asked) = post(&app, &key, &format!("/v1/orders/{id}/refund"), &partial).await;
+    assert_eq!(status, 202, "{asked}");
+    assert_eq!(asked["refunds"][0]["status"], "pending");
+    // One unit of three: a third of each amount, half up: 333 net and 67 VAT.
+    assert_eq!(asked["refunds"][0]["amount"], 400);
+    let order = refund_settled(&app, &key, id).await;
+    let refund = &order["refunds"][0];
+    assert_eq!(refund["status"], "succeeded", "{order}");
+    assert_eq!((order["status"].as_str(), order["amount_refunded"].as_i64()), (Some("paid"), Some(400)));
+    assert_eq!(stock(&app, &key, &sku).await, (1, 0), "the unit is back in stock");
+    let note = get(&app, &key, &format!("/v1/credit_notes/{}", refund["credit_note_id"].as_str().expect("cn"))).await;
+    assert_eq!(note["number"], "CN-000001");
+    assert_eq!(note["invoice_id"], paid["invoice_id"]);
+    assert_eq!(note["invoice_number"], "INV-000001");
+    assert_eq!(
+        (note["net_total"].as_i64(), note["tax_total"].as_i64(), note["total"].as_i64()),
+        (Some(333), Some(67), Some(400))
+    );
+    assert_eq!(note["lines"][0]["quantity"], 1);
+    let intent =
+        get(&app, &key, &format!("/v1/payment_intents/{}", paid["payment_intent_id"].as_str().expect("pi"))).await;
+    assert_eq!(intent["amount_refunded"], 400);
+
+    // The rest, not restocked: the two remaining units are worth what the invoice had
+    // left, so the credit notes add up to the invoice exactly.
+    let (status, _) = post(&app, &key, &format!("/v1/orders/{id}/refund"), &json!({})).await;
+    assert_eq!(status, 202);
+    let order = refund_settled(&app, &key, id).await;
+    assert_eq!((order["status"].as_str(), order["amount_refunded"].as_i64()), (Some("refunded"), Some(1199)));
+    let second =
+        get(&app, &key, &format!("/v1/credit_notes/{}", order["refunds"][1]["credit_note_id"].as_str().expect("cn")))
+            .await;
+    assert_eq!(second["number"], "CN-000002");
+    assert_eq!(
+        (second["net_total"].as_i64(), second["tax_total"].as_i64(), second["total"].as_i64()),
+        (Some(666), Some(133), Some(799))
+    );
+    assert_eq!(stock(&app, &key, &sku).await, (1, 0), "not restocked");
+    let document = app.get(&format!("/v1/credit_notes/{}/document", second["id"].as_str().expect("id")), &key).await;
+    let html = document.text().await.expect("html");
+    assert!(html.contains("Credit note") && html.contains("CN-000002") && html.contains("INV-000001"), "{html}");
+
+    // Nothing is left to refund, and a refunded order is not paid any more.
+    let (status, refused) = post(&app, &key, &format!("/v1/orders/{id}/refund"), &json!({})).await;
+    assert_eq!((status, refused["code"].as_str()), (409, Some("state_conflict")));
+    let movements = get(&app, &key, &format!("/v1/inventory/{sku}/movements")).await;
+    let kinds: Vec<&str> =
+        movements["data"].as_array().expect("data").iter().filter_map(|m| m["kind"].as_str()).collect();
+    assert!(kinds.contains(&"restock") && kinds.contains(&"sale"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn a_refund_asking_for_more_than_is_left_is_refused_and_nothing_is_kept() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (paid, _) = paid_order(&app, &key, 2, 1000).await;
+    let id = paid["id"].as_str().expect("id");
+    let product = paid["lines"][0]["product_id"].clone();
+    let cases = [
+        (json!({"lines": [{"product_id": product, "quantity": 3}]}), 422, "lines[0].quantity"),
+        (
+            json!({"lines": [{"product_id": "prod_0193aa11bb22cc33dd44ee55ff667788", "quantity": 1}]}),
+            422,
+            "lines[0].product_id",
+        ),
+        (json!({"lines": [{"product_id": product, "quantity": 0}]}), 400, "lines[0].quantity"),
+        (json!({"reason": "bored"}), 400, "reason"),
+    ];
+    for (body, status, param) in cases {
+        let (got, answer) = post(&app, &key, &format!("/v1/orders/{id}/refund"), &body).await;
+        assert_eq!((got, answer["param"].as_str()), (status, Some(param)), "{answer}");
+    }
+    let refunds: i64 = sqlx::query_scalar("SELECT count(*) FROM commerce.order_refunds")
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("count");
+    assert_eq!(refunds, 0);
+    // Four concurrent refunds of one unit each, of two: two are taken, one unit each,
+    // and the others find nothing left (422), never the same unit twice.
+    let one = json!({"lines": [{"product_id": product, "quantity": 1}]});
+    let path = format!("/v1/orders/{id}/refund");
+    let answers = join_all((0..4).map(|_| post(&app, &key, &path, &one))).await;
+    let accepted = answers.iter().filter(|(status, _)| *status == 202).count();
+    assert_eq!(accepted, 2, "{answers:?}");
+    assert!(answers.iter().all(|(status, _)| *status == 202 || *status == 422));
+}

@@ -442,6 +442,24 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            path: "/v1/orders/{id}/refund",
+            platform: false,
+            effects: "SELECT count(*) FROM commerce.order_refunds",
+            prepare: |app, business| {
+                Box::pin(async move {
+                    let key = &business.owner_key;
+                    crate::checkout::invoice_settings(app, key).await;
+                    let (order, _) = crate::checkout::paid_order(app, key, 100, 100).await;
+                    let (id, product) =
+                        (order["id"].as_str().expect("id").to_string(), order["lines"][0]["product_id"].clone());
+                    target(
+                        format!("/v1/orders/{id}/refund"),
+                        move |n| json!({"lines": [{"product_id": product, "quantity": n}]}),
+                    )
+                })
+            },
+        },
+        Case {
             path: "/v1/payouts/{id}/approve",
             platform: false,
             effects: "SELECT count(*) FROM payouts.payouts WHERE approved_by IS NOT NULL",
