@@ -16,6 +16,7 @@
 //! - [`orders`]: `/v1/orders`: the order, its saga's steps, and its cancellation.
 //! - [`invoices`]: numbering without gaps, issuing, `/v1/invoices` and the settings;
 //!   [`document`]: an invoice or a credit note as a printable page.
+//! - [`reports`]: the UK VAT return's boxes and India's GSTR-1, from the documents.
 //! - [`credit_notes`]: `POST /v1/orders/{id}/refund`, what units are worth when they
 //!   come back, and the credit notes that credit them.
 //! - [`store`]: the schema's SQL. [`service`]: the registration.
@@ -31,6 +32,7 @@ pub mod orders;
 pub mod payment_intents;
 pub mod products;
 pub mod quotes;
+pub mod reports;
 pub mod reservations;
 pub mod saga;
 pub mod service;

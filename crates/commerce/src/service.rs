@@ -18,7 +18,7 @@ pub static SERVICE: Service = Service {
 
 #[derive(OpenApi)]
 #[openapi(
-    components(schemas(crate::products::ProductBody, crate::inventory::InventoryBody, crate::inventory::AdjustmentBody, crate::reservations::ReservationBody, crate::coupons::CouponBody, crate::quotes::QuoteBody, crate::orders::OrderBody, crate::invoices::InvoiceBody, crate::invoices::InvoiceSettingsBody, crate::credit_notes::CreditNoteBody)),
+    components(schemas(crate::products::ProductBody, crate::inventory::InventoryBody, crate::inventory::AdjustmentBody, crate::reservations::ReservationBody, crate::coupons::CouponBody, crate::quotes::QuoteBody, crate::orders::OrderBody, crate::invoices::InvoiceBody, crate::invoices::InvoiceSettingsBody, crate::credit_notes::CreditNoteBody, crate::reports::VatReturnBody, crate::reports::Gstr1Body)),
     tags((name = "commerce", description = "The catalog (products with their SKU, tax treatment and prices), stock that cannot be oversold, reservations, coupons, quotes priced and taxed for UK VAT and India GST, checkouts whose saga takes the payment, orders, and invoices numbered without gaps.")),
 )]
 struct Doc;
@@ -40,7 +40,8 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
             .merge(crate::checkout::routes())
             .merge(crate::orders::routes())
             .merge(crate::invoices::routes())
-            .merge(crate::credit_notes::routes()),
+            .merge(crate::credit_notes::routes())
+            .merge(crate::reports::routes()),
         jobs: vec![
             Job::new("reservation sweeper", move |shutdown| crate::reservations::sweep(pool, sweeper, shutdown)),
             Job::new("checkout saga", move |shutdown| crate::saga::run(saga_pool, payments, saga, shutdown)),
@@ -84,5 +85,7 @@ fn permissions() -> Vec<RoutePermission> {
         row(Method::GET, crate::credit_notes::CREDIT_NOTES_PATH, Role::Viewer),
         row(Method::GET, "/v1/credit_notes/{id}", Role::Viewer),
         row(Method::GET, "/v1/credit_notes/{id}/document", Role::Viewer),
+        row(Method::GET, "/v1/reports/vat_return", Role::Viewer),
+        row(Method::GET, "/v1/reports/gstr1", Role::Viewer),
     ]
 }

@@ -1372,3 +1372,43 @@ pub async fn list_credit_notes(
     .fetch_all(connection)
     .await
 }
+
+/// The bodies of invoices issued in `[from, to)`, oldest first, at most `rows_max`.
+pub async fn invoices_issued_between(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    rows_max: i64,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT body FROM commerce.invoices
+          WHERE business_id = $1 AND issued_at >= $2 AND issued_at < $3 ORDER BY issued_at, id LIMIT $4",
+    )
+    .bind(business.as_uuid())
+    .bind(from)
+    .bind(to)
+    .bind(rows_max)
+    .fetch_all(connection)
+    .await
+}
+
+/// The bodies of credit notes issued in `[from, to)`, oldest first, at most `rows_max`.
+pub async fn credit_notes_issued_between(
+    connection: &mut PgConnection,
+    business: BusinessId,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    rows_max: i64,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT body FROM commerce.credit_notes
+          WHERE business_id = $1 AND issued_at >= $2 AND issued_at < $3 ORDER BY issued_at, id LIMIT $4",
+    )
+    .bind(business.as_uuid())
+    .bind(from)
+    .bind(to)
+    .bind(rows_max)
+    .fetch_all(connection)
+    .await
+}

@@ -491,3 +491,114 @@ async fn a_refund_asking_for_more_than_is_left_is_refused_and_nothing_is_kept() 
     assert_eq!(accepted, 2, "{answers:?}");
     assert!(answers.iter().all(|(status, _)| *status == 202 || *status == 422));
 }
+
+#[tokio::test]
+async fn the_vat_return_adds_up_the_invoices_less_the_credit_notes_of_its_period() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (standard, _) = stocked(&app, &key, 5, uk_product(1000)).await;
+    let mut zero = uk_product(500);
+    zero["tax_treatment"] = json!("zero");
+    let (zero, _) = stocked(&app, &key, 5, zero).await;
+    let mut body = uk_checkout(&standard, 2, "pm_card_visa");
+    body["lines"] = json!([{"product_id": standard, "quantity": 2}, {"product_id": zero, "quantity": 1}]);
+    let (_, order) = post(&app, &key, "/v1/checkouts", &body).await;
+    let id = order["id"].as_str().expect("id");
+    let paid = settled(&app, &key, id).await;
+    assert_eq!((paid["net_total"].as_i64(), paid["tax_total"].as_i64()), (Some(2500), Some(400)), "{paid}");
+    let one = json!({"lines": [{"product_id": standard, "quantity": 1}]});
+    let (status, _) = post(&app, &key, &format!("/v1/orders/{id}/refund"), &one).await;
+    assert_eq!(status, 202);
+    refund_settled(&app, &key, id).await;
+
+    let today = time::OffsetDateTime::now_utc().date();
+    let (from, to) = (today.previous_day().expect("yesterday"), today.next_day().expect("tomorrow"));
+    let report = get(&app, &key, &format!("/v1/reports/vat_return?from={from}&to={to}")).await;
+    let boxes = &report["boxes"];
+    // VAT: 400 on the invoice less 200 on the credit note; sales: 25.00 less 10.00 net.
+    assert_eq!(
+        (boxes["box_1"].as_i64(), boxes["box_3"].as_i64(), boxes["box_5"].as_i64()),
+        (Some(200), Some(200), Some(200))
+    );
+    assert_eq!(boxes["box_6"], 1500);
+    for zero_box in ["box_2", "box_4", "box_7", "box_8", "box_9"] {
+        assert_eq!(boxes[zero_box], 0, "{zero_box}");
+    }
+    let documents = report["documents"].as_array().expect("documents");
+    assert_eq!(documents.len(), 2);
+    assert_eq!((documents[0]["kind"].as_str(), documents[0]["vat_amount"].as_i64()), (Some("invoice"), Some(400)));
+    assert_eq!((documents[1]["kind"].as_str(), documents[1]["vat_amount"].as_i64()), (Some("credit_note"), Some(-200)));
+
+    // A day with nothing issued has nothing in its boxes.
+    let before = today.saturating_sub(time::Duration::days(30));
+    let empty = get(&app, &key, &format!("/v1/reports/vat_return?from={before}&to={before}")).await;
+    assert_eq!(empty["boxes"]["box_1"], 0);
+    for (query, status) in [(format!("from={to}&to={from}"), 422), (String::from("from=2026-13-01&to=2026-12-31"), 400)]
+    {
+        let response = app.get(&format!("/v1/reports/vat_return?{query}"), &key).await;
+        assert_eq!(response.status().as_u16(), status, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn gstr1_sorts_a_months_invoices_into_b2b_b2c_large_and_b2c_small_with_the_hsn_summary() {
+    let app = spawn_app().await;
+    let key = seller(&app, "IN", "27AAPFU0939F1ZV").await;
+    let product = json!({"name": "Kurta", "sku": format!("KURTA-{}", uuid::Uuid::now_v7().simple()),
+                         "tax_treatment": "gst", "hsn_code": "6109", "gst_rate_bps": 500,
+                         "prices": [{"currency": "INR", "unit_amount": 100_000, "tax_inclusive": false}]});
+    let (product, _) = stocked(&app, &key, 200, product).await;
+    let checkout = |quantity: i64, customer: Value| {
+        json!({"lines": [{"product_id": product, "quantity": quantity}], "customer": customer,
+               "payment_method": {"type": "upi", "vpa": "success@razorpay"}})
+    };
+    let registered = json!({"name": "Bengaluru Traders", "email": "a@b.in", "address": ["Bengaluru"], "country": "IN",
+                            "gstin": "29AAPFU0939F1ZR"});
+    let far = json!({"name": "Ravi", "email": "r@b.in", "address": ["Mysuru"], "country": "IN", "state_code": "29"});
+    let near = json!({"name": "Asha", "email": "s@b.in", "address": ["Pune"], "country": "IN", "state_code": "27"});
+    let mut orders = Vec::new();
+    for body in [checkout(1, registered), checkout(100, far), checkout(2, near)] {
+        let (status, order) = post(&app, &key, "/v1/checkouts", &body).await;
+        assert_eq!(status, 201, "{order}");
+        let paid = settled(&app, &key, order["id"].as_str().expect("id")).await;
+        assert_eq!(paid["status"], "paid", "{paid}");
+        orders.push(paid);
+    }
+    let small = orders[2]["id"].as_str().expect("id");
+    let one = json!({"lines": [{"product_id": product, "quantity": 1}]});
+    let (status, _) = post(&app, &key, &format!("/v1/orders/{small}/refund"), &one).await;
+    assert_eq!(status, 202);
+    refund_settled(&app, &key, small).await;
+
+    let month = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+5:30)).date();
+    let period = format!("{}-{:02}", month.year(), u8::from(month.month()));
+    let report = get(&app, &key, &format!("/v1/reports/gstr1?period={period}")).await;
+    assert_eq!(report["gstin"], "27AAPFU0939F1ZV");
+    let b2b = report["b2b"].as_array().expect("b2b");
+    assert_eq!(b2b.len(), 1);
+    assert_eq!(b2b[0]["gstin"], "29AAPFU0939F1ZR");
+    assert_eq!(
+        b2b[0]["items"],
+        json!([{"rate_bps": 500, "taxable_value": 100_000, "igst": 5_000, "cgst": 0, "sgst": 0}])
+    );
+    // Inter-state to an unregistered buyer above ₹1,00,000: B2C large, invoice by invoice.
+    let b2cl = report["b2cl"].as_array().expect("b2cl");
+    assert_eq!(
+        (b2cl.len(), b2cl[0]["value"].as_i64(), b2cl[0]["place_of_supply"].as_str()),
+        (1, Some(10_500_000), Some("29"))
+    );
+    // Within the state: B2C small, net of its credit note (2 units less 1).
+    assert_eq!(
+        report["b2cs"],
+        json!([{"place_of_supply": "27", "supply_type": "intra", "rate_bps": 500, "taxable_value": 100_000,
+                "igst": 0, "cgst": 2_500, "sgst": 2_500}])
+    );
+    assert_eq!(report["cdnr"], json!([]));
+    let hsn = report["hsn"].as_array().expect("hsn");
+    assert_eq!((hsn.len(), hsn[0]["hsn_code"].as_str(), hsn[0]["quantity"].as_i64()), (1, Some("6109"), Some(102)));
+    assert_eq!(hsn[0]["taxable_value"], 10_200_000);
+    // A UK business has no GSTR-1, an Indian one no VAT return.
+    let uk = seller(&app, "GB", "GB999999973").await;
+    assert_eq!(app.get(&format!("/v1/reports/gstr1?period={period}"), &uk).await.status().as_u16(), 422);
+    assert_eq!(app.get("/v1/reports/vat_return?from=2026-12-01&to=2026-12-31", &key).await.status().as_u16(), 422);
+}
