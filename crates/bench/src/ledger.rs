@@ -632,6 +632,9 @@ pub(crate) enum Pattern {
     Payment,
     /// A payout of 1p to the tenant's beneficiary (its first "account" is the `ben_` id).
     Payout,
+    /// A checkout of one unit of the tenant's product (its first "account" is the
+    /// `prod_` id), paid by card.
+    Checkout,
 }
 
 /// Drives `clients` concurrent connections for `duration`. With `rate`, clients pace
@@ -696,6 +699,13 @@ pub(crate) async fn drive(
                                 let body = json!({"beneficiary_id": accounts[0], "amount": 1, "currency": "GBP",
                                                   "reference": "BENCH PAYOUT"});
                                 (tenant, "/v1/payouts", body, 1)
+                            }
+                            Pattern::Checkout => {
+                                let body = json!({"lines": [{"product_id": accounts[0], "quantity": 1}],
+                                                  "customer": {"name": "Bench Buyer", "email": "buyer@example.com",
+                                                               "address": ["2 Bench Road"], "country": "GB"},
+                                                  "payment_method": "pm_card_visa"});
+                                (tenant, "/v1/checkouts", body, 1)
                             }
                             _ => (tenant, "/v1/transfers", leg(&mut rng), 1),
                         }
@@ -775,7 +785,9 @@ pub(crate) async fn drive_wrk(
         Pattern::Uniform => ("/v1/transfers", 0, false),
         Pattern::HotAccount => ("/v1/transfers", 0, true),
         Pattern::Batch(size) => ("/v1/transfers/batch", size, false),
-        Pattern::Payment | Pattern::Payout => anyhow::bail!("the payments load is driven from this process (drive)"),
+        Pattern::Payment | Pattern::Payout | Pattern::Checkout => {
+            anyhow::bail!("the payments load is driven from this process (drive)")
+        }
     };
     // Keys and ids are plain tokens (letters, digits, `_` and `-`: ids and base64url): nothing to escape in Lua.
     let tenants: String = tenants

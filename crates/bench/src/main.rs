@@ -10,7 +10,10 @@
 //! - `till-bench payments`: payment intents through the simulator against single
 //!   transfers, and the outbound kit's own cost on a gateway call.
 //! - `till-bench quote`: the pricing engine alone, in process (no server).
+//! - `till-bench checkout`: checkouts end to end (quote to invoice) through the
+//!   simulator, against single transfers.
 
+mod checkout;
 mod events;
 mod ledger;
 mod payments;
@@ -67,6 +70,24 @@ pub enum Command {
     Payouts(BenchPayoutsArgs),
     /// The pricing engine alone, in process: 10-line UK and India quotes, per quote.
     Quote(BenchQuoteArgs),
+    /// Checkouts end to end (quote, reservation, authorisation, capture, commit,
+    /// invoice) through the simulator, against single transfers of the same run.
+    Checkout(BenchCheckoutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCheckoutArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Accounts the transfers spread over.
+    #[arg(long, default_value_t = 2_000)]
+    pub accounts: usize,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +193,7 @@ fn main() -> anyhow::Result<()> {
             Command::Payments(args) => payments::payments(args).await,
             Command::Payouts(args) => payouts::payouts(args).await,
             Command::Quote(args) => quote::quote(&args),
+            Command::Checkout(args) => checkout::checkout(args).await,
         }
     })
 }

@@ -38,6 +38,12 @@ pub mod saga;
 pub mod service;
 pub mod store;
 
+/// How the commerce service's jobs run, provided by the composition root.
+#[derive(Debug, Clone, Default)]
+pub struct CommerceConfig {
+    pub saga: saga::SagaConfig,
+}
+
 pub static MIGRATIONS: till_db::SchemaMigrations =
     till_db::SchemaMigrations { schema: "commerce", migrator: &MIGRATOR };
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

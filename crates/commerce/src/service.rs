@@ -28,7 +28,8 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
     let sweeper = crate::reservations::SweeperConfig::default();
     let internal: till_http::internal::Internal = context.require("commerce")?;
     let payments = crate::payment_intents::PaymentIntents::new(internal);
-    let saga = crate::saga::SagaConfig::default();
+    let config: crate::CommerceConfig = context.require("commerce")?;
+    let saga = config.saga;
     let saga_pool = context.pool.clone();
     Ok(Mounted {
         tenant_routes: OpenApiRouter::with_openapi(Doc::openapi())

@@ -33,6 +33,8 @@ pub struct Config {
     pub payments: till_payments::PaymentsConfig,
     /// Where the payout rails are, and how the payout saga runs.
     pub payouts: till_payouts::PayoutsConfig,
+    /// How the checkout saga runs.
+    pub commerce: till_commerce::CommerceConfig,
     /// Failed authentications from one address in a minute before it is throttled (429).
     pub auth_failures_per_minute: u32,
     /// Leases of phased requests (those that call an outside party) and when the recovery
@@ -70,6 +72,7 @@ impl Config {
             bus: till_events::bus::Bus::Embedded,
             payments: till_payments::PaymentsConfig::default(),
             payouts: till_payouts::PayoutsConfig::default(),
+            commerce: till_commerce::CommerceConfig::default(),
         }
     }
 

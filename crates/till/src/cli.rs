@@ -255,6 +255,10 @@ pub struct UpArgs {
     /// process that died mid-step leaves it this long).
     #[arg(long, env = "TILL_PAYOUTS_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub payouts_lease_seconds: u64,
+    /// How long a checkout's saga step holds its order (or a refund) before another
+    /// worker may take it over (a process that died mid-step leaves it this long).
+    #[arg(long, env = "TILL_CHECKOUT_LEASE_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(i32).range(1..=3600))]
+    pub checkout_lease_seconds: i32,
     /// The platform admin token (at least 32 characters). Default: generated on the first
     /// start and kept in `<data-dir>/admin-token`.
     #[arg(long, env = "TILL_ADMIN_TOKEN", hide_env_values = true)]

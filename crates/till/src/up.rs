@@ -67,6 +67,7 @@ async fn serve(
         config.payouts.saga.poll_schedule = schedule.iter().map(|ms| std::time::Duration::from_millis(*ms)).collect();
     }
     config.payouts.saga.lease = std::time::Duration::from_secs(args.payouts_lease_seconds);
+    config.commerce.saga.lease_seconds = args.checkout_lease_seconds;
     let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
     let demo = create_demo_business_once(&pool, &args.database.data_dir).await?;

@@ -957,3 +957,208 @@ fn payouts_survive_a_kill(rail: &PayoutRail) {
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&pg_dir);
 }
+
+/// Kill -9 of `till up` while 8 clients check out, each retrying its own checkout with
+/// its own key until it has an answer, then a restart: every order ends `paid`, once,
+/// with one captured payment and one invoice each, the invoice numbers consecutive, the
+/// stock sold exactly once per order, and the ledger and payment invariants holding.
+#[test]
+fn a_killed_till_up_ends_every_checkout_paid_once_with_its_invoice() {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 10;
+    const STOCK: i64 = 1_000;
+    let data_dir = temp_dir("checkout-kill");
+    let (mut sim, sim_base, _) = start_sim();
+    let start = |port: u16| {
+        let mut command = till();
+        command
+            .env("TILL_DATA_DIR", &data_dir)
+            .env("TILL_STRIPE_BASE_URL", format!("{sim_base}/stripe/"))
+            .env("TILL_STRIPE_SECRET_KEY", "sk_test_chaos")
+            .env("TILL_RECOVERY_LEASE_SECONDS", "3")
+            .env("TILL_RECOVERY_GRACE_SECONDS", "1")
+            .env("TILL_CHECKOUT_LEASE_SECONDS", "2")
+            .env("TILL_RATE_LIMIT_PER_SECOND", "100000")
+            .env("TILL_RATE_LIMIT_BURST", "100000");
+        start_up(command, port)
+    };
+    let running = start(0);
+    let port = running.port;
+    let key = api_key_in(&running.output).expect("the demo business's key");
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let send = {
+        let (client, base, key) = (client.clone(), base.clone(), key.clone());
+        move |method: reqwest::Method, path: String, idempotency: String, body: serde_json::Value| {
+            let (client, base, key) = (client.clone(), base.clone(), key.clone());
+            async move {
+                client
+                    .request(method, format!("{base}{path}"))
+                    .bearer_auth(&key)
+                    .header("Idempotency-Key", idempotency)
+                    .json(&body)
+                    .send()
+                    .await
+            }
+        }
+    };
+    let product = runtime.block_on(async {
+        let settings = serde_json::json!({"address": ["1 Chaos Street", "London"]});
+        let put = send(reqwest::Method::PUT, "/v1/invoice_settings".into(), "settings".into(), settings).await;
+        assert_eq!(put.expect("settings").status().as_u16(), 200);
+        let body = serde_json::json!({"name": "Chaos mug", "sku": "CHAOS-MUG", "tax_treatment": "standard",
+                                      "prices": [{"currency": "GBP", "unit_amount": 1000, "tax_inclusive": true}]});
+        let created =
+            send(reqwest::Method::POST, "/v1/products".into(), "product".into(), body).await.expect("product");
+        assert_eq!(created.status().as_u16(), 201);
+        let product: serde_json::Value = created.json().await.expect("json");
+        let stock = serde_json::json!({"delta": STOCK, "reason": "count"});
+        let adjusted =
+            send(reqwest::Method::POST, "/v1/inventory/CHAOS-MUG/adjustments".into(), "stock".into(), stock).await;
+        assert_eq!(adjusted.expect("stock").status().as_u16(), 201);
+        product["id"].as_str().expect("id").to_string()
+    });
+
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load = runtime.spawn({
+        let (send, product, made) = (send.clone(), product.clone(), made.clone());
+        async move {
+            let clients = (0..CLIENTS).map(|n| {
+                let (send, product, made) = (send.clone(), product.clone(), made.clone());
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in 0..EACH {
+                        let body = serde_json::json!({"lines": [{"product_id": product, "quantity": 1}],
+                            "customer": {"name": format!("Buyer {n} {i}"), "email": "buyer@example.com",
+                                         "address": ["2 Low Road"], "country": "GB"},
+                            "payment_method": "pm_card_visa"});
+                        let deadline = Instant::now() + Duration::from_secs(120);
+                        loop {
+                            assert!(Instant::now() < deadline, "checkout {n}/{i} never answered");
+                            let path = String::from("/v1/checkouts");
+                            match send(reqwest::Method::POST, path, format!("chaos-{n}-{i}"), body.clone()).await {
+                                Ok(response) if response.status().as_u16() == 201 => {
+                                    let created: serde_json::Value = response.json().await.expect("json");
+                                    ids.push(created["id"].as_str().expect("id").to_string());
+                                    made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    break;
+                                }
+                                // Down, restarting, or the key still held: the same key again.
+                                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                            }
+                        }
+                    }
+                    ids
+                })
+            });
+            let mut ids = Vec::new();
+            for client in clients.collect::<Vec<_>>() {
+                ids.extend(client.await.expect("client"));
+            }
+            ids
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while made.load(std::sync::atomic::Ordering::SeqCst) < 25 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut child = running.child;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    eprintln!("checkouts made before the kill: {}", made.load(std::sync::atomic::Ordering::SeqCst));
+    let running = start(port);
+    let ids = runtime.block_on(load).expect("load");
+    assert_eq!(ids.len(), CLIENTS * EACH);
+
+    runtime.block_on(async {
+        let get = |path: String| {
+            let (client, base, key) = (client.clone(), base.clone(), key.clone());
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let response = client.get(format!("{base}{path}")).bearer_auth(&key).send().await;
+                    match response {
+                        Ok(response) if response.status().as_u16() == 200 => {
+                            return response.json::<serde_json::Value>().await.expect("json");
+                        }
+                        other => {
+                            assert!(Instant::now() < deadline, "GET {path}: {other:?}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            }
+        };
+        let all = |path: &'static str| {
+            async move {
+                let mut rows = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = match &after {
+                        Some(cursor) => get(format!("{path}?limit=100&starting_after={cursor}")).await,
+                        None => get(format!("{path}?limit=100")).await,
+                    };
+                    rows.extend(page["data"].as_array().cloned().unwrap_or_default());
+                    match page["next_cursor"].as_str() {
+                        Some(cursor) => after = Some(cursor.to_string()),
+                        None => return rows,
+                    }
+                }
+            }
+        };
+        // Every order ends paid: the saga retakes what the dead one leased, and payments
+        // resumes or replays each step's call under its key.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let orders = loop {
+            let orders = all("/v1/orders").await;
+            if orders.len() == CLIENTS * EACH && orders.iter().all(|order| order["status"] == "paid") {
+                break orders;
+            }
+            let open: Vec<&serde_json::Value> = orders.iter().filter(|order| order["status"] != "paid").collect();
+            assert!(
+                Instant::now() < deadline,
+                "{} orders, {} not paid, as {:?}",
+                orders.len(),
+                open.len(),
+                open.first()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let mut listed: Vec<String> =
+            orders.iter().map(|order| order["id"].as_str().expect("id").to_string()).collect();
+        listed.sort();
+        let mut asked = ids.clone();
+        asked.sort();
+        assert_eq!(listed, asked, "one order per client request, none lost, none twice");
+        // One payment per order, captured; none left authorised or made twice.
+        let intents = all("/v1/payment_intents").await;
+        assert_eq!(intents.len(), CLIENTS * EACH, "one intent per order");
+        assert!(intents.iter().all(|intent| intent["status"] == "succeeded" && intent["amount_received"] == 1000));
+        let mut paid_by: Vec<&str> = orders.iter().filter_map(|order| order["payment_intent_id"].as_str()).collect();
+        paid_by.sort_unstable();
+        paid_by.dedup();
+        assert_eq!(paid_by.len(), CLIENTS * EACH);
+        // One invoice per order, numbered 1 to N with no gap.
+        let invoices = all("/v1/invoices").await;
+        let mut numbers: Vec<String> =
+            invoices.iter().map(|invoice| invoice["number"].as_str().expect("number").to_string()).collect();
+        numbers.sort();
+        let expected: Vec<String> = (1..=CLIENTS * EACH).map(|n| format!("INV-{n:06}")).collect();
+        assert_eq!(numbers, expected);
+        let stock = get("/v1/inventory/CHAOS-MUG".into()).await;
+        let sold = i64::try_from(CLIENTS * EACH).expect("count");
+        assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(STOCK - sold), Some(0)));
+        let ledger = get("/v1/ledger/check".into()).await;
+        assert_eq!(ledger["ok"], true, "{ledger}");
+        let payments = get("/v1/payments/check".into()).await;
+        assert_eq!(payments["ok"], true, "{payments}");
+    });
+    stop(running, Signal::SIGTERM);
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let pg_dir = cluster_dir(&data_dir);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&pg_dir);
+}
