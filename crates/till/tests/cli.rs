@@ -1091,20 +1091,18 @@ fn a_killed_till_up_ends_every_checkout_paid_once_with_its_invoice() {
                 }
             }
         };
-        let all = |path: &'static str| {
-            async move {
-                let mut rows = Vec::new();
-                let mut after: Option<String> = None;
-                loop {
-                    let page = match &after {
-                        Some(cursor) => get(format!("{path}?limit=100&starting_after={cursor}")).await,
-                        None => get(format!("{path}?limit=100")).await,
-                    };
-                    rows.extend(page["data"].as_array().cloned().unwrap_or_default());
-                    match page["next_cursor"].as_str() {
-                        Some(cursor) => after = Some(cursor.to_string()),
-                        None => return rows,
-                    }
+        let all = |path: &'static str| async move {
+            let mut rows = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = match &after {
+                    Some(cursor) => get(format!("{path}?limit=100&starting_after={cursor}")).await,
+                    None => get(format!("{path}?limit=100")).await,
+                };
+                rows.extend(page["data"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => after = Some(cursor.to_string()),
+                    None => return rows,
                 }
             }
         };

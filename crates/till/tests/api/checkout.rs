@@ -172,11 +172,16 @@ async fn a_uk_checkout_is_captured_its_stock_sold_and_its_invoice_numbered() {
     assert!(!html.contains("<script>") && html.contains("Ada &lt;script&gt;"), "customer text is escaped");
     assert!(html.contains("Seller &lt;GB&gt; &amp; Co"), "the supplier's name is escaped");
 
-    // A second sale takes the next number; a paid order is refunded, not canceled.
+    // A second sale takes the next number; with simplified invoices chosen, a consumer's
+    // sale of £250 or less gets one. A paid order is refunded, not canceled.
+    let settings = json!({"address": ["1 High Street"], "simplified_invoices": true});
+    let put = app.request(reqwest::Method::PUT, "/v1/invoice_settings", &key).json(&settings).send().await;
+    assert_eq!(put.expect("put").status().as_u16(), 200);
     let (_, second) = post(&app, &key, "/v1/checkouts", &uk_checkout(&product, 1, "pm_card_visa")).await;
     let second = settled(&app, &key, second["id"].as_str().expect("id")).await;
     let invoice = get(&app, &key, &format!("/v1/invoices/{}", second["invoice_id"].as_str().expect("invoice"))).await;
     assert_eq!(invoice["number"], "INV-000002");
+    assert_eq!(invoice["kind"], "simplified_vat_invoice");
     let cancel = app.post(&format!("/v1/orders/{id}/cancel"), &key, "cancel-paid", &json!({})).await;
     assert_eq!(cancel.status().as_u16(), 409);
     assert_eq!(problem(cancel).await["code"], "state_conflict");
@@ -601,4 +606,61 @@ async fn gstr1_sorts_a_months_invoices_into_b2b_b2c_large_and_b2c_small_with_the
     let uk = seller(&app, "GB", "GB999999973").await;
     assert_eq!(app.get(&format!("/v1/reports/gstr1?period={period}"), &uk).await.status().as_u16(), 422);
     assert_eq!(app.get("/v1/reports/vat_return?from=2026-12-01&to=2026-12-31", &key).await.status().as_u16(), 422);
+}
+
+#[tokio::test]
+async fn a_capture_whose_reply_is_lost_is_settled_with_the_same_key_and_captured_once() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (product, _) = stocked(&app, &key, 2, uk_product(1000)).await;
+    app.arm_fault("stripe", "capture", "timeout_after_effect", 1, Some(2_500)).await;
+    let (_, order) = post(&app, &key, "/v1/checkouts", &uk_checkout(&product, 1, "pm_card_visa")).await;
+    let paid = settled(&app, &key, order["id"].as_str().expect("id")).await;
+    assert_eq!(paid["status"], "paid", "{paid}");
+    let captures = app.sim_calls("stripe", "capture").await;
+    assert!(captures.len() >= 2, "the lost reply was asked for again: {captures:?}");
+    let keys: std::collections::BTreeSet<&str> =
+        captures.iter().filter_map(|call| call["idempotency_key"].as_str()).collect();
+    assert_eq!(keys.len(), 1, "every capture call had the same key: {keys:?}");
+    let intent =
+        get(&app, &key, &format!("/v1/payment_intents/{}", paid["payment_intent_id"].as_str().expect("pi"))).await;
+    assert_eq!((intent["status"].as_str(), intent["amount_received"].as_i64()), (Some("succeeded"), Some(1200)));
+}
+
+#[tokio::test]
+async fn invoice_numbers_restart_each_financial_year_and_a_rolled_back_number_is_given_again() {
+    let app = spawn_app().await;
+    let business = app.create_business("IN").await;
+    let id = till_kit::BusinessId::parse(&business.id).expect("a business id");
+    let next = |period: i32, commit: bool| {
+        let pool = app.pool.clone();
+        async move {
+            let mut tx = till_db::begin_tenant(&pool, id).await.expect("tx");
+            let number =
+                till_commerce::store::next_sequence(&mut tx, id, "invoice", "INV", period).await.expect("next");
+            if commit {
+                tx.commit().await.expect("commit");
+            } else {
+                tx.rollback().await.expect("rollback");
+            }
+            number
+        }
+    };
+    assert_eq!((next(2025, true).await, next(2025, true).await), (1, 2));
+    // A new financial year starts at 1; the old one goes on from where it was.
+    assert_eq!((next(2026, true).await, next(2025, true).await), (1, 3));
+    // A transaction that rolls back takes its number with it: no gap.
+    assert_eq!(next(2026, false).await, 2);
+    assert_eq!(next(2026, true).await, 2);
+    // 20 at once: 20 consecutive numbers.
+    let mut numbers = join_all((0..20).map(|_| next(2027, true))).await;
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<i64>>());
+    let texts: Vec<String> = [1, 9_999]
+        .iter()
+        .map(|n| {
+            till_commerce::invoices::document_number(till_access::domain::Country::IN, "INV", 2026, *n).expect("fits")
+        })
+        .collect();
+    assert_eq!(texts, ["INV/2026-27/0001", "INV/2026-27/9999"]);
 }
