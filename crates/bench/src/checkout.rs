@@ -27,7 +27,12 @@ use crate::BenchCheckoutArgs;
 const PHASE_SETTLE: Duration = Duration::from_secs(2);
 
 pub async fn checkout(args: BenchCheckoutArgs) -> anyhow::Result<()> {
-    let (cluster, data_dir) = throwaway_cluster("checkout", Vec::new()).await?;
+    let settings = if args.profile {
+        vec![String::from("shared_preload_libraries=pg_stat_statements"), String::from("pg_stat_statements.track=all")]
+    } else {
+        Vec::new()
+    };
+    let (cluster, data_dir) = throwaway_cluster("checkout", settings).await?;
     let outcome = run(&args, &cluster, &data_dir).await;
     cluster.stop().await?;
     outcome
@@ -40,6 +45,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     println!("till bench checkout: {} clients, {} s per phase", args.clients, args.seconds);
     let url = crate::payments::database_url(cluster, data_dir).await?;
+    let profile = if args.profile { Some(crate::payouts::Profile::start(&url).await?) } else { None };
     let (mut sim, sim_base) = crate::payments::start_sim(&args.target).await?;
     let env = [
         ("TILL_STRIPE_BASE_URL", format!("{sim_base}/stripe/")),
@@ -51,7 +57,7 @@ async fn run(
         .ok()
         .and_then(|text| text.lines().next().and_then(|line| line.trim().parse().ok()));
     let pids = Pids { server: server.child.id(), postmaster, sim: sim.id() };
-    let outcome = phases(args, &client, &server, &pids).await;
+    let outcome = phases(args, &client, &server, &pids, profile.as_ref()).await;
     server.stop().await;
     let _ = sim.kill().await;
     outcome
@@ -157,6 +163,7 @@ async fn phases(
     client: &reqwest::Client,
     server: &Server,
     pids: &Pids,
+    profile: Option<&crate::payouts::Profile>,
 ) -> anyhow::Result<()> {
     let accounts = create_accounts(client, &server.base, &server.api_key, args.accounts).await?;
     let tenants = Arc::new(vec![Tenant { key: server.api_key.clone(), accounts }]);
@@ -178,6 +185,7 @@ async fn phases(
     let product = prepare(client, server, 100_000_000).await?;
     let buyers = Arc::new(vec![Tenant { key: server.api_key.clone(), accounts: vec![product] }]);
     tokio::time::sleep(PHASE_SETTLE).await;
+    crate::payouts::Profile::reset(profile).await?;
     let since = OffsetDateTime::now_utc();
     let before = pids.cpu();
     let created = drive(client, &server.base, args.clients, duration, buyers.clone(), Pattern::Checkout, None).await;
@@ -199,6 +207,7 @@ async fn phases(
     );
     println!("   so checkouts end to end are {:.2}x (1)'s rate (goal >= 0.1x)", paid_rate / transfer_rate.max(1.0));
     println!("   {}", before.per(&after, paid as u64, "checkout"));
+    crate::payouts::Profile::print(profile, paid).await?;
 
     tokio::time::sleep(PHASE_SETTLE).await;
     let half = (create_rate.min(paid_rate) / 2.0).max(1.0);

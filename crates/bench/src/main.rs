@@ -88,6 +88,10 @@ pub struct BenchCheckoutArgs {
     /// Accounts the transfers spread over.
     #[arg(long, default_value_t = 2_000)]
     pub accounts: usize,
+    /// Load pg_stat_statements into the benchmark's PostgreSQL and print, after phase 2,
+    /// the statements that took the most of its time.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Debug, Args)]

@@ -351,7 +351,7 @@ async fn spread(
 
 /// pg_stat_statements on the benchmark's cluster (`--profile`): where PostgreSQL's time
 /// went in a phase, per payout.
-struct Profile {
+pub(crate) struct Profile {
     pool: sqlx::PgPool,
 }
 
@@ -359,20 +359,20 @@ struct Profile {
 const PROFILE_ROWS: i64 = 20;
 
 impl Profile {
-    async fn start(url: &str) -> anyhow::Result<Profile> {
+    pub(crate) async fn start(url: &str) -> anyhow::Result<Profile> {
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
         sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&pool).await?;
         Ok(Profile { pool })
     }
 
-    async fn reset(profile: Option<&Profile>) -> anyhow::Result<()> {
+    pub(crate) async fn reset(profile: Option<&Profile>) -> anyhow::Result<()> {
         if let Some(profile) = profile {
             sqlx::query("SELECT pg_stat_statements_reset()").execute(&profile.pool).await?;
         }
         Ok(())
     }
 
-    async fn print(profile: Option<&Profile>, payouts: usize) -> anyhow::Result<()> {
+    pub(crate) async fn print(profile: Option<&Profile>, payouts: usize) -> anyhow::Result<()> {
         let Some(profile) = profile else { return Ok(()) };
         let payouts = payouts.max(1) as f64;
         let total: (Option<f64>, Option<i64>) =

@@ -287,16 +287,6 @@ async fn create_checkout(
         },
     )
     .await?;
-    let held: Vec<(&str, i64, String)> =
-        wanted.iter().map(|(sku, (quantity, index))| (*sku, *quantity, format!("lines[{index}].quantity"))).collect();
-    crate::reservations::hold(&mut tx, business, reservation, &held).await?;
-    let reservation_body = crate::reservations::announce_row(&mut tx, &reserved, EventType::ReservationCreated).await?;
-
-    let redeemed = store::redeem_coupons(&mut tx, &priced.coupon_ids).await?;
-    if let Some(index) = priced.coupon_ids.iter().position(|id| !redeemed.contains(id)) {
-        return Err(ApiError::rule(format!("discount_codes[{index}]"), "The coupon has been used up."));
-    }
-
     let customer_json = serde_json::to_value(StoredCustomer {
         name: name.into_string(),
         email,
@@ -323,13 +313,25 @@ async fn create_checkout(
     .await?;
     let total = Money::from_minor(quote.total, quote.currency);
     store::add_order_step(&mut tx, &row, "quote", "succeeded", &format!("{} total {total}", quote.id)).await?;
-    let reserved_detail =
-        format!("{reservation}, {} SKU(s) held for {expires_in_seconds} s", reservation_body.lines.len());
+    let reserved_detail = format!("{reservation}, {} SKU(s) held for {expires_in_seconds} s", wanted.len());
     store::add_order_step(&mut tx, &row, "reserve", "succeeded", &reserved_detail).await?;
     crate::orders::announce(&mut tx, &row, EventType::OrderCreated).await?;
+    let body = crate::orders::body_of(&mut tx, &row).await?;
+
+    // The contended rows last: a SKU's stock row and a coupon's are locked from their
+    // UPDATE to the commit, and every checkout of that SKU or coupon waits for them, so
+    // everything else of the order is written before. A line that does not fit (409) or a
+    // coupon used up (422) rolls all of it back.
+    let held: Vec<(&str, i64, String)> =
+        wanted.iter().map(|(sku, (quantity, index))| (*sku, *quantity, format!("lines[{index}].quantity"))).collect();
+    crate::reservations::hold(&mut tx, business, reservation, &held).await?;
+    let redeemed = store::redeem_coupons(&mut tx, &priced.coupon_ids).await?;
+    if let Some(index) = priced.coupon_ids.iter().position(|id| !redeemed.contains(id)) {
+        return Err(ApiError::rule(format!("discount_codes[{index}]"), "The coupon has been used up."));
+    }
+    crate::reservations::announce_row(&mut tx, &reserved, EventType::ReservationCreated).await?;
     // Delivered when this transaction commits, so the saga never looks for an order it
     // cannot see yet.
     crate::saga::wake(&mut tx).await?;
-    let body = crate::orders::body_of(&mut tx, &row).await?;
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
