@@ -501,9 +501,34 @@ async fn voided(
         Answer::Intent(intent) if intent.status == IntentStatus::RequiresPaymentMethod => {
             format!("{} holds no authorisation", intent.id)
         }
+        // Captured after all (a capture whose answer was not in when a cancel turned
+        // the step into a void): the customer has paid, so the order completes with its
+        // stock, which stays pinned; a refund undoes it if the seller wants.
+        Answer::Intent(intent) if intent.status == IntentStatus::Succeeded && intent.amount_received == row.total => {
+            let mut tx = till_db::begin_tenant(pool, business).await?;
+            let Some(current) = still_at(&mut tx, row).await? else {
+                return Ok(false);
+            };
+            let reservation = store::find_reservation(&mut tx, current.reservation_id).await?;
+            if !reservation.is_some_and(|held| held.status == "active" && held.pinned_at.is_some()) {
+                // Its stock is gone (the reservation expired before the authorisation):
+                // captured money with nothing to sell is a person's to refund.
+                tx.rollback().await?;
+                let why = format!("{} was captured, but its stock is no longer held: refund it", intent.id);
+                return retry_later(pool, config, business, row, &why).await;
+            }
+            let why =
+                format!("{} was captured before it could be voided: the order is paid (refund it to undo)", intent.id);
+            store::add_order_step(&mut tx, &current, "void", "failed", &why).await?;
+            let state =
+                OrderState { void_to: None, failure_code: None, failure_message: None, ..next(&current, "complete") };
+            store::set_order(&mut tx, current.id, &state).await?;
+            tx.commit().await?;
+            return Ok(true);
+        }
         Answer::Intent(intent) => {
-            // Captured after all, or held for review: no money may be left behind, and
-            // none given back without a person: wait, and say so on the order.
+            // Held for review, or settling: no money may be left behind, and none given
+            // back without a person: wait, and say so on the order.
             return retry_later(
                 pool,
                 config,

@@ -664,3 +664,36 @@ async fn invoice_numbers_restart_each_financial_year_and_a_rolled_back_number_is
         .collect();
     assert_eq!(texts, ["INV/2026-27/0001", "INV/2026-27/9999"]);
 }
+
+#[tokio::test]
+async fn a_cancel_that_meets_a_capture_already_made_leaves_the_order_paid_once() {
+    let mut config = till_testkit::test_config();
+    // Payments' recovery job settles a capture nobody retried within seconds.
+    config.recovery =
+        till_http::recovery::RecoveryConfig { lease: Duration::from_secs(3), grace: Duration::from_secs(1) };
+    let app = till_testkit::spawn_app_with(config, Default::default()).await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (product, sku) = stocked(&app, &key, 2, uk_product(1000)).await;
+    // Every capture attempt applies the capture and loses the reply, so payments cannot
+    // say whether it happened (202) until its recovery job reads the intent.
+    app.arm_fault("stripe", "capture", "timeout_after_effect", 3, Some(2_500)).await;
+    let (_, order) = post(&app, &key, "/v1/checkouts", &uk_checkout(&product, 1, "pm_card_visa")).await;
+    let id = order["id"].as_str().expect("id");
+    for _ in 0..300 {
+        let current = get(&app, &key, &format!("/v1/orders/{id}")).await;
+        if steps(&current).iter().any(|(step, outcome)| step == "capture" && outcome == "retrying") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, asked) = post(&app, &key, &format!("/v1/orders/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 202, "{asked}");
+    let paid = settled(&app, &key, id).await;
+    assert_eq!(paid["status"], "paid", "the customer paid: {paid}");
+    assert!(steps(&paid).contains(&(String::from("void"), String::from("failed"))), "{paid}");
+    assert!(paid["invoice_id"].is_string());
+    let intent =
+        get(&app, &key, &format!("/v1/payment_intents/{}", paid["payment_intent_id"].as_str().expect("pi"))).await;
+    assert_eq!((intent["status"].as_str(), intent["amount_received"].as_i64()), (Some("succeeded"), Some(1200)));
+    assert_eq!(stock(&app, &key, &sku).await, (1, 0), "sold once");
+}
