@@ -67,14 +67,19 @@ pub fn uk_checkout(product: &str, quantity: i64, payment_method: &str) -> Value 
 
 /// The order once its saga has ended (or the test fails after 30 s).
 pub async fn settled(app: &TestApp, key: &str, order: &str) -> Value {
-    for _ in 0..600 {
+    settled_within(app, key, order, 30).await
+}
+
+/// The order once its saga has ended (or the test fails after `seconds`).
+async fn settled_within(app: &TestApp, key: &str, order: &str, seconds: u32) -> Value {
+    for _ in 0..seconds * 20 {
         let body = get(app, key, &format!("/v1/orders/{order}")).await;
         if body["status"] != "pending" {
             return body;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("order {order} is still pending after 30 s: {}", get(app, key, &format!("/v1/orders/{order}")).await)
+    panic!("order {order} is still pending after {seconds} s: {}", get(app, key, &format!("/v1/orders/{order}")).await)
 }
 
 async fn stock(app: &TestApp, key: &str, sku: &str) -> (i64, i64) {
@@ -675,8 +680,10 @@ async fn a_cancel_that_meets_a_capture_already_made_leaves_the_order_paid_once()
     let key = seller(&app, "GB", "GB999999973").await;
     let (product, sku) = stocked(&app, &key, 2, uk_product(1000)).await;
     // Every capture attempt applies the capture and loses the reply, so payments cannot
-    // say whether it happened (202) until its recovery job reads the intent.
-    app.arm_fault("stripe", "capture", "timeout_after_effect", 3, Some(2_500)).await;
+    // say whether it happened (202): twice three attempts, so that the saga's own retry
+    // of the capture is still undecided when the cancel arrives; payments' recovery job
+    // then settles it.
+    app.arm_fault("stripe", "capture", "timeout_after_effect", 6, Some(2_500)).await;
     let (_, order) = post(&app, &key, "/v1/checkouts", &uk_checkout(&product, 1, "pm_card_visa")).await;
     let id = order["id"].as_str().expect("id");
     for _ in 0..300 {
@@ -688,7 +695,7 @@ async fn a_cancel_that_meets_a_capture_already_made_leaves_the_order_paid_once()
     }
     let (status, asked) = post(&app, &key, &format!("/v1/orders/{id}/cancel"), &json!({})).await;
     assert_eq!(status, 202, "{asked}");
-    let paid = settled(&app, &key, id).await;
+    let paid = settled_within(&app, &key, id, 90).await;
     assert_eq!(paid["status"], "paid", "the customer paid: {paid}");
     assert!(steps(&paid).contains(&(String::from("void"), String::from("failed"))), "{paid}");
     assert!(paid["invoice_id"].is_string());
