@@ -495,11 +495,22 @@ async fn voided(
     row: &OrderRow,
     answer: Answer,
 ) -> Result<bool, StepError> {
-    let detail = match answer {
+    // An authorisation that cannot be voided is left to lapse (the gateway releases an
+    // uncaptured one by itself, Stripe's after 7 days): nothing was captured, and nothing
+    // will be, since only this saga captures an order's payment, so the order ends.
+    let lapse = |why: String| ("failed", format!("{why}: the authorisation is left to lapse"));
+    let (outcome, detail) = match answer {
         Answer::NotYet(why) => return retry_later(pool, config, business, row, &why).await,
-        Answer::Intent(intent) if intent.status == IntentStatus::Canceled => format!("{} voided", intent.id),
+        Answer::Intent(intent) if intent.status == IntentStatus::Canceled => {
+            ("compensated", format!("{} voided", intent.id))
+        }
         Answer::Intent(intent) if intent.status == IntentStatus::RequiresPaymentMethod => {
-            format!("{} holds no authorisation", intent.id)
+            ("compensated", format!("{} holds no authorisation", intent.id))
+        }
+        // The gateway refused the void while payments still holds the authorisation (it
+        // lapsed or was canceled at the gateway).
+        Answer::Intent(intent) if intent.status == IntentStatus::RequiresCapture => {
+            lapse(format!("the gateway refused to void {}", intent.id))
         }
         // Captured after all (a capture whose answer was not in when a cancel turned
         // the step into a void): the customer has paid, so the order completes with its
@@ -527,8 +538,8 @@ async fn voided(
             return Ok(true);
         }
         Answer::Intent(intent) => {
-            // Held for review, or settling: no money may be left behind, and none given
-            // back without a person: wait, and say so on the order.
+            // Held for review, or a step in flight: no money may be left behind, and none
+            // given back without a person: wait, and say so on the order.
             return retry_later(
                 pool,
                 config,
@@ -539,14 +550,7 @@ async fn voided(
             .await;
         }
         Answer::Refused { status, code, detail } => {
-            return retry_later(
-                pool,
-                config,
-                business,
-                row,
-                &format!("payments refused the void ({status} {code}): {detail}"),
-            )
-            .await;
+            lapse(format!("payments refused the void ({status} {code}): {detail}"))
         }
         Answer::Unusable(why) => return retry_later(pool, config, business, row, &why).await,
     };
@@ -554,7 +558,7 @@ async fn voided(
     let Some(current) = still_at(&mut tx, row).await? else {
         return Ok(false);
     };
-    store::add_order_step(&mut tx, &current, "void", "compensated", &detail).await?;
+    store::add_order_step(&mut tx, &current, "void", outcome, &detail).await?;
     let status = current.void_to.clone().unwrap_or_else(|| String::from("payment_failed"));
     let code = current.failure_code.clone().unwrap_or_else(|| String::from("payment_refused"));
     let message = current.failure_message.clone().unwrap_or_default();

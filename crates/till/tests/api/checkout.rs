@@ -704,3 +704,48 @@ async fn a_cancel_that_meets_a_capture_already_made_leaves_the_order_paid_once()
     assert_eq!((intent["status"].as_str(), intent["amount_received"].as_i64()), (Some("succeeded"), Some(1200)));
     assert_eq!(stock(&app, &key, &sku).await, (1, 0), "sold once");
 }
+
+#[tokio::test]
+async fn a_capture_the_gateway_refuses_fails_the_order_releases_the_stock_and_charges_nothing() {
+    let app = spawn_app().await;
+    let key = seller(&app, "GB", "GB999999973").await;
+    let (product, sku) = stocked(&app, &key, 2, uk_product(1000)).await;
+    // The first two capture requests time out (no effect) on each of their three
+    // attempts, and meanwhile the authorisation is canceled at the gateway itself (as an
+    // expired one is): the capture after them is refused. (Two, so that the saga's short
+    // first backoff cannot capture before the cancel lands.)
+    app.arm_fault("stripe", "capture", "timeout", 6, Some(2_500)).await;
+    let (_, order) = post(&app, &key, "/v1/checkouts", &uk_checkout(&product, 1, "pm_card_visa")).await;
+    let id = order["id"].as_str().expect("id");
+    let mut intent_id = String::new();
+    for _ in 0..600 {
+        let current = get(&app, &key, &format!("/v1/orders/{id}")).await;
+        if steps(&current).iter().any(|(step, outcome)| step == "capture" && outcome == "retrying") {
+            intent_id = current["payment_intent_id"].as_str().expect("pi").to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!intent_id.is_empty(), "the capture never waited");
+    let intent = get(&app, &key, &format!("/v1/payment_intents/{intent_id}")).await;
+    let at_stripe = intent["gateway_intent_id"].as_str().expect("Stripe's id");
+    let canceled = app
+        .client
+        .post(format!("{}/stripe/v1/payment_intents/{at_stripe}/cancel", app.sim))
+        .bearer_auth("sk_test_till_testkit")
+        .send()
+        .await
+        .expect("cancel at Stripe");
+    assert!(canceled.status().is_success(), "{:?}", canceled.status());
+
+    let failed = settled_within(&app, &key, id, 90).await;
+    assert_eq!(failed["status"], "payment_failed", "{failed}");
+    assert_eq!(failed["failure"]["code"], "capture_failed");
+    let outcomes = steps(&failed);
+    assert!(outcomes.contains(&(String::from("capture"), String::from("failed"))), "{outcomes:?}");
+    assert!(outcomes.iter().any(|(step, _)| step == "void"), "{outcomes:?}");
+    assert!(failed["invoice_id"].is_null());
+    assert_eq!(stock(&app, &key, &sku).await, (2, 0), "the stock is available again");
+    let intent = get(&app, &key, &format!("/v1/payment_intents/{intent_id}")).await;
+    assert_eq!(intent["amount_received"], 0, "nothing was charged");
+}
