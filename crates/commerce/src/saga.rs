@@ -103,49 +103,15 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let orders_full = match store::lease_due_orders(&pool, config.batch, config.lease_seconds).await {
-            Ok(due) => {
-                let full = due.len() >= usize::try_from(config.batch).unwrap_or(usize::MAX);
-                futures::stream::iter(due)
-                    .for_each_concurrent(config.concurrency, |(business, order)| {
-                        let (pool, payments, config) = (&pool, &payments, &config);
-                        async move {
-                            let business = BusinessId::from_uuid(business);
-                            if let Err(error) = advance(pool, payments, config, business, order).await {
-                                // The lease runs out and the next one resumes the step.
-                                tracing::warn!(%error, order = %OrderId::from_uuid(order), "a checkout step failed; it is retried");
-                            }
-                        }
-                    })
-                    .await;
-                full
-            }
-            Err(error) => {
-                tracing::warn!(%error, "leasing due orders failed; retrying");
-                false
-            }
-        };
-        let refunds_full = match store::lease_due_refunds(&pool, config.batch, config.lease_seconds).await {
-            Ok(due) => {
-                let full = due.len() >= usize::try_from(config.batch).unwrap_or(usize::MAX);
-                futures::stream::iter(due)
-                    .for_each_concurrent(config.concurrency, |(business, refund)| {
-                        let (pool, payments, config) = (&pool, &payments, &config);
-                        async move {
-                            let business = BusinessId::from_uuid(business);
-                            if let Err(error) = advance_refund(pool, payments, config, business, refund).await {
-                                tracing::warn!(%error, refund = %OrderRefundId::from_uuid(refund), "a refund step failed; it is retried");
-                            }
-                        }
-                    })
-                    .await;
-                full
-            }
-            Err(error) => {
-                tracing::warn!(%error, "leasing due refunds failed; retrying");
-                false
-            }
-        };
+        let due = store::lease_due_orders(&pool, config.batch, config.lease_seconds).await;
+        let orders_full =
+            work_due(due, &config, "order", |business, order| advance(&pool, &payments, &config, business, order))
+                .await;
+        let due = store::lease_due_refunds(&pool, config.batch, config.lease_seconds).await;
+        let refunds_full = work_due(due, &config, "refund", |business, refund| {
+            advance_refund(&pool, &payments, &config, business, refund)
+        })
+        .await;
         let full = orders_full || refunds_full;
         if full {
             continue;
@@ -167,6 +133,40 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Works what a lease took, `config.concurrency` at a time; whether the lease was full
+/// (more may be due at once). A step that fails is logged and left to its lease, which
+/// runs out and lets the next pass retry it.
+async fn work_due<F, Fut>(
+    due: Result<Vec<(uuid::Uuid, uuid::Uuid)>, sqlx::Error>,
+    config: &SagaConfig,
+    what: &'static str,
+    work: F,
+) -> bool
+where
+    F: Fn(BusinessId, uuid::Uuid) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StepError>>,
+{
+    let due = match due {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::warn!(%error, what, "leasing due work failed; retrying");
+            return false;
+        }
+    };
+    let full = due.len() >= usize::try_from(config.batch).unwrap_or(usize::MAX);
+    futures::stream::iter(due)
+        .for_each_concurrent(config.concurrency, |(business, id)| {
+            let step = work(BusinessId::from_uuid(business), id);
+            async move {
+                if let Err(error) = step.await {
+                    tracing::warn!(%error, what, id = %id, "a checkout saga step failed; it is retried");
+                }
+            }
+        })
+        .await;
+    full
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -338,6 +338,14 @@ pub async fn find_quote(connection: &mut PgConnection, id: Uuid) -> Result<Optio
     sqlx::query_scalar("SELECT body FROM commerce.quotes WHERE id = $1").bind(id).fetch_optional(connection).await
 }
 
+/// The bodies of these quotes, by id.
+pub async fn quotes_by_id(
+    connection: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, serde_json::Value)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, body FROM commerce.quotes WHERE id = ANY($1)").bind(ids).fetch_all(connection).await
+}
+
 /// Appends one event about a commerce resource to the outbox, in the caller's transaction.
 pub async fn announce(
     connection: &mut PgConnection,
@@ -932,6 +940,7 @@ pub async fn set_order(connection: &mut PgConnection, id: Uuid, state: &OrderSta
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OrderStepRow {
+    pub order_id: Uuid,
     pub position: i32,
     pub step: String,
     pub outcome: String,
@@ -965,9 +974,21 @@ pub async fn add_order_step(
 
 pub async fn order_steps(connection: &mut PgConnection, order: Uuid) -> Result<Vec<OrderStepRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT position, step, outcome, detail, at FROM commerce.order_steps WHERE order_id = $1 ORDER BY position",
+        "SELECT order_id, position, step, outcome, detail, at FROM commerce.order_steps
+          WHERE order_id = $1 ORDER BY position",
     )
     .bind(order)
+    .fetch_all(connection)
+    .await
+}
+
+/// The steps of these orders, by order then position (a page of orders in one read).
+pub async fn steps_of_orders(connection: &mut PgConnection, orders: &[Uuid]) -> Result<Vec<OrderStepRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT order_id, position, step, outcome, detail, at FROM commerce.order_steps
+          WHERE order_id = ANY($1) ORDER BY order_id, position",
+    )
+    .bind(orders)
     .fetch_all(connection)
     .await
 }
@@ -1252,6 +1273,16 @@ pub async fn refunds_of_order(connection: &mut PgConnection, order: Uuid) -> Res
         .bind(order)
         .fetch_all(connection)
         .await
+}
+
+/// The refunds of these orders, by order, oldest first.
+pub async fn refunds_of_orders(connection: &mut PgConnection, orders: &[Uuid]) -> Result<Vec<RefundRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {REFUND_COLUMNS} FROM commerce.order_refunds WHERE order_id = ANY($1) ORDER BY order_id, id"
+    ))
+    .bind(orders)
+    .fetch_all(connection)
+    .await
 }
 
 /// What a refund's step leaves of it.
