@@ -208,13 +208,7 @@ async fn create_checkout(
         None if customer.gstin.is_some() => "business",
         None => "consumer",
     };
-    let expires_in_seconds = match request.expires_in_seconds {
-        None => crate::reservations::DEFAULT_EXPIRES_IN_SECONDS,
-        Some(seconds) => i32::try_from(seconds)
-            .ok()
-            .filter(|seconds| (1..=crate::reservations::EXPIRES_IN_SECONDS_MAX).contains(seconds))
-            .ok_or_else(|| ApiError::invalid("expires_in_seconds", "expires_in_seconds is 1 to 86400."))?,
-    };
+    let expires_in_seconds = crate::reservations::expires_in(request.expires_in_seconds)?;
     let buyer = BuyerRequest {
         r#type: kind.to_string(),
         country: customer.country.clone(),

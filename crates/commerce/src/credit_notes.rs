@@ -208,6 +208,16 @@ pub struct RefundLineBody {
     pub amount: i64,
 }
 
+/// A refund line as the refund row keeps it: with the credit its units are worth,
+/// fixed when the refund was asked for, which its credit note prints as it is, so that
+/// the note always credits exactly what was refunded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredRefundLine {
+    #[serde(flatten)]
+    line: RefundLineBody,
+    credit: InvoiceLineBody,
+}
+
 /// A refund of an order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrderRefundBody {
@@ -327,12 +337,13 @@ async fn refund_order(
     for (index, units) in &allocated {
         let credit = credit_line(&quote.lines[*index], taken[*index], *units);
         amount = amount.saturating_add(credit.total_amount);
-        lines.push(RefundLineBody {
+        let line = RefundLineBody {
             line: *index,
             product_id: quote.lines[*index].product_id,
             quantity: *units,
             amount: credit.total_amount,
-        });
+        };
+        lines.push(StoredRefundLine { line, credit });
     }
     if amount < 1 {
         return Err(ApiError::rule("lines", "These units are worth nothing: there is nothing to refund."));
@@ -397,8 +408,6 @@ pub struct CreditIssue<'a> {
     pub quote: &'a QuoteBody,
     pub invoice: &'a InvoiceBody,
     pub refund: &'a RefundRow,
-    /// Units of each line that refunds before this one credited.
-    pub before: &'a [u32],
     pub refund_id: &'a str,
 }
 
@@ -408,14 +417,8 @@ pub async fn issue(
     connection: &mut PgConnection,
     issue: &CreditIssue<'_>,
 ) -> Result<CreditNoteBody, crate::invoices::IssueError> {
-    let refund_lines: Vec<RefundLineBody> = serde_json::from_value(issue.refund.lines.clone())?;
-    let lines: Vec<InvoiceLineBody> = refund_lines
-        .iter()
-        .filter_map(|line| {
-            let quoted = issue.quote.lines.get(line.line)?;
-            Some(credit_line(quoted, issue.before.get(line.line).copied().unwrap_or(0), line.quantity))
-        })
-        .collect();
+    let stored: Vec<StoredRefundLine> = serde_json::from_value(issue.refund.lines.clone())?;
+    let lines: Vec<InvoiceLineBody> = stored.into_iter().map(|line| line.credit).collect();
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
     let country = issue.profile.country;
     let series = issue.settings.credit_note_series.clone();
@@ -483,13 +486,6 @@ pub async fn issue(
         till_outbox::AnnounceError::Encode(error) => crate::invoices::IssueError::Encode(error),
     })?;
     Ok(body)
-}
-
-/// Units of each line credited by the order's refunds that succeeded before `refund`.
-pub fn credited_before(refunds: &[RefundRow], refund: &RefundRow, lines: usize) -> Result<Vec<u32>, ApiError> {
-    let earlier: Vec<RefundRow> =
-        refunds.iter().filter(|row| row.id < refund.id && row.status != "failed").cloned().collect();
-    taken_of(&earlier, lines)
 }
 
 async fn find(connection: &mut PgConnection, id: CreditNoteId) -> Result<CreditNoteBody, ApiError> {

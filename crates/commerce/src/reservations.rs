@@ -140,6 +140,19 @@ async fn announce(
     Ok(store::announce(tx, business, body.id.to_string(), body.version, body.updated_at, event_type, body).await?)
 }
 
+/// How long a hold lasts: `expires_in_seconds` as asked (1 to a day), or 15 minutes.
+pub(crate) fn expires_in(seconds: Option<i64>) -> Result<i32, ApiError> {
+    match seconds {
+        None => Ok(DEFAULT_EXPIRES_IN_SECONDS),
+        Some(seconds) => i32::try_from(seconds)
+            .ok()
+            .filter(|seconds| (1..=EXPIRES_IN_SECONDS_MAX).contains(seconds))
+            .ok_or_else(|| {
+                ApiError::invalid("expires_in_seconds", format!("expires_in_seconds is 1 to {EXPIRES_IN_SECONDS_MAX}."))
+            }),
+    }
+}
+
 /// The request's lines, checked and merged by SKU (in SKU order).
 fn lines_of(request: &[ReservationLineRequest]) -> Result<BTreeMap<Sku, (i64, usize)>, ApiError> {
     if request.is_empty() || request.len() > LINES_MAX {
@@ -185,15 +198,7 @@ async fn create_reservation(
     ApiJson(request): ApiJson<CreateReservationRequest>,
 ) -> Result<Response, ApiError> {
     let lines = lines_of(&request.lines)?;
-    let expires_in_seconds = match request.expires_in_seconds {
-        None => DEFAULT_EXPIRES_IN_SECONDS,
-        Some(seconds) => i32::try_from(seconds)
-            .ok()
-            .filter(|seconds| (1..=EXPIRES_IN_SECONDS_MAX).contains(seconds))
-            .ok_or_else(|| {
-            ApiError::invalid("expires_in_seconds", format!("expires_in_seconds is 1 to {EXPIRES_IN_SECONDS_MAX}."))
-        })?,
-    };
+    let expires_in_seconds = expires_in(request.expires_in_seconds)?;
     let reference = request
         .reference
         .as_deref()

@@ -775,8 +775,6 @@ async fn refunded(
         .transpose()
         .map_err(|error| StepError::Api(error.to_string()))?
         .ok_or_else(|| StepError::Api(format!("invoice {invoice_id} is missing")))?;
-    let refunds = store::refunds_of_order(connection, order.id).await?;
-    let before = crate::credit_notes::credited_before(&refunds, refund, quote.lines.len())?;
     let note = crate::credit_notes::issue(
         connection,
         &crate::credit_notes::CreditIssue {
@@ -787,7 +785,6 @@ async fn refunded(
             quote: &quote,
             invoice: &invoice,
             refund,
-            before: &before,
             refund_id,
         },
     )
