@@ -14,52 +14,7 @@ use crate::broker::{self, BrokerConfig};
 pub use crate::consumer::Handler;
 use crate::consumer::{advance, handle_batch, handle_once, poll};
 
-#[derive(Debug, Clone)]
-pub struct Subscription {
-    /// The consumer's name: its inbox, its cursor or queue. Lower case, digits, `-`.
-    pub name: String,
-    /// Event types or topic patterns (`*` one word, `#` any number of words).
-    pub patterns: Vec<String>,
-}
-
-impl Subscription {
-    pub fn new(name: &str, patterns: &[&str]) -> Result<Subscription, String> {
-        let valid_name = !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
-        if !valid_name {
-            return Err(format!("consumer name {name:?}: use 1–64 of a-z, 0-9 and -"));
-        }
-        if patterns.is_empty() {
-            return Err(format!("consumer {name} subscribes to nothing"));
-        }
-        Ok(Subscription {
-            name: name.to_string(),
-            patterns: patterns.iter().map(|pattern| pattern.to_string()).collect(),
-        })
-    }
-
-    pub fn wants(&self, event_type: &str) -> bool {
-        self.patterns.iter().any(|pattern| topic_matches(pattern, event_type))
-    }
-}
-
-/// RabbitMQ's topic matching: words split on `.`, `*` matches one word, `#` zero or more.
-pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
-    fn matches(pattern: &[&str], key: &[&str]) -> bool {
-        match pattern.split_first() {
-            None => key.is_empty(),
-            Some((&"#", rest)) => (0..=key.len()).any(|skip| matches(rest, &key[skip..])),
-            Some((word, rest)) => match key.split_first() {
-                Some((first, key_rest)) => (*word == "*" || word == first) && matches(rest, key_rest),
-                None => false,
-            },
-        }
-    }
-    let pattern: Vec<&str> = pattern.split('.').collect();
-    let key: Vec<&str> = routing_key.split('.').collect();
-    matches(&pattern, &key)
-}
+pub use till_outbox::consume::{topic_matches, Subscription};
 
 /// Which bus carries events to consumers.
 #[derive(Debug, Clone, Default)]
@@ -180,28 +135,6 @@ pub async fn consume_available(
         advance(pool, &subscription.name, last).await?;
         if events.len() < EMBEDDED_ROWS_MAX as usize {
             return Ok(());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::topic_matches;
-
-    #[test]
-    fn topic_patterns_match_like_rabbitmq() {
-        for (pattern, key, expected) in [
-            ("transfer.posted", "transfer.posted", true),
-            ("transfer.*", "transfer.posted", true),
-            ("transfer.*", "account.created", false),
-            ("*.created", "account.created", true),
-            ("#", "webhook_endpoint.disabled", true),
-            ("transfer.#", "transfer", true),
-            ("#.created", "api_key.created", true),
-            ("*", "transfer.posted", false),
-            ("transfer.posted.*", "transfer.posted", false),
-        ] {
-            assert_eq!(topic_matches(pattern, key), expected, "{pattern} ~ {key}");
         }
     }
 }

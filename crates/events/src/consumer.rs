@@ -7,9 +7,6 @@
 //! advancing redelivers), and the inbox makes that harmless: delivery is at least once,
 //! the effect exactly once. [`crate::bus`] runs consumers on either bus.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use sqlx::{PgConnection, PgPool};
 use till_kit::BusinessId;
 use time::OffsetDateTime;
@@ -55,8 +52,7 @@ impl LoggedEvent {
     }
 }
 
-/// Why an effect failed; the bus retries the event.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+pub use till_outbox::consume::{Effect, Handler, HandlerError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
@@ -64,25 +60,6 @@ pub enum Handled {
     Applied,
     /// The consumer had handled this event before; nothing ran.
     Duplicate,
-}
-
-/// The effect of handling one event, run in the event's business's transaction.
-pub type Effect<'c> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'c>>;
-
-/// What a consumer does with one event: its effect, run in the transaction that records
-/// the event in the consumer's inbox (and in the event's business, so row-level security
-/// applies as it does to requests).
-pub trait Handler: Send + Sync + 'static {
-    fn handle<'c>(&'c self, connection: &'c mut PgConnection, event: &'c EventBody) -> Effect<'c>;
-}
-
-impl<F> Handler for F
-where
-    F: for<'c> Fn(&'c mut PgConnection, &'c EventBody) -> Effect<'c> + Send + Sync + 'static,
-{
-    fn handle<'c>(&'c self, connection: &'c mut PgConnection, event: &'c EventBody) -> Effect<'c> {
-        self(connection, event)
-    }
 }
 
 /// Handles `event` once for `consumer`: the inbox row and the effect commit together, and

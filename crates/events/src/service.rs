@@ -1,6 +1,7 @@
 //! The events service's registration: the event log's schema and API, the relay from
 //! every registered outbox, and (when RabbitMQ is the bus) the publisher. The bus is a
-//! setting the composition root provides ([`Bus`]).
+//! setting the composition root provides ([`Bus`]); mounting offers the services after
+//! it a [`till_outbox::consume::Subscriber`] that runs their consumers on that bus.
 
 use axum::http::Method;
 use till_http::auth::{Access, Role, RoutePermission};
@@ -27,6 +28,13 @@ struct Doc;
 fn mount(context: &mut Context) -> Result<Mounted, MountError> {
     let bus: Bus = context.require("events")?;
     let pool = context.pool.clone();
+    // The services mounted after this one consume events through it, on this bus.
+    context.provide(till_outbox::consume::Subscriber::new({
+        let (pool, bus) = (pool.clone(), bus.clone());
+        move |subscription, handler, shutdown| {
+            crate::bus::subscribe(pool.clone(), bus.clone(), subscription, handler, shutdown)
+        }
+    }));
     let mut jobs = vec![Job::new("relay", {
         let pool = pool.clone();
         move |shutdown| crate::relay::run(pool, shutdown)
