@@ -34,6 +34,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::links::DocumentLinks;
 use crate::quotes::{PlaceOfSupplyBody, QuoteBody, RateGroupBody, TaxBody};
 use crate::store::{self, SettingsRow};
 use crate::{InvoiceId, OrderId};
@@ -47,12 +48,50 @@ pub const INDIA_NUMBER_CHARS_MAX: usize = 16;
 /// A UK simplified invoice is for a supply of at most £250 including VAT (reg. 16).
 pub const SIMPLIFIED_TOTAL_MAX_PENCE: i64 = 25_000;
 
-pub fn routes() -> OpenApiRouter {
+pub fn routes(links: DocumentLinks) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(get_settings, put_settings))
         .routes(routes!(list_invoices))
         .routes(routes!(get_invoice))
         .routes(routes!(get_document))
+        .with_state(links)
+}
+
+/// The customer's door: `/v1/invoice_documents/{token}`.
+pub fn document_routes(links: DocumentLinks, pool: sqlx::PgPool) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(shared_document)).with_state(SharedDocuments { links, pool })
+}
+
+#[derive(Clone)]
+struct SharedDocuments {
+    links: DocumentLinks,
+    pool: sqlx::PgPool,
+}
+
+/// An invoice's printable page, for its customer: the token of its `document_url` is the
+/// credential. Any token that is not a live link of this Till is a 404, whatever is
+/// wrong with it.
+#[utoipa::path(get, path = "/v1/invoice_documents/{token}", tag = "commerce",
+    params(("token" = String, Path, description = "The sealed token of an invoice's `document_url`.")),
+    responses((status = 200, content_type = "text/html", body = String, description = "A self-contained HTML page (no scripts, no outside resources)."),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "Not a link this Till made, or expired.")))]
+async fn shared_document(
+    axum::extract::State(shared): axum::extract::State<SharedDocuments>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let (business, id) =
+        shared.links.open(&token, OffsetDateTime::now_utc()).ok_or_else(|| ApiError::not_found("invoice document"))?;
+    let mut transaction = till_db::begin_tenant(&shared.pool, business).await?;
+    let invoice = find_invoice(&mut transaction, id).await?;
+    transaction.commit().await?;
+    let html = crate::document::render(&crate::document::Printable::of_invoice(&invoice));
+    let mut response = (StatusCode::OK, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    // The token is the credential: keep it out of caches and of the next site's Referer.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(response)
 }
 
 // ---- numbering (pure) ----
@@ -335,6 +374,11 @@ pub struct InvoiceBody {
     pub total: i64,
     /// The payment that paid it.
     pub payment_intent_id: String,
+    /// The invoice's printable page for its customer, with no Till login: a sealed link
+    /// that opens this invoice alone, for 90 days from when this body was made (each read
+    /// gives a fresh one; the `invoice.issued` event carries the one made at issue).
+    #[serde(default)]
+    pub document_url: Option<String>,
 }
 
 /// The customer of an order, as stored with it.
@@ -379,6 +423,7 @@ pub struct Issue<'a> {
     pub quote: &'a QuoteBody,
     pub customer: &'a StoredCustomer,
     pub payment_intent_id: &'a str,
+    pub links: &'a crate::links::DocumentLinks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -462,6 +507,7 @@ pub async fn issue(connection: &mut PgConnection, issue: &Issue<'_>) -> Result<I
         tax_total: quote.tax_total,
         total: quote.total,
         payment_intent_id: issue.payment_intent_id.to_string(),
+        document_url: Some(issue.links.url(issue.business, id, now)),
     };
     let json = serde_json::to_value(&body)?;
     store::insert_invoice(
@@ -510,11 +556,14 @@ async fn find_invoice(connection: &mut PgConnection, id: InvoiceId) -> Result<In
     responses((status = 200, body = InvoiceBody), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_invoice(
-    _principal: Principal,
+    principal: Principal,
+    axum::extract::State(links): axum::extract::State<DocumentLinks>,
     mut tx: Tx,
     ApiPath(id): ApiPath<InvoiceId>,
 ) -> Result<axum::Json<InvoiceBody>, ApiError> {
-    Ok(axum::Json(find_invoice(&mut tx, id).await?))
+    let mut invoice = find_invoice(&mut tx, id).await?;
+    invoice.document_url = Some(links.url(principal.business_id, invoice.id, OffsetDateTime::now_utc()));
+    Ok(axum::Json(invoice))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -533,6 +582,7 @@ pub struct InvoiceListParams {
     security(("bearer" = [])))]
 async fn list_invoices(
     principal: Principal,
+    axum::extract::State(links): axum::extract::State<DocumentLinks>,
     mut tx: Tx,
     ApiQuery(params): ApiQuery<InvoiceListParams>,
 ) -> Result<axum::Json<Page<InvoiceBody>>, ApiError> {
@@ -545,9 +595,14 @@ async fn list_invoices(
         page.fetch_limit(),
     )
     .await?;
+    let now = OffsetDateTime::now_utc();
     let bodies = bodies
         .into_iter()
-        .map(|body| serde_json::from_value(body).map_err(|error| ApiError::internal(&error)))
+        .map(|body| {
+            let mut invoice: InvoiceBody = serde_json::from_value(body).map_err(|error| ApiError::internal(&error))?;
+            invoice.document_url = Some(links.url(principal.business_id, invoice.id, now));
+            Ok(invoice)
+        })
         .collect::<Result<Vec<InvoiceBody>, ApiError>>()?;
     Ok(axum::Json(Page::from_rows(bodies, page.limit, |body| body.id.to_string())))
 }

@@ -15,6 +15,7 @@
 //!   through [`payment_intents`] and ends it paid with its invoice, or compensated.
 //! - [`orders`]: `/v1/orders`: the order, its saga's steps, and its cancellation.
 //! - [`invoices`]: numbering without gaps, issuing, `/v1/invoices` and the settings;
+//!   [`links`]: the sealed links customers open an invoice with (`/v1/invoice_documents`);
 //!   [`document`]: an invoice or a credit note as a printable page.
 //! - [`reports`]: the UK VAT return's boxes and India's GSTR-1, from the documents.
 //! - [`credit_notes`]: `POST /v1/orders/{id}/refund`, what units are worth when they
@@ -28,6 +29,7 @@ pub mod credit_notes;
 pub mod document;
 pub mod inventory;
 pub mod invoices;
+pub mod links;
 pub mod orders;
 pub mod payment_intents;
 pub mod products;
@@ -39,9 +41,17 @@ pub mod service;
 pub mod store;
 
 /// How the commerce service's jobs run, provided by the composition root.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CommerceConfig {
     pub saga: saga::SagaConfig,
+    /// This Till as customers reach it (`TILL_PUBLIC_URL`): invoices' `document_url`.
+    pub public_url: String,
+}
+
+impl Default for CommerceConfig {
+    fn default() -> CommerceConfig {
+        CommerceConfig { saga: saga::SagaConfig::default(), public_url: String::from("http://127.0.0.1:8080") }
+    }
 }
 
 pub static MIGRATIONS: till_db::SchemaMigrations =

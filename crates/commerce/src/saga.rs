@@ -84,6 +84,7 @@ pub async fn run(
     pool: PgPool,
     payments: PaymentIntents,
     config: SagaConfig,
+    links: crate::links::DocumentLinks,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
@@ -104,9 +105,10 @@ pub async fn run(
             return;
         }
         let due = store::lease_due_orders(&pool, config.batch, config.lease_seconds).await;
-        let orders_full =
-            work_due(due, &config, "order", |business, order| advance(&pool, &payments, &config, business, order))
-                .await;
+        let orders_full = work_due(due, &config, "order", |business, order| {
+            advance(&pool, &payments, &config, &links, business, order)
+        })
+        .await;
         let due = store::lease_due_refunds(&pool, config.batch, config.lease_seconds).await;
         let refunds_full = work_due(due, &config, "refund", |business, refund| {
             advance_refund(&pool, &payments, &config, business, refund)
@@ -203,6 +205,7 @@ pub async fn advance(
     pool: &PgPool,
     payments: &PaymentIntents,
     config: &SagaConfig,
+    links: &crate::links::DocumentLinks,
     business: BusinessId,
     order: uuid::Uuid,
 ) -> Result<(), StepError> {
@@ -251,7 +254,7 @@ pub async fn advance(
                 };
                 voided(pool, config, business, &row, answer).await?
             }
-            "complete" => complete(pool, business, &row).await?,
+            "complete" => complete(pool, business, &row, links).await?,
             _ => false,
         };
         if !more {
@@ -568,7 +571,12 @@ async fn voided(
 }
 
 /// The paid transaction: the reservation committed, the invoice issued, the order paid.
-async fn complete(pool: &PgPool, business: BusinessId, row: &OrderRow) -> Result<bool, StepError> {
+async fn complete(
+    pool: &PgPool,
+    business: BusinessId,
+    row: &OrderRow,
+    links: &crate::links::DocumentLinks,
+) -> Result<bool, StepError> {
     let mut tx = till_db::begin_tenant(pool, business).await?;
     let Some(current) = still_at(&mut tx, row).await? else {
         return Ok(false);
@@ -606,6 +614,7 @@ async fn complete(pool: &PgPool, business: BusinessId, row: &OrderRow) -> Result
             quote: &quote,
             customer: &customer,
             payment_intent_id: &intent,
+            links,
         },
     )
     .await?;

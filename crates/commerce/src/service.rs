@@ -31,6 +31,8 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
     let config: crate::CommerceConfig = context.require("commerce")?;
     let saga = config.saga;
     let saga_pool = context.pool.clone();
+    let links = crate::links::DocumentLinks::new(context.keyring.clone(), &config.public_url);
+    let saga_links = links.clone();
     Ok(Mounted {
         tenant_routes: OpenApiRouter::with_openapi(Doc::openapi())
             .merge(crate::products::routes())
@@ -40,13 +42,17 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
             .merge(crate::quotes::routes())
             .merge(crate::checkout::routes())
             .merge(crate::orders::routes())
-            .merge(crate::invoices::routes())
+            .merge(crate::invoices::routes(links.clone()))
             .merge(crate::credit_notes::routes())
             .merge(crate::reports::routes()),
         jobs: vec![
             Job::new("reservation sweeper", move |shutdown| crate::reservations::sweep(pool, sweeper, shutdown)),
-            Job::new("checkout saga", move |shutdown| crate::saga::run(saga_pool, payments, saga, shutdown)),
+            Job::new("checkout saga", move |shutdown| {
+                crate::saga::run(saga_pool, payments, saga, saga_links, shutdown)
+            }),
         ],
+        // A customer opens an invoice by its link: no Till credentials, the sealed token.
+        provider_routes: crate::invoices::document_routes(links, context.pool.clone()),
         ..Mounted::default()
     })
 }
@@ -77,6 +83,7 @@ fn permissions() -> Vec<RoutePermission> {
         row(Method::GET, "/v1/orders", Role::Viewer),
         row(Method::GET, "/v1/orders/{id}", Role::Viewer),
         row(Method::POST, "/v1/orders/{id}/cancel", Role::Finance),
+        RoutePermission { method: Method::GET, path: crate::links::DOCUMENTS_PATH, access: Access::Provider },
         row(Method::GET, crate::invoices::SETTINGS_PATH, Role::Viewer),
         row(Method::PUT, crate::invoices::SETTINGS_PATH, Role::Admin),
         row(Method::GET, crate::invoices::INVOICES_PATH, Role::Viewer),

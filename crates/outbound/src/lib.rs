@@ -9,6 +9,8 @@
 //! a reply that was not validated. Failures are [`OutboundError`]s, which say whether the
 //! party may have acted and map to the API's 502/503/504 problems.
 //!
+//! E-mail goes out the same way, through [`mail::Mailer`] (SMTP, one attempt per send).
+//!
 //! Webhooks to merchants are not outside parties of this kind: their addresses are chosen
 //! by tenants and go through the SSRF guard of `till-webhooks`.
 
@@ -17,6 +19,7 @@ pub mod breaker;
 pub mod budget;
 mod client;
 mod error;
+pub mod mail;
 
 pub use client::{Credentials, Dependency, DependencyConfig, OutboundRequest, Reply};
 pub use error::{InvalidReply, Names, OutboundError};

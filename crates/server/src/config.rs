@@ -35,6 +35,8 @@ pub struct Config {
     pub payouts: till_payouts::PayoutsConfig,
     /// How the checkout saga runs.
     pub commerce: till_commerce::CommerceConfig,
+    /// Where e-mail and SMS notifications go, and how the sender retries.
+    pub notify: till_notify::NotifyConfig,
     /// Failed authentications from one address in a minute before it is throttled (429).
     pub auth_failures_per_minute: u32,
     /// Leases of phased requests (those that call an outside party) and when the recovery
@@ -73,6 +75,7 @@ impl Config {
             payments: till_payments::PaymentsConfig::default(),
             payouts: till_payouts::PayoutsConfig::default(),
             commerce: till_commerce::CommerceConfig::default(),
+            notify: till_notify::NotifyConfig::default(),
         }
     }
 

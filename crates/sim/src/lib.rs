@@ -13,7 +13,9 @@
 //! - `POST /_sim/{provider}/settle` settles what the provider holds now, without waiting
 //!   for its schedule (its payouts; see [`Provider::tick`]);
 //! - `POST /_sim/webhooks` `{provider, url, secret}` says where a provider sends its
-//!   webhooks and what it signs them with ([`webhooks`]).
+//!   webhooks and what it signs them with ([`webhooks`]);
+//! - `GET /_sim/mailbox[?to=…]` lists the messages its SMTP server took ([`mailbox`]),
+//!   when it serves one ([`Options::smtp`]).
 //!
 //! State lives in memory: a simulator restart forgets everything, as a sandbox reset
 //! would. Nothing in the product depends on this crate (`tests/architecture.rs`).
@@ -22,8 +24,10 @@ pub mod calls;
 pub mod faults;
 pub mod form;
 pub mod fps;
+pub mod mailbox;
 pub mod razorpay;
 pub mod razorpayx;
+pub mod sms;
 pub mod stripe;
 pub mod webhooks;
 
@@ -60,6 +64,7 @@ fn providers() -> Vec<Arc<dyn Provider>> {
         Arc::new(razorpay::Razorpay::default()),
         Arc::new(fps::Fps::default()),
         Arc::new(razorpayx::RazorpayX::default()),
+        Arc::new(sms::Sms::default()),
     ]
 }
 
@@ -69,6 +74,7 @@ pub struct Sim {
     pub faults: faults::Faults,
     pub calls: calls::Calls,
     pub webhooks: webhooks::Webhooks,
+    pub mailbox: mailbox::Mailbox,
 }
 
 /// The simulator's router: every provider under its prefix, and the control API. Nothing
@@ -77,7 +83,7 @@ pub fn router() -> Router {
     build(&[]).0
 }
 
-fn build(targets: &[webhooks::Target]) -> (Router, Vec<Arc<dyn Provider>>) {
+fn build(targets: &[webhooks::Target]) -> (Router, Vec<Arc<dyn Provider>>, Sim) {
     let sim = Sim::default();
     for target in targets {
         sim.webhooks.set(target.clone());
@@ -93,12 +99,13 @@ fn build(targets: &[webhooks::Target]) -> (Router, Vec<Arc<dyn Provider>>) {
         .route("/_sim/{provider}/objects/{id}", get(object))
         .route("/_sim/{provider}/settle", post(settle))
         .route("/_sim/webhooks", post(set_webhooks))
-        .with_state(Control { sim, providers: Arc::new(providers.clone()) });
-    (router.merge(control), providers)
+        .route("/_sim/mailbox", get(list_mailbox))
+        .with_state(Control { sim: sim.clone(), providers: Arc::new(providers.clone()) });
+    (router.merge(control), providers, sim)
 }
 
 /// How the simulator runs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Options {
     /// Whether each provider's [`Provider::tick`] runs once a second (its payouts on
     /// their schedule). Tests turn it off and settle with `POST /_sim/{provider}/settle`,
@@ -106,11 +113,13 @@ pub struct Options {
     pub schedule: bool,
     /// Where each provider sends its webhooks (also `POST /_sim/webhooks`).
     pub webhooks: Vec<webhooks::Target>,
+    /// Where its mailbox takes SMTP, if it serves one ([`mailbox`]).
+    pub smtp: Option<tokio::net::TcpListener>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { schedule: true, webhooks: Vec::new() }
+        Options { schedule: true, webhooks: Vec::new(), smtp: None }
     }
 }
 
@@ -128,7 +137,8 @@ pub async fn serve_with(
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (router, providers) = build(&options.webhooks);
+    let (router, providers, sim) = build(&options.webhooks);
+    let smtp = options.smtp.map(|listener| tokio::spawn(mailbox::serve(listener, sim.mailbox.clone())));
     let ticker = options.schedule.then(|| {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -142,8 +152,8 @@ pub async fn serve_with(
         })
     });
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
-    if let Some(ticker) = ticker {
-        ticker.abort();
+    for task in ticker.into_iter().chain(smtp) {
+        task.abort();
     }
     served
 }
@@ -199,6 +209,15 @@ async fn settle(State(control): State<Control>, Path(provider): Path<String>) ->
         return problem(StatusCode::NOT_FOUND, format!("no provider named {provider:?}"));
     };
     Json(serde_json::json!({ "settlements": provider.settle() })).into_response()
+}
+
+#[derive(Deserialize)]
+struct MailboxQuery {
+    to: Option<String>,
+}
+
+async fn list_mailbox(State(control): State<Control>, Query(query): Query<MailboxQuery>) -> Response {
+    Json(serde_json::json!({ "data": control.sim.mailbox.list(query.to.as_deref()) })).into_response()
 }
 
 async fn set_webhooks(State(control): State<Control>, body: bytes::Bytes) -> Response {

@@ -59,6 +59,13 @@ impl Webhooks {
     /// armed fault says.
     pub fn send(&self, faults: &Faults, provider: &str, kind: &str, webhook: Webhook) {
         let Some(target) = lock(&self.targets).get(provider).cloned() else { return };
+        self.send_to(faults, provider, kind, &target.url, webhook);
+    }
+
+    /// Sends `webhook` to `url` (a callback URL the request named, as Twilio's
+    /// `StatusCallback`), with the faults of [`Webhooks::send`].
+    pub fn send_to(&self, faults: &Faults, provider: &str, kind: &str, url: &str, webhook: Webhook) {
+        let url = url.to_string();
         let fault = faults.take(provider, &format!("webhook:{kind}")).or_else(|| faults.take(provider, "webhook"));
         let kind = fault.as_ref().map(|fault| fault.fault);
         let delay = fault.as_ref().and_then(|fault| fault.delay_ms).map_or(DELAY_DEFAULT, Duration::from_millis);
@@ -80,7 +87,7 @@ impl Webhooks {
         tokio::spawn(async move {
             for (webhook, delay) in batch {
                 let client = client.clone();
-                let url = target.url.clone();
+                let url = url.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let mut request = client.post(&url).timeout(Duration::from_secs(10)).body(webhook.body);

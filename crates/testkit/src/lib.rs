@@ -9,6 +9,7 @@
 //! - `spawn_app` runs the real server (the same router `till up` builds) on 127.0.0.1:0.
 
 pub mod broker;
+pub mod smtp;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -223,6 +224,10 @@ pub fn test_config() -> Config {
     config.payouts.saga.poll_schedule = [100, 200, 400, 800].map(std::time::Duration::from_millis).to_vec();
     config.payouts.saga.return_watch = std::time::Duration::from_secs(5);
     config.payouts.saga.return_poll = std::time::Duration::from_millis(200);
+    // Notifications are retried soon, so that a test of an outage waits seconds.
+    config.notify.sender.poll_interval = std::time::Duration::from_millis(100);
+    config.notify.sender.backoff =
+        till_outbound::backoff::Backoff { base: Duration::from_millis(100), cap: Duration::from_millis(500) };
     config
 }
 
@@ -238,6 +243,16 @@ pub async fn spawn_app_with(config: Config, extension: Extension) -> TestApp {
 
 async fn try_spawn_app(config: Config, extension: Extension) -> anyhow::Result<TestApp> {
     try_spawn_on(fresh_database().await?, config, extension).await
+}
+
+/// E-mail through the SMTP server at `url`, from `notifications@till.example`.
+pub fn email_settings(url: &str) -> till_notify::EmailSettings {
+    till_notify::EmailSettings {
+        smtp_url: Secret::new(url.to_string()),
+        from_address: till_notify::domain::EmailAddress::parse("notifications@till.example")
+            .unwrap_or_else(|why| panic!("the tests' sender address {why}")),
+        attempt_timeout: Duration::from_secs(5),
+    }
 }
 
 /// Stripe at the simulator `sim`, with attempts short enough for tests to wait out.
@@ -281,6 +296,22 @@ pub fn fps_settings(sim: &str) -> till_payouts::FpsSettings {
 
 /// The secret of the test simulator's Faster Payments webhooks.
 pub const FPS_WEBHOOK_SECRET: &str = "till_testkit_fps_webhooks";
+/// The simulator's Twilio account for tests, and its auth token (which signs callbacks).
+pub const SMS_ACCOUNT_SID: &str = "AC0000000000000000000000000000test";
+pub const SMS_AUTH_TOKEN: &str = "till_testkit_twilio_auth_token";
+
+/// SMS through the simulator `sim`'s Twilio, from +447700900000, its status callbacks to
+/// the Till at `app`.
+pub fn sms_settings(sim: &str, app: &str) -> till_notify::sms::SmsSettings {
+    let url = |text: String| reqwest::Url::parse(&text).unwrap_or_else(|error| panic!("{text}: {error}"));
+    till_notify::sms::SmsSettings {
+        base_url: url(format!("{sim}/sms/")),
+        account_sid: String::from(SMS_ACCOUNT_SID),
+        auth_token: Secret::new(String::from(SMS_AUTH_TOKEN)),
+        from: String::from("+447700900000"),
+        status_callback: url(format!("{app}{}", till_notify::sms::STATUS_PATH)),
+    }
+}
 
 /// RazorpayX Payouts at the simulator `sim`, with attempts short enough for tests to
 /// wait out, a breaker as quick as Faster Payments', and the webhooks' secret.
@@ -317,6 +348,12 @@ pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_till_testkit";
 /// A test that needs gateway settings of its own starts one (`None`: no webhooks) and
 /// sets `config.payments.stripe` from [`stripe_settings`].
 pub async fn start_simulator(app: Option<&str>) -> anyhow::Result<String> {
+    Ok(start_simulator_with_mailbox(app).await?.0)
+}
+
+/// The simulator, with its SMTP mailbox: its HTTP address, and its mailbox's
+/// `smtp://127.0.0.1:PORT`.
+pub async fn start_simulator_with_mailbox(app: Option<&str>) -> anyhow::Result<(String, String)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
     let webhooks = app
@@ -342,12 +379,19 @@ pub async fn start_simulator(app: Option<&str>) -> anyhow::Result<String> {
                     url: format!("{app}{}", till_payouts::rail_webhooks::FPS_WEBHOOKS_PATH),
                     secret: String::from(FPS_WEBHOOK_SECRET),
                 },
+                till_sim::webhooks::Target {
+                    provider: String::from("sms"),
+                    url: format!("{app}{}", till_notify::sms::STATUS_PATH),
+                    secret: String::from(SMS_AUTH_TOKEN),
+                },
             ]
         })
         .unwrap_or_default();
-    let options = till_sim::Options { schedule: false, webhooks };
+    let smtp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let smtp_url = format!("smtp://{}", smtp.local_addr()?);
+    let options = till_sim::Options { schedule: false, webhooks, smtp: Some(smtp) };
     tokio::spawn(till_sim::serve_with(listener, options, std::future::pending()));
-    Ok(address)
+    Ok((address, smtp_url))
 }
 
 async fn try_spawn_on(database: TestDatabase, mut config: Config, extension: Extension) -> anyhow::Result<TestApp> {
@@ -355,10 +399,17 @@ async fn try_spawn_on(database: TestDatabase, mut config: Config, extension: Ext
     // Bound first, so that the simulator knows where to send its webhooks.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
+    config.commerce.public_url = address.clone();
     let sim = match &config.payments.stripe {
         Some(stripe) => stripe.base_url.origin().ascii_serialization(),
         None => {
-            let sim = start_simulator(Some(&address)).await?;
+            let (sim, smtp_url) = start_simulator_with_mailbox(Some(&address)).await?;
+            if config.notify.email.is_none() {
+                config.notify.email = Some(email_settings(&smtp_url));
+            }
+            if config.notify.sms.is_none() {
+                config.notify.sms = Some(sms_settings(&sim, &address));
+            }
             config.payments.stripe = Some(stripe_settings(&sim));
             config.payments.razorpay = Some(razorpay_settings(&sim));
             sim

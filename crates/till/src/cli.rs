@@ -259,6 +259,37 @@ pub struct UpArgs {
     /// worker may take it over (a process that died mid-step leaves it this long).
     #[arg(long, env = "TILL_CHECKOUT_LEASE_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(i32).range(1..=3600))]
     pub checkout_lease_seconds: i32,
+    /// How long the sender holds a notification it is sending before another may take it
+    /// over (a process that died mid-send leaves it this long; it is then sent again,
+    /// counted `in_doubt`). Longer than a send can take.
+    #[arg(long, env = "TILL_NOTIFY_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..=3600))]
+    pub notify_lease_seconds: i32,
+    /// Twilio's API for SMS notifications (`https://api.twilio.com/`); set, the
+    /// simulator does not stand in for it.
+    #[arg(long, env = "TILL_TWILIO_BASE_URL")]
+    pub twilio_base_url: Option<String>,
+    /// The Twilio account (`AC…`), with TILL_TWILIO_BASE_URL.
+    #[arg(long, env = "TILL_TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+    /// Its auth token (it also signs Twilio's status callbacks).
+    #[arg(long, env = "TILL_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    /// The sender: an E.164 number of the account, or a Messaging Service SID (`MG…`).
+    #[arg(long, env = "TILL_TWILIO_FROM")]
+    pub twilio_from: Option<String>,
+    /// This Till as Twilio reaches it, for its status callbacks
+    /// (`<url>/v1/providers/sms/status`). Default: the API's own address.
+    #[arg(long, env = "TILL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The SMTP server e-mail notifications go through: `smtp://host:port` (plain, a
+    /// relay on loopback), `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465`;
+    /// `user:password@` before the host if it needs them. Unset: the simulator's mailbox
+    /// (`GET /_sim/mailbox`) when the simulator runs, otherwise e-mail stays queued.
+    #[arg(long, env = "TILL_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The address e-mail is sent from (each business's name is shown beside it).
+    #[arg(long, env = "TILL_SMTP_FROM", default_value = "notifications@till.example")]
+    pub smtp_from: String,
     /// The platform admin token (at least 32 characters). Default: generated on the first
     /// start and kept in `<data-dir>/admin-token`.
     #[arg(long, env = "TILL_ADMIN_TOKEN", hide_env_values = true)]

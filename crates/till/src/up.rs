@@ -61,6 +61,18 @@ async fn serve(
     let base = format!("http://{}", listener.local_addr()?);
     // The simulator sends its webhooks to this instance, on loopback.
     let webhooks_to = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    let public_url = args.public_url.clone().unwrap_or_else(|| webhooks_to.clone());
+    config.commerce.public_url = public_url.clone();
+    if let Some(base) = &args.twilio_base_url {
+        let needs = |name: &str| format!("TILL_TWILIO_BASE_URL needs {name}");
+        config.notify.sms = Some(till_notify::sms::SmsSettings {
+            base_url: till_outbound::Url::parse(base).context("TILL_TWILIO_BASE_URL is not a URL")?,
+            account_sid: args.twilio_account_sid.clone().with_context(|| needs("TILL_TWILIO_ACCOUNT_SID"))?,
+            auth_token: Secret::new(args.twilio_auth_token.clone().with_context(|| needs("TILL_TWILIO_AUTH_TOKEN"))?),
+            from: args.twilio_from.clone().with_context(|| needs("TILL_TWILIO_FROM"))?,
+            status_callback: status_callback(&public_url)?,
+        });
+    }
     let simulator = start_simulator(args, &mut config, &webhooks_to).await?;
     // Set explicitly, the saga's schedule wins over the simulator's and the defaults.
     if let Some(schedule) = args.payouts_poll_ms.as_ref().filter(|schedule| !schedule.is_empty()) {
@@ -68,6 +80,10 @@ async fn serve(
     }
     config.payouts.saga.lease = std::time::Duration::from_secs(args.payouts_lease_seconds);
     config.commerce.saga.lease_seconds = args.checkout_lease_seconds;
+    config.notify.sender.lease_seconds = args.notify_lease_seconds;
+    if let Some(url) = &args.smtp_url {
+        config.notify.email = Some(email_settings(url, &args.smtp_from)?);
+    }
     let built = till_server::build(till_server::AppParts { config, pool: pool.clone() }, Default::default())?;
 
     let demo = create_demo_business_once(&pool, &args.database.data_dir).await?;
@@ -201,6 +217,13 @@ fn print_banner(
         ),
         None => println!("  Gateways: as configured (TILL_STRIPE_BASE_URL, TILL_RAZORPAY_BASE_URL, TILL_FPS_BASE_URL, TILL_RAZORPAYX_BASE_URL)"),
     }
+    match (&args.smtp_url, simulator) {
+        (Some(_), _) => println!("  E-mail:   the SMTP server in TILL_SMTP_URL"),
+        (None, Some(sim)) => {
+            println!("  E-mail:   the simulator's mailbox (received mail: {sim}/_sim/mailbox); SMS: its Twilio")
+        }
+        (None, None) => println!("  E-mail:   none set (TILL_SMTP_URL): notifications are kept queued"),
+    }
     if let Some(demo) = demo {
         println!();
         println!("Created the demo business {} ({}).", demo.business.id, demo.business.legal_name);
@@ -320,7 +343,24 @@ async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyho
     config.payouts.saga.poll_schedule = [500, 1_000, 2_000, 5_000].map(std::time::Duration::from_millis).to_vec();
     config.payouts.saga.return_watch = std::time::Duration::from_secs(60);
     config.payouts.saga.return_poll = std::time::Duration::from_secs(2);
+    // Its mailbox takes the e-mail, unless an SMTP server is set.
+    let smtp = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("binding the simulator's SMTP mailbox")?;
+    if config.notify.email.is_none() {
+        config.notify.email = Some(email_settings(&format!("smtp://{}", smtp.local_addr()?), &args.smtp_from)?);
+    }
+    // And its Twilio takes SMS, unless a Twilio is set.
+    let sms_token = hex::encode(rand::random::<[u8; 16]>());
+    if config.notify.sms.is_none() {
+        config.notify.sms = Some(till_notify::sms::SmsSettings {
+            base_url: till_outbound::Url::parse(&format!("{sim}/sms/")).context("the simulator's URL")?,
+            account_sid: String::from("AC00000000000000000000000000000sim"),
+            auth_token: Secret::new(sms_token.clone()),
+            from: String::from("+447700900000"),
+            status_callback: status_callback(api)?,
+        });
+    }
     let options = till_sim::Options {
+        smtp: Some(smtp),
         schedule: true,
         webhooks: vec![
             till_sim::webhooks::Target {
@@ -343,6 +383,11 @@ async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyho
                 url: format!("{api}{}", till_payouts::rail_webhooks::FPS_WEBHOOKS_PATH),
                 secret: fps_secret,
             },
+            till_sim::webhooks::Target {
+                provider: String::from("sms"),
+                url: format!("{api}{}", till_notify::sms::STATUS_PATH),
+                secret: sms_token,
+            },
         ],
     };
     tokio::spawn(async move {
@@ -351,6 +396,23 @@ async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyho
         }
     });
     Ok(Some(sim))
+}
+
+/// Where Twilio sends its status callbacks to the Till at `public_url`.
+fn status_callback(public_url: &str) -> anyhow::Result<till_outbound::Url> {
+    till_outbound::Url::parse(&format!("{}{}", public_url.trim_end_matches('/'), till_notify::sms::STATUS_PATH))
+        .context("TILL_PUBLIC_URL is not a URL")
+}
+
+/// E-mail through the SMTP server at `url`, from `from`.
+fn email_settings(url: &str, from: &str) -> anyhow::Result<till_notify::EmailSettings> {
+    let from_address =
+        till_notify::domain::EmailAddress::parse(from).map_err(|why| anyhow::anyhow!("TILL_SMTP_FROM {why}"))?;
+    Ok(till_notify::EmailSettings {
+        smtp_url: Secret::new(url.to_string()),
+        from_address,
+        attempt_timeout: std::time::Duration::from_secs(10),
+    })
 }
 
 /// `till sim`: the simulator alone, until Ctrl-C or SIGTERM.

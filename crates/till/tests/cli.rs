@@ -1160,3 +1160,164 @@ fn a_killed_till_up_ends_every_checkout_paid_once_with_its_invoice() {
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&pg_dir);
 }
+
+/// Kill -9 of `till up` while 8 clients take card payments, each with its own customer,
+/// and receipts go out to a real SMTP server (aiosmtpd), then a restart: every captured
+/// payment's customer gets its receipt, once — distinct Message-IDs, one per
+/// notification, and a second copy only of a notification Till counted `in_doubt` (the
+/// kill fell between the server's 250 and Till's record of it).
+#[test]
+fn a_killed_till_up_sends_every_receipt_once() {
+    let data_dir = temp_dir("notify-kill");
+    let (mut sim, sim_base, _) = start_sim();
+    let smtp = till_testkit::smtp::SmtpServer::start().expect("aiosmtpd");
+    let start = |port: u16| {
+        let mut command = till();
+        command
+            .env("TILL_DATA_DIR", &data_dir)
+            .env("TILL_STRIPE_BASE_URL", format!("{sim_base}/stripe/"))
+            .env("TILL_STRIPE_SECRET_KEY", "sk_test_chaos")
+            .env("TILL_STRIPE_WEBHOOK_SECRET", "whsec_chaos")
+            .env("TILL_SMTP_URL", smtp.url())
+            .env("TILL_NOTIFY_LEASE_SECONDS", "3")
+            .env("TILL_RECOVERY_LEASE_SECONDS", "3")
+            .env("TILL_RECOVERY_GRACE_SECONDS", "1")
+            .env("TILL_RATE_LIMIT_PER_SECOND", "100000")
+            .env("TILL_RATE_LIMIT_BURST", "100000");
+        start_up(command, port)
+    };
+    let running = start(0);
+    let port = running.port;
+    let key = api_key_in(&running.output).expect("the demo business's key");
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+
+    let stop_at = Instant::now() + Duration::from_millis(2_500);
+    let load = runtime.spawn({
+        let (client, base, key) = (client.clone(), base.clone(), key.clone());
+        async move {
+            let clients = (0..8).map(|n| {
+                let (client, base, key) = (client.clone(), base.clone(), key.clone());
+                tokio::spawn(async move {
+                    let mut round = 0;
+                    while Instant::now() < stop_at {
+                        round += 1;
+                        let body = serde_json::json!({"amount": 500 + n, "currency": "GBP", "payment_method": "pm_card_visa",
+                                                      "confirm": true, "customer_email": format!("c{n}-{round}@example.com")});
+                        let _ = client
+                            .post(format!("{base}/v1/payment_intents"))
+                            .bearer_auth(&key)
+                            .header("Idempotency-Key", uuid::Uuid::now_v7().to_string())
+                            .json(&body)
+                            .send()
+                            .await;
+                    }
+                })
+            });
+            for client in clients.collect::<Vec<_>>() {
+                let _ = client.await;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1_500));
+    let mut child = running.child;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let _ = runtime.block_on(load);
+
+    let running = start(port);
+    runtime.block_on(async {
+        let get = |path: String| {
+            let (client, base, key) = (client.clone(), base.clone(), key.clone());
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let response = client.get(format!("{base}{path}")).bearer_auth(&key).send().await.expect("get");
+                    let status = response.status().as_u16();
+                    let body = response.json::<serde_json::Value>().await.expect("json");
+                    if status == 503 && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    assert_eq!(status, 200, "GET {path}: {body}");
+                    return body;
+                }
+            }
+        };
+        let all = |path: &'static str| async move {
+            let mut items = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = match &after {
+                    Some(cursor) => get(format!("{path}?limit=100&starting_after={cursor}")).await,
+                    None => get(format!("{path}?limit=100")).await,
+                };
+                items.extend(page["data"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => after = Some(cursor.to_string()),
+                    None => return items,
+                }
+            }
+        };
+        // Settled: no payment processing (the recovery job finishes those the kill cut
+        // short), every captured one with its notification, none of them queued — seen
+        // twice a second apart.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut quiet = 0;
+        let (intents, notifications) = loop {
+            let intents = all("/v1/payment_intents").await;
+            let notifications = all("/v1/notifications").await;
+            let processing = intents.iter().filter(|intent| intent["status"] == "processing").count();
+            let succeeded = intents.iter().filter(|intent| intent["status"] == "succeeded").count();
+            let queued = notifications.iter().filter(|notification| notification["status"] == "queued").count();
+            if processing == 0 && queued == 0 && notifications.len() == succeeded {
+                quiet += 1;
+                if quiet >= 2 {
+                    break (intents, notifications);
+                }
+            } else {
+                quiet = 0;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not settled: {processing} processing, {succeeded} succeeded, {} notifications, {queued} queued",
+                notifications.len()
+            );
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+        };
+        let succeeded: Vec<&serde_json::Value> =
+            intents.iter().filter(|intent| intent["status"] == "succeeded").collect();
+        assert!(succeeded.len() >= 8, "the load took payments: {}", succeeded.len());
+        eprintln!("captured payments: {}, notifications: {}", succeeded.len(), notifications.len());
+        for notification in &notifications {
+            assert_eq!(notification["status"], "sent", "{notification}");
+        }
+        let in_doubt: i64 =
+            notifications.iter().map(|notification| notification["in_doubt"].as_i64().unwrap_or(0)).sum();
+        let received = smtp.received();
+        let mut message_ids: Vec<&str> = received.iter().filter_map(|message| message.header("Message-ID")).collect();
+        message_ids.sort_unstable();
+        message_ids.dedup();
+        assert_eq!(message_ids.len(), notifications.len(), "one message per notification");
+        assert!(
+            received.len() as i64 <= notifications.len() as i64 + in_doubt,
+            "{} messages for {} notifications, {in_doubt} in doubt",
+            received.len(),
+            notifications.len()
+        );
+        for intent in succeeded {
+            let customer = intent["customer_email"].as_str().expect("customer");
+            let to_them: Vec<_> = received.iter().filter(|message| message.rcpt_to == [customer]).collect();
+            assert!(!to_them.is_empty(), "no receipt for {intent}");
+            let id = intent["id"].as_str().expect("id");
+            assert!(to_them.iter().all(|message| message.parts["text/plain"].contains(id)), "{customer}");
+        }
+    });
+    stop(running, Signal::SIGTERM);
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let pg_dir = cluster_dir(&data_dir);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&pg_dir);
+}

@@ -373,6 +373,19 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            path: "/v1/notification_templates",
+            platform: false,
+            effects: "SELECT count(*) FROM notify.templates",
+            prepare: |_, _| {
+                Box::pin(async {
+                    target("/v1/notification_templates", |n| {
+                        json!({ "name": format!("Receipt {n}"), "event_type": "payment_intent.succeeded", "channel": "email",
+                                "subject": "Receipt", "text": "Paid {{ payment.amount }}" })
+                    })
+                })
+            },
+        },
+        Case {
             path: "/v1/coupons",
             platform: false,
             effects: "SELECT count(*) FROM commerce.coupons",

@@ -14,6 +14,7 @@ mod idempotency;
 mod ledger;
 mod ledger_concurrency;
 mod ledger_helpers;
+mod notifications;
 mod operations;
 mod payments;
 mod payouts;

@@ -1,0 +1,300 @@
+//! The sender: leases due notifications (the head of each recipient's queue, on the
+//! channels whose provider is taking messages), sends each through the outbound kit,
+//! and records what came of it. Woken when a notification is queued (`notify_queue`),
+//! and every `poll_interval`.
+//!
+//! Nothing is dropped by an outage: a refused connection or an open breaker leaves the
+//! notification queued without using an attempt, and the breaker keeps the sender from
+//! leasing more for that channel until it lets trials through. Attempts are used by what
+//! the provider answered (a 4xx to try later, a broken connection after the message may
+//! have been handed over); after `attempts_max` the notification is `failed` with the
+//! reason. A message that may have reached the server (Till stopped mid-send: its lease
+//! ran out; or the connection broke after DATA) is sent again with the same Message-ID,
+//! and `in_doubt` counts it: SMTP has no idempotency key, so this is the one place a
+//! receiver can see a copy, and it can tell it by that id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use till_kit::BusinessId;
+use till_outbound::backoff::Backoff;
+use till_outbound::mail::{Email, MailError, Mailer};
+use till_outbound::OutboundError;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::domain::{Channel, EmailAddress, PhoneNumber};
+use crate::store::{self, NotificationRow, Outcome};
+use crate::NotificationId;
+
+pub const QUEUE_CHANNEL: &str = "notify_queue";
+
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// Attempts that reached a provider, before a notification is `failed`.
+    pub attempts_max: i32,
+    pub backoff: Backoff,
+    /// How long a lease lasts: longer than a send can take (connect and reply timeouts).
+    pub lease_seconds: i32,
+    /// Sends in flight at once.
+    pub sends_max: usize,
+    pub poll_interval: Duration,
+}
+
+impl Default for SenderConfig {
+    fn default() -> SenderConfig {
+        SenderConfig {
+            attempts_max: 8,
+            backoff: Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(15 * 60) },
+            lease_seconds: 60,
+            sends_max: 8,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The providers the sender sends through. `None` for a channel: nothing is sent on it
+/// (its notifications stay queued).
+#[derive(Clone)]
+pub struct Providers {
+    pub email: Option<(Mailer, EmailAddress)>,
+    pub sms: Option<crate::sms::Twilio>,
+}
+
+impl Providers {
+    /// The channels whose provider is configured and whose breaker is not open.
+    fn taking(&self) -> Vec<&'static str> {
+        let mut channels = Vec::new();
+        if let Some((mailer, _)) = &self.email {
+            if mailer.admits() {
+                channels.push(Channel::Email.as_str());
+            }
+        }
+        if let Some(twilio) = &self.sms {
+            if twilio.admits() {
+                channels.push(Channel::Sms.as_str());
+            }
+        }
+        channels
+    }
+}
+
+pub async fn run(pool: PgPool, providers: Providers, config: SenderConfig, mut shutdown: watch::Receiver<bool>) {
+    if providers.email.is_none() {
+        tracing::warn!("no SMTP server is set (TILL_SMTP_URL): e-mail notifications stay queued");
+    }
+    if providers.sms.is_none() {
+        tracing::warn!("no SMS provider is set (TILL_TWILIO_BASE_URL): SMS notifications stay queued");
+    }
+    let mut listener = listen(&pool).await;
+    let slots = Arc::new(Semaphore::new(config.sends_max.max(1)));
+    let mut sends = JoinSet::new();
+    let mut tick = tokio::time::interval(config.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let notified = async {
+            match listener.as_mut() {
+                Some(listener) => listener.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {}
+            outcome = notified => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "the notification queue's listener failed; polling only from now on");
+                    listener = None;
+                }
+            }
+            Some(ended) = sends.join_next(), if !sends.is_empty() => {
+                if let Err(error) = ended {
+                    tracing::error!(%error, "a notification send task failed");
+                }
+            }
+        }
+        let free = slots.available_permits();
+        let channels = providers.taking();
+        if free == 0 || channels.is_empty() {
+            continue;
+        }
+        let rows_max = i32::try_from(free).unwrap_or(i32::MAX);
+        let leased = match store::lease_due(&pool, &channels, rows_max, config.lease_seconds).await {
+            Ok(leased) => leased,
+            Err(error) => {
+                tracing::warn!(%error, "leasing due notifications failed; retrying on the next tick");
+                continue;
+            }
+        };
+        for (business, id) in leased {
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else { break };
+            let (pool, providers, config) = (pool.clone(), providers.clone(), config.clone());
+            sends.spawn(async move {
+                if let Err(error) = send_one(&pool, &providers, &config, BusinessId::from_uuid(business), id).await {
+                    // The lease runs out and the notification is leased again.
+                    tracing::warn!(%error, notification_id = %NotificationId::from_uuid(id), "a notification send could not be recorded");
+                }
+                drop(permit);
+            });
+        }
+    }
+    // Shutdown: sends in flight finish and record (each is bounded by its timeouts).
+    while let Some(ended) = sends.join_next().await {
+        if let Err(error) = ended {
+            tracing::error!(%error, "a notification send task failed");
+        }
+    }
+}
+
+/// A listener on the queue's channel, or None (polling only, which only delays).
+async fn listen(pool: &PgPool) -> Option<sqlx::postgres::PgListener> {
+    let listening = async {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(QUEUE_CHANNEL).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match listening.await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::warn!(%error, "cannot LISTEN for queued notifications; polling only");
+            None
+        }
+    }
+}
+
+async fn send_one(
+    pool: &PgPool,
+    providers: &Providers,
+    config: &SenderConfig,
+    business: BusinessId,
+    id: Uuid,
+) -> Result<(), sqlx::Error> {
+    let mut transaction = till_db::begin_tenant(pool, business).await?;
+    let row = store::notification(&mut transaction, id).await?;
+    transaction.commit().await?;
+    let Some(row) = row else { return Ok(()) };
+    let retry_in = |attempt: i32| -> i64 {
+        let attempt = u32::try_from(attempt).unwrap_or(0);
+        i64::try_from(config.backoff.delay(attempt, rand::random(), None).as_millis()).unwrap_or(i64::MAX)
+    };
+    let last = row.attempts + 1 >= config.attempts_max;
+    let (outcome, why, sms_id) = match (Channel::parse(&row.channel), &providers.email, &providers.sms) {
+        (Ok(Channel::Email), Some((mailer, from)), _) => {
+            let (outcome, why) = email_outcome(mailer.send(&email_of(&row, from)).await, last, retry_in(row.attempts));
+            (outcome, why, None)
+        }
+        (Ok(Channel::Sms), _, Some(twilio)) => match PhoneNumber::parse(&row.recipient) {
+            Ok(to) => sms_outcome(
+                twilio.send(&to, row.text_body.as_deref().unwrap_or_default()).await,
+                last,
+                retry_in(row.attempts),
+            ),
+            Err(why) => (Kind::Failed { in_doubt: false }, format!("the recipient {why}"), None),
+        },
+        // Leased only for a channel with a provider; a provider removed meanwhile (a
+        // restart without it) leaves the notification queued.
+        _ => (Kind::NotTried { retry_in_ms: 60_000 }, String::from("no provider is set for this channel"), None),
+    };
+    let outcome = match outcome {
+        Kind::Sent => Outcome::Sent { provider_id: &why },
+        Kind::NotTried { retry_in_ms } => Outcome::NotTried { retry_in_ms, why: &why },
+        Kind::Retry { retry_in_ms, in_doubt } => Outcome::Retry { retry_in_ms, why: &why, in_doubt },
+        Kind::Failed { in_doubt } => Outcome::Failed { why: &why, in_doubt },
+    };
+    let mut transaction = till_db::begin_tenant(pool, business).await?;
+    if let Some(sid) = &sms_id {
+        // Under the lock a status callback for this message takes too: the callback
+        // either sees `sent` committed, or left its receipt for the take below.
+        store::lock_provider_id(&mut transaction, sid).await?;
+    }
+    if !store::record(&mut transaction, id, &outcome).await? {
+        tracing::warn!(notification_id = %NotificationId::from_uuid(id), "a notification ended elsewhere while this instance sent it");
+    }
+    if let Some(sid) = &sms_id {
+        store::take_early_receipt(&mut transaction, sid).await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// What a send came to, before its words are borrowed into an [`Outcome`].
+enum Kind {
+    Sent,
+    NotTried { retry_in_ms: i64 },
+    Retry { retry_in_ms: i64, in_doubt: bool },
+    Failed { in_doubt: bool },
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// An SMTP send's outcome: `why` is the server's reply when it took the message.
+fn email_outcome(
+    sent: Result<till_outbound::mail::Accepted, MailError>,
+    last: bool,
+    retry_in_ms: i64,
+) -> (Kind, String) {
+    let error = match sent {
+        Ok(accepted) => return (Kind::Sent, accepted.reply),
+        Err(error) => error,
+    };
+    let why = error.to_string();
+    let kind = match error {
+        MailError::Unavailable { retry_after, .. } => Kind::NotTried { retry_in_ms: millis(retry_after) },
+        MailError::Unreachable { .. } => Kind::NotTried { retry_in_ms: retry_in_ms.clamp(200, 5_000) },
+        MailError::Refused { transient: false, .. } | MailError::Invalid(_) => Kind::Failed { in_doubt: false },
+        MailError::Refused { transient: true, .. } if last => Kind::Failed { in_doubt: false },
+        MailError::Refused { transient: true, .. } => Kind::Retry { retry_in_ms, in_doubt: false },
+        MailError::InDoubt { .. } if last => Kind::Failed { in_doubt: true },
+        MailError::InDoubt { .. } => Kind::Retry { retry_in_ms, in_doubt: true },
+    };
+    (kind, why)
+}
+
+/// A Twilio create's outcome, and the message's SID when Twilio took it.
+fn sms_outcome(
+    sent: Result<crate::sms::Answer, OutboundError>,
+    last: bool,
+    retry_in_ms: i64,
+) -> (Kind, String, Option<String>) {
+    match sent {
+        Ok(crate::sms::Answer::Accepted { sid }) => (Kind::Sent, sid.clone(), Some(sid)),
+        Ok(crate::sms::Answer::Refused { code, message }) => {
+            (Kind::Failed { in_doubt: false }, format!("Twilio refused it (error {code}): {message}"), None)
+        }
+        Err(error) => {
+            let why = error.to_string();
+            let kind = match &error {
+                OutboundError::Unavailable { retry_after, .. } => Kind::NotTried { retry_in_ms: millis(*retry_after) },
+                OutboundError::Connect { .. } => Kind::NotTried { retry_in_ms: retry_in_ms.clamp(200, 5_000) },
+                // A 429 through every retry: Twilio looked at nothing.
+                OutboundError::Failing { status: 429, retry_after, .. } => {
+                    Kind::NotTried { retry_in_ms: retry_after.map_or(retry_in_ms, millis) }
+                }
+                OutboundError::Request { .. } => Kind::Failed { in_doubt: false },
+                _ if last => Kind::Failed { in_doubt: error.may_have_acted() },
+                _ => Kind::Retry { retry_in_ms, in_doubt: error.may_have_acted() },
+            };
+            (kind, why, None)
+        }
+    }
+}
+
+/// The message of an e-mail notification: rendered when it was made; its Message-ID is
+/// the notification's id, the same on every attempt.
+fn email_of(row: &NotificationRow, from: &EmailAddress) -> Email {
+    let domain = from.as_str().split_once('@').map(|(_, domain)| domain).unwrap_or("till.invalid");
+    Email {
+        from_name: row.sender_name.clone(),
+        from_address: from.as_str().to_string(),
+        reply_to: row.reply_to.clone(),
+        to: row.recipient.clone(),
+        subject: row.subject.clone().unwrap_or_default(),
+        text: row.text_body.clone().unwrap_or_default(),
+        html: row.html_body.clone(),
+        message_id: format!("<{}@{domain}>", NotificationId::from_uuid(row.id)),
+    }
+}
