@@ -76,8 +76,9 @@ async fn notify(connection: &mut PgConnection, event: &EventBody) -> Result<(), 
             // Stored settings the domain refuses are a bug; the event still leaves a
             // visible record instead of holding up every later event.
             tracing::error!(business_id = %event.business_id, %why, "notification settings are stored invalid");
-            let reason = format!("the notification settings could not be read: {why}");
-            insert(connection, event, "settings", Channel::Email, "", Status::Failed, None, Some(&reason)).await?;
+            let made = Made::Ended(Status::Failed, format!("the notification settings could not be read: {why}"));
+            let sender = Sender { name: "", reply_to: None };
+            insert(connection, event, "settings", Channel::Email, "", &made, &sender).await?;
             return Ok(());
         }
     };
@@ -102,77 +103,55 @@ async fn notify(connection: &mut PgConnection, event: &EventBody) -> Result<(), 
         data: &event.data,
     };
     let context = templates::context(&facts);
+    let sender = Sender { name: &business_name, reply_to: settings.reply_to.as_deref() };
     for rule in rules {
-        let context = match &context {
-            Ok(context) => context,
-            Err(why) => {
-                let reason = format!("the event's data cannot be shown: {why}");
-                insert(connection, event, rule.name.as_str(), rule.channel, "", Status::Failed, None, Some(&reason))
-                    .await?;
-                continue;
-            }
-        };
-        let recipient = match recipient_of(rule, context, &settings) {
-            Ok(address) => address,
-            Err(reason) => {
-                insert(
-                    connection,
-                    event,
-                    rule.name.as_str(),
-                    rule.channel,
-                    "",
-                    Status::Suppressed,
-                    None,
-                    Some(&reason),
-                )
-                .await?;
-                continue;
-            }
-        };
-        let parts = match rule.template_id {
-            Some(id) => match store::template(connection, id, false).await? {
-                Some(template) => {
-                    Parts { subject: template.subject, text: template.text_body, html: template.html_body }
-                }
-                None => {
-                    let reason = String::from("the rule's template does not exist");
-                    let to = recipient.as_str();
-                    insert(
-                        connection,
-                        event,
-                        rule.name.as_str(),
-                        rule.channel,
-                        to,
-                        Status::Failed,
-                        None,
-                        Some(&reason),
-                    )
-                    .await?;
-                    continue;
-                }
-            },
-            None => templates::built_in(&event.event_type, rule.channel)
-                .ok_or("a notifiable event without a built-in template")?,
-        };
-        let to = recipient.as_str();
-        match templates::render(rule.channel, &parts, &context.value) {
-            Ok(rendered) => {
-                let message = Message {
-                    sender_name: &business_name,
-                    reply_to: settings.reply_to.as_deref(),
-                    rendered: &rendered,
-                };
-                insert(connection, event, rule.name.as_str(), rule.channel, to, Status::Queued, Some(message), None)
-                    .await?;
-            }
-            Err(why) => {
-                let reason = format!("the template could not be rendered: {why}");
-                insert(connection, event, rule.name.as_str(), rule.channel, to, Status::Failed, None, Some(&reason))
-                    .await?;
-            }
-        }
+        let (recipient, made) = make(connection, event, rule, &context, &settings).await?;
+        insert(connection, event, rule.name.as_str(), rule.channel, &recipient, &made, &sender).await?;
     }
     Ok(())
+}
+
+/// What one rule makes of an event: a message to send, or an end and why.
+enum Made {
+    Queued(templates::Rendered),
+    Ended(Status, String),
+}
+
+/// The rule's notification of the event: its recipient ('' when it has none) and what it
+/// says, or why it is suppressed or failed.
+async fn make(
+    connection: &mut PgConnection,
+    event: &EventBody,
+    rule: &Rule,
+    context: &Result<templates::Context, String>,
+    settings: &Settings,
+) -> Result<(String, Made), HandlerError> {
+    let context = match context {
+        Ok(context) => context,
+        Err(why) => {
+            return Ok((String::new(), Made::Ended(Status::Failed, format!("the event's data cannot be shown: {why}"))))
+        }
+    };
+    let recipient = match recipient_of(rule, context, settings) {
+        Ok(address) => address.as_str().to_string(),
+        Err(reason) => return Ok((String::new(), Made::Ended(Status::Suppressed, reason))),
+    };
+    let parts = match rule.template_id {
+        Some(id) => match store::template(connection, id, false).await? {
+            Some(template) => Parts { subject: template.subject, text: template.text_body, html: template.html_body },
+            None => {
+                let reason = String::from("the rule's template does not exist");
+                return Ok((recipient, Made::Ended(Status::Failed, reason)));
+            }
+        },
+        None => templates::built_in(&event.event_type, rule.channel)
+            .ok_or("a notifiable event without a built-in template")?,
+    };
+    let made = match templates::render(rule.channel, &parts, &context.value) {
+        Ok(rendered) => Made::Queued(rendered),
+        Err(why) => Made::Ended(Status::Failed, format!("the template could not be rendered: {why}")),
+    };
+    Ok((recipient, made))
 }
 
 /// Where the rule's notification of this event goes, or why it goes nowhere.
@@ -199,23 +178,25 @@ fn recipient_of(rule: &Rule, context: &templates::Context, settings: &Settings) 
     }
 }
 
-struct Message<'a> {
-    sender_name: &'a str,
+/// In whose name a message goes.
+struct Sender<'a> {
+    name: &'a str,
     reply_to: Option<&'a str>,
-    rendered: &'a templates::Rendered,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn insert(
     connection: &mut PgConnection,
     event: &EventBody,
     rule: &str,
     channel: Channel,
     recipient: &str,
-    status: Status,
-    message: Option<Message<'_>>,
-    reason: Option<&str>,
+    made: &Made,
+    sender: &Sender<'_>,
 ) -> Result<(), sqlx::Error> {
+    let (status, rendered, reason) = match made {
+        Made::Queued(rendered) => (Status::Queued, Some(rendered), None),
+        Made::Ended(status, reason) => (*status, None, Some(reason.as_str())),
+    };
     let new = NewNotification {
         id: NotificationId::generate().as_uuid(),
         business: event.business_id,
@@ -226,11 +207,11 @@ async fn insert(
         channel: channel.as_str(),
         recipient,
         status: status.as_str(),
-        sender_name: message.as_ref().map(|message| message.sender_name),
-        reply_to: message.as_ref().and_then(|message| message.reply_to),
-        subject: message.as_ref().and_then(|message| message.rendered.subject.as_deref()),
-        text_body: message.as_ref().map(|message| message.rendered.text.as_str()),
-        html_body: message.as_ref().and_then(|message| message.rendered.html.as_deref()),
+        sender_name: rendered.map(|_| sender.name),
+        reply_to: rendered.and(sender.reply_to),
+        subject: rendered.and_then(|rendered| rendered.subject.as_deref()),
+        text_body: rendered.map(|rendered| rendered.text.as_str()),
+        html_body: rendered.and_then(|rendered| rendered.html.as_deref()),
         last_error: reason,
     };
     if !store::insert_notification(connection, &new).await? {

@@ -25,11 +25,14 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::domain::{Channel, EmailAddress, PhoneNumber};
+use crate::domain::{Address, Channel, EmailAddress, PhoneNumber};
 use crate::store::{self, NotificationRow, Outcome};
 use crate::NotificationId;
 
 pub const QUEUE_CHANNEL: &str = "notify_queue";
+/// How often kept SMS receipts that no notification claimed are purged, and their age.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60 * 60);
+const EARLY_RECEIPT_DAYS: i32 = 7;
 
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
@@ -38,7 +41,7 @@ pub struct SenderConfig {
     pub backoff: Backoff,
     /// How long a lease lasts: longer than a send can take (connect and reply timeouts).
     pub lease_seconds: i32,
-    /// Sends in flight at once.
+    /// Sends in flight at once, per channel.
     pub sends_max: usize,
     pub poll_interval: Duration,
 }
@@ -89,10 +92,15 @@ pub async fn run(pool: PgPool, providers: Providers, config: SenderConfig, mut s
         tracing::warn!("no SMS provider is set (TILL_TWILIO_BASE_URL): SMS notifications stay queued");
     }
     let mut listener = listen(&pool).await;
-    let slots = Arc::new(Semaphore::new(config.sends_max.max(1)));
+    // Slots per channel: a slow SMTP server holds up only e-mail, never SMS.
+    let slots: Vec<(&'static str, Arc<Semaphore>)> = [Channel::Email, Channel::Sms]
+        .into_iter()
+        .map(|channel| (channel.as_str(), Arc::new(Semaphore::new(config.sends_max.max(1)))))
+        .collect();
     let mut sends = JoinSet::new();
     let mut tick = tokio::time::interval(config.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut purge = tokio::time::interval(PURGE_INTERVAL);
     loop {
         let notified = async {
             match listener.as_mut() {
@@ -103,6 +111,14 @@ pub async fn run(pool: PgPool, providers: Providers, config: SenderConfig, mut s
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = tick.tick() => {}
+            _ = purge.tick() => {
+                match store::purge_early_receipts(&pool, EARLY_RECEIPT_DAYS).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "purged SMS receipts no notification recorded"),
+                    Err(error) => tracing::warn!(%error, "purging old SMS receipts failed; trying again later"),
+                }
+                continue;
+            }
             outcome = notified => {
                 if let Err(error) = outcome {
                     tracing::warn!(%error, "the notification queue's listener failed; polling only from now on");
@@ -115,29 +131,32 @@ pub async fn run(pool: PgPool, providers: Providers, config: SenderConfig, mut s
                 }
             }
         }
-        let free = slots.available_permits();
-        let channels = providers.taking();
-        if free == 0 || channels.is_empty() {
-            continue;
-        }
-        let rows_max = i32::try_from(free).unwrap_or(i32::MAX);
-        let leased = match store::lease_due(&pool, &channels, rows_max, config.lease_seconds).await {
-            Ok(leased) => leased,
-            Err(error) => {
-                tracing::warn!(%error, "leasing due notifications failed; retrying on the next tick");
+        let taking = providers.taking();
+        for (channel, slots) in slots.iter().filter(|(channel, _)| taking.contains(channel)) {
+            let free = slots.available_permits();
+            if free == 0 {
                 continue;
             }
-        };
-        for (business, id) in leased {
-            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else { break };
-            let (pool, providers, config) = (pool.clone(), providers.clone(), config.clone());
-            sends.spawn(async move {
-                if let Err(error) = send_one(&pool, &providers, &config, BusinessId::from_uuid(business), id).await {
-                    // The lease runs out and the notification is leased again.
-                    tracing::warn!(%error, notification_id = %NotificationId::from_uuid(id), "a notification send could not be recorded");
+            let rows_max = i32::try_from(free).unwrap_or(i32::MAX);
+            let leased = match store::lease_due(&pool, &[channel], rows_max, config.lease_seconds).await {
+                Ok(leased) => leased,
+                Err(error) => {
+                    tracing::warn!(%error, channel, "leasing due notifications failed; retrying on the next tick");
+                    continue;
                 }
-                drop(permit);
-            });
+            };
+            // At most `free` were leased, and only this loop takes this channel's slots.
+            for (business, id) in leased {
+                let Ok(permit) = Arc::clone(slots).try_acquire_owned() else { break };
+                let (pool, providers, config) = (pool.clone(), providers.clone(), config.clone());
+                sends.spawn(async move {
+                    if let Err(error) = send_one(&pool, &providers, &config, BusinessId::from_uuid(business), id).await {
+                        // The lease runs out and the notification is leased again.
+                        tracing::warn!(%error, notification_id = %NotificationId::from_uuid(id), "a notification send could not be recorded");
+                    }
+                    drop(permit);
+                });
+            }
         }
     }
     // Shutdown: sends in flight finish and record (each is bounded by its timeouts).
@@ -174,7 +193,9 @@ async fn send_one(
     let mut transaction = till_db::begin_tenant(pool, business).await?;
     let row = store::notification(&mut transaction, id).await?;
     transaction.commit().await?;
-    let Some(row) = row else { return Ok(()) };
+    // Ended meanwhile (another instance took it over after this lease ran out, and
+    // finished): nothing to send.
+    let Some(row) = row.filter(|row| row.status == "queued") else { return Ok(()) };
     let retry_in = |attempt: i32| -> i64 {
         let attempt = u32::try_from(attempt).unwrap_or(0);
         i64::try_from(config.backoff.delay(attempt, rand::random(), None).as_millis()).unwrap_or(i64::MAX)
@@ -186,17 +207,22 @@ async fn send_one(
             (outcome, why, None)
         }
         (Ok(Channel::Sms), _, Some(twilio)) => match PhoneNumber::parse(&row.recipient) {
-            Ok(to) => sms_outcome(
-                twilio.send(&to, row.text_body.as_deref().unwrap_or_default()).await,
-                last,
-                retry_in(row.attempts),
-            ),
+            Ok(to) => send_sms(twilio, &row, &to, last, retry_in(row.attempts)).await,
             Err(why) => (Kind::Failed { in_doubt: false }, format!("the recipient {why}"), None),
         },
         // Leased only for a channel with a provider; a provider removed meanwhile (a
         // restart without it) leaves the notification queued.
         _ => (Kind::NotTried { retry_in_ms: 60_000 }, String::from("no provider is set for this channel"), None),
     };
+    // A provider's refusal often quotes the address ("550 <ada@example.com>: no such
+    // user"): what is stored (and shown to viewers) and logged names it masked.
+    let why = match Address::parse(channel_of(&row), &row.recipient) {
+        Ok(address) if !matches!(outcome, Kind::Sent) => why.replace(address.as_str(), &address.masked()),
+        _ => why,
+    };
+    if !matches!(outcome, Kind::Sent) {
+        tracing::info!(notification_id = %NotificationId::from_uuid(id), channel = row.channel, %why, "a notification was not sent");
+    }
     let outcome = match outcome {
         Kind::Sent => Outcome::Sent { provider_id: &why },
         Kind::NotTried { retry_in_ms } => Outcome::NotTried { retry_in_ms, why: &why },
@@ -227,6 +253,10 @@ enum Kind {
     Failed { in_doubt: bool },
 }
 
+fn channel_of(row: &NotificationRow) -> Channel {
+    Channel::parse(&row.channel).unwrap_or(Channel::Email)
+}
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -254,6 +284,31 @@ fn email_outcome(
     (kind, why)
 }
 
+/// Sends an SMS notification, unless an earlier attempt whose outcome was unknown did:
+/// Twilio lists what it sent, and a message to this number with this text since the
+/// notification was made is taken as this one's (Twilio has no idempotency key).
+async fn send_sms(
+    twilio: &crate::sms::Twilio,
+    row: &NotificationRow,
+    to: &PhoneNumber,
+    last: bool,
+    retry_in_ms: i64,
+) -> (Kind, String, Option<String>) {
+    let text = row.text_body.as_deref().unwrap_or_default();
+    if row.in_doubt > 0 {
+        match twilio.find_sent(to, text, row.created_at).await {
+            Ok(Some(sid)) => return (Kind::Sent, sid.clone(), Some(sid)),
+            Ok(None) => {}
+            // Not knowing whether it went, it does not send it again yet.
+            Err(error) => {
+                let why = format!("asking Twilio what it sent: {error}");
+                return (Kind::NotTried { retry_in_ms: retry_in_ms.max(1_000) }, why, None);
+            }
+        }
+    }
+    sms_outcome(twilio.send(to, text).await, last, retry_in_ms)
+}
+
 /// A Twilio create's outcome, and the message's SID when Twilio took it.
 fn sms_outcome(
     sent: Result<crate::sms::Answer, OutboundError>,
@@ -262,7 +317,17 @@ fn sms_outcome(
 ) -> (Kind, String, Option<String>) {
     match sent {
         Ok(crate::sms::Answer::Accepted { sid }) => (Kind::Sent, sid.clone(), Some(sid)),
-        Ok(crate::sms::Answer::Refused { code, message }) => {
+        // Twilio refused the account, not the message (credentials, a wrong account):
+        // an operator's fix, so the message waits for it rather than fail.
+        Ok(crate::sms::Answer::Refused { status: 401 | 403 | 404, code, message }) => {
+            tracing::error!(code, %message, "Twilio refuses Till's account; SMS notifications wait (check TILL_TWILIO_*)");
+            (
+                Kind::NotTried { retry_in_ms: 60_000 },
+                format!("Twilio refused the account (error {code}): {message}"),
+                None,
+            )
+        }
+        Ok(crate::sms::Answer::Refused { code, message, .. }) => {
             (Kind::Failed { in_doubt: false }, format!("Twilio refused it (error {code}): {message}"), None)
         }
         Err(error) => {

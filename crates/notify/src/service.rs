@@ -51,10 +51,7 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
         None => None,
     };
     // Twilio's status callbacks: a provider route, verified by its signature.
-    let provider_routes = match &sms {
-        Some(twilio) => crate::sms::routes(twilio.clone(), context.pool.clone()),
-        None => OpenApiRouter::new(),
-    };
+    let provider_routes = crate::sms::routes(sms.clone(), context.pool.clone());
     let providers = crate::sender::Providers { email, sms };
     let sender_pool = context.pool.clone();
     let sender = config.sender.clone();

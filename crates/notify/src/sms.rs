@@ -51,8 +51,9 @@ pub struct SmsSettings {
 pub enum Answer {
     /// It took the message: its `sid`.
     Accepted { sid: String },
-    /// It refused it (a 4xx with Twilio's error code): the message will never be sent.
-    Refused { code: i64, message: String },
+    /// It refused it (a 4xx with Twilio's error code): a 400 is about the message (it
+    /// will never be sent); a 401, 403 or 404 about Till's account.
+    Refused { status: u16, code: i64, message: String },
 }
 
 #[derive(Clone)]
@@ -98,6 +99,64 @@ impl Twilio {
         ]);
         self.dependency.call(&request, |reply| validate(reply, to)).await
     }
+
+    /// A message this account sent to `to` with exactly `text` since `since`, if Twilio
+    /// has one: what an earlier attempt whose reply was lost made. The sender asks before
+    /// it sends a message again, and takes that message's SID instead of sending twice.
+    pub async fn find_sent(
+        &self,
+        to: &PhoneNumber,
+        text: &str,
+        since: time::OffsetDateTime,
+    ) -> Result<Option<String>, OutboundError> {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("To", to.as_str())
+            .append_pair("PageSize", "50")
+            .finish();
+        let path = format!("2010-04-01/Accounts/{}/Messages.json?{query}", self.settings.account_sid);
+        let request = OutboundRequest::new(Method::GET, path);
+        // Twilio's dates are to the second; a clock a little off must not hide it.
+        let since = since - time::Duration::seconds(60);
+        self.dependency.call(&request, |reply| found(reply, to, text, since)).await
+    }
+}
+
+#[derive(Deserialize)]
+struct ListReply {
+    messages: Vec<ListedMessage>,
+}
+
+#[derive(Deserialize)]
+struct ListedMessage {
+    sid: String,
+    to: String,
+    body: String,
+    date_created: String,
+}
+
+fn found(
+    reply: &till_outbound::Reply,
+    to: &PhoneNumber,
+    text: &str,
+    since: time::OffsetDateTime,
+) -> Result<Option<String>, InvalidReply> {
+    if reply.status != till_outbound::StatusCode::OK {
+        return Err(InvalidReply::new("status", format!("HTTP {} to a list", reply.status.as_u16())));
+    }
+    let list: ListReply = reply.json()?;
+    for message in list.messages {
+        let created =
+            time::OffsetDateTime::parse(&message.date_created, &time::format_description::well_known::Rfc2822)
+                .map_err(|_| InvalidReply::new("messages.date_created", "is not an RFC 2822 date"))?;
+        if message.to == to.as_str() && message.body == text && created >= since && valid_sid(&message.sid) {
+            return Ok(Some(message.sid));
+        }
+    }
+    Ok(None)
+}
+
+fn valid_sid(sid: &str) -> bool {
+    sid.len() == 34 && sid.starts_with("SM") && sid.bytes().skip(2).all(|byte| byte.is_ascii_hexdigit())
 }
 
 #[derive(Deserialize)]
@@ -119,16 +178,13 @@ const STATUSES: [&str; 10] =
 fn validate(reply: &till_outbound::Reply, to: &PhoneNumber) -> Result<Answer, InvalidReply> {
     if reply.status.is_client_error() {
         let error: ErrorReply = reply.json()?;
-        return Ok(Answer::Refused { code: error.code, message: error.message });
+        return Ok(Answer::Refused { status: reply.status.as_u16(), code: error.code, message: error.message });
     }
     if reply.status != till_outbound::StatusCode::CREATED && reply.status != till_outbound::StatusCode::OK {
         return Err(InvalidReply::new("status", format!("HTTP {} to a create", reply.status.as_u16())));
     }
     let message: MessageReply = reply.json()?;
-    let sid_ok = message.sid.len() == 34
-        && message.sid.starts_with("SM")
-        && message.sid.bytes().skip(2).all(|byte| byte.is_ascii_hexdigit());
-    if !sid_ok {
+    if !valid_sid(&message.sid) {
         return Err(InvalidReply::new("sid", "is not a message SID (SM and 32 hex digits)"));
     }
     if !STATUSES.contains(&message.status.as_str()) {
@@ -157,14 +213,15 @@ pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> St
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// The status callback's route, when SMS is configured.
-pub fn routes(twilio: Twilio, pool: sqlx::PgPool) -> OpenApiRouter {
+/// The status callback's route (without an SMS provider set, every callback is refused:
+/// there is no auth token to check it with).
+pub fn routes(twilio: Option<Twilio>, pool: sqlx::PgPool) -> OpenApiRouter {
     OpenApiRouter::new().routes(routes!(status_callback)).with_state(Callback { twilio, pool })
 }
 
 #[derive(Clone)]
 struct Callback {
-    twilio: Twilio,
+    twilio: Option<Twilio>,
     pool: sqlx::PgPool,
 }
 
@@ -190,8 +247,11 @@ async fn status_callback(State(callback): State<Callback>, headers: HeaderMap, b
     let Some(signed) = headers.get("x-twilio-signature").and_then(|value| value.to_str().ok()) else {
         return refuse("X-Twilio-Signature is missing.");
     };
+    let Some(twilio) = &callback.twilio else {
+        return refuse("No SMS provider is set, so no callback can be verified.");
+    };
     let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let settings = callback.twilio.settings();
+    let settings = twilio.settings();
     let expected = signature(settings.auth_token.expose_secret(), settings.status_callback.as_str(), &params);
     if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), signed.trim().as_bytes())) {
         return refuse("X-Twilio-Signature does not match this URL and body.");

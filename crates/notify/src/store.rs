@@ -366,3 +366,8 @@ pub async fn take_early_receipt(connection: &mut PgConnection, provider_id: &str
     sqlx::query("SELECT notify.take_early_receipt($1)").bind(provider_id).execute(connection).await?;
     Ok(())
 }
+
+/// Deletes kept receipts older than `days` days; how many.
+pub async fn purge_early_receipts(pool: &sqlx::PgPool, days: i32) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT notify.purge_early_receipts(make_interval(days => $1))").bind(days).fetch_one(pool).await
+}

@@ -185,7 +185,8 @@ impl Mailer {
                     _ => Outcome::Failure,
                 };
                 self.breaker.record(admission, outcome);
-                tracing::info!(dependency = names.dependency, %failure, "sending a message failed");
+                // Not logged here: a server's reply may quote the recipient's address, and
+                // the caller, who knows it, logs the failure masked.
                 Err(failure)
             }
         }

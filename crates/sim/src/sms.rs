@@ -12,6 +12,9 @@
 //!   21602 for a missing `Body`, 20003 for bad credentials. Twilio takes no idempotency
 //!   key: a create sent twice is two messages.
 //! - `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json`: the message now.
+//! - `GET /2010-04-01/Accounts/{AccountSid}/Messages.json?To=…&PageSize=…`: the account's
+//!   messages, newest first, as Twilio pages them (`messages`, `page`, `page_size`,
+//!   `next_page_uri`), filtered by `To` and `From`.
 //! - After [`STEP_MS`] a message is `sent`, and after another `delivered` — or
 //!   `undelivered` with `ErrorCode` 30003 (unreachable handset) for [`UNREACHABLE`].
 //!   Each change is POSTed to the message's `StatusCallback` as Twilio does: a form body
@@ -22,7 +25,7 @@
 //!   simulator signs with is the webhook target's secret for `sms`
 //!   (`POST /_sim/webhooks`); without one, no callbacks are sent.
 //!
-//! Operations in the call log and for faults: `create`, `retrieve`, `webhook`.
+//! Operations in the call log and for faults: `create`, `retrieve`, `list`, `webhook`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,13 +72,15 @@ impl Provider for Sms {
     fn routes(&self, sim: Sim) -> Router {
         let context = Context { sim, messages: self.messages.clone() };
         Router::new()
-            .route("/2010-04-01/Accounts/{account}/Messages.json", post(create_message))
+            .route("/2010-04-01/Accounts/{account}/Messages.json", post(create_message).get(list_messages))
             .route("/2010-04-01/Accounts/{account}/Messages/{sid}", get(retrieve_message))
             .with_state(context)
     }
 
     fn object(&self, id: &str) -> Option<Value> {
-        lock(&self.messages).get(id).cloned()
+        let mut message = lock(&self.messages).get(id).cloned()?;
+        message.as_object_mut()?.remove("created_order");
+        Some(message)
     }
 }
 
@@ -207,7 +212,12 @@ async fn create_message(
         "date_created": now(), "date_updated": now(), "date_sent": null,
         "uri": format!("/2010-04-01/Accounts/{account}/Messages/{sid}.json"),
     });
-    lock(&context.messages).insert(sid.clone(), message.clone());
+    {
+        let mut messages = lock(&context.messages);
+        let mut kept = message.clone();
+        kept["created_order"] = json!(messages.len());
+        messages.insert(sid.clone(), kept);
+    }
     deliver(&context, sid, param("StatusCallback"));
     match kind {
         Some(FaultKind::TimeoutAfterEffect) => {
@@ -286,6 +296,56 @@ fn status_callback(sim: &Sim, url: &str, message: &Value) {
     sim.webhooks.send_to(&sim.faults, NAME, &kind, url, crate::webhooks::Webhook { body, headers });
 }
 
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(rename = "To")]
+    to: Option<String>,
+    #[serde(rename = "From")]
+    from: Option<String>,
+    #[serde(rename = "PageSize")]
+    page_size: Option<usize>,
+}
+
+async fn list_messages(
+    State(context): State<Context>,
+    Path(account): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let fault = context.sim.faults.take(NAME, "list");
+    context.sim.calls.record(Call {
+        provider: NAME,
+        operation: "list",
+        idempotency_key: None,
+        body: String::new(),
+        status: Some(200),
+        fault: fault.as_ref().map(|fault| fault.fault.name()),
+        at: OffsetDateTime::now_utc(),
+    });
+    if !authenticated(&headers, &account) {
+        return error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    let page_size = query.page_size.unwrap_or(50).clamp(1, 1000);
+    let mut messages: Vec<Value> = lock(&context.messages)
+        .values()
+        .filter(|message| message["account_sid"] == account.as_str())
+        .filter(|message| query.to.as_deref().is_none_or(|to| message["to"] == to))
+        .filter(|message| query.from.as_deref().is_none_or(|from| message["from"] == from))
+        .cloned()
+        .collect();
+    // Newest first; the SIDs are random, so order by when each was made.
+    messages.sort_by_key(|message| std::cmp::Reverse(message["created_order"].as_u64().unwrap_or(0)));
+    messages.truncate(page_size);
+    for message in &mut messages {
+        if let Some(object) = message.as_object_mut() {
+            object.remove("created_order");
+        }
+    }
+    Json(json!({ "messages": messages, "page": 0, "page_size": page_size, "next_page_uri": null,
+                 "uri": format!("/2010-04-01/Accounts/{account}/Messages.json?PageSize={page_size}") }))
+    .into_response()
+}
+
 async fn retrieve_message(
     State(context): State<Context>,
     Path((account, sid)): Path<(String, String)>,
@@ -306,7 +366,13 @@ async fn retrieve_message(
     }
     let sid = sid.trim_end_matches(".json");
     match lock(&context.messages).get(sid) {
-        Some(message) if message["account_sid"] == account.as_str() => Json(message.clone()).into_response(),
+        Some(message) if message["account_sid"] == account.as_str() => {
+            let mut message = message.clone();
+            if let Some(object) = message.as_object_mut() {
+                object.remove("created_order");
+            }
+            Json(message).into_response()
+        }
         _ => error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found"),
     }
 }

@@ -5,7 +5,8 @@
 //! as a receiving server got it. The server exits when the test process does (the
 //! script watches its parent), and a test can stop it and start it again on the same
 //! port (an outage). `refuse_first` makes it answer the first n messages with
-//! `451 4.3.0` (try again later).
+//! `451 4.3.0` (try again later); any `nobody@…` recipient is refused for good (550,
+//! quoting the address, as real servers do).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +24,11 @@ parent = os.getppid()
 class Keep:
     def __init__(self):
         self.refused = 0
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith('nobody@'):
+            return '550 5.1.1 <%s>: Recipient address rejected: no such user' % address
+        envelope.rcpt_tos.append(address)
+        return '250 OK'
     async def handle_DATA(self, server, session, envelope):
         if self.refused < refuse_first:
             self.refused += 1

@@ -213,6 +213,20 @@ async fn a_server_that_says_try_later_is_tried_again_and_the_attempts_are_counte
 }
 
 #[tokio::test]
+async fn a_recipient_the_server_refuses_fails_at_once_and_its_address_is_never_shown_whole() {
+    let server = SmtpServer::start().expect("aiosmtpd");
+    let app = app_sending_to(&server).await;
+    let business = app.create_business("GB").await;
+    pay(&app, &business, "pay-1", 300, Some("nobody@example.com"), "Scones").await;
+    let failed = settled(&app, &business.owner_key, "failed", 1).await;
+    assert_eq!(failed[0]["attempts"], 1, "a 550 is not tried again: {:#}", failed[0]);
+    let why = failed[0]["last_error"].as_str().expect("why");
+    assert!(why.contains("550") && why.contains("n***@example.com"), "{why}");
+    assert!(!why.contains("nobody@example.com"), "{why}");
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test]
 async fn templates_are_checked_when_saved_and_rules_send_them_to_whom_they_name() {
     let server = SmtpServer::start().expect("aiosmtpd");
     let app = app_sending_to(&server).await;
@@ -571,4 +585,38 @@ async fn an_issued_invoice_is_e_mailed_with_a_link_that_opens_it_without_a_login
     let other = till_testkit::spawn_app().await;
     let elsewhere = format!("{}/v1/invoice_documents/{token}", other.address);
     assert_eq!(other.client.get(&elsewhere).send().await.expect("get").status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn an_sms_whose_reply_was_lost_is_found_at_twilio_and_never_sent_twice() {
+    let app = till_testkit::spawn_app().await;
+    let business = app.create_business("GB").await;
+    let key = &business.owner_key;
+    put_settings(
+        &app,
+        key,
+        &json!({"finance_phone": "+447700900123", "rules": [
+            {"name": "till-sms", "event_type": "payment_intent.succeeded", "channel": "sms", "to": "finance"}]}),
+    )
+    .await;
+    // Twilio takes the message, and its reply never comes (a 504 a second later).
+    app.arm_fault("sms", "create", "timeout_after_effect", 1, Some(1_000)).await;
+    pay(&app, &business, "pay-1", 800, None, "Bread").await;
+    let id = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(first) = notifications(&app, key, "").await.first() {
+                break first["id"].as_str().expect("id").to_string();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no notification");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let delivered = reaches(&app, key, &id, "delivered").await;
+    assert_eq!((delivered["attempts"].as_i64(), delivered["in_doubt"].as_i64()), (Some(2), Some(1)), "{delivered:#}");
+    // One message at Twilio: the second attempt asked, and took its SID.
+    assert_eq!(app.sim_calls("sms", "create").await.len(), 1);
+    assert_eq!(app.sim_calls("sms", "list").await.len(), 1);
+    let sid = delivered["provider_id"].as_str().expect("sid");
+    assert_eq!(app.sim_object("sms", sid).await["status"], "delivered");
 }
