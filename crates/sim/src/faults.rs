@@ -42,6 +42,14 @@ pub enum FaultKind {
     /// A payout rail's create: the outcome stays undecided (IMPS "deemed", a payment
     /// held at the scheme) until `POST /_sim/{provider}/settle`.
     Deemed,
+    /// A CRM's sessions end: every access token issued so far stops working (401).
+    SessionExpired,
+    /// A CRM's API limit is used up (Salesforce's 403 `REQUEST_LIMIT_EXCEEDED`); no effect.
+    RequestLimit,
+    /// A CRM refuses one record by a validation rule of the org; no effect.
+    ValidationError,
+    /// A CRM refuses one record as a duplicate of another; no effect.
+    DuplicateValue,
 }
 
 impl FaultKind {
@@ -62,12 +70,25 @@ impl FaultKind {
             FaultKind::WebhookReorder => "webhook_reorder",
             FaultKind::ReturnAfterPaid => "return_after_paid",
             FaultKind::Deemed => "deemed",
+            FaultKind::SessionExpired => "session_expired",
+            FaultKind::RequestLimit => "request_limit",
+            FaultKind::ValidationError => "validation_error",
+            FaultKind::DuplicateValue => "duplicate_value",
         }
     }
 
     /// Whether the effect happens before the fault shows.
     pub fn applies_effect(self) -> bool {
-        !matches!(self, FaultKind::Timeout | FaultKind::Error500 | FaultKind::Error429)
+        !matches!(
+            self,
+            FaultKind::Timeout
+                | FaultKind::Error500
+                | FaultKind::Error429
+                | FaultKind::SessionExpired
+                | FaultKind::RequestLimit
+                | FaultKind::ValidationError
+                | FaultKind::DuplicateValue
+        )
     }
 }
 
@@ -168,6 +189,10 @@ mod tests {
             WebhookReorder,
             ReturnAfterPaid,
             Deemed,
+            SessionExpired,
+            RequestLimit,
+            ValidationError,
+            DuplicateValue,
         ] {
             let written = serde_json::to_value(kind).expect("json");
             assert_eq!(written, serde_json::json!(kind.name()));

@@ -27,6 +27,7 @@ pub mod fps;
 pub mod mailbox;
 pub mod razorpay;
 pub mod razorpayx;
+pub mod salesforce;
 pub mod sms;
 pub mod stripe;
 pub mod webhooks;
@@ -65,6 +66,7 @@ fn providers() -> Vec<Arc<dyn Provider>> {
         Arc::new(fps::Fps::default()),
         Arc::new(razorpayx::RazorpayX::default()),
         Arc::new(sms::Sms::default()),
+        Arc::new(salesforce::Salesforce::default()),
     ]
 }
 

@@ -23,6 +23,7 @@ mod posting;
 mod razorpay;
 mod recovery;
 mod roles;
+mod salesforce_sim;
 mod security;
 mod settlement;
 mod support;
