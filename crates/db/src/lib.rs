@@ -17,7 +17,7 @@ pub mod pool;
 pub mod tenant;
 
 pub use migrate::{migrate, SchemaMigrations};
-pub use pool::{connect_app_pool, connect_owner_pool, APP_ROLE};
+pub use pool::{connect_app_pool, connect_owner_pool, listen, APP_ROLE};
 pub use tenant::{begin_platform, begin_tenant};
 
 /// The base migrations of the database kit itself (schema `till`): the application role

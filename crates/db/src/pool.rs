@@ -59,3 +59,20 @@ pub fn connection_lost(error: &sqlx::Error) -> bool {
     let Some(code) = error.as_database_error().and_then(|db| db.code()) else { return false };
     code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
 }
+
+/// A listener on the NOTIFY `channel`, or `None` (with a warning) when one cannot be
+/// opened: a job that is woken by it then relies on its polling alone, which only delays.
+pub async fn listen(pool: &sqlx::PgPool, channel: &str) -> Option<sqlx::postgres::PgListener> {
+    let listening = async {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(channel).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match listening.await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::warn!(%error, channel, "cannot LISTEN; polling only");
+            None
+        }
+    }
+}

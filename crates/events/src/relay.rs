@@ -49,18 +49,7 @@ pub async fn backlog(pool: &PgPool, outbox: &str) -> Result<(i64, Option<time::O
 /// A listener on `channel`, or None (with a warning) if it cannot be opened: the caller
 /// then relies on its polling alone, which only delays.
 pub(crate) async fn listen(pool: &PgPool, channel: &str) -> Option<PgListener> {
-    let listening = async {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(channel).await?;
-        Ok::<_, sqlx::Error>(listener)
-    };
-    match listening.await {
-        Ok(listener) => Some(listener),
-        Err(error) => {
-            tracing::warn!(%error, channel, "cannot LISTEN; polling only");
-            None
-        }
-    }
+    till_db::listen(pool, channel).await
 }
 
 /// Runs until `shutdown` flips: drains the outboxes that notified, and all of them every

@@ -91,7 +91,7 @@ pub async fn run(pool: PgPool, providers: Providers, config: SenderConfig, mut s
     if providers.sms.is_none() {
         tracing::warn!("no SMS provider is set (TILL_TWILIO_BASE_URL): SMS notifications stay queued");
     }
-    let mut listener = listen(&pool).await;
+    let mut listener = till_db::listen(&pool, QUEUE_CHANNEL).await;
     // Slots per channel: a slow SMTP server holds up only e-mail, never SMS.
     let slots: Vec<(&'static str, Arc<Semaphore>)> = [Channel::Email, Channel::Sms]
         .into_iter()
@@ -163,22 +163,6 @@ pub async fn run(pool: PgPool, providers: Providers, config: SenderConfig, mut s
     while let Some(ended) = sends.join_next().await {
         if let Err(error) = ended {
             tracing::error!(%error, "a notification send task failed");
-        }
-    }
-}
-
-/// A listener on the queue's channel, or None (polling only, which only delays).
-async fn listen(pool: &PgPool) -> Option<sqlx::postgres::PgListener> {
-    let listening = async {
-        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-        listener.listen(QUEUE_CHANNEL).await?;
-        Ok::<_, sqlx::Error>(listener)
-    };
-    match listening.await {
-        Ok(listener) => Some(listener),
-        Err(error) => {
-            tracing::warn!(%error, "cannot LISTEN for queued notifications; polling only");
-            None
         }
     }
 }

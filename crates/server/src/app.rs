@@ -122,6 +122,7 @@ pub fn build(parts: AppParts, extension: Extension) -> Result<Built, BuildError>
     context.provide(config.payouts.clone());
     context.provide(config.commerce.clone());
     context.provide(config.notify.clone());
+    context.provide(config.crm.clone());
     context.provide(key_cache);
     context.provide(authenticator.clone());
     // Services call each other's API through it (commerce's checkout takes payments);

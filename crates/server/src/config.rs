@@ -37,6 +37,8 @@ pub struct Config {
     pub commerce: till_commerce::CommerceConfig,
     /// Where e-mail and SMS notifications go, and how the sender retries.
     pub notify: till_notify::NotifyConfig,
+    /// Which Salesforce org Till is mirrored into, and how the sync runs.
+    pub crm: till_crm::CrmConfig,
     /// Failed authentications from one address in a minute before it is throttled (429).
     pub auth_failures_per_minute: u32,
     /// Leases of phased requests (those that call an outside party) and when the recovery
@@ -76,6 +78,7 @@ impl Config {
             payouts: till_payouts::PayoutsConfig::default(),
             commerce: till_commerce::CommerceConfig::default(),
             notify: till_notify::NotifyConfig::default(),
+            crm: till_crm::CrmConfig::default(),
         }
     }
 

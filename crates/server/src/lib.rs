@@ -18,7 +18,7 @@ pub use serve::{serve, ConnectionLimits};
 /// The services, in the order their schemas migrate and they mount: one line each. The
 /// events service comes first (the others' migrations register their outboxes with it),
 /// and the ledger before any service that posts to it in process.
-pub static SERVICES: [&till_http::service::Service; 8] = [
+pub static SERVICES: [&till_http::service::Service; 9] = [
     &till_events::service::SERVICE,
     &till_webhooks::service::SERVICE,
     &till_access::service::SERVICE,
@@ -27,6 +27,7 @@ pub static SERVICES: [&till_http::service::Service; 8] = [
     &till_payouts::service::SERVICE,
     &till_commerce::service::SERVICE,
     &till_notify::service::SERVICE,
+    &till_crm::service::SERVICE,
 ];
 
 /// Every schema's migrations, in the order they must run: the kits' (the database's

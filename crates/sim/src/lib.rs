@@ -30,6 +30,7 @@ pub mod razorpayx;
 pub mod salesforce;
 pub mod sms;
 pub mod stripe;
+pub mod tls;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -117,11 +118,15 @@ pub struct Options {
     pub webhooks: Vec<webhooks::Target>,
     /// Where its mailbox takes SMTP, if it serves one ([`mailbox`]).
     pub smtp: Option<tokio::net::TcpListener>,
+    /// Where it serves the Salesforce org over TLS at the root of the host, for SDKs
+    /// that speak only `https://{instance}/services/…` ([`tls`]), with the path its
+    /// certificate is written to (PEM).
+    pub salesforce_tls: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { schedule: true, webhooks: Vec::new(), smtp: None }
+        Options { schedule: true, webhooks: Vec::new(), smtp: None, salesforce_tls: None }
     }
 }
 
@@ -141,6 +146,17 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let (router, providers, sim) = build(&options.webhooks);
     let smtp = options.smtp.map(|listener| tokio::spawn(mailbox::serve(listener, sim.mailbox.clone())));
+    let salesforce_tls = match options.salesforce_tls {
+        Some((listener, certificate_path)) => {
+            let identity = tls::self_signed().map_err(std::io::Error::other)?;
+            std::fs::write(&certificate_path, &identity.certificate_pem)?;
+            let org = providers.iter().find(|provider| provider.name() == "salesforce");
+            let router =
+                org.map(|org| org.routes(sim.clone()).layer(axum::Extension(salesforce::AtRoot))).unwrap_or_default();
+            Some(tokio::spawn(tls::serve(listener, identity.config, router)))
+        }
+        None => None,
+    };
     let ticker = options.schedule.then(|| {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -154,7 +170,7 @@ pub async fn serve_with(
         })
     });
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
-    for task in ticker.into_iter().chain(smtp) {
+    for task in ticker.into_iter().chain(smtp).chain(salesforce_tls) {
         task.abort();
     }
     served

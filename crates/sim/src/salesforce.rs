@@ -78,7 +78,7 @@ impl Provider for Salesforce {
         let context = Context { sim, org: self.org.clone() };
         Router::new()
             .route("/services/oauth2/token", post(token))
-            .route("/services/data/{version}/sobjects/{sobject}/{field}/{value}", patch(upsert))
+            .route("/services/data/{version}/sobjects/{sobject}/{field}/{value}", patch(upsert).get(retrieve))
             .route("/services/data/{version}/composite", post(composite))
             .with_state(context)
     }
@@ -115,7 +115,17 @@ fn record_call(
     });
 }
 
-async fn token(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+/// Marks the org served at the root of a TLS listener (its `instance_url` is then
+/// `https://{host}`), rather than under `/salesforce` on the simulator's HTTP port.
+#[derive(Debug, Clone, Copy)]
+pub struct AtRoot;
+
+async fn token(
+    State(context): State<Context>,
+    at_root: Option<axum::Extension<AtRoot>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let fault = context.sim.faults.take(NAME, "token").map(|fault| fault.fault);
     if let Some(response) = common_fault(&context, "token", &body, fault).await {
         return response;
@@ -133,10 +143,12 @@ async fn token(State(context): State<Context>, headers: HeaderMap, body: Bytes) 
     let access_token = format!("00DSIM!{}", hex::encode(rand::random::<[u8; 24]>()));
     lock(&context.org).tokens.insert(access_token.clone());
     let issued_at = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).to_string();
+    // Where the org's API is, as the caller reached the simulator.
+    let host = headers.get(header::HOST).and_then(|host| host.to_str().ok()).unwrap_or("127.0.0.1");
+    let instance_url = if at_root.is_some() { format!("https://{host}") } else { format!("http://{host}/salesforce") };
     Json(json!({
         "access_token": access_token,
-        // Where the org's API is, as the caller reached the simulator.
-        "instance_url": format!("http://{}/salesforce", headers.get(header::HOST).and_then(|host| host.to_str().ok()).unwrap_or("127.0.0.1")),
+        "instance_url": instance_url,
         "id": "https://login.salesforce.com/id/00DSIM0000000000/005SIM0000000000",
         "token_type": "Bearer",
         "issued_at": issued_at,
@@ -272,6 +284,35 @@ fn apply_upsert(context: &Context, sobject: &str, field: &str, value: &str, body
     let id = record.get("Id").cloned().unwrap_or(Value::Null);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     (status, json!({ "id": id, "success": true, "errors": [], "created": created }))
+}
+
+/// `GET /sobjects/{sObject}/{field}/{value}`: the record by its external id.
+async fn retrieve(
+    State(context): State<Context>,
+    Path((_version, sobject, field, value)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let fault = context.sim.faults.take(NAME, "retrieve").map(|fault| fault.fault);
+    if !authorized(&context, &headers, fault) {
+        record_call(&context, "retrieve", &Bytes::new(), Some(StatusCode::UNAUTHORIZED), fault);
+        return session_invalid();
+    }
+    let found = lock(&context.org).records.get(&format!("{sobject}/{field}/{value}")).cloned();
+    record_call(
+        &context,
+        "retrieve",
+        &Bytes::new(),
+        Some(if found.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND }),
+        fault,
+    );
+    match found {
+        Some(mut record) => {
+            record["attributes"] = json!({ "type": sobject });
+            Json(record).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, Json(errors("NOT_FOUND", "The requested resource does not exist", &[])))
+            .into_response(),
+    }
 }
 
 async fn composite(

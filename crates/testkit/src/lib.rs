@@ -226,6 +226,9 @@ pub fn test_config() -> Config {
     config.payouts.saga.return_poll = std::time::Duration::from_millis(200);
     // Notifications are retried soon, so that a test of an outage waits seconds.
     config.notify.sender.poll_interval = std::time::Duration::from_millis(100);
+    config.crm.worker.poll_interval = std::time::Duration::from_millis(100);
+    config.crm.worker.backoff =
+        till_outbound::backoff::Backoff { base: Duration::from_millis(100), cap: Duration::from_millis(500) };
     config.notify.sender.backoff =
         till_outbound::backoff::Backoff { base: Duration::from_millis(100), cap: Duration::from_millis(500) };
     config
@@ -299,6 +302,17 @@ pub const FPS_WEBHOOK_SECRET: &str = "till_testkit_fps_webhooks";
 /// The simulator's Twilio account for tests, and its auth token (which signs callbacks).
 pub const SMS_ACCOUNT_SID: &str = "AC0000000000000000000000000000test";
 pub const SMS_AUTH_TOKEN: &str = "till_testkit_twilio_auth_token";
+
+/// The simulator `sim`'s Salesforce org, as Till's connected app signs in to it.
+pub fn salesforce_settings(sim: &str) -> till_crm::salesforce::SalesforceSettings {
+    till_crm::salesforce::SalesforceSettings {
+        instance_url: reqwest::Url::parse(&format!("{sim}/salesforce/"))
+            .unwrap_or_else(|error| panic!("{sim}: {error}")),
+        client_id: String::from("3MVG9tilltestkit"),
+        client_secret: Secret::new(String::from(till_sim::salesforce::CLIENT_SECRET)),
+        api_version: String::from("v60.0"),
+    }
+}
 
 /// SMS through the simulator `sim`'s Twilio, from +447700900000, its status callbacks to
 /// the Till at `app`.
@@ -389,7 +403,7 @@ pub async fn start_simulator_with_mailbox(app: Option<&str>) -> anyhow::Result<(
         .unwrap_or_default();
     let smtp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let smtp_url = format!("smtp://{}", smtp.local_addr()?);
-    let options = till_sim::Options { schedule: false, webhooks, smtp: Some(smtp) };
+    let options = till_sim::Options { schedule: false, webhooks, smtp: Some(smtp), salesforce_tls: None };
     tokio::spawn(till_sim::serve_with(listener, options, std::future::pending()));
     Ok((address, smtp_url))
 }
@@ -409,6 +423,9 @@ async fn try_spawn_on(database: TestDatabase, mut config: Config, extension: Ext
             }
             if config.notify.sms.is_none() {
                 config.notify.sms = Some(sms_settings(&sim, &address));
+            }
+            if config.crm.salesforce.is_none() {
+                config.crm.salesforce = Some(salesforce_settings(&sim));
             }
             config.payments.stripe = Some(stripe_settings(&sim));
             config.payments.razorpay = Some(razorpay_settings(&sim));

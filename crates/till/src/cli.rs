@@ -29,6 +29,9 @@ pub enum Command {
     /// The simulator of the outside world alone: Stripe's API under `/stripe/v1/…`, and
     /// the control API (`/_sim/faults`, `/_sim/calls`, `/_sim/{provider}/objects/{id}`).
     /// No real money moves.
+    /// The Salesforce sync: `status`, `replay`.
+    #[command(subcommand)]
+    Crm(CrmCommand),
     Sim(SimArgs),
     /// Benchmarks, reported as ratios to a baseline measured in the same run: runs the
     /// `till-bench` binary built beside this one (`cargo build --release -p till-bench`),
@@ -39,6 +42,16 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrmCommand {
+    /// The Salesforce sync's backlog (and how old its oldest change is), the records the
+    /// org refused (parked) and the last error.
+    Status(EventsBacklogArgs),
+    /// Put every parked change back in the queue, in its place: after the record was fixed
+    /// in the org (or its validation rule), the sync tries it again.
+    Replay(EventsBacklogArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +140,14 @@ pub struct SimArgs {
     /// TCP port to listen on.
     #[arg(long, env = "TILL_SIM_PORT", default_value_t = 8081)]
     pub port: u16,
+    /// Also serve the Salesforce org over TLS at the root of this port, for SDKs that only
+    /// speak `https://{instance}/services/…` (simple-salesforce). 0: any free port.
+    #[arg(long, env = "TILL_SIM_SALESFORCE_TLS_PORT")]
+    pub salesforce_tls_port: Option<u16>,
+    /// Where the TLS listener's self-signed certificate is written (PEM), for clients to
+    /// trust.
+    #[arg(long, env = "TILL_SIM_TLS_CERTIFICATE")]
+    pub tls_certificate: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +302,16 @@ pub struct UpArgs {
     /// (`<url>/v1/providers/sms/status`). Default: the API's own address.
     #[arg(long, env = "TILL_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The Salesforce org Till is mirrored into: its My Domain URL
+    /// (`https://acme.my.salesforce.com/`); set, the simulator does not stand in for it.
+    #[arg(long, env = "TILL_SALESFORCE_INSTANCE_URL")]
+    pub salesforce_instance_url: Option<String>,
+    /// The connected app's consumer key, with TILL_SALESFORCE_INSTANCE_URL.
+    #[arg(long, env = "TILL_SALESFORCE_CLIENT_ID")]
+    pub salesforce_client_id: Option<String>,
+    /// The connected app's consumer secret (client-credentials flow).
+    #[arg(long, env = "TILL_SALESFORCE_CLIENT_SECRET", hide_env_values = true)]
+    pub salesforce_client_secret: Option<String>,
     /// The SMTP server e-mail notifications go through: `smtp://host:port` (plain, a
     /// relay on loopback), `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465`;
     /// `user:password@` before the host if it needs them. Unset: the simulator's mailbox

@@ -26,6 +26,8 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Bench { args } => bench(args),
             cli::Command::Sim(args) => up::sim(args).await,
             cli::Command::Events(cli::EventsCommand::Backlog(args)) => up::events_backlog(args).await,
+            cli::Command::Crm(cli::CrmCommand::Status(args)) => up::crm_status(args).await,
+            cli::Command::Crm(cli::CrmCommand::Replay(args)) => up::crm_replay(args).await,
             cli::Command::Events(cli::EventsCommand::DeadLetters(args)) => up::dead_letters(args).await,
             cli::Command::Events(cli::EventsCommand::ReplayDeadLetters(args)) => up::replay_dead_letters(args).await,
         }

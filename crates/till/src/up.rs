@@ -73,6 +73,17 @@ async fn serve(
             status_callback: status_callback(&public_url)?,
         });
     }
+    if let Some(base) = &args.salesforce_instance_url {
+        let needs = |name: &str| format!("TILL_SALESFORCE_INSTANCE_URL needs {name}");
+        config.crm.salesforce = Some(till_crm::salesforce::SalesforceSettings {
+            instance_url: till_outbound::Url::parse(base).context("TILL_SALESFORCE_INSTANCE_URL is not a URL")?,
+            client_id: args.salesforce_client_id.clone().with_context(|| needs("TILL_SALESFORCE_CLIENT_ID"))?,
+            client_secret: Secret::new(
+                args.salesforce_client_secret.clone().with_context(|| needs("TILL_SALESFORCE_CLIENT_SECRET"))?,
+            ),
+            api_version: String::from("v60.0"),
+        });
+    }
     let simulator = start_simulator(args, &mut config, &webhooks_to).await?;
     // Set explicitly, the saga's schedule wins over the simulator's and the defaults.
     if let Some(schedule) = args.payouts_poll_ms.as_ref().filter(|schedule| !schedule.is_empty()) {
@@ -348,6 +359,15 @@ async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyho
     if config.notify.email.is_none() {
         config.notify.email = Some(email_settings(&format!("smtp://{}", smtp.local_addr()?), &args.smtp_from)?);
     }
+    // Its Salesforce org takes the CRM sync, unless an org is set.
+    if config.crm.salesforce.is_none() {
+        config.crm.salesforce = Some(till_crm::salesforce::SalesforceSettings {
+            instance_url: till_outbound::Url::parse(&format!("{sim}/salesforce/")).context("the simulator's URL")?,
+            client_id: String::from("3MVG9tillsimulator"),
+            client_secret: Secret::new(String::from(till_sim::salesforce::CLIENT_SECRET)),
+            api_version: String::from("v60.0"),
+        });
+    }
     // And its Twilio takes SMS, unless a Twilio is set.
     let sms_token = hex::encode(rand::random::<[u8; 16]>());
     if config.notify.sms.is_none() {
@@ -361,6 +381,7 @@ async fn start_simulator(args: &UpArgs, config: &mut Config, api: &str) -> anyho
     }
     let options = till_sim::Options {
         smtp: Some(smtp),
+        salesforce_tls: None,
         schedule: true,
         webhooks: vec![
             till_sim::webhooks::Target {
@@ -422,11 +443,24 @@ pub async fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the simulator to {}:{}", args.bind, args.port))?;
     let address = listener.local_addr()?;
+    let mut options = till_sim::Options::default();
     println!(
-        "Till's simulator on http://{address}: Stripe at /stripe/v1, Razorpay at /razorpay/v1, faults at /_sim/faults. No real money moves."
+        "Till's simulator on http://{address}: Stripe at /stripe/v1, Razorpay at /razorpay/v1, Salesforce at /salesforce, faults at /_sim/faults. No real money moves."
     );
+    if let Some(port) = args.salesforce_tls_port {
+        let tls = tokio::net::TcpListener::bind((args.bind, port))
+            .await
+            .with_context(|| format!("binding the simulator's Salesforce TLS listener to {}:{port}", args.bind))?;
+        let certificate = args.tls_certificate.clone().context("--salesforce-tls-port needs --tls-certificate")?;
+        println!(
+            "Salesforce over TLS at https://{} (its self-signed certificate is in {})",
+            tls.local_addr()?,
+            certificate.display()
+        );
+        options.salesforce_tls = Some((tls, certificate));
+    }
     println!("Press Ctrl-C to stop.");
-    till_sim::serve(listener, shutdown).await?;
+    till_sim::serve_with(listener, options, shutdown).await?;
     Ok(())
 }
 
@@ -563,6 +597,44 @@ pub async fn events_backlog(args: EventsBacklogArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into());
             println!("consumer {consumer}: at {position}, {behind} behind, oldest {age}");
         }
+        owner_pool.close().await;
+        anyhow::Ok(())
+    }
+    .await;
+    database.stop().await?;
+    outcome
+}
+
+/// `till crm status`: the Salesforce sync's backlog, what is parked, the last error.
+pub async fn crm_status(args: EventsBacklogArgs) -> anyhow::Result<()> {
+    let database = database::open_for_command(&args.database).await?;
+    let outcome = async {
+        let owner_pool = till_db::connect_owner_pool(database.owner_options.clone(), 1).await?;
+        till_db::migrate(&owner_pool, &till_server::migrations()).await?;
+        let status = till_crm::store::status(&owner_pool).await?;
+        let lag = status
+            .oldest_pending
+            .map(|oldest| format!("{} ms", (time::OffsetDateTime::now_utc() - oldest).whole_milliseconds()))
+            .unwrap_or_else(|| "-".into());
+        println!("pending: {}, oldest {lag}", status.pending);
+        println!("parked: {}", status.parked);
+        println!("last error: {}", status.last_error.as_deref().unwrap_or("-"));
+        owner_pool.close().await;
+        anyhow::Ok(())
+    }
+    .await;
+    database.stop().await?;
+    outcome
+}
+
+/// `till crm replay`: parked changes back in the queue.
+pub async fn crm_replay(args: EventsBacklogArgs) -> anyhow::Result<()> {
+    let database = database::open_for_command(&args.database).await?;
+    let outcome = async {
+        let owner_pool = till_db::connect_owner_pool(database.owner_options.clone(), 1).await?;
+        till_db::migrate(&owner_pool, &till_server::migrations()).await?;
+        let replayed = till_crm::store::replay_parked(&owner_pool).await?;
+        println!("replayed {replayed} parked changes");
         owner_pool.close().await;
         anyhow::Ok(())
     }

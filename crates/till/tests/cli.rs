@@ -1165,9 +1165,10 @@ fn a_killed_till_up_ends_every_checkout_paid_once_with_its_invoice() {
 /// and receipts go out to a real SMTP server (aiosmtpd), then a restart: every captured
 /// payment's customer gets its receipt, once — distinct Message-IDs, one per
 /// notification, and a second copy only of a notification Till counted `in_doubt` (the
-/// kill fell between the server's 250 and Till's record of it).
+/// kill fell between the server's 250 and Till's record of it) — and every captured
+/// payment is an Opportunity in the (simulated) Salesforce org, with its amount.
 #[test]
-fn a_killed_till_up_sends_every_receipt_once() {
+fn a_killed_till_up_sends_every_receipt_once_and_mirrors_every_payment() {
     let data_dir = temp_dir("notify-kill");
     let (mut sim, sim_base, _) = start_sim();
     let smtp = till_testkit::smtp::SmtpServer::start().expect("aiosmtpd");
@@ -1180,6 +1181,9 @@ fn a_killed_till_up_sends_every_receipt_once() {
             .env("TILL_STRIPE_WEBHOOK_SECRET", "whsec_chaos")
             .env("TILL_SMTP_URL", smtp.url())
             .env("TILL_NOTIFY_LEASE_SECONDS", "3")
+            .env("TILL_SALESFORCE_INSTANCE_URL", format!("{sim_base}/salesforce/"))
+            .env("TILL_SALESFORCE_CLIENT_ID", "3MVG9chaos")
+            .env("TILL_SALESFORCE_CLIENT_SECRET", till_sim::salesforce::CLIENT_SECRET)
             .env("TILL_RECOVERY_LEASE_SECONDS", "3")
             .env("TILL_RECOVERY_GRACE_SECONDS", "1")
             .env("TILL_RATE_LIMIT_PER_SECOND", "100000")
@@ -1306,6 +1310,25 @@ fn a_killed_till_up_sends_every_receipt_once() {
             received.len(),
             notifications.len()
         );
+        // The CRM: every captured payment's Opportunity in the org, and nothing left queued.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for intent in &succeeded {
+            let id = intent["id"].as_str().expect("id");
+            let url = format!("{sim_base}/_sim/salesforce/objects/Opportunity:Till_Payment_Id__c:{id}");
+            loop {
+                let response = client.get(&url).send().await.expect("get");
+                if response.status().as_u16() == 200 {
+                    let opportunity: serde_json::Value = response.json().await.expect("json");
+                    let pence = intent["amount_received"].as_i64().expect("amount");
+                    let expected: serde_json::Value =
+                        serde_json::from_str(&format!("{}.{:02}", pence / 100, pence % 100)).expect("a number");
+                    assert_eq!(opportunity["Amount"], expected, "{opportunity}");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no Opportunity for {id}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         for intent in succeeded {
             let customer = intent["customer_email"].as_str().expect("customer");
             let to_them: Vec<_> = received.iter().filter(|message| message.rcpt_to == [customer]).collect();
@@ -1315,6 +1338,11 @@ fn a_killed_till_up_sends_every_receipt_once() {
         }
     });
     stop(running, Signal::SIGTERM);
+    // `till crm status` on the same data: nothing left, nothing parked.
+    let status = till().args(["crm", "status"]).env("TILL_DATA_DIR", &data_dir).output().expect("till crm status");
+    let printed = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.status.success(), "{printed} {}", String::from_utf8_lossy(&status.stderr));
+    assert!(printed.contains("pending: 0") && printed.contains("parked: 0"), "{printed}");
     let _ = sim.kill();
     let _ = sim.wait();
     let pg_dir = cluster_dir(&data_dir);

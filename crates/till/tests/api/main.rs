@@ -8,6 +8,7 @@ mod bus_helpers;
 mod checkout;
 mod commerce;
 mod conventions;
+mod crm;
 mod events;
 mod gateway_webhooks;
 mod idempotency;

@@ -113,10 +113,18 @@ async fn a_captured_payment_sends_one_receipt_to_the_customer_over_smtp() {
 }
 
 #[tokio::test]
-async fn each_event_delivered_three_more_times_shuffled_sends_one_email() {
+async fn each_event_delivered_three_more_times_shuffled_sends_one_email_and_one_sms() {
     let server = SmtpServer::start().expect("aiosmtpd");
     let app = app_sending_to(&server).await;
     let business = app.create_business("GB").await;
+    put_settings(
+        &app,
+        &business.owner_key,
+        &json!({"finance_phone": "+447700900123", "rules": [
+            {"name": "receipt", "event_type": "payment_intent.succeeded", "channel": "email", "to": "customer"},
+            {"name": "till-sms", "event_type": "payment_intent.succeeded", "channel": "sms", "to": "finance"}]}),
+    )
+    .await;
     for n in 0..5 {
         pay(&app, &business, &format!("pay-{n}"), 100 + n, Some(&format!("buyer{n}@example.com")), "Tea").await;
     }
@@ -150,8 +158,10 @@ async fn each_event_delivered_three_more_times_shuffled_sends_one_email() {
         .await;
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
 
+    // The SMS are delivered (Twilio's callbacks), the e-mails sent.
+    settled(&app, &business.owner_key, "delivered", 5).await;
     let sent = settled(&app, &business.owner_key, "sent", 5).await;
-    assert_eq!(sent.len(), 5);
+    assert_eq!(sent.iter().filter(|notification| notification["channel"] == "email").count(), 5, "{sent:#?}");
     let received = server.wait_for(5, Duration::from_secs(30)).await;
     // Nothing more arrives: every notification is sent, and there are five.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -161,6 +171,9 @@ async fn each_event_delivered_three_more_times_shuffled_sends_one_email() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 5);
+    // And one SMS per event at Twilio, each delivered once.
+    assert_eq!(app.sim_calls("sms", "create").await.len(), 5);
+    assert_eq!(notifications(&app, &business.owner_key, "").await.len(), 10);
     let mut recipients: Vec<String> = received.iter().flat_map(|message| message.rcpt_to.clone()).collect();
     recipients.sort();
     assert_eq!(recipients, (0..5).map(|n| format!("buyer{n}@example.com")).collect::<Vec<_>>());
