@@ -108,6 +108,21 @@ pub async fn status(owner_pool: &PgPool) -> Result<Status, sqlx::Error> {
     sqlx::query_as("SELECT * FROM crm.status()").fetch_one(owner_pool).await
 }
 
+/// A parked change, as `till crm status` lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Parked {
+    pub sobject: String,
+    pub external_field: String,
+    pub external_id: String,
+    pub last_error: Option<String>,
+    pub created_at: time::OffsetDateTime,
+}
+
+/// The oldest `rows_max` parked changes.
+pub async fn parked(owner_pool: &PgPool, rows_max: i32) -> Result<Vec<Parked>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM crm.parked($1)").bind(rows_max).fetch_all(owner_pool).await
+}
+
 pub async fn replay_parked(owner_pool: &PgPool) -> Result<i32, sqlx::Error> {
     sqlx::query_scalar("SELECT crm.replay_parked()").fetch_one(owner_pool).await
 }

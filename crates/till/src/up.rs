@@ -618,6 +618,11 @@ pub async fn crm_status(args: EventsBacklogArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "-".into());
         println!("pending: {}, oldest {lag}", status.pending);
         println!("parked: {}", status.parked);
+        for parked in till_crm::store::parked(&owner_pool, 20).await? {
+            let since = parked.created_at.format(&time::format_description::well_known::Rfc3339)?;
+            let why = parked.last_error.as_deref().unwrap_or("-");
+            println!("  {}/{}/{} since {since}: {why}", parked.sobject, parked.external_field, parked.external_id);
+        }
         println!("last error: {}", status.last_error.as_deref().unwrap_or("-"));
         owner_pool.close().await;
         anyhow::Ok(())

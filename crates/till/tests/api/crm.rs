@@ -161,6 +161,13 @@ async fn a_record_the_org_refuses_is_parked_without_holding_up_the_rest_and_repl
         "{status:?}"
     );
     assert!(record(&app, &format!("Account:Till_Business_Id__c:{}", refused.id)).await.is_none());
+    let parked = till_crm::store::parked(&app.owner_pool, 20).await.expect("parked");
+    assert_eq!(parked[0].external_id, refused.id);
+    assert!(
+        parked[0].last_error.as_deref().is_some_and(|why| why.starts_with("FIELD_CUSTOM_VALIDATION_EXCEPTION")),
+        "{parked:?}"
+    );
+    assert_eq!((parked[1].sobject.as_str(), parked[1].external_id.as_str()), ("Opportunity", parked_payment.as_str()));
     // A later change of the parked Account waits behind it; the new payment's
     // Opportunity, a record of its own, is sent, and refused in turn (no Account yet).
     let waiting = pay(&app, &refused, "pay-3", 300).await;
