@@ -1,6 +1,6 @@
 //! The CRM sync's SQL, and nothing else. The consumer writes in the event's tenant
 //! transaction; the worker leases and records through `crm.lease_due` and
-//! `crm.record_outcome` (one org mirrors every business); the CLI reads `crm.status()`.
+//! `crm.record_outcomes` (one org mirrors every business); the CLI reads `crm.status()`.
 
 use sqlx::{PgConnection, PgPool};
 use till_kit::BusinessId;
@@ -73,21 +73,29 @@ pub async fn lease_due(pool: &PgPool, rows_max: i32, lease_seconds: i32) -> Resu
     sqlx::query_as("SELECT * FROM crm.lease_due($1, $2)").bind(rows_max).bind(lease_seconds).fetch_all(pool).await
 }
 
-/// `synced`, `parked` with its error, or `pending` again in `retry_ms` (an attempt when
-/// `attempted`).
-pub async fn record(
-    pool: &PgPool,
-    id: Uuid,
-    outcome: &str,
-    error: Option<&str>,
-    retry_ms: i64,
-    attempted: bool,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT crm.record_outcome($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(outcome)
-        .bind(error)
-        .bind(retry_ms)
+/// What one attempt at a change came to: `synced`, `parked` with its error, or
+/// `pending` again in `retry_ms` (an attempt when `attempted`).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub id: Uuid,
+    pub outcome: &'static str,
+    pub error: Option<String>,
+    pub retry_ms: i64,
+    pub attempted: bool,
+}
+
+/// Records a batch's outcomes in one statement.
+pub async fn record_all(pool: &PgPool, recorded: &[Recorded]) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = recorded.iter().map(|r| r.id).collect();
+    let outcomes: Vec<&str> = recorded.iter().map(|r| r.outcome).collect();
+    let errors: Vec<Option<&str>> = recorded.iter().map(|r| r.error.as_deref()).collect();
+    let retries: Vec<i64> = recorded.iter().map(|r| r.retry_ms).collect();
+    let attempted: Vec<bool> = recorded.iter().map(|r| r.attempted).collect();
+    sqlx::query("SELECT crm.record_outcomes($1, $2, $3, $4, $5)")
+        .bind(ids)
+        .bind(outcomes)
+        .bind(errors)
+        .bind(retries)
         .bind(attempted)
         .execute(pool)
         .await?;

@@ -111,65 +111,60 @@ pub async fn sync_once(pool: &PgPool, salesforce: &Salesforce, config: &WorkerCo
         salesforce.expire_token();
         answer = salesforce.upsert_all(&upserts).await;
     }
-    match answer {
+    let record = |change: &Leased, outcome: &'static str, error: Option<String>, retry_ms: i64, attempted: bool| {
+        store::Recorded { id: change.id, outcome, error, retry_ms, attempted }
+    };
+    let recorded: Vec<store::Recorded> = match answer {
         Ok(Batch::Answered(outcomes)) => {
             let mut expired = false;
-            for (change, outcome) in leased.iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Done => store::record(pool, change.id, "synced", None, 0, true).await?,
+            let recorded = leased
+                .iter()
+                .zip(outcomes)
+                .map(|(change, outcome)| match outcome {
+                    Outcome::Done => record(change, "synced", None, 0, true),
                     Outcome::Refused { code, message } => {
                         let error = format!("{code}: {message}");
                         tracing::warn!(change = %change.id, sobject = change.sobject, %error, "Salesforce refused a record; parked");
-                        store::record(pool, change.id, "parked", Some(&error), 0, true).await?;
+                        record(change, "parked", Some(error), 0, true)
                     }
                     Outcome::SessionExpired => {
                         expired = true;
-                        store::record(pool, change.id, "pending", Some("the session expired"), 0, false).await?;
+                        record(change, "pending", Some(String::from("the session expired")), 0, false)
                     }
                     Outcome::Failed { status, code } => {
                         let error = format!("HTTP {status} {code}");
-                        store::record(
-                            pool,
-                            change.id,
-                            "pending",
-                            Some(&error),
-                            jittered(config, change.attempts),
-                            true,
-                        )
-                        .await?;
+                        record(change, "pending", Some(error), jittered(config, change.attempts), true)
                     }
-                }
-            }
+                })
+                .collect();
             if expired {
                 salesforce.expire_token();
             }
+            recorded
         }
         Ok(Batch::SessionExpired) => {
             salesforce.expire_token();
-            release(pool, &leased, "the session expired twice in a row", 1_000, false).await?;
+            let why = "the session expired twice in a row";
+            leased.iter().map(|change| record(change, "pending", Some(why.into()), 1_000, false)).collect()
         }
         Ok(Batch::Limited) => {
-            release(pool, &leased, "REQUEST_LIMIT_EXCEEDED", jittered(config, 3), false).await?;
+            let retry_ms = jittered(config, 3);
+            leased
+                .iter()
+                .map(|change| record(change, "pending", Some("REQUEST_LIMIT_EXCEEDED".into()), retry_ms, false))
+                .collect()
         }
         Err(error) => {
             // Nothing reached the org, or it is failing: no attempt is used for the first.
             let attempted = error.may_have_acted() && !matches!(error, OutboundError::Failing { status: 429, .. });
             let attempts = leased.iter().map(|change| change.attempts).max().unwrap_or(0);
-            release(pool, &leased, &error.to_string(), jittered(config, attempts), attempted).await?;
+            let retry_ms = jittered(config, attempts);
+            leased
+                .iter()
+                .map(|change| record(change, "pending", Some(error.to_string()), retry_ms, attempted))
+                .collect()
         }
-    }
+    };
+    store::record_all(pool, &recorded).await?;
     Ok(leased.len())
-}
-
-async fn release(
-    pool: &PgPool,
-    leased: &[Leased],
-    why: &str,
-    retry_ms: i64,
-    attempted: bool,
-) -> Result<(), sqlx::Error> {
-    for change in leased {
-        store::record(pool, change.id, "pending", Some(why), retry_ms, attempted).await?;
-    }
-    Ok(())
 }

@@ -195,3 +195,20 @@ async fn a_record_the_org_refuses_is_parked_without_holding_up_the_rest_and_repl
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn an_org_over_its_request_limit_backs_the_batch_off_without_using_attempts() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    // The org refuses the next two Composite requests: its API limit is used up.
+    app.arm_fault("salesforce", "composite", "request_limit", 2, None).await;
+    let payment = pay(&app, &business, "pay-1", 400).await;
+    org_has(&app, &format!("Opportunity:Till_Payment_Id__c:{payment}"), |o| o["Amount"] == json!(4.0)).await;
+    let limited = app.sim_calls("salesforce", "composite").await.iter().filter(|call| call["status"] == 403).count();
+    assert_eq!(limited, 2);
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM crm.changes ORDER BY id")
+        .fetch_all(&app.owner_pool)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts, vec![1, 1], "a refused batch is not an attempt; the one that landed is");
+}
