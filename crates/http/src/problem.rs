@@ -118,12 +118,23 @@ impl ApiError {
     /// Maps a database error: connection-level failures are 503 (retryable); text the
     /// database cannot store (a NUL, an invalid escape, a value longer than its column)
     /// is the client's 400, a backstop behind `HumanText` for a field that missed it;
-    /// anything else is a bug (500).
+    /// a transaction PostgreSQL chose as a deadlock victim or could not serialize
+    /// (40P01, 40001) was rolled back whole, so it is a retryable 503 like a lost
+    /// connection, not a bug; anything else is a bug (500).
     pub fn database(error: sqlx::Error) -> ApiError {
         if till_db::pool::connection_lost(&error) {
             return ApiError::unavailable(&error);
         }
         let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
+        if matches!(code.as_deref(), Some("40P01" | "40001")) {
+            tracing::warn!(%error, "a transaction lost a lock conflict and was rolled back");
+            let mut refused = ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The request met a conflicting one and was rolled back whole. Retry with the same Idempotency-Key.",
+            );
+            refused.retry_after_seconds = Some(1);
+            return refused;
+        }
         if matches!(code.as_deref(), Some("22021" | "22P05" | "22001")) {
             tracing::warn!(%error, "the database refused a value from a request; a field lacks its check");
             return ApiError::new(

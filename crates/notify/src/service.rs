@@ -27,7 +27,8 @@ pub const SMTP: Names = Names {
 
 #[derive(OpenApi)]
 #[openapi(
-    components(schemas(crate::api::NotificationSettingsBody, crate::api::NotificationTemplateBody, crate::api::NotificationBody)),
+    components(schemas(crate::api::NotificationSettingsBody, crate::api::NotificationTemplateBody, crate::api::NotificationBody,
+                      crate::api::NotificationStatusFilter)),
     tags((name = "notifications", description = "E-mail and SMS sent when a business's events happen: rules (which event notifies whom), templates checked when they are saved, and each notification with its status. One notification per event, rule and recipient, however often the event is delivered.")),
 )]
 struct Doc;

@@ -351,6 +351,16 @@ async fn delete_endpoint(
     mut tx: Tx,
     ApiPath(id): ApiPath<WebhookEndpointId>,
 ) -> Result<StatusCode, ApiError> {
+    // Deliveries first, then the endpoint: the delivery worker locks a delivery and then
+    // its endpoint (claiming it, recording an attempt), so deleting the endpoint first and
+    // its deliveries by cascade would take the same two locks in the other order and could
+    // deadlock with it. A delivery the fan-out adds between the two statements still goes
+    // with the endpoint by cascade.
+    sqlx::query("DELETE FROM webhooks.deliveries WHERE business_id = $1 AND endpoint_id = $2")
+        .bind(principal.business_id.as_uuid())
+        .bind(id.as_uuid())
+        .execute(&mut *tx)
+        .await?;
     let deleted = sqlx::query("DELETE FROM webhooks.endpoints WHERE business_id = $1 AND id = $2")
         .bind(principal.business_id.as_uuid())
         .bind(id.as_uuid())

@@ -765,3 +765,74 @@ async fn upgrading_moves_the_webhooks_data_into_its_own_schema_and_keeps_deliver
     app.close().await;
     owner.close().await;
 }
+
+/// Found by schemathesis: deleting an endpoint while the delivery worker held one of its
+/// deliveries deadlocked (a 500). The worker locks a delivery and then its endpoint; here
+/// a transaction does the same by hand around a DELETE, which must wait for it rather
+/// than deadlock with it, and then succeed.
+#[tokio::test]
+async fn deleting_an_endpoint_waits_for_a_delivery_in_hand_and_never_deadlocks_with_it() {
+    let app = spawn_app().await;
+    let business = app.create_business("GB").await;
+    let k = &business.owner_key;
+    let hole = black_hole().await;
+    let (endpoint, _) = create_endpoint(&app, k, &format!("http://{hole}/hook")).await;
+    let endpoint_uuid = uuid::Uuid::parse_str(endpoint.trim_start_matches("we_")).expect("uuid");
+    many_transfers(&app, k, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivery: uuid::Uuid = loop {
+        let found: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM webhooks.deliveries WHERE endpoint_id = $1 LIMIT 1")
+                .bind(endpoint_uuid)
+                .fetch_optional(&app.owner_pool)
+                .await
+                .expect("deliveries");
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "a delivery for the endpoint");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // The worker's order: the delivery first.
+    let mut worker = app.owner_pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM webhooks.deliveries WHERE id = $1 FOR UPDATE")
+        .bind(delivery)
+        .execute(&mut *worker)
+        .await
+        .expect("lock the delivery");
+    let delete = {
+        let request = app.request(reqwest::Method::DELETE, &format!("/v1/webhook_endpoints/{endpoint}"), k);
+        tokio::spawn(async move { request.send().await.expect("delete").status().as_u16() })
+    };
+    // Until the DELETE waits on a lock this transaction holds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM webhooks.%'",
+        )
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the DELETE never waited on the delivery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Then its endpoint, as recording an attempt does: the DELETE must not hold it yet.
+    sqlx::query("SELECT 1 FROM webhooks.endpoints WHERE id = $1 FOR UPDATE")
+        .bind(endpoint_uuid)
+        .execute(&mut *worker)
+        .await
+        .expect("the endpoint's lock, without a deadlock");
+    worker.commit().await.expect("commit");
+    assert_eq!(delete.await.expect("the DELETE task"), 204);
+    assert_eq!(app.get(&format!("/v1/webhook_endpoints/{endpoint}"), k).await.status().as_u16(), 404);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = $1")
+        .bind(endpoint_uuid)
+        .fetch_one(&app.owner_pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "its deliveries went with it");
+}
