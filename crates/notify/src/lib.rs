@@ -40,6 +40,9 @@ pub struct EmailSettings {
     /// its display name, and its reply-to its own.
     pub from_address: domain::EmailAddress,
     pub attempt_timeout: Duration,
+    /// The SMTP server's circuit breaker: while it is open nothing is sent and every
+    /// e-mail stays queued.
+    pub breaker: till_outbound::breaker::BreakerConfig,
 }
 
 /// How the notifications service runs, provided by the composition root.

@@ -40,6 +40,7 @@ fn mount(context: &mut Context) -> Result<Mounted, MountError> {
         Some(settings) => {
             let mut mailer = MailerConfig::new(SMTP, settings.smtp_url.clone());
             mailer.attempt_timeout = settings.attempt_timeout;
+            mailer.breaker = settings.breaker;
             let mailer = Mailer::new(mailer).map_err(|why| MountError::Failed { service: "notify", why })?;
             Some((mailer, settings.from_address.clone()))
         }

@@ -257,7 +257,13 @@ impl Breaker {
                 let (calls, failures) = self.window(&inner, now);
                 BreakerState::Closed { calls, failures }
             }
-            State::Open { until } => BreakerState::Open { retry_after: until.saturating_duration_since(now) },
+            State::Open { until } if now < until => BreakerState::Open { retry_after: until - now },
+            // Its time is up: the next call is a trial, so it reads as half-open with none
+            // out. A caller that asks the state before it calls (does the channel take
+            // messages?) must not see `Open` here, or it would never call again and the
+            // breaker, which moves to half-open only when a call is admitted, would stay
+            // open for good.
+            State::Open { .. } => BreakerState::HalfOpen { trials_in_flight: 0, successes: 0 },
             State::HalfOpen { in_flight, successes } => {
                 BreakerState::HalfOpen { trials_in_flight: in_flight, successes }
             }
@@ -331,6 +337,20 @@ mod tests {
         assert_eq!(breaker.state(), BreakerState::HalfOpen { trials_in_flight: 1, successes: 1 });
         breaker.record(second, Outcome::Success);
         assert_eq!(breaker.state(), BreakerState::Closed { calls: 0, failures: 0 });
+    }
+
+    #[test]
+    fn an_open_breaker_whose_time_is_up_reads_as_half_open_before_anyone_calls() {
+        let clock = ManualClock::default();
+        let breaker = breaker(&clock);
+        for _ in 0..4 {
+            call(&breaker, Outcome::Failure);
+        }
+        clock.advance(Duration::from_millis(4_999));
+        assert_eq!(breaker.state(), BreakerState::Open { retry_after: Duration::from_millis(1) });
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(breaker.state(), BreakerState::HalfOpen { trials_in_flight: 0, successes: 0 });
+        assert_eq!(breaker.admit(), Admission::Allowed { trial: true });
     }
 
     #[test]

@@ -281,6 +281,33 @@ mod tests {
         assert!(build(&email).is_err());
     }
 
+    /// The notifications sender asks `admits()` before it sends anything: an SMTP outage
+    /// long enough to open the breaker must not stop e-mail for good once it is over.
+    #[tokio::test]
+    async fn a_breaker_opened_by_an_outage_lets_a_trial_through_once_its_time_is_up() {
+        // A bound socket that never listens: connections to it are refused, and its port
+        // stays taken for the whole test.
+        let closed = tokio::net::TcpSocket::new_v4().expect("socket");
+        closed.bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let port = closed.local_addr().expect("address").port();
+        let names = Names { dependency: "SMTP", unavailable: "u", reply_invalid: "r", timeout: "t" };
+        let mut config = MailerConfig::new(names, Secret::new(format!("smtp://127.0.0.1:{port}")));
+        config.breaker.minimum_calls = 3;
+        config.breaker.open_for = Duration::from_secs(30);
+        let clock = crate::breaker::ManualClock::default();
+        let mailer = Mailer::with_clock(config, Arc::new(clock.clone())).expect("mailer");
+        for _ in 0..3 {
+            assert!(matches!(mailer.send(&email()).await, Err(MailError::Unreachable { .. })));
+        }
+        assert!(!mailer.admits(), "{:?}", mailer.breaker_state());
+        assert!(matches!(mailer.send(&email()).await, Err(MailError::Unavailable { .. })));
+        clock.advance(Duration::from_secs(30));
+        assert!(mailer.admits(), "{:?}", mailer.breaker_state());
+        // The trial still meets the outage, and the breaker opens again.
+        assert!(matches!(mailer.send(&email()).await, Err(MailError::Unreachable { .. })));
+        assert!(!mailer.admits(), "{:?}", mailer.breaker_state());
+    }
+
     #[test]
     fn a_message_with_html_has_both_parts_and_its_message_id() {
         let formatted = String::from_utf8(build(&email()).expect("builds").formatted()).expect("utf-8");

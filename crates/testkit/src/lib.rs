@@ -255,6 +255,13 @@ pub fn email_settings(url: &str) -> till_notify::EmailSettings {
         from_address: till_notify::domain::EmailAddress::parse("notifications@till.example")
             .unwrap_or_else(|why| panic!("the tests' sender address {why}")),
         attempt_timeout: Duration::from_secs(5),
+        // A test meets an open breaker within a few refused connections, and waits 2 s
+        // for it, not 30.
+        breaker: till_outbound::breaker::BreakerConfig {
+            minimum_calls: 6,
+            open_for: Duration::from_secs(2),
+            ..till_outbound::breaker::BreakerConfig::default()
+        },
     }
 }
 

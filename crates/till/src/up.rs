@@ -433,6 +433,7 @@ fn email_settings(url: &str, from: &str) -> anyhow::Result<till_notify::EmailSet
         smtp_url: Secret::new(url.to_string()),
         from_address,
         attempt_timeout: std::time::Duration::from_secs(10),
+        breaker: till_outbound::breaker::BreakerConfig::default(),
     })
 }
 
