@@ -805,11 +805,13 @@ async fn deleting_an_endpoint_waits_for_a_delivery_in_hand_and_never_deadlocks_w
         let request = app.request(reqwest::Method::DELETE, &format!("/v1/webhook_endpoints/{endpoint}"), k);
         tokio::spawn(async move { request.send().await.expect("delete").status().as_u16() })
     };
-    // Until the DELETE waits on a lock this transaction holds.
+    // Until the DELETE waits on a lock this transaction holds (this test's database only:
+    // the cluster is shared with other tests).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM webhooks.%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE 'DELETE FROM webhooks.%'",
         )
         .fetch_one(&app.owner_pool)
         .await
